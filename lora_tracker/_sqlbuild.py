@@ -1,0 +1,41 @@
+"""Composing INSERT/UPDATE statements from model fields, with identifiers quoted by psycopg.
+
+Column names come from pydantic models, never from user text; values always travel as
+parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+JSON_COLUMNS = frozenset(
+    {"tag_frequency", "dataset_dirs", "config", "checkpoint_metadata", "payload"}
+)
+
+
+def adapt(column: str, value: Any) -> Any:
+    """Wrap JSON values so psycopg sends them as jsonb."""
+    if column in JSON_COLUMNS and value is not None:
+        return Jsonb(value)
+    return value
+
+
+def insert(table: str, values: dict[str, Any], returning: str = "*") -> tuple[sql.Composed, list[Any]]:
+    """``INSERT INTO table (cols) VALUES (%s, ...) RETURNING ...`` and its parameters."""
+    columns = list(values)
+    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        sql.SQL(returning),
+    )
+    return query, [adapt(c, values[c]) for c in columns]
+
+
+def assignments(values: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
+    """``col = %s, ...`` for an UPDATE's SET list, and its parameters."""
+    parts = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values]
+    return sql.SQL(", ").join(parts), [adapt(c, v) for c, v in values.items()]

@@ -1,0 +1,99 @@
+"""The `lora-tracker` command: a thin layer over the library.
+
+Commands parse options, call the library, and format results. Errors are turned into
+one-line messages here, at one boundary: domain errors exit 1, usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .. import __version__
+from ..errors import LoraTrackerError
+
+if TYPE_CHECKING:
+    from ..db import Database
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class AppContext:
+    """What every command gets: the database target, opened on first use."""
+
+    def __init__(self, database_url: str | None) -> None:
+        self.database_url = database_url
+        self._db: Database | None = None
+
+    def open_db(self, *, auto_migrate: bool = True) -> Database:
+        """The database for this invocation (connected lazily, closed at exit)."""
+        if self._db is None:
+            from ..db import Database
+
+            self._db = Database(self.database_url, auto_migrate=auto_migrate)
+        return self._db
+
+    @property
+    def db(self) -> Database:
+        return self.open_db()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def app_context(ctx: click.Context) -> AppContext:
+    """The AppContext of the root command."""
+    obj = ctx.find_root().obj
+    assert isinstance(obj, AppContext)
+    return obj
+
+
+class TrackerGroup(click.Group):
+    """A click group that renders lora-tracker errors as one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LoraTrackerError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            from pydantic import ValidationError
+
+            if isinstance(exc, ValidationError):
+                from ..models import render_validation_error
+
+                raise click.ClickException(render_validation_error(exc)) from None
+            raise
+
+
+@click.group(cls=TrackerGroup, context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="PostgreSQL URL. Default: $LORA_TRACKER_DATABASE_URL, else the embedded server "
+    "in $LORA_TRACKER_HOME.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what the library does to stderr.")
+@click.version_option(__version__, "--version", prog_name="lora-tracker")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None, verbose: bool) -> None:
+    """Keep a complete, queryable record of every LoRA training experiment."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    app = AppContext(database_url)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+from . import db_commands  # noqa: E402  (registers commands on `cli`)
+
+db_commands.register(cli)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(prog_name="lora-tracker", standalone_mode=True))

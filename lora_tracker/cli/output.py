@@ -1,0 +1,95 @@
+"""Printing rows as a readable table, JSON (an array of objects) or CSV with a header."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import click
+
+
+def to_jsonable(value: Any) -> Any:
+    """Database values as JSON values: numbers stay numbers, times become ISO 8601."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(to_jsonable(value), ensure_ascii=False)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    return str(value)
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table; cells that would be unreadably long are cut with an ellipsis."""
+    from tabulate import tabulate
+
+    cells = [[_shorten(_cell(v)) for v in row] for row in rows]
+    return tabulate(cells, headers=list(columns), tablefmt="simple", disable_numparse=True)
+
+
+def _shorten(text: str, width: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    objects = [dict(zip(columns, (to_jsonable(v) for v in row))) for row in rows]
+    return json.dumps(objects, indent=2, ensure_ascii=False)
+
+
+def format_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(v) for v in row])
+    return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(to_jsonable(value), ensure_ascii=False)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return _cell(value)
+
+
+def echo_rows(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table"
+) -> None:
+    """Print rows in the chosen format: ``table``, ``json`` or ``csv``."""
+    if fmt == "json":
+        click.echo(format_json(columns, rows))
+    elif fmt == "csv":
+        click.echo(format_csv(columns, rows), nl=False)
+    else:
+        click.echo(format_table(columns, rows))

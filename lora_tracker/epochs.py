@@ -1,0 +1,58 @@
+"""epoch_results: one row per (run, epoch). All SQL about epochs lives here."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from . import _sqlbuild
+from .db import Connection
+from .errors import InvalidInput, NotFound
+from .models import EpochFields, EpochResult
+
+
+def upsert_epoch(
+    conn: Connection, training_run_id: int, epoch_number: int, fields: EpochFields
+) -> EpochResult:
+    """Create the epoch row or set the given fields on it; other columns keep their values."""
+    if epoch_number < 0:
+        raise InvalidInput("epoch_results.epoch_number must be 0 or more")
+    values = fields.given()
+    insert_values = {"training_run_id": training_run_id, "epoch_number": epoch_number} | values
+    params = [_sqlbuild.adapt(c, v) for c, v in insert_values.items()]
+    if values:
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in values
+        )
+    else:  # touch nothing, but still return the row
+        updates = sql.SQL("epoch_number = EXCLUDED.epoch_number")
+    query = sql.SQL(
+        "INSERT INTO epoch_results ({cols}) VALUES ({vals}) "
+        "ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET {updates} RETURNING *"
+    ).format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, insert_values)),
+        vals=sql.SQL(", ").join(sql.Placeholder() * len(insert_values)),
+        updates=updates,
+    )
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return EpochResult.model_validate(row)
+
+
+def get_epoch(conn: Connection, training_run_id: int, epoch_number: int) -> EpochResult:
+    """One epoch of a run; NotFound when it has not been recorded."""
+    row = conn.execute(
+        "SELECT * FROM epoch_results WHERE training_run_id = %s AND epoch_number = %s",
+        (training_run_id, epoch_number),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"epoch {epoch_number} of run {training_run_id} is not recorded")
+    return EpochResult.model_validate(row)
+
+
+def list_epochs(conn: Connection, training_run_id: int) -> list[EpochResult]:
+    """A run's epochs in order."""
+    rows = conn.execute(
+        "SELECT * FROM epoch_results WHERE training_run_id = %s ORDER BY epoch_number",
+        (training_run_id,),
+    ).fetchall()
+    return [EpochResult.model_validate(r) for r in rows]

@@ -1,0 +1,49 @@
+"""Every error lora-tracker raises on purpose. The CLI turns these into one-line messages."""
+
+from __future__ import annotations
+
+
+class LoraTrackerError(Exception):
+    """Base class: a problem the user can act on. Its message is one readable line."""
+
+    exit_code = 1
+
+
+class ConfigurationError(LoraTrackerError):
+    """The database target or data folder is unusable as configured."""
+
+
+class DatabaseUnavailable(LoraTrackerError):
+    """The database could not be reached (server down, wrong host, bad credentials)."""
+
+
+class EmbeddedServerError(DatabaseUnavailable):
+    """The embedded PostgreSQL server could not be started."""
+
+
+class SchemaNotInitialized(LoraTrackerError):
+    """The target database has no lora-tracker schema, or an older one."""
+
+
+class MigrationError(LoraTrackerError):
+    """A migration file failed to apply; nothing of it was kept."""
+
+
+class InvalidInput(LoraTrackerError):
+    """A value broke a rule of the data model (range, enumeration, format)."""
+
+
+class NotFound(LoraTrackerError):
+    """A run, epoch, caption version or prompt that does not exist."""
+
+
+class AlreadyExists(LoraTrackerError):
+    """A unique name that is already taken."""
+
+
+class AmbiguousName(LoraTrackerError):
+    """A prefix that matches more than one run."""
+
+
+class SQLError(LoraTrackerError):
+    """A statement given to `lora-tracker sql` failed on the server."""

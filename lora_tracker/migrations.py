@@ -1,0 +1,127 @@
+"""Append-only SQL migrations: ``sql/NNNN_name.sql``, applied in order.
+
+Each file is plain SQL that also runs by hand (``psql -1 -f``, the Supabase SQL editor) and
+records itself in ``schema_migrations``. Here each one runs in its own transaction under an
+advisory lock, so two processes that migrate at once apply every file exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from .db import Connection, translate_errors
+from .errors import MigrationError
+
+log = logging.getLogger(__name__)
+
+_FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# An arbitrary constant shared by every lora-tracker process: "lora" in ASCII.
+_ADVISORY_LOCK_KEY = 0x6C6F7261
+EXAMPLES_FILE = "example_data.sql"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+
+def sql_dir() -> Traversable:
+    """The folder of SQL files: inside the installed wheel, or ``sql/`` of a checkout."""
+    packaged = resources.files("lora_tracker") / "sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+@cache
+def available() -> tuple[Migration, ...]:
+    """Every migration shipped with this version, in order."""
+    found = []
+    for entry in sql_dir().iterdir():
+        match = _FILENAME.match(entry.name)
+        if match:
+            found.append(Migration(match[1], match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    return tuple(found)
+
+
+def read_sql_file(name: str) -> str:
+    """The text of a non-migration SQL file shipped with lora-tracker (e.g. example data)."""
+    return (sql_dir() / name).read_text(encoding="utf-8")
+
+
+def is_blank(conn: Connection) -> bool:
+    """True when the database has no schema_migrations table at all."""
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NULL AS blank").fetchone()
+    return bool(row and row["blank"])
+
+
+def applied_versions(conn: Connection) -> list[str]:
+    """Versions recorded in schema_migrations (empty on a blank database)."""
+    if is_blank(conn):
+        return []
+    rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    return [r["version"] for r in rows]
+
+
+def applied_details(conn: Connection) -> list[dict[str, object]]:
+    """Applied migrations with their time of application."""
+    if is_blank(conn):
+        return []
+    return conn.execute(
+        "SELECT version, applied_at FROM schema_migrations ORDER BY version"
+    ).fetchall()
+
+
+def pending_versions(conn: Connection) -> list[str]:
+    """Versions this lora-tracker ships that the database has not applied."""
+    done = set(applied_versions(conn))
+    return [m.version for m in available() if m.version not in done]
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply every pending migration, each with its schema_migrations row in one transaction.
+
+    Returns the versions applied by this call (empty when the schema is current).
+    """
+    applied: list[str] = []
+    for migration in available():
+        with translate_errors(conn), conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+            if migration.version in applied_versions(conn):
+                continue
+            log.info("applying migration %s_%s", migration.version, migration.name)
+            try:
+                conn.execute(sql.SQL(migration.sql))  # type: ignore[arg-type]
+            except psycopg.errors.DatabaseError as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
+                raise MigrationError(
+                    f"migration {migration.version}_{migration.name} failed and was rolled "
+                    f"back: {str(exc).strip().splitlines()[0]}"
+                ) from None
+            conn.execute(
+                "INSERT INTO schema_migrations (version) VALUES (%s) "
+                "ON CONFLICT (version) DO NOTHING",
+                (migration.version,),
+            )
+            applied.append(migration.version)
+    return applied
+
+
+def load_examples(conn: Connection) -> None:
+    """Load the reference document's three runs (idempotent: a second load adds nothing)."""
+    text = read_sql_file(EXAMPLES_FILE)
+    with translate_errors(conn), conn.transaction():
+        conn.execute(sql.SQL(text))  # type: ignore[arg-type]
