@@ -23,7 +23,9 @@ def adapt(column: str, value: Any) -> Any:
     return value
 
 
-def insert(table: str, values: dict[str, Any], returning: str = "*") -> tuple[sql.Composed, list[Any]]:
+def insert(
+    table: str, values: dict[str, Any], returning: str = "*"
+) -> tuple[sql.Composed, list[Any]]:
     """``INSERT INTO table (cols) VALUES (%s, ...) RETURNING ...`` and its parameters."""
     columns = list(values)
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(

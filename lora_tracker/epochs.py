@@ -19,6 +19,7 @@ def upsert_epoch(
     values = fields.given()
     insert_values = {"training_run_id": training_run_id, "epoch_number": epoch_number} | values
     params = [_sqlbuild.adapt(c, v) for c, v in insert_values.items()]
+    updates: sql.Composable
     if values:
         updates = sql.SQL(", ").join(
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in values

@@ -96,32 +96,43 @@ def migrate(conn: Connection) -> list[str]:
     Returns the versions applied by this call (empty when the schema is current).
     """
     applied: list[str] = []
-    for migration in available():
-        with translate_errors(conn), conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-            if migration.version in applied_versions(conn):
-                continue
-            log.info("applying migration %s_%s", migration.version, migration.name)
-            try:
-                conn.execute(sql.SQL(migration.sql))  # type: ignore[arg-type]
-            except psycopg.errors.DatabaseError as exc:
-                if isinstance(exc, psycopg.OperationalError):
-                    raise
-                raise MigrationError(
-                    f"migration {migration.version}_{migration.name} failed and was rolled "
-                    f"back: {str(exc).strip().splitlines()[0]}"
-                ) from None
-            conn.execute(
-                "INSERT INTO schema_migrations (version) VALUES (%s) "
-                "ON CONFLICT (version) DO NOTHING",
-                (migration.version,),
-            )
-            applied.append(migration.version)
+    # A session-level lock taken *before* each transaction begins: a transaction that
+    # started before another process's migration committed could keep a stale view of the
+    # catalog (to_regclass) and apply the same file twice.
+    with translate_errors(conn):
+        conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
+    try:
+        for migration in available():
+            with translate_errors(conn), conn.transaction():
+                if migration.version in applied_versions(conn):
+                    continue
+                _apply(conn, migration)
+                applied.append(migration.version)
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK_KEY,))
     return applied
+
+
+def _apply(conn: Connection, migration: Migration) -> None:
+    log.info("applying migration %s_%s", migration.version, migration.name)
+    try:
+        conn.execute(sql.SQL(migration.sql))
+    except psycopg.errors.DatabaseError as exc:
+        if isinstance(exc, psycopg.OperationalError):
+            raise
+        raise MigrationError(
+            f"migration {migration.version}_{migration.name} failed and was rolled "
+            f"back: {str(exc).strip().splitlines()[0]}"
+        ) from None
+    conn.execute(
+        "INSERT INTO schema_migrations (version) VALUES (%s) ON CONFLICT (version) DO NOTHING",
+        (migration.version,),
+    )
 
 
 def load_examples(conn: Connection) -> None:
     """Load the reference document's three runs (idempotent: a second load adds nothing)."""
     text = read_sql_file(EXAMPLES_FILE)
     with translate_errors(conn), conn.transaction():
-        conn.execute(sql.SQL(text))  # type: ignore[arg-type]
+        conn.execute(sql.SQL(text))

@@ -38,7 +38,7 @@ def run_sql(conn: Connection, text: str) -> list[ResultSet]:
     try:
         with translate_errors(conn), conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
-            cur.execute(sql.SQL(text))  # type: ignore[arg-type]
+            cur.execute(sql.SQL(text))
             while True:
                 result = ResultSet(status=cur.statusmessage or "")
                 if cur.description is not None:

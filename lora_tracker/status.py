@@ -7,8 +7,13 @@ from typing import Any
 from .db import Database
 from .errors import DatabaseUnavailable
 
-TABLES = ("training_runs", "epoch_results", "caption_versions", "test_prompts",
-          "prompt_test_results")
+TABLES = (
+    "training_runs",
+    "epoch_results",
+    "caption_versions",
+    "test_prompts",
+    "prompt_test_results",
+)
 
 
 def database_status(database_url: str | None = None) -> dict[str, Any]:
@@ -39,8 +44,11 @@ def database_status(database_url: str | None = None) -> dict[str, Any]:
                     "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = to_regclass(%s)",
                     (table,),
                 ).fetchone()
-                counts[table] = _exact_count(conn, table) if row is None or row["n"] < 100_000 \
+                counts[table] = (
+                    _exact_count(conn, table)
+                    if row is None or row["n"] < 100_000
                     else int(row["n"])
+                )
         status["row_counts"] = counts
         return status
 

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-
 from typing import TYPE_CHECKING
 
 import click
@@ -44,7 +43,8 @@ def init(ctx: click.Context, examples: bool) -> None:
         click.echo("Example data loaded: 3 training runs, 13 epoch results, 2 caption versions")
 
 
-@click.command(name="sql")
+# ignore_unknown_options: a statement may start with an SQL comment, "-- ...".
+@click.command(name="sql", context_settings={"ignore_unknown_options": True})
 @click.argument("statement", required=False)
 @click.option("--json", "fmt", flag_value="json", help="Print a JSON array of row objects.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV with a header row.")
@@ -92,9 +92,7 @@ def _interactive_psql(db: Database) -> None:
 
     psql = shutil.which("psql") or (str(p) if (p := embedded.psql_binary()) else None)
     if psql is None:
-        raise ConfigurationError(
-            "no psql found; install the PostgreSQL client or pass a STATEMENT"
-        )
+        raise ConfigurationError("no psql found; install the PostgreSQL client or pass a STATEMENT")
     conninfo = db.conninfo()
     if not sys.stdin.isatty():
         raise click.UsageError("interactive psql needs a terminal; pass a STATEMENT or '-'")

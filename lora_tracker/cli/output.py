@@ -60,7 +60,7 @@ def _shorten(text: str, width: int = 80) -> str:
 
 
 def format_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    objects = [dict(zip(columns, (to_jsonable(v) for v in row))) for row in rows]
+    objects = [dict(zip(columns, (to_jsonable(v) for v in row), strict=False)) for row in rows]
     return json.dumps(objects, indent=2, ensure_ascii=False)
 
 
@@ -83,9 +83,7 @@ def _csv_cell(value: Any) -> str:
     return _cell(value)
 
 
-def echo_rows(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table"
-) -> None:
+def echo_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> None:
     """Print rows in the chosen format: ``table``, ``json`` or ``csv``."""
     if fmt == "json":
         click.echo(format_json(columns, rows))

