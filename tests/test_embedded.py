@@ -100,3 +100,13 @@ def test_stale_postmaster_pid_is_recovered(home: Path) -> None:
     done = run_cli("sql", "--json", "SELECT 1 AS one")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [{"one": 1}]
+
+
+def test_restart_within_one_process(home: Path) -> None:
+    """A long-running process can start the server again after someone stopped it."""
+    first = embedded.start(home)
+    assert embedded.stop(home) is True
+    assert embedded.running_conninfo(home) is None
+    second = embedded.start(home)
+    assert second == first
+    assert embedded.running_conninfo(home) == second
