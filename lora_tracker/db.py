@@ -219,8 +219,19 @@ def _constraint_definition(conn: Connection | None, name: str) -> str:
         return ""
     if not row:
         return ""
-    definition = str(row["def"])
-    return definition.removeprefix("CHECK ")
+    return _strip_outer_parens(str(row["def"]).removeprefix("CHECK "))
+
+
+def _strip_outer_parens(text: str) -> str:
+    """``((a >= 0) AND (a <= 10))`` -> ``(a >= 0) AND (a <= 10)``."""
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, char in enumerate(text):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0 and i < len(text) - 1:
+                return text  # the first parenthesis closes before the end
+        text = text[1:-1]
+    return text
 
 
 def _unique_message(exc: psycopg.errors.UniqueViolation) -> str:

@@ -42,7 +42,7 @@ REFUSED = {
     "quality_score 11": (
         "UPDATE training_runs SET quality_score = 11 WHERE run_name = 'SD15_PERFECT_Nov9'",
         "invalid training_runs.quality_score: the rule is "
-        "(((quality_score >= 0) AND (quality_score <= 10)))",
+        "(quality_score >= 0) AND (quality_score <= 10)",
     ),
     "negative epoch score": (
         "UPDATE epoch_results SET visual_quality_score = -1",

@@ -90,7 +90,12 @@ def sql_command(ctx: click.Context, statement: str | None, fmt: str | None) -> N
 def _interactive_psql(db: Database) -> None:
     from .. import embedded
 
-    psql = shutil.which("psql") or (str(p) if (p := embedded.psql_binary()) else None)
+    # The embedded package's own psql matches its server's version; prefer it there.
+    shipped = embedded.psql_binary()
+    candidates = (
+        [shipped, shutil.which("psql")] if db.target.embedded else [shutil.which("psql"), shipped]
+    )
+    psql = next((str(c) for c in candidates if c), None)
     if psql is None:
         raise ConfigurationError("no psql found; install the PostgreSQL client or pass a STATEMENT")
     conninfo = db.conninfo()
