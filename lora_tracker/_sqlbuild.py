@@ -24,14 +24,21 @@ def adapt(column: str, value: Any) -> Any:
 
 
 def insert(
-    table: str, values: dict[str, Any], returning: str = "*"
+    table: str,
+    values: dict[str, Any],
+    returning: str = "*",
+    on_conflict: str = "",
 ) -> tuple[sql.Composed, list[Any]]:
-    """``INSERT INTO table (cols) VALUES (%s, ...) RETURNING ...`` and its parameters."""
+    """``INSERT INTO table (cols) VALUES (%s, ...) [ON CONFLICT ...] RETURNING ...``.
+
+    ``on_conflict`` and ``returning`` are fixed SQL written in this package, never user text.
+    """
     columns = list(values)
-    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
+    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) {} RETURNING {}").format(
         sql.Identifier(table),
         sql.SQL(", ").join(map(sql.Identifier, columns)),
         sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        sql.SQL(on_conflict),
         sql.SQL(returning),
     )
     return query, [adapt(c, values[c]) for c in columns]
@@ -41,3 +48,8 @@ def assignments(values: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
     """``col = %s, ...`` for an UPDATE's SET list, and its parameters."""
     parts = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values]
     return sql.SQL(", ").join(parts), [adapt(c, v) for c, v in values.items()]
+
+
+def like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with ``text`` (wildcards escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -42,7 +42,7 @@ def _find(conn: Connection, ref: str | int) -> dict[str, Any]:
     row = conn.execute("SELECT * FROM training_runs WHERE run_name = %s", (text,)).fetchone()
     if row:
         return row
-    pattern = _like_prefix(text)
+    pattern = _sqlbuild.like_prefix(text)
     rows = conn.execute(
         "SELECT * FROM training_runs WHERE run_name LIKE %s ORDER BY run_name LIMIT %s",
         (pattern, _MAX_CANDIDATES + 1),
@@ -54,11 +54,6 @@ def _find(conn: Connection, ref: str | int) -> dict[str, Any]:
     names = ", ".join(r["run_name"] for r in rows[:_MAX_CANDIDATES])
     more = " ..." if len(rows) > _MAX_CANDIDATES else ""
     raise AmbiguousName(f"{text!r} matches several runs: {names}{more}")
-
-
-def _like_prefix(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
 
 
 def update_run(conn: Connection, ref: str | int, fields: RunFields) -> TrainingRun:

@@ -89,9 +89,10 @@ def cli(ctx: click.Context, database_url: str | None, verbose: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-from . import db_commands  # noqa: E402  (registers commands on `cli`)
+from . import capture_commands, db_commands  # noqa: E402  (they register on `cli`)
 
 db_commands.register(cli)
+capture_commands.register(cli)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DatabaseUnavailable
 from . import app_context
 
 if TYPE_CHECKING:
@@ -126,9 +126,20 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
         from .output import to_jsonable
 
         click.echo(json.dumps(to_jsonable(status), indent=2))
+        if "error" in status:
+            raise click.exceptions.Exit(1)
         return
     click.echo(f"target:      {status['target']}  ({status['source']})")
     click.echo(f"data folder: {status['home']}")
+    waiting = status["spool_waiting"]
+    spool_line = f"{waiting} events waiting" if waiting else "empty"
+    if waiting:
+        spool_line += " (`lora-tracker sync` replays them)"
+    if status["spool_rejected"]:
+        spool_line += f"; {status['spool_rejected']} rejected (spool/rejected.jsonl)"
+    click.echo(f"spool:       {spool_line}")
+    if "error" in status:
+        raise DatabaseUnavailable(status["error"])
     click.echo(f"server:      {status['server_version']}")
     applied = status["applied_migrations"]
     pending = status["pending_migrations"]

@@ -1,0 +1,195 @@
+"""Getting events into the database, or into the spool when it cannot be reached.
+
+``Recorder.submit`` never raises for a database problem: the event is either recorded or
+durably spooled, and the caller (a watcher, a hook, the CLI) carries on. Spooled events are
+replayed, in order, before new ones whenever the database answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import psycopg
+import pydantic
+
+from ..db import Database, translate_errors
+from ..errors import DatabaseUnavailable, LoraTrackerError, SchemaNotInitialized
+from ..settings import Target, resolve_target
+from ..spool import ReplayResult, Spool, Unappliable, spool_for
+from .events import (
+    CheckpointObserved,
+    CheckpointRemoved,
+    SamplesObserved,
+    event_from_json,
+    event_to_json,
+)
+from .record import KnownFiles, Recorded, known_files, record_event
+
+log = logging.getLogger(__name__)
+
+Event = CheckpointObserved | CheckpointRemoved | SamplesObserved
+Delivery = Literal["recorded", "duplicate", "unmatched", "spooled", "rejected"]
+
+RETRY_AFTER_S = 5.0  # after a failure, how long to spool without trying the database
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[tuple[Event, Delivery, Recorded | None]] = field(default_factory=list)
+
+    def count(self, delivery: Delivery) -> int:
+        return sum(1 for _, d, _ in self.outcomes if d == delivery)
+
+
+class Recorder:
+    """Delivers capture events to one database target, spooling what cannot go through."""
+
+    def __init__(self, database_url: str | None = None, *, target: Target | None = None) -> None:
+        self.target = target or resolve_target(database_url)
+        self.spool: Spool = spool_for(self.target.home)
+        self._db: Database | None = None
+        self._down_until = 0.0
+
+    # -- database ------------------------------------------------------------------------
+    def _database(self) -> Database:
+        if self._db is None:
+            self._db = Database(target=self.target)
+        return self._db
+
+    def _mark_down(self, exc: Exception) -> None:
+        if self._down_until <= time.monotonic():
+            log.warning("database unavailable, events go to the spool: %s", exc)
+        self._down_until = time.monotonic() + RETRY_AFTER_S
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def database_down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- delivery ------------------------------------------------------------------------
+    def submit(self, event: Event) -> tuple[Delivery, Recorded | None]:
+        """Record one event, or spool it. Never raises for a database problem."""
+        _, delivery, recorded = self.submit_many([event]).outcomes[0]
+        return delivery, recorded
+
+    def submit_many(self, events: Iterable[Event], batch_size: int = 200) -> BatchResult:
+        """Record events in order, in transactions of up to ``batch_size`` events."""
+        result = BatchResult()
+        pending = list(events)
+        if not pending:
+            return result
+        if not self.database_down and self.spool.pending():
+            self.replay()
+        if self.database_down or self.spool.pending():
+            # keep order: while older events wait, new ones queue behind them
+            for event in pending:
+                result.outcomes.append((event, *self._spool(event)))
+            return result
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            try:
+                result.outcomes.extend(self._record_batch_retrying(batch))
+            except (DatabaseUnavailable, SchemaNotInitialized) as exc:
+                self._mark_down(exc)
+                for event in pending[start:]:
+                    result.outcomes.append((event, *self._spool(event)))
+                break
+        return result
+
+    def _record_batch_retrying(
+        self, batch: list[Event], attempts: int = 3
+    ) -> list[tuple[Event, Delivery, Recorded | None]]:
+        """A deadlock with another watcher rolls the whole batch back: run it again."""
+        for attempt in range(attempts):
+            try:
+                return self._record_batch(batch)
+            except psycopg.errors.TransactionRollback as exc:
+                if attempt == attempts - 1:
+                    raise DatabaseUnavailable(f"conflicting writers: {exc}") from None
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _record_batch(self, batch: list[Event]) -> list[tuple[Event, Delivery, Recorded | None]]:
+        db = self._database()
+        outcomes: list[tuple[Event, Delivery, Recorded | None]] = []
+        with db.transaction() as conn:
+            for event in batch:
+                try:
+                    with translate_errors(conn):
+                        recorded = record_event(conn, event)  # a savepoint each
+                except (LoraTrackerError, pydantic.ValidationError) as exc:
+                    if isinstance(exc, DatabaseUnavailable):
+                        raise
+                    self._reject(event, exc)
+                    outcomes.append((event, "rejected", None))
+                    continue
+                outcomes.append((event, recorded.outcome, recorded))
+        return outcomes
+
+    def _spool(self, event: Event) -> tuple[Delivery, None]:
+        self.spool.append(event_to_json(event))
+        return "spooled", None
+
+    def _reject(self, event: Event, exc: Exception) -> None:
+        log.error(
+            "event %s refused by the database, kept in %s: %s",
+            event.event_id,
+            self.spool.rejected_path,
+            exc,
+        )
+        self.spool._ensure_folder()
+        self.spool._reject(event_to_json(event), str(exc))
+
+    def known_files(self, host: str, folders: list[str]) -> KnownFiles | None:
+        """What the database already holds under these folders (None if unreachable)."""
+        if self.database_down:
+            return None
+        try:
+            db = self._database()
+            with db.transaction() as conn:
+                return known_files(conn, host, folders)
+        except (DatabaseUnavailable, SchemaNotInitialized) as exc:
+            self._mark_down(exc)
+            return None
+
+    def replay(self, *, wait: bool = False) -> ReplayResult:
+        """Apply spooled events in order; stops (keeping the rest) if the database fails."""
+
+        def apply(line: str) -> None:
+            try:
+                event = event_from_json(line)
+            except (pydantic.ValidationError, ValueError) as exc:
+                raise Unappliable(f"unreadable event: {exc}") from None
+            try:
+                with self._database().transaction() as conn:
+                    record_event(conn, event)
+            except DatabaseUnavailable:
+                raise
+            except SchemaNotInitialized as exc:
+                raise DatabaseUnavailable(str(exc)) from None
+            except LoraTrackerError as exc:
+                raise Unappliable(str(exc)) from None
+            except psycopg.errors.TransactionRollback as exc:  # deadlock: try again later
+                raise DatabaseUnavailable(str(exc)) from None
+
+        try:
+            result = self.spool.replay(apply, wait=wait)
+        except DatabaseUnavailable as exc:  # pragma: no cover - replay catches it itself
+            self._mark_down(exc)
+            return ReplayResult(remaining=self.spool.pending())
+        if result.remaining:
+            self._mark_down(DatabaseUnavailable("replay stopped"))
+        elif result.applied:
+            log.info("replayed %d spooled events", result.applied)
+        return result

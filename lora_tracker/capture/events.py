@@ -1,0 +1,219 @@
+"""Capture events: what was seen on disk, complete enough to be recorded later.
+
+An event carries everything read from the file at the moment it was observed, so it can
+wait in the spool and be recorded after the file is gone. ``observe_checkpoint`` is where
+a file on disk becomes an event; ``record.py`` is where an event becomes rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from .files import CheckpointKind, classify_checkpoint, classify_sample, output_dir_of
+from .metadata import epoch_fields_from_metadata, trainer_of
+from .safetensors_header import CorruptCheckpoint, read_safetensors_header
+from .trainer_config import find_gui_config, load_toml
+
+log = logging.getLogger(__name__)
+
+
+def this_host() -> str:
+    """The name of the machine recording (a run's files are keyed by host and path)."""
+    return os.environ.get("LORA_TRACKER_HOST") or socket.gethostname()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Event(BaseModel):
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    observed_at: datetime = Field(default_factory=_now)
+    host: str = Field(default_factory=this_host)
+
+
+class CheckpointObserved(_Event):
+    """A complete checkpoint file, with what its name, header and config say."""
+
+    kind: Literal["checkpoint"] = "checkpoint"
+    path: str
+    output_dir: str
+    output_name: str
+    checkpoint_kind: CheckpointKind
+    file_format: str
+    epoch: int | None = None
+    step: int | None = None
+    size_bytes: int
+    mtime: datetime
+    content_hash: str | None = None
+    trainer: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    config: dict[str, Any] | None = None
+    config_path: str | None = None
+    # every sample image of this run's output name, by epoch: samples are saved after
+    # the checkpoint, and one that an earlier event missed comes with the next
+    samples_by_epoch: dict[int, list[str]] = Field(default_factory=dict)
+    run_name: str | None = None  # --run: record into this run
+
+
+class CheckpointRemoved(_Event):
+    """A checkpoint file that disappeared (kohya's --save_last_n_epochs, or by hand)."""
+
+    kind: Literal["checkpoint_removed"] = "checkpoint_removed"
+    path: str
+
+
+class SamplesObserved(_Event):
+    """Sample images of one epoch of a run."""
+
+    kind: Literal["samples"] = "samples"
+    output_dir: str
+    output_name: str
+    epoch: int
+    paths: list[str]
+
+
+CaptureEvent = Annotated[
+    CheckpointObserved | CheckpointRemoved | SamplesObserved, Field(discriminator="kind")
+]
+EVENT_ADAPTER: TypeAdapter[CaptureEvent] = TypeAdapter(CaptureEvent)
+
+
+def event_to_json(event: CheckpointObserved | CheckpointRemoved | SamplesObserved) -> str:
+    return event.model_dump_json()
+
+
+def event_from_json(line: str) -> CheckpointObserved | CheckpointRemoved | SamplesObserved:
+    return EVENT_ADAPTER.validate_json(line)
+
+
+def observe_checkpoint(
+    path: Path, *, run_name: str | None = None, config_path: Path | None = None
+) -> CheckpointObserved:
+    """Read a checkpoint file into an event.
+
+    Raises IncompleteCheckpoint / CorruptCheckpoint for safetensors files that cannot be
+    recorded, ValueError for a path that names no checkpoint, OSError when unreadable.
+    """
+    path = path.absolute()
+    name = classify_checkpoint(path)
+    if name is None:
+        raise ValueError(f"{path.name} is not a LoRA checkpoint file")
+    metadata: dict[str, str] = {}
+    content_hash = None
+    if name.file_format == "safetensors":
+        header = read_safetensors_header(path)
+        if header.tensor_count == 0:
+            raise CorruptCheckpoint(f"{path.name}: holds no tensors")
+        metadata = header.metadata
+        content_hash = metadata.get("sshs_model_hash") or f"header-sha256:{header.header_sha256}"
+        size = header.file_size
+        stat = path.stat()
+    else:
+        stat = path.stat()
+        size = stat.st_size
+        if size == 0:
+            raise CorruptCheckpoint(f"{path.name}: empty file")
+    from_meta = epoch_fields_from_metadata(metadata)
+    epoch = name.epoch
+    if epoch is None and name.kind in ("final", "step", "unknown"):
+        epoch = from_meta.get("epoch")
+    step = name.step if name.step is not None else from_meta.get("global_step")
+    output_dir = Path(output_dir_of(path))
+    config, used_config = _trainer_config(output_dir, config_path, name.trainer)
+    extra = _adapter_files(path) if name.trainer in ("peft", "diffusers") else {}
+    if extra:
+        config = {**(config or {}), **extra}
+    return CheckpointObserved(
+        path=str(path),
+        output_dir=str(output_dir),
+        output_name=_output_name(metadata, name.output_name),
+        checkpoint_kind=name.kind,
+        file_format=name.file_format,
+        epoch=epoch,
+        step=step,
+        size_bytes=size,
+        mtime=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+        content_hash=content_hash,
+        trainer=trainer_of(metadata) or name.trainer,
+        metadata=metadata,
+        config=config,
+        config_path=str(used_config) if used_config else None,
+        samples_by_epoch=samples_by_epoch(output_dir, _output_name(metadata, name.output_name)),
+        run_name=run_name,
+    )
+
+
+def _output_name(metadata: dict[str, str], from_name: str) -> str:
+    value = metadata.get("ss_output_name") or metadata.get("name")
+    if value and value not in ("None", "[name]"):
+        return value
+    return from_name
+
+
+def _trainer_config(
+    output_dir: Path, config_path: Path | None, trainer: str | None
+) -> tuple[dict[str, Any] | None, Path | None]:
+    if config_path is not None:
+        return load_toml(config_path), config_path
+    if trainer in (None, "kohya"):
+        found = find_gui_config(output_dir)
+        if found is not None:
+            try:
+                return load_toml(found), found
+            except Exception as exc:  # a broken GUI file must not stop recording
+                log.warning("ignoring %s: %s", found, exc)
+    return None, None
+
+
+def _adapter_files(path: Path) -> dict[str, Any]:
+    """adapter_config.json (PEFT) and trainer_state.json (transformers) beside the weights."""
+    found: dict[str, Any] = {}
+    for filename, key in (
+        ("adapter_config.json", "adapter_config"),
+        ("trainer_state.json", "trainer_state"),
+    ):
+        candidate = path.parent / filename
+        try:
+            with open(candidate, encoding="utf-8") as handle:
+                found[key] = json.load(handle)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def samples_by_epoch(output_dir: Path, output_name: str) -> dict[int, list[str]]:
+    """kohya sample images of one run in ``output_dir/sample``, by epoch."""
+    folder = output_dir / "sample"
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return {}
+    found: dict[int, list[str]] = {}
+    for entry in entries:
+        sample = classify_sample(Path(entry.path))
+        if sample and sample.epoch is not None and sample.output_name == output_name:
+            found.setdefault(sample.epoch, []).append(os.path.abspath(entry.path))
+    return {epoch: sorted(paths) for epoch, paths in sorted(found.items())}
+
+
+def observe_sample(path: Path) -> SamplesObserved | None:
+    """An event for one sample image, or None if it names no epoch."""
+    sample = classify_sample(path)
+    if sample is None or sample.epoch is None:
+        return None
+    return SamplesObserved(
+        output_dir=str(output_dir_of(path.absolute())),
+        output_name=sample.output_name,
+        epoch=sample.epoch,
+        paths=[str(path.absolute())],
+    )

@@ -1,0 +1,147 @@
+"""What a file in a trainer's output folder is, from its path alone.
+
+kohya sd-scripts: ``{name}-{epoch:06d}``, ``{name}-step{step:08d}``, final ``{name}`` (and
+``epoch-000001`` / ``at-step00000100`` / ``last`` without --output_name), sample images
+``sample/{name}_e{epoch:06d}_{idx:02d}_{YYYYmmddHHMMSS}[_{seed}].png``, state folders
+``*-state/`` (not checkpoints). diffusers: ``checkpoint-{step}/pytorch_lora_weights.*``.
+transformers+PEFT: ``checkpoint-{step}/adapter_model.*``. ai-toolkit:
+``{name}_{step:09d}.safetensors``. OneTrainer: ``...-save-{step}-{epoch}-{epoch_step}``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Literal
+
+CheckpointKind = Literal["epoch", "step", "final", "unknown"]
+
+CHECKPOINT_SUFFIXES = {".safetensors": "safetensors", ".ckpt": "ckpt", ".pt": "pt"}
+ADAPTER_FILES = {"pytorch_lora_weights", "adapter_model"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+SAMPLE_DIRS = {"sample", "samples"}
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", ".filepart", ".download")
+
+_KOHYA_EPOCH = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})$")
+_KOHYA_STEP = re.compile(r"^(?P<name>.+)-step(?P<step>\d{8})$")
+_KOHYA_NO_NAME_STEP = re.compile(r"^at-step(?P<step>\d{8})$")
+_AI_TOOLKIT_STEP = re.compile(r"^(?P<name>.+)_(?P<step>\d{9})$")
+_ONETRAINER = re.compile(r"^(?P<name>.*?)-?save-(?P<step>\d+)-(?P<epoch>\d+)-(?P<epoch_step>\d+)$")
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(?P<step>\d+)$")
+_SAMPLE = re.compile(
+    r"^(?P<name>.*?)_(?:e(?P<epoch>\d{6})|(?P<step>\d{6}))_(?P<idx>\d{2})_\d{14}(?:_\d+)?$"
+)
+
+
+@dataclass(frozen=True)
+class CheckpointName:
+    """What the path says about a checkpoint."""
+
+    output_name: str
+    kind: CheckpointKind
+    file_format: str
+    epoch: int | None = None
+    step: int | None = None
+    trainer: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleName:
+    """A sample image: the run's output name and the epoch (or step) it shows."""
+
+    output_name: str
+    epoch: int | None
+    step: int | None
+    index: int
+
+
+def is_temporary(path: PurePath) -> bool:
+    """Editor, download and partial files; hidden files."""
+    name = path.name
+    return name.startswith((".", "~")) or name.endswith(TEMP_SUFFIXES) or name.endswith("~")
+
+
+def in_state_folder(path: PurePath) -> bool:
+    """kohya's --save_state folders and accelerate state hold optimizer state, not LoRAs."""
+    return any(part.endswith("-state") or part == "state" for part in path.parts[:-1])
+
+
+def classify_checkpoint(path: PurePath) -> CheckpointName | None:
+    """The checkpoint a path names, or None when it is not a LoRA checkpoint."""
+    if is_temporary(path) or in_state_folder(path):
+        return None
+    suffix = path.suffix.lower()
+    stem = path.stem
+    if suffix == ".bin" and stem in ADAPTER_FILES:
+        file_format = "bin"
+    elif suffix in CHECKPOINT_SUFFIXES:
+        file_format = CHECKPOINT_SUFFIXES[suffix]
+    else:
+        return None
+
+    folder = _CHECKPOINT_DIR.match(path.parent.name)
+    if stem in ADAPTER_FILES:
+        trainer = "diffusers" if stem == "pytorch_lora_weights" else "peft"
+        if folder:  # output_dir/checkpoint-N/<file>
+            name = path.parent.parent.name or "run"
+            return CheckpointName(
+                name, "step", file_format, step=int(folder["step"]), trainer=trainer
+            )
+        return CheckpointName(path.parent.name or "run", "final", file_format, trainer=trainer)
+    if folder:  # optimizer.bin, model.safetensors, ... of an accelerate checkpoint folder
+        return None
+
+    if match := _KOHYA_EPOCH.match(stem):
+        return CheckpointName(
+            match["name"], "epoch", file_format, epoch=int(match["epoch"]), trainer="kohya"
+        )
+    if match := _KOHYA_STEP.match(stem):
+        return CheckpointName(
+            match["name"], "step", file_format, step=int(match["step"]), trainer="kohya"
+        )
+    if match := _KOHYA_NO_NAME_STEP.match(stem):
+        return CheckpointName("at", "step", file_format, step=int(match["step"]), trainer="kohya")
+    if match := _ONETRAINER.match(stem):
+        return CheckpointName(
+            match["name"] or path.parent.name,
+            "step",
+            file_format,
+            epoch=int(match["epoch"]),
+            step=int(match["step"]),
+            trainer="onetrainer",
+        )
+    if match := _AI_TOOLKIT_STEP.match(stem):
+        return CheckpointName(
+            match["name"], "step", file_format, step=int(match["step"]), trainer="ai-toolkit"
+        )
+    return CheckpointName(stem, "final", file_format)
+
+
+def classify_sample(path: PurePath) -> SampleName | None:
+    """A kohya sample image in a ``sample/`` folder, or None."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES or path.parent.name not in SAMPLE_DIRS:
+        return None
+    if is_temporary(path):
+        return None
+    match = _SAMPLE.match(path.stem)
+    if not match:
+        return None
+    return SampleName(
+        output_name=match["name"],
+        epoch=int(match["epoch"]) if match["epoch"] else None,
+        step=int(match["step"]) if match["step"] else None,
+        index=int(match["idx"]),
+    )
+
+
+def output_dir_of(path: PurePath) -> PurePath:
+    """The trainer's output folder a checkpoint or sample lives in."""
+    if path.parent.name in SAMPLE_DIRS or _CHECKPOINT_DIR.match(path.parent.name):
+        return path.parent.parent
+    return path.parent
+
+
+def is_candidate(path: PurePath) -> bool:
+    """Worth a look by the watcher: a checkpoint, a sample image, or a trainer config."""
+    return classify_checkpoint(path) is not None or classify_sample(path) is not None

@@ -1,0 +1,410 @@
+"""Where a capture event becomes database rows.
+
+``record_event`` applies one event in one transaction (a savepoint inside a batch):
+first it claims the event id in ``applied_events``, so an event replayed from the spool or
+seen by two watchers lands exactly once; then
+
+- a checkpoint finds or creates its run (by session id, else by folder and output name),
+  fills the run's configuration, upserts its ``checkpoints`` row (keyed by host + path,
+  so a rewritten file updates its row) and, for an epoch or final file, its
+  ``epoch_results`` row;
+- a removal marks the file as no longer on disk (the rows stay);
+- sample images are added to their epoch's ``sample_images``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from pydantic import ValidationError
+
+from .. import _sqlbuild
+from ..db import Connection
+from ..models import RunFields
+from .events import CheckpointObserved, CheckpointRemoved, SamplesObserved
+from .metadata import run_fields_from_metadata
+from .trainer_config import run_fields_from_config
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["recorded", "duplicate", "unmatched"]
+
+# Columns capture may fill on an existing run only when they are still empty: a person's
+# corrections are never overwritten by what a later checkpoint says.
+FILL_IF_EMPTY = (
+    "model_type", "base_model", "network_dim", "network_alpha", "resolution", "num_images",
+    "learning_rate", "unet_lr", "text_encoder_lr", "optimizer", "lr_scheduler", "seed",
+    "num_epochs", "max_train_steps", "batch_size", "network_module", "mixed_precision",
+    "tag_frequency", "dataset_dirs", "session_id", "output_name", "output_dir", "host",
+    "trainer", "training_started_at", "config",
+)  # fmt: skip
+MAX_NAME_ATTEMPTS = 1000
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an event did, for the one log line per checkpoint."""
+
+    outcome: Outcome
+    run_name: str | None = None
+    epoch: int | None = None
+
+
+def record_event(
+    conn: Connection, event: CheckpointObserved | CheckpointRemoved | SamplesObserved
+) -> Recorded:
+    """Apply one event exactly once, in its own transaction (or savepoint)."""
+    with conn.transaction():
+        claimed = conn.execute(
+            "INSERT INTO applied_events (event_id, kind) VALUES (%s, %s) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            (event.event_id, event.kind),
+        ).fetchone()
+        if claimed is None:
+            return Recorded("duplicate")
+        if isinstance(event, CheckpointObserved):
+            return _record_checkpoint(conn, event)
+        if isinstance(event, CheckpointRemoved):
+            return _record_removal(conn, event)
+        return _record_samples(conn, event)
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def capture_key(event: CheckpointObserved, fields: dict[str, Any]) -> str:
+    """How capture recognises the run of a file again."""
+    session = fields.get("session_id")
+    if session:
+        return f"session:{session}"
+    return f"dir:{event.host}:{event.output_dir}:{event.output_name}"
+
+
+def run_fields(event: CheckpointObserved) -> dict[str, Any]:
+    """The run's configuration: checkpoint metadata first, the trainer's config fills gaps."""
+    fields = run_fields_from_config(event.config or {})
+    fields.update(run_fields_from_metadata(event.metadata))
+    fields.update(
+        trainer=event.trainer or "unknown",
+        output_name=event.output_name,
+        output_dir=event.output_dir,
+        host=event.host,
+        checkpoint_file_size_mb=_megabytes(event.size_bytes),
+    )
+    if event.config:
+        fields["config"] = event.config
+    if event.metadata:
+        fields["checkpoint_metadata"] = event.metadata
+    if event.step is not None:
+        fields["total_steps"] = max(event.step, fields.get("total_steps") or 0)
+    return _drop_invalid(fields)
+
+
+def _drop_invalid(fields: dict[str, Any]) -> dict[str, Any]:
+    """Leave out values the schema would refuse (a negative alpha in odd metadata, ...):
+    one bad key must not cost the whole checkpoint. The raw metadata keeps them all."""
+    try:
+        RunFields.model_validate(fields)
+        return fields
+    except ValidationError as exc:
+        bad = {str(error["loc"][0]) for error in exc.errors() if error.get("loc")}
+    log.warning("ignoring invalid values for %s", ", ".join(sorted(bad)))
+    return {k: v for k, v in fields.items() if k not in bad}
+
+
+def _megabytes(size_bytes: int) -> Decimal:
+    return (Decimal(size_bytes) / Decimal(1024 * 1024)).quantize(
+        Decimal("0.01"), rounding=ROUND_HALF_UP
+    )
+
+
+def _record_checkpoint(conn: Connection, event: CheckpointObserved) -> Recorded:
+    fields = run_fields(event)
+    run = _find_or_create_run(conn, event, fields)
+    _update_run(conn, run, event, fields)
+
+    epoch = event.epoch
+    if epoch is None and event.checkpoint_kind == "final":
+        epoch = _final_epoch_number(conn, run["id"], fields)
+    epoch_result_id = None
+    if epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown"):
+        epoch_result_id = _upsert_epoch(conn, run["id"], epoch, event)
+    _upsert_checkpoint(conn, run["id"], epoch_result_id, epoch, event)
+    for sample_epoch, paths in event.samples_by_epoch.items():
+        _add_samples(conn, run["id"], sample_epoch, paths)
+    return Recorded("recorded", run["run_name"], epoch)
+
+
+def _find_or_create_run(
+    conn: Connection, event: CheckpointObserved, fields: dict[str, Any]
+) -> dict[str, Any]:
+    key = capture_key(event, fields)
+    if event.run_name:
+        row = conn.execute(
+            "SELECT * FROM training_runs WHERE run_name = %s", (event.run_name,)
+        ).fetchone()
+        if row is not None:
+            return row
+        taken = conn.execute(
+            "SELECT 1 FROM training_runs WHERE capture_key = %s", (key,)
+        ).fetchone()
+        return _insert_run(conn, [event.run_name], None if taken else key, fields)
+    row = conn.execute("SELECT * FROM training_runs WHERE capture_key = %s", (key,)).fetchone()
+    if row is not None:
+        return row
+    return _insert_run(conn, _default_names(event, fields), key, fields)
+
+
+def _default_names(event: CheckpointObserved, fields: dict[str, Any]) -> list[str]:
+    started: datetime = fields.get("training_started_at") or event.mtime
+    base = f"{event.output_name}_{started:%Y-%m-%d}"
+    return [base] + [f"{base}_{n}" for n in range(2, MAX_NAME_ATTEMPTS)]
+
+
+def _insert_run(
+    conn: Connection, names: list[str], key: str | None, fields: dict[str, Any]
+) -> dict[str, Any]:
+    values = {k: v for k, v in fields.items() if k != "total_steps" or v}
+    values["status"] = "in_progress"
+    if fields.get("training_started_at"):
+        values["run_date"] = fields["training_started_at"]
+    for name in names:
+        query, params = _sqlbuild.insert(
+            "training_runs",
+            {"run_name": name, "capture_key": key, **values},
+            on_conflict="ON CONFLICT (capture_key) DO NOTHING",
+        )
+        try:
+            with conn.transaction():
+                row = conn.execute(query, params).fetchone()
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "training_runs_run_name_key":
+                continue  # that name is taken by another run: try the next one
+            raise
+        if row is not None:
+            log.info("new run %s", name)
+            return row
+        # another process created the run with this key a moment ago
+        existing = conn.execute(
+            "SELECT * FROM training_runs WHERE capture_key = %s", (key,)
+        ).fetchone()
+        if existing is not None:
+            return existing
+    raise RuntimeError(f"no free run name from {names[0]!r}")
+
+
+def _update_run(
+    conn: Connection, run: dict[str, Any], event: CheckpointObserved, fields: dict[str, Any]
+) -> None:
+    """Fill the run's empty columns; keep size, steps, end time and metadata current."""
+    updates: dict[str, Any] = {
+        column: fields[column]
+        for column in FILL_IF_EMPTY
+        if column in fields and run.get(column) is None
+    }
+    newest = run.get("total_steps") is None or (fields.get("total_steps") or 0) >= (
+        run.get("total_steps") or 0
+    )
+    if newest:
+        for column in (
+            "checkpoint_file_size_mb",
+            "checkpoint_metadata",
+            "total_steps",
+            "training_finished_at",
+        ):
+            if fields.get(column) is not None and fields[column] != run.get(column):
+                updates[column] = fields[column]
+    if event.checkpoint_kind == "final" and run["status"] == "in_progress":
+        updates["status"] = "completed"
+    if not updates:
+        return
+    assignments, params = _sqlbuild.assignments(updates)
+    conn.execute(
+        sql.SQL("UPDATE training_runs SET {} WHERE id = %s").format(assignments),
+        [*params, run["id"]],
+    )
+
+
+def _final_epoch_number(conn: Connection, run_id: int, fields: dict[str, Any]) -> int:
+    """The epoch of an unnumbered final file without ss_epoch: the planned epoch count,
+    else one after the last epoch file (kohya writes no numbered file for the last epoch)."""
+    if fields.get("num_epochs"):
+        return int(fields["num_epochs"])
+    row = conn.execute(
+        "SELECT max(epoch_number) AS last FROM checkpoints "
+        "WHERE training_run_id = %s AND kind = 'epoch'",
+        (run_id,),
+    ).fetchone()
+    return int(row["last"]) + 1 if row and row["last"] is not None else 1
+
+
+def _upsert_epoch(conn: Connection, run_id: int, epoch: int, event: CheckpointObserved) -> int:
+    row = conn.execute(
+        """
+        INSERT INTO epoch_results (
+            training_run_id, epoch_number, checkpoint_path, checkpoint_file_size_mb,
+            checkpoint_size_bytes, checkpoint_hash, checkpoint_mtime, checkpoint_on_disk,
+            global_step, checkpoint_metadata)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, true, %s, %s)
+        ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
+            checkpoint_path = EXCLUDED.checkpoint_path,
+            checkpoint_file_size_mb = EXCLUDED.checkpoint_file_size_mb,
+            checkpoint_size_bytes = EXCLUDED.checkpoint_size_bytes,
+            checkpoint_hash = EXCLUDED.checkpoint_hash,
+            checkpoint_mtime = EXCLUDED.checkpoint_mtime,
+            checkpoint_on_disk = true,
+            global_step = COALESCE(EXCLUDED.global_step, epoch_results.global_step),
+            checkpoint_metadata = COALESCE(EXCLUDED.checkpoint_metadata,
+                                           epoch_results.checkpoint_metadata)
+        RETURNING id
+        """,
+        (
+            run_id,
+            epoch,
+            event.path,
+            _megabytes(event.size_bytes),
+            event.size_bytes,
+            event.content_hash,
+            event.mtime,
+            event.step,
+            _sqlbuild.adapt("checkpoint_metadata", event.metadata or None),
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def _upsert_checkpoint(
+    conn: Connection,
+    run_id: int,
+    epoch_result_id: int | None,
+    epoch: int | None,
+    event: CheckpointObserved,
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO checkpoints (
+            training_run_id, epoch_result_id, host, path, kind, file_format, epoch_number,
+            global_step, size_bytes, content_hash, mtime, on_disk, removed_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, NULL)
+        ON CONFLICT (host, path) DO UPDATE SET
+            training_run_id = EXCLUDED.training_run_id,
+            epoch_result_id = EXCLUDED.epoch_result_id,
+            kind = EXCLUDED.kind,
+            file_format = EXCLUDED.file_format,
+            epoch_number = EXCLUDED.epoch_number,
+            global_step = EXCLUDED.global_step,
+            size_bytes = EXCLUDED.size_bytes,
+            content_hash = EXCLUDED.content_hash,
+            mtime = EXCLUDED.mtime,
+            on_disk = true,
+            removed_at = NULL
+        """,
+        (
+            run_id,
+            epoch_result_id,
+            event.host,
+            event.path,
+            event.checkpoint_kind,
+            event.file_format,
+            epoch,
+            event.step,
+            event.size_bytes,
+            event.content_hash,
+            event.mtime,
+        ),
+    )
+
+
+# -- removals and samples -------------------------------------------------------------------
+
+
+def _record_removal(conn: Connection, event: CheckpointRemoved) -> Recorded:
+    row = conn.execute(
+        """
+        UPDATE checkpoints SET on_disk = false, removed_at = %s
+        WHERE host = %s AND path = %s AND on_disk
+        RETURNING training_run_id, epoch_result_id, epoch_number
+        """,
+        (event.observed_at, event.host, event.path),
+    ).fetchone()
+    if row is None:
+        return Recorded("unmatched")
+    if row["epoch_result_id"] is not None:
+        conn.execute(
+            "UPDATE epoch_results SET checkpoint_on_disk = false "
+            "WHERE id = %s AND checkpoint_path = %s",
+            (row["epoch_result_id"], event.path),
+        )
+    name = conn.execute(
+        "SELECT run_name FROM training_runs WHERE id = %s", (row["training_run_id"],)
+    ).fetchone()
+    return Recorded("recorded", name["run_name"] if name else None, row["epoch_number"])
+
+
+def _record_samples(conn: Connection, event: SamplesObserved) -> Recorded:
+    run = conn.execute(
+        """
+        SELECT id, run_name FROM training_runs
+        WHERE host = %s AND output_dir = %s AND output_name = %s
+        ORDER BY run_date DESC, id DESC LIMIT 1
+        """,
+        (event.host, event.output_dir, event.output_name),
+    ).fetchone()
+    if run is None:
+        return Recorded("unmatched")  # its run's next checkpoint event brings it along
+    _add_samples(conn, run["id"], event.epoch, event.paths)
+    return Recorded("recorded", run["run_name"], event.epoch)
+
+
+def _add_samples(conn: Connection, run_id: int, epoch: int, paths: list[str]) -> None:
+    """Add sample images to an epoch (creating its row: samples outlive checkpoints)."""
+    conn.execute(
+        """
+        INSERT INTO epoch_results (training_run_id, epoch_number, sample_images)
+        VALUES (%s, %s, %s)
+        ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
+            sample_images = ARRAY(
+                SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
+                ORDER BY 1)
+        WHERE NOT epoch_results.sample_images @> EXCLUDED.sample_images
+        """,
+        (run_id, epoch, sorted(paths)),
+    )
+
+
+# -- what is already recorded ---------------------------------------------------------------
+
+
+@dataclass
+class KnownFiles:
+    """Checkpoints and sample images already recorded under some folders of one host."""
+
+    checkpoints: dict[str, tuple[int, datetime | None, bool]]  # path -> size, mtime, on disk
+    samples: set[str]
+
+
+def known_files(conn: Connection, host: str, folders: list[str]) -> KnownFiles:
+    """One query each for the checkpoints and the samples under ``folders`` on ``host``."""
+    patterns = [_sqlbuild.like_prefix(folder.rstrip("/") + "/") for folder in folders]
+    rows = conn.execute(
+        "SELECT path, size_bytes, mtime, on_disk FROM checkpoints "
+        "WHERE host = %s AND path LIKE ANY(%s)",
+        (host, patterns),
+    ).fetchall()
+    samples = conn.execute(
+        "SELECT DISTINCT unnest(er.sample_images) AS path FROM epoch_results er "
+        "JOIN training_runs tr ON tr.id = er.training_run_id "
+        "WHERE tr.host = %s AND tr.output_dir || '/' LIKE ANY(%s)",
+        (host, patterns),
+    ).fetchall()
+    return KnownFiles(
+        {r["path"]: (r["size_bytes"], r["mtime"], r["on_disk"]) for r in rows},
+        {r["path"] for r in samples},
+    )

@@ -1,0 +1,84 @@
+"""kohya TOML configs: the kohya_ss GUI's ``config_lora-YYYYmmdd-HHMMSS.toml`` beside the
+outputs, or a ``--config_file`` TOML. They fill in what checkpoint metadata lacks (for
+example runs trained with ``--no_metadata``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput
+from .metadata import _decimal, _int, _number, _resolution_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+GUI_CONFIG_GLOB = "config_lora-*.toml"
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """A TOML file with its sections flattened, as kohya reads ``--config_file``."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update(value)  # kohya flattens sections; a later section wins
+        else:
+            flat[key] = value
+    return flat
+
+
+def find_gui_config(output_dir: Path) -> Path | None:
+    """The newest kohya_ss GUI config beside the outputs, if any."""
+    try:
+        found = sorted(output_dir.glob(GUI_CONFIG_GLOB))
+    except OSError:
+        return None
+    return found[-1] if found else None
+
+
+def run_fields_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Columns of training_runs found in kohya arguments."""
+    module = str(config.get("network_module") or "")
+    model_type = None
+    if "flux" in module or config.get("flux1") is True:
+        model_type = "Flux"
+    elif config.get("sdxl") is True or "sdxl" in str(config.get("model_list", "")).lower():
+        model_type = "SDXL"
+    elif config.get("v2") is True:
+        model_type = "SD2"
+    elif config.get("pretrained_model_name_or_path"):
+        model_type = "SD15"
+    fields: dict[str, Any] = {
+        "model_type": model_type,
+        "base_model": config.get("pretrained_model_name_or_path") or None,
+        "network_dim": _int(config.get("network_dim")),
+        "network_alpha": _decimal(config.get("network_alpha")),
+        "resolution": _resolution_text(config.get("resolution")),
+        "learning_rate": _number(config.get("learning_rate")),
+        "unet_lr": _number(config.get("unet_lr")),
+        "text_encoder_lr": _number(config.get("text_encoder_lr")),
+        "optimizer": config.get("optimizer_type") or None,
+        "lr_scheduler": config.get("lr_scheduler") or None,
+        "seed": _int(config.get("seed")),
+        "num_epochs": _int(config.get("max_train_epochs") or config.get("epoch")),
+        "max_train_steps": _int(config.get("max_train_steps")),
+        "batch_size": _int(config.get("train_batch_size")),
+        "network_module": module or None,
+        "mixed_precision": config.get("mixed_precision") or None,
+        "output_name": config.get("output_name") or None,
+    }
+    if fields["network_dim"] is not None and fields["network_dim"] <= 0:
+        fields["network_dim"] = None
+    if fields["batch_size"] is not None and fields["batch_size"] <= 0:
+        fields["batch_size"] = None
+    return {k: v for k, v in fields.items() if v is not None}

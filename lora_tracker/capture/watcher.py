@@ -1,0 +1,384 @@
+"""The watch daemon: backfill what is on disk, then record each new checkpoint as soon as it
+is complete.
+
+watchdog reports file events; each interesting path is (re)checked by one worker thread a
+moment later. A safetensors file is complete when its size reaches what its header
+promises (kohya writes in place, no rename), a .ckpt/.pt file when its size has held still
+for ``settle_s``. Nothing here can stop the daemon: a bad file is logged and skipped, a
+database outage sends events to the spool, an unexpected error is logged and the loop goes
+on.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from watchdog.events import FileSystemEventHandler
+
+from .delivery import Delivery, Event, Recorder
+from .events import CheckpointRemoved, observe_checkpoint, observe_sample, this_host
+from .files import classify_checkpoint, classify_sample, in_state_folder, is_temporary
+from .record import Recorded
+from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
+
+log = logging.getLogger(__name__)
+
+Status = Literal["recorded", "incomplete", "settling", "suspect", "corrupt", "stuck"]
+
+
+@dataclass
+class FileState:
+    identity: tuple[int, int]  # size, mtime_ns
+    status: Status
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BackfillStats:
+    checkpoints: int = 0
+    recorded: int = 0
+    unchanged: int = 0
+    spooled: int = 0
+    skipped: int = 0
+    removed: int = 0
+
+
+def scan(folders: list[Path]) -> Iterator[Path]:
+    """Checkpoint and sample files under ``folders``, skipping state and hidden folders."""
+    for folder in folders:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith("-state"))
+            base = Path(root)
+            for filename in sorted(files):
+                path = base / filename
+                if classify_checkpoint(path) is not None or classify_sample(path) is not None:
+                    yield path
+
+
+class Watcher:
+    """Watches folders and records checkpoints through a Recorder."""
+
+    def __init__(
+        self,
+        folders: list[Path],
+        recorder: Recorder,
+        *,
+        run_name: str | None = None,
+        config_path: Path | None = None,
+        poll: bool = False,
+        settle_s: float = 1.0,
+        retry_s: float = 0.2,
+        stuck_after_s: float = 10.0,
+        on_recorded: Callable[[Event, Delivery, Recorded | None], None] | None = None,
+    ) -> None:
+        self.folders = [folder.absolute() for folder in folders]
+        self.recorder = recorder
+        self.run_name = run_name
+        self.config_path = config_path
+        self.poll = poll
+        self.settle_s = settle_s
+        self.retry_s = retry_s
+        self.stuck_after_s = stuck_after_s
+        self.on_recorded = on_recorded or _log_delivery
+        self.host = this_host()
+        self._state: dict[str, FileState] = {}
+        self._queue: list[tuple[float, str]] = []  # heap of (due, path)
+        self._due: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._observer: Any = None
+        self._thread: threading.Thread | None = None
+        self._last_replay = 0.0
+        self._backfilled = threading.Event()
+        self.backfill_stats: BackfillStats | None = None
+
+    # -- backfill ----------------------------------------------------------------------
+    def backfill(self, progress: Callable[[int, int], None] | None = None) -> BackfillStats:
+        """Record what is already on disk (and what vanished while nobody watched)."""
+        stats = BackfillStats()
+        found = list(scan(self.folders))
+        known = self.recorder.known_files(self.host, [str(f) for f in self.folders])
+        checkpoints = [p for p in found if classify_checkpoint(p) is not None]
+        checkpoints.sort(key=_mtime_order)
+        stats.checkpoints = len(checkpoints)
+        events: list[Event] = []
+        for index, path in enumerate(checkpoints, 1):
+            event = self._backfill_one(path, known, stats)
+            if event is not None:
+                events.append(event)
+            if progress and (index % 100 == 0 or index == len(checkpoints)):
+                progress(index, len(checkpoints))
+        if known is not None:
+            on_disk = {str(p) for p in checkpoints}
+            for known_path, (_, _, present) in known.checkpoints.items():
+                if present and known_path not in on_disk and not os.path.exists(known_path):
+                    events.append(CheckpointRemoved(path=known_path))
+                    stats.removed += 1
+            for path in found:
+                if str(path.absolute()) not in known.samples and classify_sample(path):
+                    sample = observe_sample(path)
+                    if sample is not None:
+                        events.append(sample)
+        for event, delivery, recorded in self.recorder.submit_many(events).outcomes:
+            if delivery == "spooled":
+                stats.spooled += 1
+            elif delivery in ("recorded", "duplicate") and event.kind == "checkpoint":
+                stats.recorded += 1
+            if event.kind == "checkpoint":
+                self.on_recorded(event, delivery, recorded)
+        return stats
+
+    def _backfill_one(self, path: Path, known: Any, stats: BackfillStats) -> Event | None:
+        key = str(path.absolute())
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        identity = (st.st_size, st.st_mtime_ns)
+        if known is not None and key in known.checkpoints:
+            size, mtime, present = known.checkpoints[key]
+            if present and size == st.st_size and _same_time(mtime, st.st_mtime):
+                self._state[key] = FileState(identity, "recorded")
+                stats.unchanged += 1
+                return None
+        try:
+            event = observe_checkpoint(path, run_name=self.run_name, config_path=self.config_path)
+        except IncompleteCheckpoint:
+            self._state[key] = FileState(identity, "incomplete")
+            self.schedule(key, self.retry_s)  # perhaps still being written
+            stats.skipped += 1
+            return None
+        except (CorruptCheckpoint, ValueError, OSError) as exc:
+            log.warning("skipped %s: %s", path, exc)
+            self._state[key] = FileState(identity, "corrupt")
+            stats.skipped += 1
+            return None
+        self._state[key] = FileState(identity, "recorded")
+        return event
+
+    # -- live watching -----------------------------------------------------------------
+    def start(self, *, backfill: bool = True) -> None:
+        """Start watching; returns at once.
+
+        File events are collected from this moment; the worker thread first backfills
+        (when asked) and then handles them, so nothing saved meanwhile is missed and one
+        thread alone talks to the database.
+        """
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        observer = PollingObserver(timeout=0.5) if self.poll else Observer()
+        handler = _Handler(self)
+        for folder in self.folders:
+            observer.schedule(handler, str(folder), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        self._thread = threading.Thread(
+            target=self._work, args=(backfill,), name="lora-tracker-watch", daemon=True
+        )
+        self._thread.start()
+
+    def wait_backfilled(self, timeout: float | None = None) -> BackfillStats | None:
+        """The worker's backfill statistics, once it has finished (None on timeout)."""
+        self._backfilled.wait(timeout)
+        return self.backfill_stats
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching and wait for the worker (pending checks are dropped)."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.recorder.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def schedule(self, path: str, delay: float = 0.05) -> None:
+        """Check ``path`` after ``delay`` seconds (earlier requests win)."""
+        due = time.monotonic() + delay
+        with self._cond:
+            if path in self._due and self._due[path] <= due:
+                return
+            self._due[path] = due
+            heapq.heappush(self._queue, (due, path))
+            self._cond.notify()
+
+    def idle(self) -> bool:
+        """True when no check is waiting (for tests and --once)."""
+        with self._cond:
+            return not self._due
+
+    def _next_due(self) -> str | None:
+        with self._cond:
+            while not self._stopping.is_set():
+                while self._queue and self._due.get(self._queue[0][1]) != self._queue[0][0]:
+                    heapq.heappop(self._queue)  # superseded entry
+                timeout = 1.0
+                if self._queue:
+                    due, path = self._queue[0]
+                    timeout = due - time.monotonic()
+                    if timeout <= 0:
+                        heapq.heappop(self._queue)
+                        del self._due[path]
+                        return path
+                self._cond.wait(min(timeout, 1.0))
+                if not self._queue:
+                    return None  # woke up idle: let the worker do housekeeping
+            return None
+
+    def _work(self, backfill: bool) -> None:
+        if backfill:
+            try:
+                self.backfill_stats = self.backfill()
+            except Exception:
+                log.exception("backfill failed; watching new files only")
+        self._backfilled.set()
+        while not self._stopping.is_set():
+            path = self._next_due()
+            try:
+                if path is not None:
+                    self._check(path)
+                self._maybe_replay()
+            except Exception:  # the daemon outlives any single bad file or bug
+                log.exception("error while checking %s", path)
+
+    def _maybe_replay(self) -> None:
+        now = time.monotonic()
+        if now - self._last_replay < 5.0 or self.recorder.database_down:
+            return
+        self._last_replay = now
+        if self.recorder.spool.pending():
+            self.recorder.replay()
+
+    def _check(self, path: str) -> None:
+        p = Path(path)
+        name = classify_checkpoint(p)
+        if name is None:
+            if os.path.exists(path):
+                sample = observe_sample(p)
+                if sample is not None:
+                    self.recorder.submit(sample)
+            return
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            state = self._state.pop(path, None)
+            if state is not None and state.status == "recorded":
+                delivery, recorded = self.recorder.submit(CheckpointRemoved(path=path))
+                log.info("removed %s (%s)", p.name, delivery)
+            return
+        identity = (st.st_size, st.st_mtime_ns)
+        state = self._state.get(path)
+        now = time.monotonic()
+        unchanged = state is not None and state.identity == identity
+        if unchanged and state is not None and state.status in ("recorded", "corrupt", "stuck"):
+            return
+        if name.file_format != "safetensors":
+            # no header to tell: complete once the size holds still
+            if not unchanged or state is None:
+                self._state[path] = FileState(identity, "settling")
+                self.schedule(path, self.settle_s)
+                return
+            if now - state.since < self.settle_s:
+                self.schedule(path, self.settle_s - (now - state.since))
+                return
+        try:
+            event = observe_checkpoint(p, run_name=self.run_name, config_path=self.config_path)
+        except IncompleteCheckpoint as exc:
+            if unchanged and state is not None and now - state.since > self.stuck_after_s:
+                log.warning(
+                    "%s: incomplete and not growing, skipped until it changes (%s)", p.name, exc
+                )
+                self._state[path] = FileState(identity, "stuck")
+                return
+            if not unchanged:
+                self._state[path] = FileState(identity, "incomplete")
+            self.schedule(path, self.retry_s)
+            return
+        except CorruptCheckpoint as exc:
+            # a header that fails validation twice on an unchanged file is corrupt
+            if unchanged and state is not None and state.status == "suspect":
+                log.warning("skipped %s: %s", p.name, exc)
+                self._state[path] = FileState(identity, "corrupt")
+            else:
+                self._state[path] = FileState(identity, "suspect")
+                self.schedule(path, 0.5)
+            return
+        except (ValueError, OSError) as exc:
+            log.warning("skipped %s: %s", p.name, exc)
+            self._state[path] = FileState(identity, "corrupt")
+            return
+        delivery, recorded = self.recorder.submit(event)
+        self._state[path] = FileState(identity, "recorded")
+        self.on_recorded(event, delivery, recorded)
+
+
+class _Handler(FileSystemEventHandler):
+    """watchdog event handler: every event on a candidate path schedules a check."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        super().__init__()
+        self.watcher = watcher
+
+    def dispatch(self, event: Any) -> None:
+        if event.is_directory:
+            return
+        for attribute in ("src_path", "dest_path"):
+            raw = getattr(event, attribute, None)
+            if not raw:
+                continue
+            path = os.fsdecode(raw)
+            pure = Path(path)
+            if is_temporary(pure) or in_state_folder(pure):
+                continue
+            if classify_checkpoint(pure) is not None or classify_sample(pure) is not None:
+                self.watcher.schedule(path)
+
+
+def _mtime_order(path: Path) -> tuple[str, float, str]:
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return (str(path.parent), mtime, path.name)
+
+
+def _same_time(recorded: datetime | None, st_mtime: float) -> bool:
+    if recorded is None:
+        return False
+    on_disk = datetime.fromtimestamp(st_mtime, tz=timezone.utc)
+    return abs((recorded - on_disk).total_seconds()) < 0.001
+
+
+def _log_delivery(event: Event, delivery: Delivery, recorded: Recorded | None) -> None:
+    if event.kind != "checkpoint":
+        return
+    size_mb = event.size_bytes / (1024 * 1024)
+    name = Path(event.path).name
+    if delivery in ("recorded", "duplicate") and recorded is not None:
+        where = f"run {recorded.run_name}"
+        if recorded.epoch is not None and event.checkpoint_kind != "step":
+            where += f" epoch {recorded.epoch}"
+        elif event.step is not None:
+            where += f" step {event.step}"
+        log.info("recorded %s -> %s (%.1f MB)", name, where, size_mb)
+    elif delivery == "spooled":
+        log.info("spooled %s (database unavailable; %.1f MB)", name, size_mb)
+    else:
+        log.warning("%s: %s", name, delivery)

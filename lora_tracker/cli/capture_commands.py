@@ -1,0 +1,222 @@
+"""`watch`, `record` and `sync`: automatic capture from the command line."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from ..errors import InvalidInput
+from . import app_context
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(watch)
+    cli.add_command(record)
+    cli.add_command(sync)
+
+
+def _log_to_stderr() -> None:
+    """One line per recorded checkpoint, on stderr, unless -v already set up logging."""
+    root = logging.getLogger("lora_tracker")
+    if not logging.getLogger().handlers and not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+def _check_config(config_path: Path | None) -> None:
+    if config_path is not None:
+        from ..capture.trainer_config import load_toml
+
+        load_toml(config_path)  # a clear error now, not one per checkpoint later
+
+
+RUN_OPTION = click.option(
+    "--run", "run_name", metavar="NAME",
+    help="Record into this run (created if needed) instead of one named after the files.",
+)  # fmt: skip
+CONFIG_OPTION = click.option(
+    "--config", "config_path", metavar="TOML",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="kohya config TOML filling what checkpoint metadata lacks.",
+)  # fmt: skip
+
+
+@click.command()
+@click.argument(
+    "folders", nargs=-1, required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)  # fmt: skip
+@click.option("--once", is_flag=True, help="Import what is there now, then exit.")
+@RUN_OPTION
+@CONFIG_OPTION
+@click.option(
+    "--poll", is_flag=True, help="Poll the folders (network drives) instead of OS events."
+)
+@click.pass_context
+def watch(
+    ctx: click.Context,
+    folders: tuple[Path, ...],
+    once: bool,
+    run_name: str | None,
+    config_path: Path | None,
+    poll: bool,
+) -> None:
+    """Record every checkpoint in FOLDERS (recursively), then each new one as it is saved.
+
+    Point it at a trainer's output folder before or during training. Old checkpoints
+    deleted by --save_last_n_epochs keep their rows, marked as no longer on disk. When
+    the database is unreachable, events wait in the local spool and are replayed later.
+    Stop with Ctrl-C.
+    """
+    from ..capture.delivery import Recorder
+    from ..capture.watcher import BackfillStats, Watcher
+
+    _check_config(config_path)
+    _log_to_stderr()
+    recorder = Recorder(app_context(ctx).database_url)
+    watcher = Watcher(
+        list(folders), recorder, run_name=run_name, config_path=config_path, poll=poll
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        bar = None
+        if once and sys.stderr.isatty():
+            bar = click.progressbar(length=0, label="Importing", file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+        if once:
+            stats = watcher.backfill(progress if bar is not None else None)
+            if bar is not None:
+                bar.render_finish()
+        else:
+            watcher.start()
+            while (found := watcher.wait_backfilled(0.5)) is None and not stop.is_set():
+                pass
+            stats = found or BackfillStats()
+        click.echo(
+            f"{stats.checkpoints} checkpoints found: {stats.recorded} recorded, "
+            f"{stats.unchanged} already recorded, {stats.spooled} spooled, "
+            f"{stats.skipped} skipped, {stats.removed} marked removed",
+            err=True,
+        )
+        if once:
+            return
+        click.echo(f"Watching {', '.join(str(f) for f in folders)} (Ctrl-C to stop)", err=True)
+        while not stop.wait(0.5):
+            if not watcher.alive:
+                raise click.ClickException("the watch worker stopped unexpectedly")
+        click.echo("Stopped.", err=True)
+    finally:
+        watcher.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@click.command()
+@click.argument(
+    "paths", nargs=-1, required=True,
+    type=click.Path(exists=True, path_type=Path),
+)  # fmt: skip
+@RUN_OPTION
+@CONFIG_OPTION
+@click.pass_context
+def record(
+    ctx: click.Context, paths: tuple[Path, ...], run_name: str | None, config_path: Path | None
+) -> None:
+    """Record checkpoint files (or every checkpoint in a folder) once, now.
+
+    For trainers that run a command after each save, e.g. SimpleTuner's
+    --post_checkpoint_script "lora-tracker record {local_checkpoint_path}". If any file is
+    incomplete or not a valid checkpoint, nothing is recorded.
+    """
+    from ..capture.delivery import Recorder
+    from ..capture.events import observe_checkpoint
+    from ..capture.files import classify_checkpoint
+    from ..capture.safetensors_header import CheckpointError
+    from ..capture.watcher import scan
+
+    _check_config(config_path)
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(p for p in scan([path]) if classify_checkpoint(p) is not None)
+        else:
+            files.append(path)
+    if not files:
+        raise InvalidInput("no checkpoint files found in " + ", ".join(map(str, paths)))
+    events = []
+    for path in files:
+        try:
+            events.append(observe_checkpoint(path, run_name=run_name, config_path=config_path))
+        except CheckpointError as exc:
+            raise InvalidInput(f"not recorded: {exc}") from None
+        except ValueError as exc:
+            raise InvalidInput(f"not recorded: {exc}") from None
+        except OSError as exc:
+            raise InvalidInput(f"not recorded: cannot read {path}: {exc.strerror}") from None
+    recorder = Recorder(app_context(ctx).database_url)
+    try:
+        result = recorder.submit_many(events)
+    finally:
+        recorder.close()
+    for event, delivery, recorded in result.outcomes:
+        name = Path(event.path).name if event.kind == "checkpoint" else event.kind
+        if recorded is not None and recorded.run_name:
+            where = f"run {recorded.run_name}"
+            if recorded.epoch is not None:
+                where += f" epoch {recorded.epoch}"
+            click.echo(f"{delivery} {name} -> {where}")
+        else:
+            click.echo(f"{delivery} {name}")
+    spooled = result.count("spooled")
+    if spooled:
+        click.echo(
+            f"database unavailable: {spooled} events kept in the spool; "
+            "`lora-tracker sync` replays them",
+            err=True,
+        )
+    if result.count("rejected"):
+        raise click.ClickException("some events were refused; see the spool's rejected.jsonl")
+
+
+@click.command()
+@click.pass_context
+def sync(ctx: click.Context) -> None:
+    """Replay events waiting in the local spool (the watcher also does this by itself)."""
+    from ..capture.delivery import Recorder
+    from ..errors import DatabaseUnavailable
+
+    recorder = Recorder(app_context(ctx).database_url)
+    try:
+        waiting = recorder.spool.pending()
+        if not waiting:
+            click.echo("Spool is empty: nothing to replay")
+            return
+        result = recorder.replay(wait=True)
+    finally:
+        recorder.close()
+    click.echo(
+        f"Replayed {result.applied} events, {result.remaining} still waiting"
+        + (f", {result.rejected} rejected" if result.rejected else "")
+    )
+    if result.remaining:
+        raise DatabaseUnavailable(
+            f"{result.remaining} events still wait: the database is unavailable"
+        )

@@ -1,0 +1,170 @@
+"""The durable local spool: events that could not reach the database wait here.
+
+One JSON object per line in ``<data folder>/spool/events.jsonl``, appended and fsync'd
+before the caller moves on, under an inter-process file lock (a watcher, a training hook
+and the CLI may share it). Replay applies lines in order and rewrites the file with what is
+left (write, fsync, atomic rename). An event applied just before a crash is replayed again
+and skipped by the database (its id is in ``applied_events``), so each lands exactly once.
+Lines that can never be applied (unreadable, or refused by the schema) are moved to
+``rejected.jsonl`` with the reason: nothing is thrown away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .errors import DatabaseUnavailable, LoraTrackerError
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 30.0
+
+
+class Unappliable(LoraTrackerError):
+    """An event the database will never accept; it goes to rejected.jsonl."""
+
+
+@dataclass
+class ReplayResult:
+    applied: int = 0
+    rejected: int = 0
+    remaining: int = 0
+
+
+class Spool:
+    """Append-only event file with exactly-once replay."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "events.jsonl"
+        self.rejected_path = folder / "rejected.jsonl"
+        self._lock = FileLock(str(folder / "spool.lock"), timeout=LOCK_TIMEOUT_S)
+
+    def _ensure_folder(self) -> None:
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.folder.parent)
+
+    def append(self, line: str) -> None:
+        """Add one event (a JSON document on one line), durably, before returning."""
+        if "\n" in line:
+            raise ValueError("a spooled event must be one line")
+        self._ensure_folder()
+        with self._lock:
+            self._append_locked(self.path, line)
+
+    @staticmethod
+    def _append_locked(path: Path, line: str) -> None:
+        new = not path.exists()
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if new:
+            _fsync_dir(path.parent)
+
+    def pending(self) -> int:
+        """How many events wait."""
+        try:
+            with open(self.path, "rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        except FileNotFoundError:
+            return 0
+
+    def rejected(self) -> int:
+        try:
+            with open(self.rejected_path, "rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        except FileNotFoundError:
+            return 0
+
+    def replay(self, apply: Callable[[str], object], *, wait: bool = True) -> ReplayResult:
+        """Apply waiting events in order until the database fails; keep the rest.
+
+        ``apply`` raises DatabaseUnavailable to stop (the event stays), Unappliable to
+        reject the event. With ``wait=False`` returns at once if another process replays.
+        """
+        result = ReplayResult()
+        if not self.path.exists():
+            return result
+        try:
+            self._lock.acquire(timeout=LOCK_TIMEOUT_S if wait else 0)
+        except Timeout:
+            result.remaining = self.pending()
+            return result
+        try:
+            lines = self._read_lines()
+            done = 0
+            try:
+                for line in lines:
+                    try:
+                        apply(line)
+                        result.applied += 1
+                    except Unappliable as exc:
+                        self._reject(line, str(exc))
+                        result.rejected += 1
+                    done += 1
+            except DatabaseUnavailable as exc:
+                log.info("replay stopped, %d events still wait: %s", len(lines) - done, exc)
+            finally:
+                if done:
+                    self._rewrite(lines[done:])
+            result.remaining = len(lines) - done
+            return result
+        finally:
+            self._lock.release()
+
+    def _read_lines(self) -> list[str]:
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            raw = handle.read()
+        lines = raw.split("\n")
+        if lines and lines[-1] and not raw.endswith("\n"):
+            # a write cut short by a crash: never acknowledged as spooled, but keep it
+            log.warning("spool ends with a partial line; it goes to %s", self.rejected_path)
+            self._reject(lines.pop(), "partial line (interrupted write)")
+        return [line for line in lines if line.strip()]
+
+    def _reject(self, line: str, reason: str) -> None:
+        record = json.dumps(
+            {"rejected_at": datetime.now(timezone.utc).isoformat(), "reason": reason, "event": line}
+        )
+        self._append_locked(self.rejected_path, record)
+
+    def _rewrite(self, remaining: list[str]) -> None:
+        if not remaining:
+            self.path.unlink(missing_ok=True)
+            _fsync_dir(self.folder)
+            return
+        temporary = self.path.with_suffix(".jsonl.tmp")
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in remaining))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+        _fsync_dir(self.folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def spool_for(home: Path) -> Spool:
+    """The spool of a data folder."""
+    return Spool(home / "spool")

@@ -1,0 +1,371 @@
+"""Automatic capture on real files and a real database: watcher, record, spool."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.events import event_from_json
+from lora_tracker.capture.watcher import Watcher
+from lora_tracker.cli import cli
+
+from .kohya_sim import PNG, KohyaRun, checkpoint_bytes, sd15_metadata
+from .netproxy import Proxy
+
+
+def rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def no_thread_leak() -> Iterator[None]:
+    """Every watcher thread a test starts is stopped and joined by its end."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        extra = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+        if not extra:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"threads left running: {extra}")
+
+
+@pytest.fixture
+def start_watcher(no_thread_leak: None) -> Iterator[Callable[..., Watcher]]:
+    started: list[Watcher] = []
+
+    def start(folder: Path, url: str, **options: Any) -> Watcher:
+        watcher = Watcher([folder], Recorder(url), **options)
+        watcher.start()
+        assert watcher.wait_backfilled(30) is not None
+        started.append(watcher)
+        return watcher
+
+    yield start
+    for watcher in started:
+        watcher.stop()
+
+
+def test_live_kohya_run(tmp_path: Path, db_url: str, start_watcher: Callable[..., Watcher]) -> None:
+    """A kohya run watched live: one run, the right configuration, one row per epoch."""
+    out = tmp_path / "output"
+    out.mkdir()
+    start_watcher(out, db_url)
+    sim = KohyaRun(out, epochs=5, save_last_n=2, chunks=5, chunk_delay=0.05)
+    writer = threading.Thread(target=sim.run)
+    writer.start()
+    writer.join()
+
+    def final_recorded() -> bool:
+        found = rows(db_url, "SELECT count(*) AS n FROM checkpoints WHERE kind = 'final'")
+        removed = rows(db_url, "SELECT count(*) AS n FROM checkpoints WHERE NOT on_disk")
+        samples = rows(
+            db_url, "SELECT count(*) AS n FROM epoch_results WHERE cardinality(sample_images) = 2"
+        )
+        return found[0]["n"] == 1 and removed[0]["n"] == 2 and samples[0]["n"] == 5
+
+    wait_for(final_recorded)
+    runs = rows(db_url, "SELECT * FROM training_runs")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["run_name"] == "pixelbaby_2024-11-09"
+    assert (run["model_type"], run["network_dim"], run["resolution"], run["num_images"]) == (
+        "SD15", 32, "512x512", 203,
+    )  # fmt: skip
+    assert run["network_alpha"] == 16
+    assert run["optimizer"] == "AdamW8bit(weight_decay=0.1)"
+    assert run["session_id"] == str(sim.session)
+    assert run["status"] == "completed"
+    assert run["checkpoint_metadata"]["ss_epoch"] == "5"
+    assert run["total_steps"] == 500
+
+    epochs = rows(db_url, "SELECT * FROM epoch_results ORDER BY epoch_number")
+    assert [e["epoch_number"] for e in epochs] == [1, 2, 3, 4, 5]
+    assert [e["checkpoint_on_disk"] for e in epochs] == [False, False, True, True, True]
+    for epoch in epochs:
+        path = sim.epoch_path(epoch["epoch_number"])
+        assert epoch["checkpoint_path"] == str(path)
+        assert epoch["checkpoint_size_bytes"] == len(
+            checkpoint_bytes(
+                sim.metadata(epoch["epoch_number"]),
+                sim.dim,
+                seed=sim.session + epoch["epoch_number"],
+            )
+        )
+        assert len(epoch["sample_images"]) == 2
+    files = rows(db_url, "SELECT path, kind, on_disk FROM checkpoints ORDER BY path")
+    assert len(files) == 5
+    assert {f["path"] for f in files if not f["on_disk"]} == {str(p) for p in sim.removed}
+
+
+def test_backfill_sdxl_nometa_and_gui_config(tmp_path: Path, db_url: str) -> None:
+    """`watch --once` records an SDXL dataset-config run and a --no_metadata run."""
+    KohyaRun(
+        tmp_path / "xl", output_name="pxl", flavour="sdxl", dim=16, epochs=3, save_last_n=None
+    ).run()
+    nometa_dir = tmp_path / "nm"
+    KohyaRun(nometa_dir, output_name="nm", flavour="nometa", epochs=3, save_last_n=None).run()
+    (nometa_dir / "config_lora-20251109-100000.toml").write_text(
+        'pretrained_model_name_or_path = "runwayml/stable-diffusion-v1-5"\n'
+        'learning_rate = 0.0002\noptimizer_type = "Lion"\nseed = 9\nmax_train_epochs = 3\n'
+        "train_batch_size = 4\nnetwork_dim = 999\n"
+    )
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "6 checkpoints found: 6 recorded" in result.output
+    runs = {r["output_name"]: r for r in rows(db_url, "SELECT * FROM training_runs")}
+    assert set(runs) == {"pxl", "nm"}
+    xl = runs["pxl"]
+    assert (xl["model_type"], xl["resolution"], xl["batch_size"], xl["network_dim"]) == (
+        "SDXL", "1024x1024", 1, 16,
+    )  # fmt: skip
+    nm = runs["nm"]
+    # metadata wins where it has a value (dim 32); the GUI config fills the rest
+    assert (nm["network_dim"], nm["learning_rate"], nm["optimizer"], nm["seed"]) == (
+        32, 0.0002, "Lion", 9,
+    )  # fmt: skip
+    assert nm["base_model"] == "runwayml/stable-diffusion-v1-5"
+    assert nm["config"]["train_batch_size"] == 4
+    epochs = rows(
+        db_url,
+        "SELECT tr.output_name, er.epoch_number FROM epoch_results er "
+        "JOIN training_runs tr ON tr.id = er.training_run_id ORDER BY 1, 2",
+    )
+    assert [(e["output_name"], e["epoch_number"]) for e in epochs] == [
+        ("nm", 1), ("nm", 2), ("nm", 3), ("pxl", 1), ("pxl", 2), ("pxl", 3),
+    ]  # fmt: skip
+    again = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(tmp_path)])
+    assert "0 recorded, 6 already recorded" in again.output
+
+
+def write_bad_files(folder: Path) -> dict[str, Path]:
+    good = checkpoint_bytes(sd15_metadata("x", 1, 1.0), 8, seed=1)
+    bad = {
+        "truncated": (folder / "bad-000001.safetensors", good[: len(good) // 2]),
+        "zero": (folder / "bad-000002.safetensors", b""),
+        "corrupt": (folder / "bad-000003.safetensors",
+                    struct.pack("<Q", 20) + b"{this is not json!!}" + b"\0" * 10),
+        "png": (folder / "bad-000004.safetensors", PNG),
+        "huge": (folder / "bad-000005.safetensors", struct.pack("<Q", 2**40) + b"{}"),
+    }  # fmt: skip
+    for path, content in bad.values():
+        path.write_bytes(content)
+    return {name: path for name, (path, _) in bad.items()}
+
+
+def test_bad_files_are_logged_and_the_daemon_goes_on(
+    tmp_path: Path,
+    db_url: str,
+    start_watcher: Callable[..., Watcher],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Truncated, empty, corrupt, non-safetensors and huge-header files: logged, not recorded."""
+    caplog.set_level(logging.WARNING, logger="lora_tracker")
+    out = tmp_path / "out"
+    out.mkdir()
+    start_watcher(out, db_url, stuck_after_s=0.5)
+    bad = write_bad_files(out)
+    wait_for(lambda: all(p.name in caplog.text for p in bad.values()), timeout=15)
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 0
+    # and a good file afterwards is still recorded
+    KohyaRun(out, output_name="after", epochs=1).run()
+    wait_for(lambda: rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 1)
+
+
+def test_backfill_skips_bad_files(tmp_path: Path, db_url: str) -> None:
+    """`watch --once` skips bad files, saying so, and records the good ones."""
+    write_bad_files(tmp_path)
+    KohyaRun(tmp_path, output_name="good", epochs=2).run()
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "7 checkpoints found: 2 recorded" in result.output
+    assert "5 skipped" in result.output
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
+
+
+def test_rewritten_file_updates_its_row(tmp_path: Path, db_url: str) -> None:
+    """A resumed run rewrites a file: its row moves to the new run, no duplicate."""
+    first = KohyaRun(tmp_path, epochs=3, save_last_n=None, session=111)
+    first.run()
+    invoke = ["--database-url", db_url, "record", str(tmp_path)]
+    assert CliRunner().invoke(cli, invoke).exit_code == 0
+    second = KohyaRun(tmp_path, epochs=3, save_last_n=None, session=222, dim=16)
+    second.save_epoch(1)
+    result = CliRunner().invoke(
+        cli, ["--database-url", db_url, "record", str(second.epoch_path(1))]
+    )
+    assert result.exit_code == 0, result.output
+    files = rows(
+        db_url,
+        "SELECT c.path, tr.session_id, c.size_bytes FROM checkpoints c "
+        "JOIN training_runs tr ON tr.id = c.training_run_id ORDER BY c.path",
+    )
+    assert len(files) == 3
+    rewritten = [f for f in files if f["path"] == str(second.epoch_path(1))]
+    assert rewritten[0]["session_id"] == "222"
+    assert rewritten[0]["size_bytes"] == second.epoch_path(1).stat().st_size
+    runs = rows(db_url, "SELECT session_id, run_name FROM training_runs ORDER BY session_id")
+    assert [r["session_id"] for r in runs] == ["111", "222"]
+    assert runs[1]["run_name"] == "pixelbaby_2024-11-09_2"  # same name and date: made unique
+
+
+def test_record_command(tmp_path: Path, db_url: str) -> None:
+    """`record` files into a named run; a bad file in the list records nothing."""
+    sim = KohyaRun(tmp_path, epochs=2, save_last_n=None)
+    sim.run()
+    bad = tmp_path / "broken-000001.safetensors"
+    bad.write_bytes(b"\x00" * 3)
+    result = CliRunner().invoke(
+        cli, ["--database-url", db_url, "record", str(sim.epoch_path(1)), str(bad)]
+    )
+    assert result.exit_code == 1
+    assert "not recorded: broken-000001.safetensors" in result.output
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 0
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--database-url",
+            db_url,
+            "record",
+            "--run",
+            "my_named_run",
+            str(sim.epoch_path(1)),
+            str(sim.epoch_path(2)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "recorded pixelbaby-000001.safetensors -> run my_named_run epoch 1" in result.output
+    runs = rows(db_url, "SELECT run_name, network_dim FROM training_runs")
+    assert runs == [{"run_name": "my_named_run", "network_dim": 32}]
+    missing = CliRunner().invoke(cli, ["--database-url", db_url, "record", "/no/such/file"])
+    assert missing.exit_code == 2
+
+
+def proxied(url: str, proxy: Proxy) -> str:
+    params = conninfo_to_dict(url)
+    params.update(host="127.0.0.1", port=str(proxy.port))
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def proxy_target(url: str) -> tuple[str, int] | str:
+    params = conninfo_to_dict(url)
+    host, port = str(params.get("host", "")), int(params.get("port") or 5432)
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+
+
+def test_database_down_for_the_whole_run_then_back(
+    tmp_path: Path, db_url: str, start_watcher: Callable[..., Watcher]
+) -> None:
+    """Every epoch seen while the database is down lands exactly once when it is back."""
+    proxy = Proxy(proxy_target(db_url))
+    url = proxied(db_url, proxy)
+    out = tmp_path / "out"
+    out.mkdir()
+    watcher = start_watcher(out, url)  # database down from the start
+    sim = KohyaRun(out, epochs=4, save_last_n=2)
+    sim.run(pause=0.3)  # training takes a while between two saves
+    spool = watcher.recorder.spool
+    # 4 checkpoints, 1 removal (at epoch 3), 8 sample images
+    wait_for(lambda: spool.pending() >= 13)
+    status = CliRunner().invoke(cli, ["--database-url", url, "db", "status"])
+    assert status.exit_code == 1
+    assert "events waiting" in status.output
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 0
+
+    proxy.up()
+    try:
+        watcher.schedule("/nonexistent-wakeup.safetensors")  # wake the worker
+        wait_for(lambda: spool.pending() == 0, timeout=30)
+        epochs = rows(
+            db_url,
+            "SELECT epoch_number, checkpoint_on_disk FROM epoch_results ORDER BY epoch_number",
+        )
+        assert [(e["epoch_number"], e["checkpoint_on_disk"]) for e in epochs] == [
+            (1, False), (2, True), (3, True), (4, True),
+        ]  # fmt: skip
+        assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 1
+        assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 4
+    finally:
+        watcher.stop()
+        proxy.down()
+
+
+def test_replay_is_exactly_once(tmp_path: Path, db_url: str) -> None:
+    """Replaying the same spooled events again (a crash before the spool was rewritten)
+    changes nothing."""
+    proxy = Proxy(proxy_target(db_url))
+    url = proxied(db_url, proxy)
+    KohyaRun(tmp_path, epochs=3, save_last_n=None).run()
+    result = CliRunner().invoke(cli, ["--database-url", url, "record", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "database unavailable: 3 events kept in the spool" in result.output
+    spool_file = Path(os.environ["LORA_TRACKER_HOME"]) / "spool" / "events.jsonl"
+    lines = spool_file.read_text().splitlines()
+    assert len(lines) == 3 and all(event_from_json(line).kind == "checkpoint" for line in lines)
+
+    synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
+    assert synced.exit_code == 0, synced.output
+    assert "Replayed 3 events, 0 still waiting" in synced.output
+    before = rows(db_url, "SELECT * FROM epoch_results ORDER BY id")
+    spool_file.write_text("".join(line + "\n" for line in lines))  # as if never rewritten
+    again = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
+    assert "Replayed 3 events" in again.output
+    assert rows(db_url, "SELECT * FROM epoch_results ORDER BY id") == before
+    assert rows(db_url, "SELECT count(*) AS n FROM applied_events")[0]["n"] == 3
+    empty = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
+    assert "Spool is empty" in empty.output
+
+
+def test_sync_with_database_down_keeps_events(tmp_path: Path, db_url: str) -> None:
+    """`sync` while the database is down fails in one line and keeps every event."""
+    proxy = Proxy(proxy_target(db_url))
+    url = proxied(db_url, proxy)
+    KohyaRun(tmp_path, epochs=2, save_last_n=None).run()
+    CliRunner().invoke(cli, ["--database-url", url, "record", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["--database-url", url, "sync"])
+    assert result.exit_code == 1
+    assert "2 events still wait" in result.output
+    spool_file = Path(os.environ["LORA_TRACKER_HOME"]) / "spool" / "events.jsonl"
+    assert len(spool_file.read_text().splitlines()) == 2
+
+
+def test_unreadable_spool_line_is_kept_aside(tmp_path: Path, db_url: str) -> None:
+    """A spool line that can never be applied goes to rejected.jsonl; the rest lands."""
+    proxy = Proxy(proxy_target(db_url))
+    KohyaRun(tmp_path, epochs=2, save_last_n=None).run()
+    CliRunner().invoke(cli, ["--database-url", proxied(db_url, proxy), "record", str(tmp_path)])
+    spool_dir = Path(os.environ["LORA_TRACKER_HOME"]) / "spool"
+    with open(spool_dir / "events.jsonl", "a") as handle:
+        handle.write('{"kind": "nonsense"}\n')
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
+    assert "Replayed 2 events, 0 still waiting, 1 rejected" in result.output
+    rejected = [
+        json.loads(line) for line in (spool_dir / "rejected.jsonl").read_text().splitlines()
+    ]
+    assert rejected[0]["event"] == '{"kind": "nonsense"}'
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
