@@ -23,7 +23,7 @@ def invoke(url: str, *args: str, input: str | None = None) -> tuple[int, str]:
 def test_init_then_init_again(blank_url: str) -> None:
     """`init` applies the schema; a second `init` says it is up to date and changes nothing."""
     code, out = invoke(blank_url, "init")
-    assert code == 0 and "Applied migrations 0001" in out
+    assert code == 0 and "Applied migrations 0001, 0002" in out
     code, out = invoke(blank_url, "init", "--examples")
     assert code == 0 and "Schema is up to date" in out and "Example data loaded" in out
     code, out = invoke(blank_url, "init", "--examples")
@@ -124,7 +124,7 @@ def test_db_status_masks_password(examples_url: str) -> None:
     assert "s3cret-pw" not in out
     assert "password=***" in out
     assert "server:      PostgreSQL 1" in out
-    assert "applied 0001" in out
+    assert "applied 0001, 0002" in out
     assert "training_runs          3 rows" in out
 
 
@@ -137,12 +137,19 @@ def _free_port() -> int:
 def test_database_down_is_one_line_and_masked() -> None:
     """An unreachable database gives one line, exit 1, the password masked."""
     url = f"postgresql://someone:hunter2@127.0.0.1:{_free_port()}/nowhere"
-    for args in (["db", "status"], ["sql", "SELECT 1"], ["init"]):
+    for args in (["sql", "SELECT 1"], ["init"]):
         code, out = invoke(url, *args)
         assert code == 1, (args, out)
         assert "hunter2" not in out
         assert out.startswith("Error: cannot connect to postgresql://someone:***@127.0.0.1:")
         assert out.count("\n") == 1
+    # db status still reports what it knows locally, then the error
+    code, out = invoke(url, "db", "status")
+    assert code == 1 and "hunter2" not in out
+    lines = out.splitlines()
+    assert lines[0].startswith("target:      postgresql://someone:***@127.0.0.1:")
+    assert any(line.startswith("spool:") for line in lines)
+    assert lines[-1].startswith("Error: cannot connect to postgresql://someone:***@")
 
 
 def test_url_from_environment(examples_url: str, monkeypatch: object) -> None:

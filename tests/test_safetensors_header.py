@@ -168,6 +168,9 @@ def test_random_bytes_never_crash(tmp_path_factory: pytest.TempPathFactory, data
     assert header.expected_size <= len(data)
 
 
+MUTATION_BASE = checkpoint_bytes({"ss_network_dim": "4"}, 4, seed=3, pairs=1)
+
+
 @settings(max_examples=300, deadline=2000)
 @given(
     cut=st.integers(min_value=0, max_value=10_000),
@@ -176,7 +179,7 @@ def test_random_bytes_never_crash(tmp_path_factory: pytest.TempPathFactory, data
 )
 def test_mutated_checkpoints_never_crash(cut: int, flip: int, value: int) -> None:
     """A real checkpoint, cut short or with one byte changed, never crashes the parser."""
-    good = checkpoint_bytes({"ss_network_dim": "4"}, 4, seed=3, pairs=1)
+    good = MUTATION_BASE
     data = bytearray(good[: max(cut, 0)] if cut < len(good) else good)
     if data:
         data[flip % len(data)] = value
