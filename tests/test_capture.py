@@ -369,3 +369,23 @@ def test_unreadable_spool_line_is_kept_aside(tmp_path: Path, db_url: str) -> Non
     ]
     assert rejected[0]["event"] == '{"kind": "nonsense"}'
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
+
+
+def test_one_bad_event_in_a_batch_is_set_aside(tmp_path: Path, db_url: str) -> None:
+    """A batch with an event the schema refuses records the rest; the bad one is kept aside."""
+    from lora_tracker.capture.events import observe_checkpoint
+
+    sim = KohyaRun(tmp_path, epochs=3, save_last_n=None)
+    sim.run()
+    events = [observe_checkpoint(sim.epoch_path(e)) for e in (1, 2, 3)]
+    events[1] = events[1].model_copy(update={"epoch": -1})  # violates epoch_number >= 0
+    recorder = Recorder(db_url)
+    try:
+        result = recorder.submit_many(events)
+    finally:
+        recorder.close()
+    assert [delivery for _, delivery, _ in result.outcomes] == ["recorded", "rejected", "recorded"]
+    files = rows(db_url, "SELECT epoch_number FROM checkpoints ORDER BY 1")
+    assert [f["epoch_number"] for f in files] == [1, 3]
+    rejected = recorder.spool.rejected_path.read_text().splitlines()
+    assert len(rejected) == 1 and "epoch_number" in json.loads(rejected[0])["reason"]

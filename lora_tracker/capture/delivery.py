@@ -27,7 +27,7 @@ from .events import (
     event_from_json,
     event_to_json,
 )
-from .record import KnownFiles, Recorded, known_files, record_event
+from .record import KnownFiles, Recorded, RunCache, known_files, record_event
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,18 @@ class Recorder:
         raise AssertionError("unreachable")
 
     def _record_batch(self, batch: list[Event]) -> list[tuple[Event, Delivery, Recorded | None]]:
+        """One transaction for the batch; if any event fails, the batch is rolled back
+        and done again with a savepoint per event, so only the bad event is rejected."""
         db = self._database()
+        try:
+            with db.transaction() as conn:
+                runs: RunCache = {}
+                fast = [(e, record_event(conn, e, savepoint=False, runs=runs)) for e in batch]
+            return [(event, recorded.outcome, recorded) for event, recorded in fast]
+        except (DatabaseUnavailable, SchemaNotInitialized):
+            raise
+        except (LoraTrackerError, pydantic.ValidationError):
+            pass  # find the culprit below
         outcomes: list[tuple[Event, Delivery, Recorded | None]] = []
         with db.transaction() as conn:
             for event in batch:

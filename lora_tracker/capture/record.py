@@ -56,23 +56,45 @@ class Recorded:
     epoch: int | None = None
 
 
+RunCache = dict[str, dict[str, Any]]  # capture key -> training_runs row, within one batch
+
+
 def record_event(
-    conn: Connection, event: CheckpointObserved | CheckpointRemoved | SamplesObserved
+    conn: Connection,
+    event: CheckpointObserved | CheckpointRemoved | SamplesObserved,
+    *,
+    savepoint: bool = True,
+    runs: RunCache | None = None,
 ) -> Recorded:
-    """Apply one event exactly once, in its own transaction (or savepoint)."""
+    """Apply one event exactly once.
+
+    With ``savepoint`` (the default) the event is its own transaction, or a savepoint in
+    the caller's; a batch may pass ``savepoint=False`` and a ``runs`` cache when it rolls
+    the whole batch back on any error.
+    """
+    if not savepoint:
+        return _apply(conn, event, runs)
     with conn.transaction():
-        claimed = conn.execute(
-            "INSERT INTO applied_events (event_id, kind) VALUES (%s, %s) "
-            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-            (event.event_id, event.kind),
-        ).fetchone()
-        if claimed is None:
-            return Recorded("duplicate")
-        if isinstance(event, CheckpointObserved):
-            return _record_checkpoint(conn, event)
-        if isinstance(event, CheckpointRemoved):
-            return _record_removal(conn, event)
-        return _record_samples(conn, event)
+        return _apply(conn, event, runs)
+
+
+def _apply(
+    conn: Connection,
+    event: CheckpointObserved | CheckpointRemoved | SamplesObserved,
+    runs: RunCache | None,
+) -> Recorded:
+    claimed = conn.execute(
+        "INSERT INTO applied_events (event_id, kind) VALUES (%s, %s) "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        (event.event_id, event.kind),
+    ).fetchone()
+    if claimed is None:
+        return Recorded("duplicate")
+    if isinstance(event, CheckpointObserved):
+        return _record_checkpoint(conn, event, runs if runs is not None else {})
+    if isinstance(event, CheckpointRemoved):
+        return _record_removal(conn, event)
+    return _record_samples(conn, event)
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -124,10 +146,14 @@ def _megabytes(size_bytes: int) -> Decimal:
     )
 
 
-def _record_checkpoint(conn: Connection, event: CheckpointObserved) -> Recorded:
+def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCache) -> Recorded:
     fields = run_fields(event)
-    run = _find_or_create_run(conn, event, fields)
-    _update_run(conn, run, event, fields)
+    key = capture_key(event, fields)
+    run = runs.get(key) if event.run_name is None else None
+    if run is None:
+        run = _find_or_create_run(conn, event, fields, key)
+        runs[key] = run
+    run.update(_update_run(conn, run, event, fields))
 
     epoch = event.epoch
     if epoch is None and event.checkpoint_kind == "final":
@@ -142,9 +168,8 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved) -> Recorded:
 
 
 def _find_or_create_run(
-    conn: Connection, event: CheckpointObserved, fields: dict[str, Any]
+    conn: Connection, event: CheckpointObserved, fields: dict[str, Any], key: str
 ) -> dict[str, Any]:
-    key = capture_key(event, fields)
     if event.run_name:
         row = conn.execute(
             "SELECT * FROM training_runs WHERE run_name = %s", (event.run_name,)
@@ -201,8 +226,10 @@ def _insert_run(
 
 def _update_run(
     conn: Connection, run: dict[str, Any], event: CheckpointObserved, fields: dict[str, Any]
-) -> None:
-    """Fill the run's empty columns; keep size, steps, end time and metadata current."""
+) -> dict[str, Any]:
+    """Fill the run's empty columns; keep size, steps, end time and metadata current.
+
+    Returns the columns it changed."""
     updates: dict[str, Any] = {
         column: fields[column]
         for column in FILL_IF_EMPTY
@@ -222,13 +249,13 @@ def _update_run(
                 updates[column] = fields[column]
     if event.checkpoint_kind == "final" and run["status"] == "in_progress":
         updates["status"] = "completed"
-    if not updates:
-        return
-    assignments, params = _sqlbuild.assignments(updates)
-    conn.execute(
-        sql.SQL("UPDATE training_runs SET {} WHERE id = %s").format(assignments),
-        [*params, run["id"]],
-    )
+    if updates:
+        assignments, params = _sqlbuild.assignments(updates)
+        conn.execute(
+            sql.SQL("UPDATE training_runs SET {} WHERE id = %s").format(assignments),
+            [*params, run["id"]],
+        )
+    return updates
 
 
 def _final_epoch_number(conn: Connection, run_id: int, fields: dict[str, Any]) -> int:
