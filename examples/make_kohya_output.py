@@ -1,0 +1,30 @@
+"""Write a small, realistic kohya sd-scripts output folder (3 epochs of a tiny LoRA with
+the metadata kohya writes, plus sample images) to try `lora-tracker watch` on.
+
+    python examples/make_kohya_output.py examples/kohya_output
+
+Needs numpy (pip install numpy). The repository already ships the result in
+examples/kohya_output.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.kohya_sim import KohyaRun  # noqa: E402
+
+
+def main() -> None:
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/kohya_output")
+    KohyaRun(
+        target, output_name="pixelbaby_demo", epochs=3, save_last_n=None, dim=4,
+        session=4242, samples_per_epoch=1,
+    ).run()
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
