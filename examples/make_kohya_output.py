@@ -14,14 +14,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.kohya_sim import KohyaRun  # noqa: E402
+from tests.kohya_sim import KohyaRun
 
 
 def main() -> None:
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/kohya_output")
     KohyaRun(
-        target, output_name="pixelbaby_demo", epochs=3, save_last_n=None, dim=4,
-        session=4242, samples_per_epoch=1,
+        target,
+        output_name="pixelbaby_demo",
+        epochs=3,
+        save_last_n=None,
+        dim=4,
+        session=4242,
+        samples_per_epoch=1,
     ).run()
     print(f"wrote {target}")
 

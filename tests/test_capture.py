@@ -389,3 +389,72 @@ def test_one_bad_event_in_a_batch_is_set_aside(tmp_path: Path, db_url: str) -> N
     assert [f["epoch_number"] for f in files] == [1, 3]
     rejected = recorder.spool.rejected_path.read_text().splitlines()
     assert len(rejected) == 1 and "epoch_number" in json.loads(rejected[0])["reason"]
+
+
+def test_peft_and_step_checkpoints(tmp_path: Path, db_url: str) -> None:
+    """transformers+PEFT checkpoint folders and kohya step files are recorded as steps."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    out = tmp_path / "peft-run"
+    for step in (10, 20):
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(
+            save(
+                {"base_model.model.q_proj.lora_A.weight": np.zeros((8, 16), np.float32)},
+                metadata={"format": "pt"},
+            )
+        )
+        (folder / "adapter_config.json").write_text(
+            json.dumps(
+                {"r": 8, "lora_alpha": 16, "peft_type": "LORA", "target_modules": ["q_proj"]}
+            )
+        )
+        (folder / "trainer_state.json").write_text(
+            json.dumps(
+                {
+                    "global_step": step,
+                    "epoch": step / 10,
+                    "max_steps": 20,
+                    "num_train_epochs": 2,
+                    "log_history": [{"loss": 1.0 / step, "step": step}],
+                }
+            )
+        )
+        (folder / "optimizer.pt").write_bytes(b"\0" * 64)  # accelerate state: not a LoRA
+    kohya = tmp_path / "kohya"
+    sim = KohyaRun(kohya, epochs=2, save_last_n=None)
+    sim.save_epoch(1)
+    step_file = kohya / "pixelbaby-step00000150.safetensors"
+    step_file.write_bytes(checkpoint_bytes(sim.metadata(1) | {"ss_steps": "150"}, 8, seed=5))
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    files = rows(
+        db_url,
+        "SELECT c.kind, c.global_step, c.epoch_number, tr.output_name, "
+        "tr.network_dim, tr.trainer FROM checkpoints c "
+        "JOIN training_runs tr ON tr.id = c.training_run_id "
+        "ORDER BY tr.output_name, c.global_step",
+    )
+    assert [(f["output_name"], f["kind"], f["global_step"]) for f in files] == [
+        ("peft-run", "step", 10), ("peft-run", "step", 20),
+        ("pixelbaby", "epoch", 100), ("pixelbaby", "step", 150),
+    ]  # fmt: skip
+    assert {f["network_dim"] for f in files if f["output_name"] == "peft-run"} == {8}
+    assert {f["trainer"] for f in files} == {"peft", "kohya"}
+    peft_run = rows(
+        db_url,
+        "SELECT network_alpha, total_steps, num_epochs FROM training_runs "
+        "WHERE output_name = 'peft-run'",
+    )[0]
+    assert (peft_run["network_alpha"], peft_run["total_steps"], peft_run["num_epochs"]) == (
+        16, 20, 2,
+    )  # fmt: skip
+    # a step checkpoint adds no epoch row; epoch 1 has its own
+    epochs = rows(
+        db_url,
+        "SELECT epoch_number FROM epoch_results er JOIN training_runs tr "
+        "ON tr.id = er.training_run_id WHERE tr.output_name = 'pixelbaby'",
+    )
+    assert [e["epoch_number"] for e in epochs] == [1]

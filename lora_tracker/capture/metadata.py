@@ -310,12 +310,10 @@ def epoch_fields_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
 
 
 def trainer_of(raw: dict[str, str]) -> str | None:
-    """kohya, ai-toolkit, diffusers, or None when the metadata does not say."""
+    """kohya or ai-toolkit, or None when the metadata does not say."""
     if any(key.startswith("ss_") for key in raw) and "software" not in raw:
         return "kohya"
     software = raw.get("software", "")
     if "ai-toolkit" in software:
         return "ai-toolkit"
-    if raw.get("format") == "pt" and len(raw) <= 2:
-        return "diffusers"
-    return None
+    return None  # diffusers and PEFT write only {"format": "pt"}: the file name tells

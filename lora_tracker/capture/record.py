@@ -29,7 +29,7 @@ from ..db import Connection
 from ..models import RunFields
 from .events import CheckpointObserved, CheckpointRemoved, SamplesObserved
 from .metadata import run_fields_from_metadata
-from .trainer_config import run_fields_from_config
+from .trainer_config import run_fields_from_adapter_files, run_fields_from_config
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def capture_key(event: CheckpointObserved, fields: dict[str, Any]) -> str:
 def run_fields(event: CheckpointObserved) -> dict[str, Any]:
     """The run's configuration: checkpoint metadata first, the trainer's config fills gaps."""
     fields = run_fields_from_config(event.config or {})
+    fields.update(run_fields_from_adapter_files(event.config or {}))
     fields.update(run_fields_from_metadata(event.metadata))
     fields.update(
         trainer=event.trainer or "unknown",

@@ -82,3 +82,23 @@ def run_fields_from_config(config: dict[str, Any]) -> dict[str, Any]:
     if fields["batch_size"] is not None and fields["batch_size"] <= 0:
         fields["batch_size"] = None
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def run_fields_from_adapter_files(config: dict[str, Any]) -> dict[str, Any]:
+    """Columns from PEFT's adapter_config.json and transformers' trainer_state.json."""
+    fields: dict[str, Any] = {}
+    adapter = config.get("adapter_config")
+    if isinstance(adapter, dict):
+        fields["network_dim"] = _int(adapter.get("r"))
+        fields["network_alpha"] = _decimal(adapter.get("lora_alpha"))
+        fields["base_model"] = adapter.get("base_model_name_or_path") or None
+        fields["network_module"] = adapter.get("peft_type") or None
+    state = config.get("trainer_state")
+    if isinstance(state, dict):
+        fields["total_steps"] = _int(state.get("global_step"))
+        fields["max_train_steps"] = _int(state.get("max_steps"))
+        fields["num_epochs"] = _int(state.get("num_train_epochs"))
+        fields["batch_size"] = _int(state.get("train_batch_size"))
+    if fields.get("network_dim") is not None and fields["network_dim"] <= 0:
+        fields["network_dim"] = None
+    return {k: v for k, v in fields.items() if v is not None}
