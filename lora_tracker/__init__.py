@@ -13,10 +13,16 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .db import Database
     from .errors import LoraTrackerError
+    from .tracking import TrackedRun, start_run
 
-__all__ = ["Database", "LoraTrackerError", "__version__"]
+__all__ = ["Database", "LoraTrackerError", "TrackedRun", "__version__", "start_run"]
 
-_LAZY = {"Database": "db", "LoraTrackerError": "errors"}
+_LAZY = {
+    "Database": "db",
+    "LoraTrackerError": "errors",
+    "TrackedRun": "tracking",
+    "start_run": "tracking",
+}
 
 
 def __getattr__(name: str) -> Any:

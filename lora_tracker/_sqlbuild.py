@@ -12,7 +12,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 JSON_COLUMNS = frozenset(
-    {"tag_frequency", "dataset_dirs", "config", "checkpoint_metadata", "payload"}
+    {"tag_frequency", "dataset_dirs", "config", "checkpoint_metadata", "metrics"}
 )
 
 

@@ -88,6 +88,7 @@ class RunFields(_Input):
     config: dict[str, Any] | None = None
     checkpoint_metadata: dict[str, Any] | None = None
     failure_reason: str | None = None
+    last_event_at: datetime | None = None
 
 
 class RunCreate(RunFields):
@@ -119,6 +120,7 @@ class EpochFields(_Input):
     loss: float | None = None
     sample_images: list[str] | None = None
     checkpoint_metadata: dict[str, Any] | None = None
+    metrics: dict[str, float] | None = None
 
 
 class CaptionVersionCreate(_Input):
@@ -190,6 +192,7 @@ class TrainingRun(_Row):
     config: dict[str, Any] | None = None
     checkpoint_metadata: dict[str, Any] | None = None
     failure_reason: str | None = None
+    last_event_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -218,6 +221,7 @@ class EpochResult(_Row):
     loss: float | None = None
     sample_images: list[str] = Field(default_factory=list)
     checkpoint_metadata: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
 

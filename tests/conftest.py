@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from lora_tracker import embedded
+from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.watcher import Watcher
 from lora_tracker.migrations import load_examples, migrate
+
+from .netproxy import Proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 PG15_ENV = "LORA_TRACKER_TEST_PG15_URL"
@@ -177,3 +183,62 @@ def run_cli(
         timeout=timeout,
         input=input,
     )
+
+
+# -- helpers and fixtures shared by the capture and hook tests --------------------------
+
+
+def rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def no_thread_leak() -> Iterator[None]:
+    """Every watcher thread a test starts is stopped and joined by its end."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        extra = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+        if not extra:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"threads left running: {extra}")
+
+
+@pytest.fixture
+def start_watcher(no_thread_leak: None) -> Iterator[Callable[..., Watcher]]:
+    started: list[Watcher] = []
+
+    def start(folder: Path, url: str, **options: Any) -> Watcher:
+        watcher = Watcher([folder], Recorder(url), **options)
+        watcher.start()
+        assert watcher.wait_backfilled(30) is not None
+        started.append(watcher)
+        return watcher
+
+    yield start
+    for watcher in started:
+        watcher.stop()
+
+
+def proxied(url: str, proxy: Proxy) -> str:
+    params = conninfo_to_dict(url)
+    params.update(host="127.0.0.1", port=str(proxy.port))
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def proxy_target(url: str) -> tuple[str, int] | str:
+    params = conninfo_to_dict(url)
+    host, port = str(params.get("host", "")), int(params.get("port") or 5432)
+    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)

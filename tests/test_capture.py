@@ -7,68 +7,20 @@ import logging
 import os
 import struct
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 from click.testing import CliRunner
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
 
 from lora_tracker.capture.delivery import Recorder
 from lora_tracker.capture.events import event_from_json
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
 
+from .conftest import proxied, proxy_target, rows, wait_for
 from .kohya_sim import PNG, KohyaRun, checkpoint_bytes, sd15_metadata
 from .netproxy import Proxy
-
-
-def rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    with psycopg.connect(url, row_factory=dict_row) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-def no_thread_leak() -> Iterator[None]:
-    """Every watcher thread a test starts is stopped and joined by its end."""
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        extra = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-        if not extra:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"threads left running: {extra}")
-
-
-@pytest.fixture
-def start_watcher(no_thread_leak: None) -> Iterator[Callable[..., Watcher]]:
-    started: list[Watcher] = []
-
-    def start(folder: Path, url: str, **options: Any) -> Watcher:
-        watcher = Watcher([folder], Recorder(url), **options)
-        watcher.start()
-        assert watcher.wait_backfilled(30) is not None
-        started.append(watcher)
-        return watcher
-
-    yield start
-    for watcher in started:
-        watcher.stop()
 
 
 def test_live_kohya_run(tmp_path: Path, db_url: str, start_watcher: Callable[..., Watcher]) -> None:
@@ -264,18 +216,6 @@ def test_record_command(tmp_path: Path, db_url: str) -> None:
     assert runs == [{"run_name": "my_named_run", "network_dim": 32}]
     missing = CliRunner().invoke(cli, ["--database-url", db_url, "record", "/no/such/file"])
     assert missing.exit_code == 2
-
-
-def proxied(url: str, proxy: Proxy) -> str:
-    params = conninfo_to_dict(url)
-    params.update(host="127.0.0.1", port=str(proxy.port))
-    return make_conninfo(**params)  # type: ignore[arg-type]
-
-
-def proxy_target(url: str) -> tuple[str, int] | str:
-    params = conninfo_to_dict(url)
-    host, port = str(params.get("host", "")), int(params.get("port") or 5432)
-    return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
 
 
 def test_database_down_for_the_whole_run_then_back(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import rows, wait_for
 from .kohya_sim import KohyaRun
-from .test_capture import rows, wait_for
 
 
 class WatchProcess:

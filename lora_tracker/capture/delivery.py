@@ -20,18 +20,12 @@ from ..db import Database, translate_errors
 from ..errors import DatabaseUnavailable, LoraTrackerError, SchemaNotInitialized
 from ..settings import Target, resolve_target
 from ..spool import ReplayResult, Spool, Unappliable, spool_for
-from .events import (
-    CheckpointObserved,
-    CheckpointRemoved,
-    SamplesObserved,
-    event_from_json,
-    event_to_json,
-)
+from .events import AnyEvent, event_from_json, event_to_json
 from .record import KnownFiles, Recorded, RunCache, known_files, record_event
 
 log = logging.getLogger(__name__)
 
-Event = CheckpointObserved | CheckpointRemoved | SamplesObserved
+Event = AnyEvent
 Delivery = Literal["recorded", "duplicate", "unmatched", "spooled", "rejected"]
 
 RETRY_AFTER_S = 5.0  # after a failure, how long to spool without trying the database

@@ -18,7 +18,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from .files import CheckpointKind, classify_checkpoint, classify_sample, output_dir_of
+from .files import (
+    CheckpointKind,
+    CheckpointName,
+    classify_checkpoint,
+    classify_sample,
+    output_dir_of,
+)
 from .metadata import epoch_fields_from_metadata, trainer_of
 from .safetensors_header import CorruptCheckpoint, read_safetensors_header
 from .trainer_config import find_gui_config, load_toml
@@ -63,6 +69,7 @@ class CheckpointObserved(_Event):
     # the checkpoint, and one that an earlier event missed comes with the next
     samples_by_epoch: dict[int, list[str]] = Field(default_factory=dict)
     run_name: str | None = None  # --run: record into this run
+    run_key: str | None = None  # a hook's own run (its capture key)
 
 
 class CheckpointRemoved(_Event):
@@ -82,22 +89,67 @@ class SamplesObserved(_Event):
     paths: list[str]
 
 
-CaptureEvent = Annotated[
-    CheckpointObserved | CheckpointRemoved | SamplesObserved, Field(discriminator="kind")
-]
+class _RunEvent(_Event):
+    """An event about a run a hook or the Python API is tracking."""
+
+    run_key: str  # capture key: how every event of this run finds it
+    run_name: str | None = None
+
+
+class RunStarted(_RunEvent):
+    """A run began: its configuration, before the first step."""
+
+    kind: Literal["run_started"] = "run_started"
+    fields: dict[str, Any] = Field(default_factory=dict)  # training_runs columns
+    config: dict[str, Any] | None = None
+    default_name: str | None = None  # base of the run name when none is given
+
+
+class EpochLogged(_RunEvent):
+    """What a trainer reported at an epoch's end: loss, other metrics, samples."""
+
+    kind: Literal["epoch_logged"] = "epoch_logged"
+    epoch: int
+    loss: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    sample_images: list[str] = Field(default_factory=list)
+
+
+class RunFinished(_RunEvent):
+    """A run ended: completed, failed (with the error) or cancelled."""
+
+    kind: Literal["run_finished"] = "run_finished"
+    status: Literal["completed", "failed", "cancelled"]
+    failure_reason: str | None = None
+
+
+AnyEvent = (
+    CheckpointObserved
+    | CheckpointRemoved
+    | SamplesObserved
+    | RunStarted
+    | EpochLogged
+    | RunFinished
+)
+CaptureEvent = Annotated[AnyEvent, Field(discriminator="kind")]
 EVENT_ADAPTER: TypeAdapter[CaptureEvent] = TypeAdapter(CaptureEvent)
 
 
-def event_to_json(event: CheckpointObserved | CheckpointRemoved | SamplesObserved) -> str:
+def event_to_json(event: AnyEvent) -> str:
     return event.model_dump_json()
 
 
-def event_from_json(line: str) -> CheckpointObserved | CheckpointRemoved | SamplesObserved:
+def event_from_json(line: str) -> AnyEvent:
     return EVENT_ADAPTER.validate_json(line)
 
 
 def observe_checkpoint(
-    path: Path, *, run_name: str | None = None, config_path: Path | None = None
+    path: Path,
+    *,
+    run_name: str | None = None,
+    config_path: Path | None = None,
+    run_key: str | None = None,
+    epoch: int | None = None,
 ) -> CheckpointObserved:
     """Read a checkpoint file into an event.
 
@@ -105,9 +157,7 @@ def observe_checkpoint(
     recorded, ValueError for a path that names no checkpoint, OSError when unreadable.
     """
     path = path.absolute()
-    name = classify_checkpoint(path)
-    if name is None:
-        raise ValueError(f"{path.name} is not a LoRA checkpoint file")
+    name = _classify(path)
     metadata: dict[str, str] = {}
     content_hash = None
     if name.file_format == "safetensors":
@@ -123,33 +173,67 @@ def observe_checkpoint(
         size = stat.st_size
         if size == 0:
             raise CorruptCheckpoint(f"{path.name}: empty file")
+    return checkpoint_event(
+        path, size, stat.st_mtime, metadata, content_hash=content_hash, run_name=run_name,
+        config_path=config_path, run_key=run_key, epoch=epoch,
+    )  # fmt: skip
+
+
+def _classify(path: Path) -> CheckpointName:
+    name = classify_checkpoint(path)
+    if name is None:
+        raise ValueError(f"{path.name} is not a LoRA checkpoint file")
+    return name
+
+
+def checkpoint_event(
+    path: Path,
+    size_bytes: int,
+    mtime: float,
+    metadata: dict[str, str],
+    *,
+    content_hash: str | None = None,
+    run_name: str | None = None,
+    config_path: Path | None = None,
+    run_key: str | None = None,
+    epoch: int | None = None,
+) -> CheckpointObserved:
+    """The event for a checkpoint whose facts are known (read from the file, or handed to
+    a hook by the trainer as it saved)."""
+    name = _classify(path)
     from_meta = epoch_fields_from_metadata(metadata)
-    epoch = name.epoch
-    if epoch is None and name.kind in ("final", "step", "unknown"):
-        epoch = from_meta.get("epoch")
+    kind = name.kind
+    if epoch is not None:  # the caller knows: a checkpoint saved at an epoch's end
+        kind = "final" if kind == "final" else "epoch"
+    else:
+        epoch = name.epoch
+        if epoch is None and name.kind in ("final", "step", "unknown"):
+            epoch = from_meta.get("epoch")
     step = name.step if name.step is not None else from_meta.get("global_step")
     output_dir = Path(output_dir_of(path))
     config, used_config = _trainer_config(output_dir, config_path, name.trainer)
     extra = _adapter_files(path) if name.trainer in ("peft", "diffusers") else {}
     if extra:
         config = {**(config or {}), **extra}
+    output_name = _output_name(metadata, name.output_name)
     return CheckpointObserved(
         path=str(path),
         output_dir=str(output_dir),
-        output_name=_output_name(metadata, name.output_name),
-        checkpoint_kind=name.kind,
+        output_name=output_name,
+        checkpoint_kind=kind,
         file_format=name.file_format,
         epoch=epoch,
         step=step,
-        size_bytes=size,
-        mtime=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
-        content_hash=content_hash,
+        size_bytes=size_bytes,
+        mtime=datetime.fromtimestamp(mtime, tz=timezone.utc),
+        content_hash=content_hash or metadata.get("sshs_model_hash"),
         trainer=trainer_of(metadata) or name.trainer,
         metadata=metadata,
         config=config,
         config_path=str(used_config) if used_config else None,
-        samples_by_epoch=samples_by_epoch(output_dir, _output_name(metadata, name.output_name)),
+        samples_by_epoch=samples_by_epoch(output_dir, output_name),
         run_name=run_name,
+        run_key=run_key,
     )
 
 

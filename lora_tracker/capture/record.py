@@ -9,12 +9,15 @@ seen by two watchers lands exactly once; then
   so a rewritten file updates its row) and, for an epoch or final file, its
   ``epoch_results`` row;
 - a removal marks the file as no longer on disk (the rows stay);
-- sample images are added to their epoch's ``sample_images``.
+- sample images are added to their epoch's ``sample_images``;
+- a hook's run events (started, epoch logged, finished) find their run by the hook's key
+  and set its configuration, per-epoch loss and metrics, and final status.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -27,7 +30,15 @@ from pydantic import ValidationError
 from .. import _sqlbuild
 from ..db import Connection
 from ..models import RunFields
-from .events import CheckpointObserved, CheckpointRemoved, SamplesObserved
+from .events import (
+    AnyEvent,
+    CheckpointObserved,
+    CheckpointRemoved,
+    EpochLogged,
+    RunFinished,
+    RunStarted,
+    SamplesObserved,
+)
 from .metadata import run_fields_from_metadata
 from .trainer_config import run_fields_from_adapter_files, run_fields_from_config
 
@@ -61,7 +72,7 @@ RunCache = dict[str, dict[str, Any]]  # capture key -> training_runs row, within
 
 def record_event(
     conn: Connection,
-    event: CheckpointObserved | CheckpointRemoved | SamplesObserved,
+    event: AnyEvent,
     *,
     savepoint: bool = True,
     runs: RunCache | None = None,
@@ -78,11 +89,7 @@ def record_event(
         return _apply(conn, event, runs)
 
 
-def _apply(
-    conn: Connection,
-    event: CheckpointObserved | CheckpointRemoved | SamplesObserved,
-    runs: RunCache | None,
-) -> Recorded:
+def _apply(conn: Connection, event: AnyEvent, runs: RunCache | None) -> Recorded:
     claimed = conn.execute(
         "INSERT INTO applied_events (event_id, kind) VALUES (%s, %s) "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
@@ -94,7 +101,13 @@ def _apply(
         return _record_checkpoint(conn, event, runs if runs is not None else {})
     if isinstance(event, CheckpointRemoved):
         return _record_removal(conn, event)
-    return _record_samples(conn, event)
+    if isinstance(event, SamplesObserved):
+        return _record_samples(conn, event)
+    if isinstance(event, RunStarted):
+        return _record_run_started(conn, event)
+    if isinstance(event, EpochLogged):
+        return _record_epoch_logged(conn, event)
+    return _record_run_finished(conn, event)
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -133,12 +146,12 @@ def _drop_invalid(fields: dict[str, Any]) -> dict[str, Any]:
     """Leave out values the schema would refuse (a negative alpha in odd metadata, ...):
     one bad key must not cost the whole checkpoint. The raw metadata keeps them all."""
     try:
-        RunFields.model_validate(fields)
-        return fields
+        return RunFields.model_validate(fields).model_dump(exclude_unset=True)
     except ValidationError as exc:
         bad = {str(error["loc"][0]) for error in exc.errors() if error.get("loc")}
     log.warning("ignoring invalid values for %s", ", ".join(sorted(bad)))
-    return {k: v for k, v in fields.items() if k not in bad}
+    kept = {k: v for k, v in fields.items() if k not in bad}
+    return RunFields.model_validate(kept).model_dump(exclude_unset=True)
 
 
 def _megabytes(size_bytes: int) -> Decimal:
@@ -149,10 +162,14 @@ def _megabytes(size_bytes: int) -> Decimal:
 
 def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCache) -> Recorded:
     fields = run_fields(event)
-    key = capture_key(event, fields)
-    run = runs.get(key) if event.run_name is None else None
+    key = event.run_key or capture_key(event, fields)
+    by_name = event.run_key is None and event.run_name is not None  # watch --run NAME
+    run = None if by_name else runs.get(key)
     if run is None:
-        run = _find_or_create_run(conn, event, fields, key)
+        run = resolve_run(
+            conn, key, event.run_name, fields, by_name=by_name,
+            default_names=lambda: _default_names(event, fields),
+        )  # fmt: skip
         runs[key] = run
     run.update(_update_run(conn, run, event, fields))
 
@@ -168,23 +185,39 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCac
     return Recorded("recorded", run["run_name"], epoch)
 
 
-def _find_or_create_run(
-    conn: Connection, event: CheckpointObserved, fields: dict[str, Any], key: str
+def resolve_run(
+    conn: Connection,
+    key: str,
+    run_name: str | None,
+    fields: dict[str, Any],
+    *,
+    by_name: bool = False,
+    default_names: Callable[[], list[str]],
 ) -> dict[str, Any]:
-    if event.run_name:
-        row = conn.execute(
-            "SELECT * FROM training_runs WHERE run_name = %s", (event.run_name,)
-        ).fetchone()
+    """The run an event belongs to: found by its capture key (or, ``by_name``, by the run
+    name it asks for), else created. A run found by name that has no key yet takes this
+    one, so later files of the same training find it too."""
+    if not by_name:
+        row = conn.execute("SELECT * FROM training_runs WHERE capture_key = %s", (key,)).fetchone()
         if row is not None:
             return row
-        taken = conn.execute(
-            "SELECT 1 FROM training_runs WHERE capture_key = %s", (key,)
+    if run_name:
+        row = conn.execute(
+            "SELECT * FROM training_runs WHERE run_name = %s", (run_name,)
         ).fetchone()
-        return _insert_run(conn, [event.run_name], None if taken else key, fields)
-    row = conn.execute("SELECT * FROM training_runs WHERE capture_key = %s", (key,)).fetchone()
-    if row is not None:
-        return row
-    return _insert_run(conn, _default_names(event, fields), key, fields)
+        key_free = (
+            conn.execute("SELECT 1 FROM training_runs WHERE capture_key = %s", (key,)).fetchone()
+            is None
+        )
+        if row is not None:
+            if row["capture_key"] is None and key_free:
+                conn.execute(
+                    "UPDATE training_runs SET capture_key = %s WHERE id = %s", (key, row["id"])
+                )
+                row["capture_key"] = key
+            return row
+        return _insert_run(conn, [run_name], key if key_free else None, fields)
+    return _insert_run(conn, default_names(), key, fields)
 
 
 def _default_names(event: CheckpointObserved, fields: dict[str, Any]) -> list[str]:
@@ -250,12 +283,7 @@ def _update_run(
                 updates[column] = fields[column]
     if event.checkpoint_kind == "final" and run["status"] == "in_progress":
         updates["status"] = "completed"
-    if updates:
-        assignments, params = _sqlbuild.assignments(updates)
-        conn.execute(
-            sql.SQL("UPDATE training_runs SET {} WHERE id = %s").format(assignments),
-            [*params, run["id"]],
-        )
+    _set(conn, run["id"], updates)
     return updates
 
 
@@ -405,6 +433,91 @@ def _add_samples(conn: Connection, run_id: int, epoch: int, paths: list[str]) ->
         """,
         (run_id, epoch, sorted(paths)),
     )
+
+
+# -- runs reported by hooks and the Python API ---------------------------------------------
+
+
+def _run_of(
+    conn: Connection,
+    event: RunStarted | EpochLogged | RunFinished,
+    fields: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    fields = fields or {}
+    base = (
+        getattr(event, "default_name", None) or fields.get("output_name") or event.run_name or "run"
+    )
+    started = fields.get("training_started_at") or event.observed_at
+    name = f"{base}_{started:%Y-%m-%d}"
+
+    def names() -> list[str]:
+        return [name] + [f"{name}_{n}" for n in range(2, MAX_NAME_ATTEMPTS)]
+
+    return resolve_run(conn, event.run_key, event.run_name, fields, default_names=names)
+
+
+def _set(conn: Connection, run_id: int, updates: dict[str, Any]) -> None:
+    if updates:
+        assignments, params = _sqlbuild.assignments(updates)
+        conn.execute(
+            sql.SQL("UPDATE training_runs SET {} WHERE id = %s").format(assignments),
+            [*params, run_id],
+        )
+
+
+def _record_run_started(conn: Connection, event: RunStarted) -> Recorded:
+    fields = dict(event.fields)
+    fields.setdefault("host", event.host)
+    if event.config is not None:
+        fields["config"] = event.config
+    fields = _drop_invalid(fields)
+    run = _run_of(conn, event, fields)
+    updates = {c: fields[c] for c in FILL_IF_EMPTY if c in fields and run.get(c) is None}
+    if event.config is not None:
+        updates["config"] = event.config  # the hook read it whole: newer than any file's
+    if run["status"] in ("planned", "failed", "cancelled", "completed"):
+        updates["status"] = "in_progress"  # started (again)
+        updates["failure_reason"] = None
+    updates["last_event_at"] = event.observed_at
+    _set(conn, run["id"], updates)
+    return Recorded("recorded", run["run_name"])
+
+
+def _record_epoch_logged(conn: Connection, event: EpochLogged) -> Recorded:
+    run = _run_of(conn, event)
+    conn.execute(
+        """
+        INSERT INTO epoch_results (training_run_id, epoch_number, loss, metrics, sample_images)
+        VALUES (%s, %s, %s, %s, %s)
+        ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
+            loss = COALESCE(EXCLUDED.loss, epoch_results.loss),
+            metrics = COALESCE(epoch_results.metrics, '{}'::jsonb)
+                      || COALESCE(EXCLUDED.metrics, '{}'::jsonb),
+            sample_images = ARRAY(
+                SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
+                ORDER BY 1)
+        """,
+        (
+            run["id"], event.epoch, event.loss,
+            _sqlbuild.adapt("metrics", event.metrics or None),
+            sorted(event.sample_images),
+        ),
+    )  # fmt: skip
+    _set(conn, run["id"], {"last_event_at": event.observed_at})
+    return Recorded("recorded", run["run_name"], event.epoch)
+
+
+def _record_run_finished(conn: Connection, event: RunFinished) -> Recorded:
+    run = _run_of(conn, event)
+    updates: dict[str, Any] = {
+        "status": event.status,
+        "training_finished_at": event.observed_at,
+        "last_event_at": event.observed_at,
+    }
+    if event.failure_reason is not None:
+        updates["failure_reason"] = event.failure_reason
+    _set(conn, run["id"], updates)
+    return Recorded("recorded", run["run_name"])
 
 
 # -- what is already recorded ---------------------------------------------------------------

@@ -102,3 +102,56 @@ def run_fields_from_adapter_files(config: dict[str, Any]) -> dict[str, Any]:
     if fields.get("network_dim") is not None and fields["network_dim"] <= 0:
         fields["network_dim"] = None
     return {k: v for k, v in fields.items() if v is not None}
+
+
+# Names training scripts commonly give their settings, for the Python API's config.
+GENERIC_NAMES: dict[str, tuple[str, ...]] = {
+    "network_dim": ("network_dim", "rank", "lora_rank", "r"),
+    "network_alpha": ("network_alpha", "lora_alpha", "alpha"),
+    "learning_rate": ("learning_rate", "lr"),
+    "unet_lr": ("unet_lr",),
+    "text_encoder_lr": ("text_encoder_lr",),
+    "optimizer": ("optimizer", "optimizer_type", "optim"),
+    "lr_scheduler": ("lr_scheduler", "lr_scheduler_type", "scheduler"),
+    "seed": ("seed",),
+    "num_epochs": ("num_epochs", "num_train_epochs", "max_train_epochs", "epochs"),
+    "max_train_steps": ("max_train_steps", "max_steps"),
+    "batch_size": ("batch_size", "train_batch_size", "per_device_train_batch_size"),
+    "base_model": ("base_model", "pretrained_model_name_or_path", "model_name_or_path"),
+    "mixed_precision": ("mixed_precision",),
+    "resolution": ("resolution",),
+    "model_type": ("model_type",),
+    "num_images": ("num_images",),
+    "caption_version": ("caption_version",),
+}
+
+
+def run_fields_from_generic_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Columns of training_runs from a training script's own config dict."""
+    fields: dict[str, Any] = {}
+    for column, names in GENERIC_NAMES.items():
+        for name in names:
+            value = config.get(name)
+            if value is None or value == "":
+                continue
+            if column in (
+                "network_dim",
+                "seed",
+                "num_epochs",
+                "max_train_steps",
+                "batch_size",
+                "num_images",
+            ):
+                value = _int(value)
+            elif column == "network_alpha":
+                value = _decimal(value)
+            elif column in ("learning_rate", "unet_lr", "text_encoder_lr"):
+                value = _number(value)
+            elif column == "resolution":
+                value = _resolution_text(value)
+            elif not isinstance(value, str):
+                value = str(value)
+            if value is not None:
+                fields[column] = value
+                break
+    return fields

@@ -25,7 +25,13 @@ from typing import Any, Literal
 from watchdog.events import FileSystemEventHandler
 
 from .delivery import Delivery, Event, Recorder
-from .events import CheckpointRemoved, observe_checkpoint, observe_sample, this_host
+from .events import (
+    CheckpointObserved,
+    CheckpointRemoved,
+    observe_checkpoint,
+    observe_sample,
+    this_host,
+)
 from .files import classify_checkpoint, classify_sample, in_state_folder, is_temporary
 from .record import Recorded
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
@@ -74,6 +80,7 @@ class Watcher:
         *,
         run_name: str | None = None,
         config_path: Path | None = None,
+        run_key: str | None = None,
         poll: bool = False,
         settle_s: float = 1.0,
         retry_s: float = 0.2,
@@ -84,6 +91,7 @@ class Watcher:
         self.recorder = recorder
         self.run_name = run_name
         self.config_path = config_path
+        self.run_key = run_key
         self.poll = poll
         self.settle_s = settle_s
         self.retry_s = retry_s
@@ -151,7 +159,7 @@ class Watcher:
                 stats.unchanged += 1
                 return None
         try:
-            event = observe_checkpoint(path, run_name=self.run_name, config_path=self.config_path)
+            event = self._observe(path)
         except IncompleteCheckpoint:
             self._state[key] = FileState(identity, "incomplete")
             self.schedule(key, self.retry_s)  # perhaps still being written
@@ -164,6 +172,11 @@ class Watcher:
             return None
         self._state[key] = FileState(identity, "recorded")
         return event
+
+    def _observe(self, path: Path) -> CheckpointObserved:
+        return observe_checkpoint(
+            path, run_name=self.run_name, config_path=self.config_path, run_key=self.run_key
+        )
 
     # -- live watching -----------------------------------------------------------------
     def start(self, *, backfill: bool = True) -> None:
@@ -299,7 +312,7 @@ class Watcher:
                 self.schedule(path, self.settle_s - (now - state.since))
                 return
         try:
-            event = observe_checkpoint(p, run_name=self.run_name, config_path=self.config_path)
+            event = self._observe(p)
         except IncompleteCheckpoint as exc:
             if unchanged and state is not None and now - state.since > self.stuck_after_s:
                 log.warning(

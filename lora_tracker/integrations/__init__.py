@@ -1,0 +1,1 @@
+"""Integrations with training frameworks (kohya sd-scripts, transformers)."""

@@ -1,0 +1,509 @@
+"""The Python API for training scripts: start a run, log epochs, finish.
+
+    import lora_tracker
+
+    run = lora_tracker.start_run("pixel_sd15_dim32", config=args, output_dir="out")
+    for epoch in range(1, epochs + 1):
+        ...train...
+        run.log_epoch(epoch, loss=avg_loss, checkpoint_path=f"out/e{epoch}.safetensors")
+    run.finish()                      # or: with lora_tracker.start_run(...) as run: ...
+
+Every call only puts a small job on a queue (a few microseconds on the training thread);
+one background thread per process reads files, builds events and writes them, in order.
+Nothing raises into the training loop: failures are logged, and events that cannot reach
+the database wait in the spool. At exit, pending events get ``LORA_TRACKER_FLUSH_TIMEOUT``
+seconds (default 10) to be written; whatever is left is spooled for the next sync.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import logging
+import os
+import queue
+import sys
+import threading
+import traceback
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from .settings import Target, resolve_target
+
+log = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT_ENV = "LORA_TRACKER_FLUSH_TIMEOUT"
+DEFAULT_FLUSH_TIMEOUT_S = 10.0
+
+Job = Callable[[], Iterable[Any]]  # builds events (run on the background thread)
+
+
+class _Flush:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class Dispatcher:
+    """One background thread delivering events of all runs of this process, in order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Target, Job] | _Flush | None] = queue.SimpleQueue()
+        self._recorders: dict[tuple[str | None, str], Any] = {}
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, target: Target, job: Job) -> None:
+        """Queue a job; never blocks, never raises."""
+        if self._closed:
+            self._run_job_to_spool(target, job)
+            return
+        if self._thread is None:
+            self._start()
+        self._queue.put((target, job))
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="lora-tracker-api", daemon=True
+                )
+                self._thread.start()
+                atexit.register(self.close)
+
+    def _recorder(self, target: Target) -> Any:
+        from .capture.delivery import Recorder
+
+        key = (target.url, str(target.home))
+        if key not in self._recorders:
+            self._recorders[key] = Recorder(target=target)
+        return self._recorders[key]
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, _Flush):
+                item.done.set()
+                continue
+            target, job = item
+            try:
+                events = list(job())
+                if events:
+                    self._recorder(target).submit_many(events)
+            except Exception:  # the training process must never feel this
+                log.exception("lora-tracker could not record an event")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is written (or spooled)."""
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        marker = _Flush()
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """At exit: give pending events a bounded time, then spool what is left."""
+        if self._closed:
+            return
+        if timeout is None:
+            timeout = float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT_S))
+        flushed = self.flush(timeout)
+        self._closed = True
+        self._queue.put(None)
+        if not flushed:
+            log.warning("lora-tracker: the database is slow; pending events go to the spool")
+            # the worker is stuck on one job; whatever is still queued goes to the spool
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, tuple):
+                    self._run_job_to_spool(*item)
+        for recorder in self._recorders.values():
+            with contextlib.suppress(Exception):
+                recorder.close()
+
+    def _run_job_to_spool(self, target: Target, job: Job) -> None:
+        from .capture.events import event_to_json
+        from .spool import spool_for
+
+        try:
+            spool = spool_for(target.home)
+            for event in job():
+                spool.append(event_to_json(event))
+        except Exception:
+            log.exception("lora-tracker could not spool an event")
+
+
+_dispatcher: Dispatcher | None = None
+_dispatcher_lock = threading.Lock()
+
+
+def dispatcher() -> Dispatcher:
+    """The process-wide dispatcher."""
+    global _dispatcher
+    if _dispatcher is None:
+        with _dispatcher_lock:
+            if _dispatcher is None:
+                _dispatcher = Dispatcher()
+    return _dispatcher
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config as a JSON-safe dict: a dict, pydantic model, dataclass or argparse.Namespace."""
+    if config is None:
+        return {}
+    if hasattr(config, "model_dump"):
+        raw = config.model_dump(mode="json")
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        raw = dataclasses.asdict(config)
+    elif isinstance(config, dict):
+        raw = dict(config)
+    elif hasattr(config, "__dict__"):
+        raw = dict(vars(config))
+    else:
+        raise TypeError(
+            f"config must be a dict, a pydantic model, a dataclass or a namespace, "
+            f"not {type(config).__name__}"
+        )
+    safe: dict[str, Any] = _json_safe(raw)
+    return safe
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+class TrackedRun:
+    """A run being recorded from inside training. Every method returns at once."""
+
+    def __init__(
+        self,
+        run_key: str,
+        run_name: str | None,
+        target: Target,
+        *,
+        output_dir: str | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.run_key = run_key
+        self.run_name = run_name
+        self.target = target
+        self.output_dir = output_dir
+        self.enabled = enabled
+        self.finished = False
+
+    # -- the training thread's calls -------------------------------------------------------
+    def log_epoch(
+        self,
+        epoch: int,
+        *,
+        loss: float | None = None,
+        metrics: dict[str, float] | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        sample_images: Iterable[str | os.PathLike[str]] | None = None,
+    ) -> None:
+        """Record an epoch's loss, metrics, checkpoint file and sample images."""
+        if not self.enabled:
+            return
+        at = _now()
+        samples = [os.fspath(p) for p in sample_images or ()]
+        metric_values = dict(metrics) if metrics else {}
+
+        def job() -> list[Any]:
+            from .capture.events import EpochLogged
+
+            events: list[Any] = []
+            if checkpoint_path is not None:
+                events.extend(self._observe(os.fspath(checkpoint_path), epoch, at))
+            events.append(EpochLogged(
+                run_key=self.run_key, run_name=self.run_name, observed_at=at, epoch=epoch,
+                loss=_finite(loss), metrics=_numbers(metric_values),
+                sample_images=[os.path.abspath(p) for p in samples],
+            ))  # fmt: skip
+            return events
+
+        self._submit(job)
+
+    def log_checkpoint(self, path: str | os.PathLike[str], *, epoch: int | None = None) -> None:
+        """Record a checkpoint file just saved (read on the background thread)."""
+        if not self.enabled:
+            return
+        at = _now()
+        file = os.fspath(path)
+        self._submit(lambda: self._observe(file, epoch, at))
+
+    def log_saved(
+        self,
+        path: str | os.PathLike[str],
+        metadata: dict[str, str] | None = None,
+        *,
+        epoch: int | None = None,
+    ) -> None:
+        """Record a checkpoint from what the trainer just wrote (path and metadata), without
+        reading the file again: right for a hook inside the save, even if the file is
+        deleted a moment later. Costs one stat() on the calling thread."""
+        if not self.enabled:
+            return
+        at = _now()
+        file = os.path.abspath(os.fspath(path))
+        try:
+            stat = os.stat(file)
+        except OSError as exc:
+            log.warning("lora-tracker: checkpoint %s not recorded: %s", file, exc)
+            return
+        meta = {str(k): v if isinstance(v, str) else str(v) for k, v in (metadata or {}).items()}
+
+        def job() -> list[Any]:
+            from .capture.events import checkpoint_event
+
+            try:
+                event = checkpoint_event(
+                    Path(file), stat.st_size, stat.st_mtime, meta, run_key=self.run_key, epoch=epoch
+                )
+            except ValueError as exc:
+                log.warning("lora-tracker: %s not recorded: %s", file, exc)
+                return []
+            event.run_name = self.run_name
+            event.observed_at = at
+            return [event]
+
+        self._submit(job)
+
+    def log_removed(self, path: str | os.PathLike[str]) -> None:
+        """Record that a checkpoint file was deleted (its row stays, marked)."""
+        if not self.enabled:
+            return
+        at = _now()
+        file = os.path.abspath(os.fspath(path))
+
+        def job() -> list[Any]:
+            from .capture.events import CheckpointRemoved
+
+            return [CheckpointRemoved(path=file, observed_at=at)]
+
+        self._submit(job)
+
+    def submit(self, job: Job) -> None:
+        """Queue a custom job that returns events (for integrations)."""
+        if self.enabled:
+            self._submit(job)
+
+    def finish(
+        self,
+        status: Literal["completed", "failed", "cancelled"] = "completed",
+        error: BaseException | str | None = None,
+    ) -> None:
+        """Mark the run completed, or failed/cancelled with the error."""
+        if not self.enabled or self.finished:
+            return
+        self.finished = True
+        at = _now()
+        reason = _describe(error) if error is not None else None
+
+        def job() -> list[Any]:
+            from .capture.events import RunFinished
+
+            return [
+                RunFinished(
+                    run_key=self.run_key,
+                    run_name=self.run_name,
+                    observed_at=at,
+                    status=status,
+                    failure_reason=reason,
+                )
+            ]
+
+        self._submit(job)
+
+    def fail(self, error: BaseException | str) -> None:
+        """Mark the run failed with the error."""
+        self.finish("failed", error)
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait (at most ``timeout`` s) until everything logged so far is written or spooled."""
+        return dispatcher().flush(timeout)
+
+    def __enter__(self) -> TrackedRun:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> None:
+        if error is None:
+            self.finish("completed")
+        elif isinstance(error, KeyboardInterrupt):
+            self.finish("cancelled", error)
+        else:
+            self.finish("failed", error)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _submit(self, job: Job) -> None:
+        try:
+            dispatcher().submit(self.target, job)
+        except Exception:  # pragma: no cover - queue.put does not fail
+            log.exception("lora-tracker could not queue an event")
+
+    def _observe(self, path: str, epoch: int | None, at: datetime) -> list[Any]:
+        from .capture.events import observe_checkpoint
+        from .capture.safetensors_header import CheckpointError
+
+        try:
+            event = observe_checkpoint(Path(path), run_key=self.run_key, epoch=epoch)
+        except (CheckpointError, ValueError, OSError) as exc:
+            log.warning("lora-tracker: checkpoint %s not recorded: %s", path, exc)
+            return []
+        event.run_name = self.run_name
+        event.observed_at = at
+        return [event]
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    found = {}
+    for key, value in metrics.items():
+        number = _finite(value) if not isinstance(value, bool) else None
+        if number is not None:
+            found[str(key)] = number
+    return found
+
+
+def _describe(error: BaseException | str) -> str:
+    if isinstance(error, str):
+        return error
+    text = "".join(traceback.format_exception_only(type(error), error)).strip()
+    return text[:4000]
+
+
+_open_runs: weakref.WeakSet[TrackedRun] = weakref.WeakSet()
+_hook_installed = False
+
+
+def _install_excepthook() -> None:
+    """An uncaught exception ends the process: mark the runs still open as failed first."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    _hook_installed = True
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        try:
+            for run in list(_open_runs):
+                if not run.finished:
+                    run.finish("cancelled" if kind is KeyboardInterrupt else "failed", error)
+        except Exception:  # never hide the real error
+            pass
+        previous(kind, error, tb)
+
+    sys.excepthook = hook
+
+
+def start_run(
+    name: str | None = None,
+    config: Any = None,
+    *,
+    database_url: str | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    output_name: str | None = None,
+    trainer: str = "python",
+    run_key: str | None = None,
+    **fields: Any,
+) -> TrackedRun:
+    """Start recording a run; returns at once.
+
+    ``config`` (dict, pydantic model, dataclass or argparse.Namespace) is stored whole and
+    mined for known settings (network dim/rank, alpha, learning rate, resolution, ...);
+    keyword ``fields`` set training_runs columns directly (``model_type="SDXL"``). With
+    ``output_dir``, a watcher on the same folder records into this run, not a new one.
+    Never raises: on a problem it logs and returns a run whose calls do nothing.
+    """
+    try:
+        from .capture.events import RunStarted, this_host
+        from .capture.trainer_config import run_fields_from_generic_config
+
+        target = resolve_target(database_url)
+        config_dict = config_to_dict(config)
+        host = this_host()
+        folder = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
+        if folder is not None:
+            output_name = output_name or os.path.basename(folder)
+        if run_key is None:
+            run_key = f"dir:{host}:{folder}:{output_name}" if folder else f"api:{uuid.uuid4()}"
+        found = run_fields_from_generic_config(config_dict)
+        found.update(fields)
+        found.update(trainer=trainer, host=host)
+        if folder is not None:
+            found.update(output_dir=folder, output_name=output_name)
+        at = _now()
+        run = TrackedRun(run_key, name, target, output_dir=folder)
+
+        def job() -> list[Any]:
+            return [
+                RunStarted(
+                    run_key=run_key,
+                    run_name=name,
+                    observed_at=at,
+                    fields=_valid_fields(found),
+                    config=config_dict or None,
+                    default_name=output_name or trainer,
+                )
+            ]
+
+        run.submit(job)
+        _open_runs.add(run)
+        _install_excepthook()
+        return run
+    except Exception:
+        log.exception("lora-tracker could not start recording; training goes on untracked")
+        return TrackedRun("disabled", name, resolve_target(None), enabled=False)
+
+
+def _valid_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Keep the keyword fields training_runs accepts; log and drop the rest."""
+    from pydantic import ValidationError
+
+    from .models import RunFields
+
+    known = {k: v for k, v in fields.items() if k in RunFields.model_fields}
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        log.warning("lora-tracker: ignoring unknown run fields %s", ", ".join(unknown))
+    try:
+        return RunFields.model_validate(known).model_dump(exclude_unset=True, mode="json")
+    except ValidationError as exc:
+        bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+        log.warning("lora-tracker: ignoring invalid run fields %s", ", ".join(sorted(bad)))
+        kept = {k: v for k, v in known.items() if k not in bad}
+        return RunFields.model_validate(kept).model_dump(exclude_unset=True, mode="json")
