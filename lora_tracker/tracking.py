@@ -57,6 +57,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._inflight: tuple[Target, list[Any]] | None = None
 
     def submit(self, target: Target, job: Job) -> None:
         """Queue a job; never blocks, never raises."""
@@ -96,9 +97,12 @@ class Dispatcher:
             try:
                 events = list(job())
                 if events:
+                    self._inflight = (target, events)
                     self._recorder(target).submit_many(events)
             except Exception:  # the training process must never feel this
                 log.exception("lora-tracker could not record an event")
+            finally:
+                self._inflight = None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written (or spooled)."""
@@ -119,6 +123,10 @@ class Dispatcher:
         self._queue.put(None)
         if not flushed:
             log.warning("lora-tracker: the database is slow; pending events go to the spool")
+            inflight = self._inflight
+            if inflight is not None:  # may land twice: replay skips what was applied
+                target, events = inflight
+                self._run_job_to_spool(target, lambda: events)
             # the worker is stuck on one job; whatever is still queued goes to the spool
             while True:
                 try:

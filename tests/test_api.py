@@ -1,0 +1,237 @@
+"""The Python API (`import lora_tracker`): start, log epochs, finish; safe in a loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import lora_tracker
+
+from .conftest import proxied, proxy_target, rows
+from .kohya_sim import KohyaRun
+from .netproxy import Proxy
+
+
+class TrainConfig(BaseModel):
+    rank: int = 16
+    lora_alpha: int = 8
+    learning_rate: float = 2e-4
+    resolution: int = 768
+    num_train_epochs: int = 3
+    pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1"
+
+
+def test_start_log_finish(tmp_path: Path, db_url: str) -> None:
+    """A run with a pydantic config, epochs with loss, checkpoints and samples, completed."""
+    sim = KohyaRun(tmp_path / "out", output_name="api_lora", epochs=2, save_last_n=None)
+    run = lora_tracker.start_run(
+        "api_run",
+        TrainConfig(),
+        database_url=db_url,
+        model_type="SD2",
+        caption_version="captions_v1",
+    )
+    for epoch in (1, 2):
+        path = sim.save_epoch(epoch)
+        sample = tmp_path / f"sample_{epoch}.png"
+        sample.write_bytes(b"png")
+        run.log_epoch(
+            epoch,
+            loss=0.5 / epoch,
+            metrics={"lr": 1e-4, "note": "text"},
+            checkpoint_path=path,
+            sample_images=[sample],
+        )
+    run.finish()
+    assert run.flush(30)
+    found = rows(db_url, "SELECT * FROM training_runs")
+    assert len(found) == 1
+    r = found[0]
+    assert (r["run_name"], r["status"], r["model_type"], r["network_dim"], r["resolution"]) == (
+        "api_run", "completed", "SD2", 16, "768x768",
+    )  # fmt: skip
+    assert r["learning_rate"] == 2e-4 and r["num_epochs"] == 3
+    assert r["caption_version"] == "captions_v1"
+    assert r["config"]["pretrained_model_name_or_path"] == "stabilityai/stable-diffusion-2-1"
+    epochs = rows(db_url, "SELECT * FROM epoch_results ORDER BY epoch_number")
+    assert [(e["epoch_number"], e["loss"]) for e in epochs] == [(1, 0.5), (2, 0.25)]
+    assert epochs[0]["metrics"] == {"lr": 1e-4}
+    assert epochs[1]["checkpoint_path"] == str(sim.epoch_path(2))
+    assert str(tmp_path / "sample_2.png") in epochs[1]["sample_images"]
+
+
+def test_context_manager_records_failure_and_reraises(db_url: str) -> None:
+    """An exception in the with-block marks the run failed and propagates."""
+    with (
+        pytest.raises(ValueError, match="loss is NaN"),
+        lora_tracker.start_run("failing_run", {"rank": 4}, database_url=db_url) as run,
+    ):
+        run.log_epoch(1, loss=0.3)
+        raise ValueError("loss is NaN")
+    assert run.flush(30)
+    r = rows(db_url, "SELECT status, failure_reason, network_dim FROM training_runs")[0]
+    assert r["status"] == "failed" and r["network_dim"] == 4
+    assert r["failure_reason"] == "ValueError: loss is NaN"
+
+
+def test_bad_values_never_raise_into_training(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Invalid fields, odd metrics and missing files are logged; the loop goes on."""
+    run = lora_tracker.start_run(
+        "odd_run",
+        {"rank": "many"},
+        database_url=db_url,
+        network_dim=-3,
+        model_type="SD99",
+        no_such_column=1,
+    )
+    run.log_epoch(
+        1, loss=float("nan"), metrics={"x": "y"}, checkpoint_path=tmp_path / "missing.safetensors"
+    )
+    run.log_checkpoint(tmp_path / "also-missing.safetensors")
+    run.finish()
+    assert run.flush(30)
+    r = rows(db_url, "SELECT run_name, status, network_dim, model_type FROM training_runs")
+    assert r == [
+        {"run_name": "odd_run", "status": "completed", "network_dim": None, "model_type": None}
+    ]
+    assert rows(db_url, "SELECT loss FROM epoch_results") == [{"loss": None}]
+    text = caplog.text
+    assert "ignoring unknown run fields no_such_column" in text
+    assert "ignoring invalid run fields" in text
+    assert "missing.safetensors not recorded" in text
+
+
+def test_output_dir_joins_the_watchers_run(tmp_path: Path, db_url: str) -> None:
+    """With output_dir, files a watcher records land in the API's run, not a new one."""
+    from click.testing import CliRunner
+
+    from lora_tracker.cli import cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    ckpt_dir = out / "checkpoint-10"
+    ckpt_dir.mkdir()
+    import numpy as np
+    from safetensors.numpy import save
+
+    (ckpt_dir / "pytorch_lora_weights.safetensors").write_bytes(
+        save({"w": np.zeros(4, np.float32)}, metadata={"format": "pt"})
+    )
+    run = lora_tracker.start_run("diffusers_run", {"rank": 4}, database_url=db_url, output_dir=out)
+    run.log_epoch(1, loss=0.2)
+    assert run.flush(30)
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
+    assert result.exit_code == 0, result.output
+    assert rows(db_url, "SELECT run_name FROM training_runs") == [{"run_name": "diffusers_run"}]
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 1
+
+
+SCRIPT = """
+import sys, lora_tracker
+run = lora_tracker.start_run("proc_run", {"rank": 8}, database_url=sys.argv[1])
+for epoch in range(1, 4):
+    run.log_epoch(epoch, loss=1.0 / epoch)
+if sys.argv[2] == "crash":
+    raise RuntimeError("diverged at epoch 3")
+# no finish(), no flush(): exit must still deliver what was logged
+"""
+
+
+def _script(tmp_path: Path, url: str, mode: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "train.py"
+    path.write_text(textwrap.dedent(SCRIPT))
+    return subprocess.run(
+        [sys.executable, str(path), url, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
+
+
+def test_pending_events_flushed_at_exit(tmp_path: Path, db_url: str) -> None:
+    """A script that exits right after logging still has every epoch recorded."""
+    done = _script(tmp_path, db_url, "ok")
+    assert done.returncode == 0, done.stderr
+    epochs = rows(db_url, "SELECT epoch_number FROM epoch_results ORDER BY 1")
+    assert [e["epoch_number"] for e in epochs] == [1, 2, 3]
+    assert rows(db_url, "SELECT status FROM training_runs") == [{"status": "in_progress"}]
+
+
+def test_uncaught_exception_marks_run_failed(tmp_path: Path, db_url: str) -> None:
+    """A script that dies of an exception leaves its run failed, with the error."""
+    done = _script(tmp_path, db_url, "crash")
+    assert done.returncode == 1
+    assert "RuntimeError: diverged at epoch 3" in done.stderr
+    r = rows(db_url, "SELECT status, failure_reason FROM training_runs")[0]
+    assert r == {"status": "failed", "failure_reason": "RuntimeError: diverged at epoch 3"}
+
+
+def test_database_down_spools_and_exits_in_time(tmp_path: Path, db_url: str) -> None:
+    """With the database down, the script runs normally and its events wait in the spool."""
+    down = proxied(db_url, Proxy(proxy_target(db_url)))
+    done = _script(tmp_path, down, "ok")
+    assert done.returncode == 0, done.stderr
+    spool = Path(os.environ["LORA_TRACKER_HOME"]) / "spool" / "events.jsonl"
+    kinds = [json.loads(line)["kind"] for line in spool.read_text().splitlines()]
+    assert kinds == ["run_started", "epoch_logged", "epoch_logged", "epoch_logged"]
+    from click.testing import CliRunner
+
+    from lora_tracker.cli import cli
+
+    assert CliRunner().invoke(cli, ["--database-url", db_url, "sync"]).exit_code == 0
+    assert len(rows(db_url, "SELECT * FROM epoch_results")) == 3
+
+
+def test_diffusers_style_example(tmp_path: Path, db_url: str) -> None:
+    """examples/diffusers_style_loop.py runs and records its run."""
+    from .conftest import ROOT
+
+    env = os.environ.copy()
+    env["LORA_TRACKER_DATABASE_URL"] = db_url
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "diffusers_style_loop.py"),
+            str(tmp_path / "o"),
+            "--run_name",
+            "example_run",
+            "--num_train_epochs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    r = rows(db_url, "SELECT run_name, status, network_dim, resolution, trainer FROM training_runs")
+    assert r == [
+        {
+            "run_name": "example_run",
+            "status": "completed",
+            "network_dim": 16,
+            "resolution": "512x512",
+            "trainer": "diffusers",
+        }
+    ]
+    epochs = rows(
+        db_url,
+        "SELECT epoch_number, loss IS NOT NULL AS has_loss, "
+        "cardinality(sample_images) AS samples, checkpoint_path "
+        "FROM epoch_results ORDER BY 1",
+    )
+    assert [(e["epoch_number"], e["has_loss"], e["samples"]) for e in epochs] == [
+        (1, True, 1),
+        (2, True, 1),
+    ]
+    assert epochs[1]["checkpoint_path"].endswith("checkpoint-40/pytorch_lora_weights.safetensors")
