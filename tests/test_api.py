@@ -235,3 +235,33 @@ def test_diffusers_style_example(tmp_path: Path, db_url: str) -> None:
         (2, True, 1),
     ]
     assert epochs[1]["checkpoint_path"].endswith("checkpoint-40/pytorch_lora_weights.safetensors")
+
+
+def test_exit_is_bounded_when_the_database_hangs(tmp_path: Path) -> None:
+    """A database that accepts connections but never answers: the script still exits
+    within the flush timeout, and every event is in the spool."""
+    import socket
+    import time
+
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)  # completes TCP handshakes, never answers
+        url = f"postgresql://u:p@127.0.0.1:{blackhole.getsockname()[1]}/db?connect_timeout=30"
+        env = os.environ.copy()
+        env["LORA_TRACKER_FLUSH_TIMEOUT"] = "1"
+        path = tmp_path / "train.py"
+        path.write_text(textwrap.dedent(SCRIPT))
+        start = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(path), url, "ok"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 15, elapsed
+    spool = Path(os.environ["LORA_TRACKER_HOME"]) / "spool" / "events.jsonl"
+    kinds = sorted(json.loads(line)["kind"] for line in spool.read_text().splitlines())
+    assert kinds == ["epoch_logged", "epoch_logged", "epoch_logged", "run_started"]
