@@ -140,6 +140,35 @@ class CaptionVersionCreate(_Input):
     notes: str | None = None
 
 
+class TestPromptCreate(_Input):
+    """A new test prompt."""
+
+    __test__ = False  # not a pytest test class
+
+    prompt_name: NonEmpty
+    prompt_text: NonEmpty
+    negative_prompt: str | None = None
+    seed: int | None = None
+    sampler: str | None = None
+    steps: Annotated[int, Field(gt=0)] | None = None
+    cfg_scale: Annotated[Decimal, Field(ge=0, le=100)] | None = None
+    width: Annotated[int, Field(gt=0)] | None = None
+    height: Annotated[int, Field(gt=0)] | None = None
+    category: str | None = None
+    notes: str | None = None
+
+
+class PromptResultFields(_Input):
+    """What a person records for one epoch on one test prompt."""
+
+    image_path: str | None = None
+    score: Score | None = None
+    style_match_score: Score | None = None
+    prompt_adherence_score: Score | None = None
+    verdict: PromptVerdict | None = None
+    notes: str | None = None
+
+
 class _Row(BaseModel):
     """Base of read models: built from database rows, extra columns ignored."""
 

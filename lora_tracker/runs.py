@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from psycopg import sql
@@ -84,3 +85,123 @@ def list_runs(conn: Connection, limit: int | None = None) -> list[TrainingRun]:
         "SELECT * FROM training_runs ORDER BY run_date DESC, id DESC LIMIT %s", (limit,)
     ).fetchall()
     return [TrainingRun.model_validate(r) for r in rows]
+
+
+# -- summaries (what the training_comparison view shows) ------------------------------------
+
+SUMMARY_COLUMNS = (
+    "id", "run_name", "run_date", "status", "model_type", "base_model", "network_dim",
+    "network_alpha", "resolution", "num_images", "caption_version", "learning_rate",
+    "optimizer", "checkpoint_file_size_mb", "overall_verdict", "quality_score",
+    "production_ready", "best_epoch", "epochs_recorded", "epochs_scored",
+    "avg_visual_quality", "max_visual_quality", "production_ready_epochs", "key_findings",
+)  # fmt: skip
+FILTERABLE = ("model_type", "overall_verdict", "status", "caption_version", "network_dim",
+              "resolution", "production_ready")  # fmt: skip
+SORTS = {
+    "date": "run_date DESC, id DESC",
+    "quality": "quality_score DESC NULLS LAST, run_date DESC, id DESC",
+    "name": "run_name",
+}
+
+
+def list_summaries(
+    conn: Connection,
+    filters: dict[str, Any] | None = None,
+    *,
+    search: str | None = None,
+    sort: str = "date",
+    limit: int | None = 50,
+) -> list[dict[str, Any]]:
+    """The training_comparison columns for one page of runs.
+
+    Same columns as the view, but the page of runs is chosen first and only its epochs
+    are aggregated, so it stays fast on a large history.
+    """
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    for column, value in (filters or {}).items():
+        if column not in FILTERABLE:
+            raise ValueError(f"cannot filter on {column}")
+        if value is None:
+            continue
+        conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+        params.append(value)
+    if search:
+        conditions.append(sql.SQL("run_name ILIKE %s"))
+        params.append("%" + search.replace("\\", "\\\\").replace("%", "\\%")
+                      .replace("_", "\\_") + "%")  # fmt: skip
+    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    order = sql.SQL(SORTS[sort])
+    query = sql.SQL(
+        """
+        SELECT tr.id, tr.run_name, tr.run_date, tr.status, tr.model_type, tr.base_model,
+               tr.network_dim, tr.network_alpha, tr.resolution, tr.num_images,
+               tr.caption_version, tr.learning_rate, tr.optimizer, tr.checkpoint_file_size_mb,
+               tr.overall_verdict, tr.quality_score, tr.production_ready, tr.best_epoch,
+               e.epochs_recorded, e.epochs_scored, e.avg_visual_quality, e.max_visual_quality,
+               e.production_ready_epochs, tr.key_findings
+        FROM (SELECT * FROM training_runs {where} ORDER BY {order} LIMIT %s) tr
+        LEFT JOIN LATERAL (
+            SELECT count(*) AS epochs_recorded,
+                   count(visual_quality_score) AS epochs_scored,
+                   round(avg(visual_quality_score), 2) AS avg_visual_quality,
+                   max(visual_quality_score) AS max_visual_quality,
+                   count(*) FILTER (WHERE production_ready) AS production_ready_epochs
+            FROM epoch_results er WHERE er.training_run_id = tr.id
+        ) e ON true
+        ORDER BY {order}
+        """
+    ).format(where=where, order=order)
+    return conn.execute(query, [*params, limit]).fetchall()
+
+
+def add_to_lists(conn: Connection, run_id: int, issues: list[str], strengths: list[str]) -> None:
+    """Append issues and strengths not already listed, keeping their order."""
+    conn.execute(
+        """
+        UPDATE training_runs SET
+            issues_found = issues_found || ARRAY(
+                SELECT x FROM unnest(%s::text[]) WITH ORDINALITY AS t(x, n)
+                WHERE x <> ALL(issues_found) ORDER BY n),
+            strengths = strengths || ARRAY(
+                SELECT x FROM unnest(%s::text[]) WITH ORDINALITY AS t(x, n)
+                WHERE x <> ALL(strengths) ORDER BY n)
+        WHERE id = %s
+        """,
+        (issues, strengths, run_id),
+    )
+
+
+# -- cleanup --------------------------------------------------------------------------------
+
+
+def cleanup_candidates(
+    conn: Connection, older_than: timedelta, recommended_for: str | None
+) -> list[dict[str, Any]]:
+    """Runs older than ``older_than`` (and marked ``recommended_for``, when given), with
+    how many epoch and prompt-result rows deleting them removes."""
+    rows = conn.execute(
+        """
+        SELECT tr.id, tr.run_name, tr.run_date, tr.overall_verdict, tr.recommended_for,
+               (SELECT count(*) FROM epoch_results er WHERE er.training_run_id = tr.id)
+                   AS epochs,
+               (SELECT count(*) FROM prompt_test_results ptr
+                  JOIN epoch_results er ON er.id = ptr.epoch_result_id
+                 WHERE er.training_run_id = tr.id) AS prompt_results
+        FROM training_runs tr
+        WHERE tr.run_date < now() - %s
+          AND (%s::text IS NULL OR tr.recommended_for = %s)
+        ORDER BY tr.run_date, tr.id
+        """,
+        (older_than, recommended_for, recommended_for),
+    ).fetchall()
+    return rows
+
+
+def delete_runs(conn: Connection, ids: list[int]) -> int:
+    """Delete runs by id; epochs, files and prompt results go with them (cascade)."""
+    if not ids:
+        return 0
+    cur = conn.execute("DELETE FROM training_runs WHERE id = ANY(%s)", (ids,))
+    return cur.rowcount

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_tracker import embedded
+from lora_tracker import embedded, migrations
 
 from .conftest import run_cli
 
@@ -52,7 +52,7 @@ def test_zero_setup_commands_migrate_on_first_use(home: Path) -> None:
     status = run_cli("db", "status", "--json")
     info = json.loads(status.stdout)
     assert info["source"] == "embedded"
-    assert info["applied_migrations"] == ["0001", "0002"]
+    assert info["applied_migrations"] == [m.version for m in migrations.available()]
     assert info["server_version"].startswith("PostgreSQL ")
 
 
@@ -79,7 +79,7 @@ def test_concurrent_processes_share_one_server(home: Path) -> None:
         "SELECT (SELECT count(*) FROM training_runs) AS runs, "
         "(SELECT count(*) FROM schema_migrations) AS migrations",
     )
-    assert json.loads(done.stdout) == [{"runs": 5, "migrations": 2}]
+    assert json.loads(done.stdout) == [{"runs": 5, "migrations": len(migrations.available())}]
     postmasters = subprocess.run(
         ["pgrep", "-f", f"postgres.*-D {home / 'pgdata'}"], capture_output=True, text=True
     ).stdout.split()

@@ -52,12 +52,26 @@ def app_context(ctx: click.Context) -> AppContext:
     return obj
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line (exit 2), pointing at --help."""
+
+    def show(self, file: Any = None) -> None:
+        hint = ""
+        if self.ctx is not None:
+            hint = f" (see: {self.ctx.command_path} --help)"
+        click.echo(f"Error: {self.format_message()}{hint}", err=True, file=file)
+
+
 class TrackerGroup(click.Group):
     """A click group that renders lora-tracker errors as one line, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), exc.ctx) from None
         except LoraTrackerError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
@@ -89,10 +103,22 @@ def cli(ctx: click.Context, database_url: str | None, verbose: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-from . import capture_commands, db_commands  # noqa: E402  (they register on `cli`)
+from . import browse_commands as browse_commands  # noqa: E402  (each registers on `cli`)
+from . import capture_commands as capture_commands  # noqa: E402
+from . import catalog_commands as catalog_commands  # noqa: E402
+from . import db_commands as db_commands  # noqa: E402
+from . import decide_commands as decide_commands  # noqa: E402
+from . import judge_commands as judge_commands  # noqa: E402
 
-db_commands.register(cli)
-capture_commands.register(cli)
+for _module in (
+    db_commands,
+    capture_commands,
+    browse_commands,
+    judge_commands,
+    catalog_commands,
+    decide_commands,
+):
+    _module.register(cli)
 
 
 def main() -> None:

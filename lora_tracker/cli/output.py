@@ -6,9 +6,9 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -81,6 +81,38 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return _cell(value)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def format_options(command: F) -> F:
+    """--json and --csv on a command, as ``fmt`` (None: a readable table)."""
+    command = click.option("--csv", "fmt", flag_value="csv", help="Print CSV with a header.")(
+        command
+    )
+    command = click.option("--json", "fmt", flag_value="json",
+                           help="Print a JSON array of objects.")(command)  # fmt: skip
+    return command
+
+
+def echo_records(
+    records: Sequence[dict[str, Any]],
+    fmt: str | None,
+    table_columns: Sequence[str] | None = None,
+    *,
+    empty: str = "(nothing)",
+) -> None:
+    """Dict rows: every column as JSON/CSV, the chosen columns as a table."""
+    columns = list(records[0]) if records else list(table_columns or [])
+    if fmt in ("json", "csv"):
+        echo_rows(columns, [[r.get(c) for c in columns] for r in records], fmt)
+        return
+    if not records:
+        click.echo(empty)
+        return
+    shown = list(table_columns or columns)
+    echo_rows(shown, [[r.get(c) for c in shown] for r in records])
 
 
 def echo_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> None:

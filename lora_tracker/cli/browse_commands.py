@@ -1,0 +1,261 @@
+"""`runs`, `show` and `compare`: looking at what was recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..models import MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
+from . import app_context
+from .output import echo_records, echo_rows, format_options, to_jsonable
+
+RUN_TABLE = (
+    "id",
+    "run_name",
+    "run_date",
+    "model_type",
+    "network_dim",
+    "network_alpha",
+    "resolution",
+    "caption_version",
+    "overall_verdict",
+    "quality_score",
+    "production_ready",
+    "best_epoch",
+    "epochs_recorded",
+    "avg_visual_quality",
+)
+EPOCH_TABLE = (
+    "epoch",
+    "visual",
+    "style",
+    "adherence",
+    "verdict",
+    "flags",
+    "ready",
+    "loss",
+    "on_disk",
+    "MB",
+    "samples",
+    "observations",
+)
+CONFIG_FIELDS = (
+    "model_type",
+    "base_model",
+    "network_dim",
+    "network_alpha",
+    "network_module",
+    "resolution",
+    "num_images",
+    "caption_version",
+    "learning_rate",
+    "unet_lr",
+    "text_encoder_lr",
+    "optimizer",
+    "lr_scheduler",
+    "seed",
+    "num_epochs",
+    "max_train_steps",
+    "total_steps",
+    "batch_size",
+    "mixed_precision",
+    "trainer",
+)
+VERDICT_FIELDS = ("status", "overall_verdict", "quality_score", "production_ready",
+                  "best_epoch", "recommended_for")  # fmt: skip
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(runs_command)
+    cli.add_command(show)
+    cli.add_command(compare)
+
+
+@click.command(name="runs")
+@click.option("--model-type", type=click.Choice(MODEL_TYPES))
+@click.option("--verdict", type=click.Choice(OVERALL_VERDICTS))
+@click.option("--status", type=click.Choice(RUN_STATUSES))
+@click.option("--caption-version", metavar="NAME")
+@click.option("--network-dim", type=int)
+@click.option("--resolution", metavar="WxH")
+@click.option("--production-ready", is_flag=True, default=None, help="Only production-ready runs.")
+@click.option("--search", metavar="TEXT", help="Run names containing TEXT.")
+@click.option("--sort", type=click.Choice(["date", "quality", "name"]), default="date",
+              show_default=True)  # fmt: skip
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="No limit.")
+@format_options
+@click.pass_context
+def runs_command(
+    ctx: click.Context,
+    model_type: str | None,
+    verdict: str | None,
+    status: str | None,
+    caption_version: str | None,
+    network_dim: int | None,
+    resolution: str | None,
+    production_ready: bool | None,
+    search: str | None,
+    sort: str,
+    limit: int,
+    show_all: bool,
+    fmt: str | None,
+) -> None:
+    """List runs, newest first, with their epoch statistics (the training_comparison view)."""
+    from .. import runs
+
+    filters = {"model_type": model_type, "overall_verdict": verdict, "status": status,
+               "caption_version": caption_version, "network_dim": network_dim,
+               "resolution": resolution, "production_ready": production_ready}  # fmt: skip
+    with app_context(ctx).db.transaction() as conn:
+        found = runs.list_summaries(conn, filters, search=search, sort=sort,
+                                    limit=None if show_all else limit)  # fmt: skip
+    for row in found:
+        row["run_date"] = row["run_date"].date() if fmt is None else row["run_date"]
+    echo_records(found, fmt, RUN_TABLE, empty="No runs match.")
+
+
+def _flags(epoch: dict[str, Any]) -> str:
+    marks = [("BG", "has_wrong_backgrounds"), ("PX", "has_random_pixels"),
+             ("PHOTO", "is_photorealistic")]  # fmt: skip
+    return " ".join(label for label, column in marks if epoch.get(column))
+
+
+def _epoch_rows(epochs: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for e in epochs:
+        on_disk = {True: "yes", False: "removed", None: ""}[e["checkpoint_on_disk"]]
+        rows.append([
+            e["epoch_number"], e["visual_quality_score"], e["style_match_score"],
+            e["prompt_adherence_score"], e["verdict"], _flags(e), e["production_ready"],
+            f"{e['loss']:.4f}" if e["loss"] is not None else "", on_disk,
+            e["checkpoint_file_size_mb"], len(e["sample_images"] or []), e["observations"],
+        ])  # fmt: skip
+    return rows
+
+
+@click.command()
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the run, epochs and results as JSON.")
+@click.pass_context
+def show(ctx: click.Context, run: str, as_json: bool) -> None:
+    """One run: its configuration, judgement, epochs (scores, flags, loss, samples) and the
+    epoch x prompt grid."""
+    from .. import prompts, runs
+
+    with app_context(ctx).db.transaction() as conn:
+        found = runs.get_run(conn, run)
+        epochs = conn.execute(
+            "SELECT * FROM epoch_results WHERE training_run_id = %s ORDER BY epoch_number",
+            (found.id,),
+        ).fetchall()
+        results = prompts.results_of_run(conn, found.id)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(to_jsonable({
+            "run": found.model_dump(), "epochs": epochs, "prompt_results": results,
+        }), indent=2, ensure_ascii=False))  # fmt: skip
+        return
+    r = found
+    quality = f" {r.quality_score}/10" if r.quality_score is not None else ""
+    ready = " · production ready" if r.production_ready else ""
+    best = f" · best epoch {r.best_epoch}" if r.best_epoch is not None else ""
+    click.echo(f"{r.run_name} (id {r.id}): {r.overall_verdict}{quality}{ready}{best}")
+    click.echo(f"  {r.status} · started {r.run_date:%Y-%m-%d %H:%M}"
+               + (f" · {r.trainer}" if r.trainer else "")
+               + (f" on {r.host}" if r.host else "")
+               + (f" · {r.output_dir}" if r.output_dir else ""))  # fmt: skip
+    if r.failure_reason:
+        click.echo(f"  failed: {r.failure_reason}")
+    click.echo("\nConfiguration")
+    for name in CONFIG_FIELDS:
+        value = getattr(r, name)
+        if value is not None:
+            click.echo(f"  {name:<18} {value}")
+    click.echo("\nJudgement")
+    for label, value in (
+        ("key findings", r.key_findings),
+        ("issues", "; ".join(r.issues_found)),
+        ("strengths", "; ".join(r.strengths)),
+        ("recommended for", r.recommended_for),
+        ("notes", r.notes),
+    ):
+        if value:
+            click.echo(f"  {label:<18} {value}")
+    click.echo(f"\nEpochs ({len(epochs)})")
+    if epochs:
+        echo_rows(EPOCH_TABLE, _epoch_rows(epochs))
+    if results:
+        columns, grid = prompts.grid(results)
+        click.echo("\nTest prompts (epoch x prompt: score verdict)")
+        echo_rows(columns, grid)
+
+
+@click.command()
+@click.argument("runs_given", metavar="RUN RUN...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool) -> None:
+    """Runs side by side: configuration (differences marked *), verdicts, scores per epoch."""
+    from .. import runs
+
+    if len(runs_given) < 2:
+        raise click.UsageError("compare needs at least two runs")
+    with app_context(ctx).db.transaction() as conn:
+        found = [runs.get_run(conn, ref) for ref in runs_given]
+        ids = [r.id for r in found]
+        epochs = conn.execute(
+            "SELECT training_run_id, epoch_number, visual_quality_score, style_match_score, "
+            "prompt_adherence_score, verdict, loss FROM epoch_results "
+            "WHERE training_run_id = ANY(%s) ORDER BY epoch_number",
+            (ids,),
+        ).fetchall()
+    if len({r.id for r in found}) < len(found):
+        raise click.UsageError("the same run is named twice")
+    names = [r.run_name for r in found]
+    settings: list[dict[str, Any]] = []
+    for field in (*CONFIG_FIELDS, *VERDICT_FIELDS):
+        values = [getattr(r, field) for r in found]
+        if all(v is None for v in values):
+            continue
+        differs = len({str(v) for v in values}) > 1
+        settings.append({"setting": field, "differs": differs, "values": values})
+    by_epoch: dict[int, dict[int, dict[str, Any]]] = {}
+    for e in epochs:
+        by_epoch.setdefault(e["epoch_number"], {})[e["training_run_id"]] = e
+    if as_json:
+        import json
+
+        payload = {
+            "runs": names,
+            "settings": settings,
+            "epochs": [{"epoch": n, **{names[i]: by_epoch[n].get(run_id)
+                                       for i, run_id in enumerate(ids)}}
+                       for n in sorted(by_epoch)],
+        }  # fmt: skip
+        click.echo(json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False))
+        return
+    echo_rows(
+        ["", "setting", *names],
+        [["*" if s["differs"] else "", s["setting"], *s["values"]] for s in settings],
+    )
+    if by_epoch:
+        click.echo("\nScores per epoch (visual/style/adherence verdict)")
+        rows = []
+        for n in sorted(by_epoch):
+            cells = []
+            for run_id in ids:
+                cell = by_epoch[n].get(run_id)
+                cells.append(_score_cell(cell) if cell else "")
+            rows.append([n, *cells])
+        echo_rows(["epoch", *names], rows)
+
+
+def _score_cell(e: dict[str, Any]) -> str:
+    scores = [e["visual_quality_score"], e["style_match_score"], e["prompt_adherence_score"]]
+    text = "/".join("-" if s is None else str(s) for s in scores)
+    if text == "-/-/-":
+        text = ""
+    return f"{text} {e['verdict'] or ''}".strip()

@@ -1,0 +1,214 @@
+"""`tried`, `stats`, `export` and `cleanup`: deciding from the record."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..models import MODEL_TYPES
+from . import app_context
+from .output import echo_records, format_csv, format_json, to_jsonable
+
+EXIT_TRIED_AND_FAILED = 3
+TRIED_TABLE = ("run_name", "run_date", "model_type", "network_dim", "network_alpha",
+               "resolution", "caption_version", "learning_rate", "overall_verdict",
+               "quality_score", "best_epoch", "key_findings")  # fmt: skip
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(tried)
+    cli.add_command(stats)
+    cli.add_command(export)
+    cli.add_command(cleanup)
+
+
+@click.command()
+@click.option("--model-type", type=click.Choice(MODEL_TYPES))
+@click.option("--network-dim", type=click.IntRange(min=1))
+@click.option("--network-alpha", type=click.FloatRange(min=0))
+@click.option("--resolution", metavar="WxH")
+@click.option("--caption-version", metavar="NAME")
+@click.option("--learning-rate", type=click.FloatRange(min=0))
+@click.option("--optimizer")
+@click.option("--base-model")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A kohya TOML (--config_file) to read the settings from.",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.pass_context
+def tried(
+    ctx: click.Context, /, config_path: Path | None, limit: int, as_json: bool, **options: Any
+) -> None:
+    """Before you train: has this configuration been tried, and how did it go?
+
+    Lists past runs with the same settings, then runs with some of them (numbers within
+    a factor of 2). Exits 3, saying so loudly, when the same configuration already failed.
+    """
+    from ..decisions import tried as find_tried
+
+    settings: dict[str, Any] = {}
+    if config_path is not None:
+        from ..capture.trainer_config import load_toml, run_fields_from_config
+
+        found = run_fields_from_config(load_toml(config_path))
+        settings.update({k: v for k, v in found.items() if k in options})
+    settings.update({k: v for k, v in options.items() if v is not None})
+    if settings.get("resolution"):
+        settings["resolution"] = _resolution(str(settings["resolution"]))
+    if not settings:
+        raise click.UsageError("give the planned settings (--network-dim, ...) or --config")
+    with app_context(ctx).db.transaction() as conn:
+        result = find_tried(conn, settings, limit=limit)
+    failed = result.failed_before
+    if as_json:
+        import json
+
+        click.echo(json.dumps(to_jsonable({
+            "settings": settings, "equivalent": result.equivalent, "nearby": result.nearby,
+            "failed_before": bool(failed),
+        }), indent=2, ensure_ascii=False))  # fmt: skip
+    else:
+        planned = " ".join(f"{k}={v}" for k, v in settings.items())
+        click.echo(f"Planned: {planned}\n")
+        if result.equivalent:
+            click.echo(f"Tried before with the same settings ({len(result.equivalent)}):")
+            echo_records(result.equivalent, None, TRIED_TABLE)
+        else:
+            click.echo("Never tried with exactly these settings.")
+        if result.nearby:
+            click.echo(f"\nNearby runs ({len(result.nearby)}), most alike first:")
+            echo_records(result.nearby, None, ("matching", *TRIED_TABLE))
+    if failed:
+        names = ", ".join(
+            f"{r['run_name']} ({r['quality_score'] if r['quality_score'] is not None else '?'}"
+            f"/10: {(r['key_findings'] or '; '.join(r['issues_found']) or 'no notes')[:80]})"
+            for r in failed
+        )
+        click.secho(f"\n!!! THIS CONFIGURATION ALREADY FAILED: {names}", fg="red", bold=True,
+                    err=True)  # fmt: skip
+        ctx.exit(EXIT_TRIED_AND_FAILED)
+
+
+def _resolution(text: str) -> str:
+    match = re.fullmatch(r"\s*(\d+)\s*[x,*]\s*(\d+)\s*", text) or re.fullmatch(r"\s*(\d+)\s*", text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not like 512x512", param_hint="--resolution")
+    width = match.group(1)
+    height = match.group(2) if match.lastindex and match.lastindex > 1 else width
+    return f"{width}x{height}"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print every table as JSON.")
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Success rate per model type, best parameters, issue frequency, failure patterns."""
+    from ..decisions import STATS_TITLES
+    from ..decisions import stats as compute
+
+    with app_context(ctx).db.transaction() as conn:
+        found = compute(conn)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(to_jsonable(found), indent=2, ensure_ascii=False))
+        return
+    for index, (name, rows) in enumerate(found.items()):
+        if index:
+            click.echo()
+        click.echo(STATS_TITLES[name])
+        echo_records(rows, None, empty="  (no data yet)")
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)  # fmt: skip
+@click.option("--what", default="runs", show_default=True,
+              type=click.Choice(["runs", "epochs", "training_comparison", "best_training_runs",
+                                 "production_ready_epochs", "captions", "prompts",
+                                 "prompt-results", "checkpoints"]),
+              help="A table or view.")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of standard output.",
+)
+@click.pass_context
+def export(ctx: click.Context, fmt: str, what: str, output: Path | None) -> None:
+    """Export a table or view as CSV or JSON."""
+    from ..export import export_rows
+
+    with app_context(ctx).db.transaction() as conn:
+        columns, rows = export_rows(conn, what)
+    text = format_csv(columns, rows) if fmt == "csv" else format_json(columns, rows) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    click.echo(f"Wrote {len(rows)} {what} rows to {output}", err=True)
+
+
+DURATION = re.compile(r"^\s*(\d+)\s*(h|d|w|mo|y)\s*$")
+UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
+         "mo": timedelta(days=30), "y": timedelta(days=365)}  # fmt: skip
+
+
+def parse_duration(text: str) -> timedelta:
+    """'6mo', '30d', '2w', '1y', '12h' as a timedelta (a month is 30 days)."""
+    match = DURATION.match(text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not like 6mo, 30d, 2w, 1y or 12h",
+                                 param_hint="--older-than")  # fmt: skip
+    return int(match.group(1)) * UNITS[match.group(2)]
+
+
+@click.command()
+@click.option("--older-than", required=True, metavar="AGE", help="e.g. 6mo, 30d, 2w, 1y.")
+@click.option(
+    "--recommended-for",
+    metavar="VALUE",
+    help="Only runs marked so, e.g. discard (see `verdict --recommend`).",
+)
+@click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def cleanup(
+    ctx: click.Context, older_than: str, recommended_for: str | None, dry_run: bool, yes: bool
+) -> None:
+    """Delete old runs (with their epochs and prompt results), after showing them."""
+    from .. import runs
+
+    age = parse_duration(older_than)
+    db = app_context(ctx).db
+    with db.transaction() as conn:
+        found = runs.cleanup_candidates(conn, age, recommended_for)
+    if not found:
+        click.echo("Nothing to delete.")
+        return
+    echo_records(found, None, ("id", "run_name", "run_date", "overall_verdict",
+                               "recommended_for", "epochs", "prompt_results"))  # fmt: skip
+    epochs = sum(r["epochs"] for r in found)
+    results = sum(r["prompt_results"] for r in found)
+    summary = f"{len(found)} runs, {epochs} epoch results, {results} prompt results"
+    if dry_run:
+        click.echo(f"Would delete {summary} (dry run: nothing deleted).")
+        return
+    if not yes:
+        click.confirm(f"Delete {summary}?", abort=True)
+    with db.transaction() as conn:
+        deleted = runs.delete_runs(conn, [r["id"] for r in found])
+    click.echo(f"Deleted {deleted} runs with their {epochs} epoch results and {results} "
+               "prompt results.")  # fmt: skip

@@ -1,0 +1,134 @@
+"""Decisions from the record: "has this been tried?" and the success statistics.
+All SQL of these questions lives here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from .db import Connection
+
+# settings compared by `tried`, with how "nearby" is judged
+EXACT = ("model_type", "resolution", "caption_version", "optimizer", "base_model")
+NUMERIC = ("network_dim", "network_alpha", "learning_rate")
+
+
+@dataclass
+class TriedResult:
+    """Past runs like a planned configuration, most alike first."""
+
+    settings: dict[str, Any]
+    equivalent: list[dict[str, Any]] = field(default_factory=list)
+    nearby: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed_before(self) -> list[dict[str, Any]]:
+        return [r for r in self.equivalent if r["overall_verdict"] == "failure"]
+
+
+def tried(conn: Connection, settings: dict[str, Any], *, limit: int = 20) -> TriedResult:
+    """Runs with the same settings (equivalent) and with some of them (nearby).
+
+    Nearby: at least one setting equal, numbers within a factor of 2, the same model type
+    when one is given. Ranked by how many settings match.
+    """
+    given = {k: v for k, v in settings.items() if v is not None and v != ""}
+    result = TriedResult(given)
+    if not given:
+        return result
+    matches: list[sql.Composable] = []
+    near: list[sql.Composable] = []
+    params: list[Any] = []
+    near_params: list[Any] = []
+    for column, value in given.items():
+        ident = sql.Identifier(column)
+        if column in NUMERIC:
+            matches.append(
+                sql.SQL("(abs({c} - %s) <= 1e-9 * greatest(abs({c}), 1e-12))").format(c=ident)
+            )
+            params.append(value)
+            near.append(sql.SQL("({c} BETWEEN %s AND %s)").format(c=ident))
+            near_params += [float(value) / 2, float(value) * 2]
+        else:
+            matches.append(sql.SQL("({} = %s)").format(ident))
+            params.append(value)
+    score = sql.SQL(" + ").join(sql.SQL("coalesce({}::int, 0)").format(m) for m in matches)
+    neighbourhood = sql.SQL(" OR ").join([*matches, *near])
+    model_filter = sql.SQL("")
+    model_params: list[Any] = []
+    if "model_type" in given:
+        model_filter = sql.SQL("AND model_type = %s")
+        model_params = [given["model_type"]]
+    query = sql.SQL(
+        """
+        SELECT id, run_name, run_date, status, model_type, network_dim, network_alpha,
+               resolution, caption_version, learning_rate, optimizer, base_model,
+               overall_verdict, quality_score, best_epoch, key_findings, issues_found,
+               ({score}) AS matching
+        FROM training_runs
+        WHERE ({neighbourhood}) {model_filter}
+        ORDER BY matching DESC, quality_score DESC NULLS LAST, run_date DESC
+        LIMIT %s
+        """
+    ).format(score=score, neighbourhood=neighbourhood, model_filter=model_filter)
+    rows = conn.execute(query, [*params, *params, *near_params, *model_params, limit]).fetchall()
+    for row in rows:
+        if row["matching"] == len(given):
+            result.equivalent.append(row)
+        else:
+            result.nearby.append(row)
+    return result
+
+
+STATS_QUERIES: dict[str, str] = {
+    # the reference document's dashboard queries
+    "success_rate": """
+        SELECT model_type, COUNT(*) AS total_runs,
+               SUM(CASE WHEN overall_verdict = 'success' THEN 1 ELSE 0 END) AS successful,
+               ROUND(100.0 * SUM(CASE WHEN overall_verdict = 'success' THEN 1 ELSE 0 END)
+                     / COUNT(*), 1) AS success_pct,
+               ROUND(AVG(quality_score), 2) AS avg_quality
+        FROM training_runs GROUP BY model_type ORDER BY total_runs DESC, model_type
+    """,
+    "best_parameters": """
+        SELECT network_dim, network_alpha, resolution, COUNT(*) AS times_tried,
+               ROUND(AVG(quality_score), 2) AS avg_quality, MAX(quality_score) AS best_quality
+        FROM training_runs WHERE overall_verdict != 'pending'
+        GROUP BY network_dim, network_alpha, resolution
+        ORDER BY avg_quality DESC NULLS LAST, times_tried DESC LIMIT 20
+    """,
+    "issue_frequency": """
+        SELECT UNNEST(issues_found) AS issue, COUNT(*) AS frequency
+        FROM training_runs WHERE overall_verdict = 'failure'
+        GROUP BY issue ORDER BY frequency DESC, issue LIMIT 20
+    """,
+    "failure_patterns": """
+        SELECT model_type, network_dim, resolution, caption_version, COUNT(*) AS failures,
+               MIN(run_name) AS example_run
+        FROM training_runs WHERE overall_verdict = 'failure'
+        GROUP BY model_type, network_dim, resolution, caption_version
+        ORDER BY failures DESC LIMIT 20
+    """,
+    "epoch_flags": """
+        SELECT count(*) AS epochs_scored,
+               count(*) FILTER (WHERE has_wrong_backgrounds) AS wrong_backgrounds,
+               count(*) FILTER (WHERE has_random_pixels) AS random_pixels,
+               count(*) FILTER (WHERE is_photorealistic) AS photorealistic
+        FROM epoch_results WHERE visual_quality_score IS NOT NULL
+    """,
+}
+
+STATS_TITLES = {
+    "success_rate": "Training success rate by model type",
+    "best_parameters": "Best parameters (judged runs)",
+    "issue_frequency": "Issue frequency in failed runs",
+    "failure_patterns": "Failure patterns",
+    "epoch_flags": "Flags on scored epochs",
+}
+
+
+def stats(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+    """The dashboard queries, each as a list of rows."""
+    return {name: conn.execute(query).fetchall() for name, query in STATS_QUERIES.items()}

@@ -1,0 +1,127 @@
+"""test_prompts and prompt_test_results: the fixed prompts every checkpoint is judged on,
+and each epoch's result on each. All SQL about prompts lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from . import _sqlbuild
+from .db import Connection
+from .errors import AmbiguousName, NotFound
+from .models import PromptResultFields, TestPromptCreate
+
+
+def add_prompt(conn: Connection, prompt: TestPromptCreate) -> dict[str, Any]:
+    """Insert a test prompt; a taken name raises AlreadyExists."""
+    query, params = _sqlbuild.insert("test_prompts", prompt.model_dump(exclude_none=True))
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row
+
+
+def list_prompts(conn: Connection, *, include_inactive: bool = False) -> list[dict[str, Any]]:
+    """Test prompts with how many results each has."""
+    return conn.execute(
+        """
+        SELECT tp.*, count(ptr.id) AS results
+        FROM test_prompts tp LEFT JOIN prompt_test_results ptr ON ptr.test_prompt_id = tp.id
+        WHERE tp.active OR %s
+        GROUP BY tp.id ORDER BY tp.category NULLS LAST, tp.prompt_name
+        """,
+        (include_inactive,),
+    ).fetchall()
+
+
+def get_prompt(conn: Connection, ref: str) -> dict[str, Any]:
+    """A prompt by id, exact name, or unique name prefix."""
+    text = ref.strip()
+    if text.isdigit():
+        row = conn.execute("SELECT * FROM test_prompts WHERE id = %s", (int(text),)).fetchone()
+        if row:
+            return row
+    row = conn.execute("SELECT * FROM test_prompts WHERE prompt_name = %s", (text,)).fetchone()
+    if row:
+        return row
+    rows = conn.execute(
+        "SELECT * FROM test_prompts WHERE prompt_name LIKE %s ORDER BY prompt_name LIMIT 11",
+        (_sqlbuild.like_prefix(text),),
+    ).fetchall()
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        raise NotFound(f"no test prompt named {text!r} (see `lora-tracker prompt list`)")
+    names = ", ".join(r["prompt_name"] for r in rows[:10])
+    raise AmbiguousName(f"{text!r} matches several prompts: {names}")
+
+
+def set_active(conn: Connection, ref: str, active: bool) -> dict[str, Any]:
+    prompt = get_prompt(conn, ref)
+    row = conn.execute(
+        "UPDATE test_prompts SET active = %s WHERE id = %s RETURNING *", (active, prompt["id"])
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def record_result(
+    conn: Connection, epoch_result_id: int, prompt_id: int, fields: PromptResultFields
+) -> dict[str, Any]:
+    """Create or update the result of one epoch on one prompt (only the given fields)."""
+    values = fields.given()
+    columns = {"epoch_result_id": epoch_result_id, "test_prompt_id": prompt_id, **values}
+    updates: sql.Composable = (
+        sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in values
+        )
+        if values
+        else sql.SQL("notes = prompt_test_results.notes")
+    )
+    query = sql.SQL(
+        "INSERT INTO prompt_test_results ({cols}) VALUES ({vals}) "
+        "ON CONFLICT (epoch_result_id, test_prompt_id) DO UPDATE SET {updates} RETURNING *"
+    ).format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        updates=updates,
+    )
+    row = conn.execute(query, list(columns.values())).fetchone()
+    assert row is not None
+    return row
+
+
+def results_of_run(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    """Every prompt result of a run: epoch, prompt, score, verdict, image, notes."""
+    return conn.execute(
+        """
+        SELECT er.epoch_number, tp.prompt_name, ptr.score, ptr.style_match_score,
+               ptr.prompt_adherence_score, ptr.verdict, ptr.image_path, ptr.notes
+        FROM prompt_test_results ptr
+        JOIN epoch_results er ON er.id = ptr.epoch_result_id
+        JOIN test_prompts tp ON tp.id = ptr.test_prompt_id
+        WHERE er.training_run_id = %s
+        ORDER BY er.epoch_number, tp.prompt_name
+        """,
+        (run_id,),
+    ).fetchall()
+
+
+def grid(results: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Epoch x prompt grid of 'score verdict' cells, from results_of_run()."""
+    prompts = sorted({r["prompt_name"] for r in results})
+    epochs = sorted({r["epoch_number"] for r in results})
+    cells = {(r["epoch_number"], r["prompt_name"]): r for r in results}
+    rows = []
+    for epoch in epochs:
+        row: list[Any] = [epoch]
+        for name in prompts:
+            result = cells.get((epoch, name))
+            if result is None:
+                row.append("")
+                continue
+            parts = [str(result["score"]) if result["score"] is not None else "",
+                     result["verdict"] or ""]  # fmt: skip
+            row.append(" ".join(p for p in parts if p) or "·")
+        rows.append(row)
+    return ["epoch", *prompts], rows

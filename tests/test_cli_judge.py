@@ -1,0 +1,496 @@
+"""The judgement and decision commands through CliRunner, error paths included; a refused
+command changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from psycopg.rows import dict_row
+
+from lora_tracker.cli import cli
+
+from .conftest import rows
+
+TABLES = ("training_runs", "epoch_results", "caption_versions", "test_prompts",
+          "prompt_test_results")  # fmt: skip
+
+
+def snapshot(url: str) -> list[Any]:
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return [conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
+                for t in TABLES]  # fmt: skip
+
+
+def run(url: str, *args: str, input: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--database-url", url, *args], input=input)
+    return result.exit_code, result.output
+
+
+# -- refused commands: one line, the right exit code, nothing changed -----------------------
+
+REFUSALS = [
+    (["score", "SD15_PERFECT_Nov9", "7", "--visual", "11"], 2, "11 is not in the range 0<=x<=10"),
+    (["score", "SD15_PERFECT_Nov9", "7", "--style", "-1"], 2, "-1 is not in the range"),
+    (["score", "SD15_PERFECT_Nov9", "7", "--verdict", "great"], 2, "'great' is not one of"),
+    (["score", "no_such_run", "7", "--visual", "5"], 1, "no run named 'no_such_run'"),
+    (["score", "SD15", "7", "--visual", "5"], 1, "'SD15' matches several runs: "
+     "SD15_PERFECT_Nov9, SD15_bespoke_baby_Nov7"),
+    (["score", "SD15_PERFECT_Nov9", "7", "--flag", "random-pixels", "--clear-flag",
+      "random-pixels"], 2, "--flag and --clear-flag both name random-pixels"),
+    (["score", "SD15_PERFECT_Nov9", "7"], 2, "nothing to set"),
+    (["score", "SD15_PERFECT_Nov9", "-3", "--visual", "5"], 2, "No such option '-3'"),
+    (["verdict", "SD15_PERFECT_Nov9", "--quality", "11"], 2, "11 is not in the range"),
+    (["verdict", "SD15_PERFECT_Nov9", "--overall", "great"], 2, "'great' is not one of"),
+    (["verdict", "SD15_PERFECT_Nov9", "--best-epoch", "42"], 1,
+     "SD15_PERFECT_Nov9 has no epoch 42 recorded"),
+    (["verdict", "ghost"], 2, "nothing to set"),
+    (["verdict", "ghost", "--quality", "5"], 1, "no run named 'ghost'"),
+    (["show", "ghost"], 1, "no run named 'ghost'"),
+    (["compare", "SD15_PERFECT_Nov9"], 2, "compare needs at least two runs"),
+    (["compare", "SD15_PERFECT_Nov9", "ghost"], 1, "no run named 'ghost'"),
+    (["compare", "SD15_PERFECT_Nov9", "1"], 2, "the same run is named twice"),
+    (["new", "SD15_PERFECT_Nov9"], 1, "training_runs: (run_name)=(SD15_PERFECT_Nov9) "
+     "already exists"),
+    (["new", "x", "--resolution", "big"], 1, "resolution: String should match pattern"),
+    (["caption", "add", "civitai_v2_7_training"], 1, "(version_name)=(civitai_v2_7_training) "
+     "already exists"),
+    (["caption", "link", "nope", "SD15_PERFECT_Nov9"], 1, "no caption version named 'nope'"),
+    (["caption", "show", "nope"], 1, "no caption version named 'nope'"),
+    (["prompt", "score", "SD15_PERFECT_Nov9", "7", "nope", "--score", "5"], 1,
+     "no test prompt named 'nope'"),
+    (["prompt", "score", "SD15_PERFECT_Nov9", "7", "nope"], 2, "nothing to set"),
+    (["tried"], 2, "give the planned settings"),
+    (["tried", "--resolution", "huge"], 2, "'huge' is not like 512x512"),
+    (["cleanup", "--older-than", "soon"], 2, "'soon' is not like 6mo"),
+    (["export", "--what", "secrets"], 2, "'secrets' is not one of"),
+    (["runs", "--model-type", "SD99"], 2, "'SD99' is not one of"),
+    (["no-such-command"], 2, "No such command 'no-such-command'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "code", "message"), REFUSALS,
+                         ids=[" ".join(a[:3]) for a, _, _ in REFUSALS])  # fmt: skip
+def test_refused_commands_change_nothing(
+    examples_url: str, args: list[str], code: int, message: str
+) -> None:
+    """Bad input: a clear one-line error, exit 1 (failed) or 2 (usage), nothing changed."""
+    before = snapshot(examples_url)
+    exit_code, output = run(examples_url, *args)
+    assert exit_code == code, output
+    assert message in output
+    assert output.startswith("Error: ") and output.count("\n") == 1, output
+    assert snapshot(examples_url) == before
+
+
+def test_cleanup_refused_confirmation_changes_nothing(examples_url: str) -> None:
+    """Answering no to cleanup's question deletes nothing (exit 1)."""
+    before = snapshot(examples_url)
+    code, output = run(examples_url, "cleanup", "--older-than", "6mo", input="n\n")
+    assert code == 1 and "Delete 3 runs, 13 epoch results, 0 prompt results?" in output
+    assert snapshot(examples_url) == before
+
+
+# -- what the commands do ---------------------------------------------------------------------
+
+
+def test_score_sets_only_what_is_given(examples_url: str) -> None:
+    """score updates the given fields, creates a missing epoch, flags and clears flags."""
+    code, out = run(
+        examples_url,
+        "score",
+        "SD15_PERFECT_Nov9",
+        "8",
+        "--visual",
+        "6",
+        "--flag",
+        "random-pixels",
+        "--note",
+        "re-checked",
+    )
+    assert code == 0 and "SD15_PERFECT_Nov9 epoch 8: visual 6, style 9, adherence 7" in out
+    row = rows(
+        examples_url,
+        "SELECT * FROM epoch_results er JOIN training_runs tr ON "
+        "tr.id = er.training_run_id WHERE run_name = 'SD15_PERFECT_Nov9' "
+        "AND epoch_number = 8",
+    )[0]
+    assert (
+        row["visual_quality_score"],
+        row["style_match_score"],
+        row["has_random_pixels"],
+        row["observations"],
+        row["verdict"],
+    ) == (6, 9, True, "re-checked", "acceptable")
+    code, out = run(
+        examples_url, "score", "SD15_P", "8", "--clear-flag", "random-pixels", "--production-ready"
+    )
+    assert code == 0
+    row = rows(
+        examples_url,
+        "SELECT has_random_pixels, production_ready, visual_quality_score "
+        "FROM epoch_results WHERE epoch_number = 8 AND observations = "
+        "'re-checked'",
+    )[0]
+    assert row == {"has_random_pixels": False, "production_ready": True, "visual_quality_score": 6}
+    code, out = run(
+        examples_url,
+        "score",
+        "SDXL_Current_Nov12",
+        "9",
+        "--visual",
+        "5",
+        "--verdict",
+        "good",
+        "--checkpoint",
+        "/runs/sdxl-000009.safetensors",
+    )
+    assert code == 0, out
+    new = rows(
+        examples_url,
+        "SELECT epoch_number, checkpoint_path FROM epoch_results er "
+        "JOIN training_runs tr ON tr.id = er.training_run_id "
+        "WHERE run_name = 'SDXL_Current_Nov12' AND epoch_number = 9",
+    )
+    assert new == [{"epoch_number": 9, "checkpoint_path": "/runs/sdxl-000009.safetensors"}]
+
+
+def test_verdict_sets_and_appends(examples_url: str) -> None:
+    """verdict sets the given fields; --issue and --strength append without duplicates."""
+    code, out = run(
+        examples_url,
+        "verdict",
+        "SDXL",
+        "--overall",
+        "failure",
+        "--quality",
+        "3",
+        "--issue",
+        "soft edges instead of crisp pixels",
+        "--issue",
+        "banding",
+        "--strength",
+        "fast",
+        "--recommend",
+        "discard",
+        "--status",
+        "completed",
+        "--best-epoch",
+        "6",
+        "--findings",
+        "SDXL is not for pixel art",
+    )
+    assert code == 0 and "SDXL_Current_Nov12: failure 3/10" in out
+    r = rows(examples_url, "SELECT * FROM training_runs WHERE run_name = 'SDXL_Current_Nov12'")[0]
+    assert r["issues_found"] == [
+        "random pixels",
+        "soft edges instead of crisp pixels",
+        "inconsistent palette",
+        "banding",
+    ]
+    assert r["strengths"] == ["good composition", "correct poses", "fast"]
+    assert (r["recommended_for"], r["status"], r["key_findings"]) == (
+        "discard",
+        "completed",
+        "SDXL is not for pixel art",
+    )
+    code, out = run(
+        examples_url,
+        "verdict",
+        "SDXL",
+        "--clear-issues",
+        "--issue",
+        "only one",
+        "--production-ready",
+    )
+    assert code == 0 and "production ready" in out
+    r = rows(
+        examples_url,
+        "SELECT issues_found, quality_score FROM training_runs "
+        "WHERE run_name = 'SDXL_Current_Nov12'",
+    )[0]
+    assert r == {"issues_found": ["only one"], "quality_score": 3}
+
+
+def test_new_run_by_hand(examples_url: str) -> None:
+    """new records a planned run with its parameters (the reference's step 1)."""
+    code, out = run(
+        examples_url,
+        "new",
+        "SD15_retry_dim32",
+        "--model-type",
+        "SD15",
+        "--base-model",
+        "runwayml/stable-diffusion-v1-5",
+        "--num-images",
+        "203",
+        "--caption-version",
+        "civitai_v2_7_training",
+        "--resolution",
+        "512x512",
+        "--network-dim",
+        "32",
+        "--network-alpha",
+        "16",
+        "--notes",
+        "retry",
+    )
+    assert code == 0 and "Created run SD15_retry_dim32" in out
+    r = rows(
+        examples_url,
+        "SELECT status, network_alpha, num_images FROM training_runs "
+        "WHERE run_name = 'SD15_retry_dim32'",
+    )
+    assert r == [{"status": "in_progress", "network_alpha": 16, "num_images": 203}]
+
+
+def test_runs_filters_and_formats(examples_url: str) -> None:
+    """runs lists training_comparison's columns, filtered, as a table, JSON or CSV."""
+    code, out = run(examples_url, "runs", "--model-type", "SD15", "--json")
+    assert code == 0
+    found = json.loads(out)
+    assert [r["run_name"] for r in found] == ["SD15_PERFECT_Nov9", "SD15_bespoke_baby_Nov7"]
+    with psycopg.connect(examples_url, row_factory=dict_row) as conn:
+        view = conn.execute(
+            "SELECT * FROM training_comparison WHERE model_type = 'SD15' ORDER BY run_date DESC"
+        ).fetchall()
+    assert list(found[0]) == list(view[0])
+    assert found[0]["avg_visual_quality"] == float(view[0]["avg_visual_quality"])
+    code, out = run(examples_url, "runs", "--verdict", "failure", "--csv")
+    assert [r["run_name"] for r in csv.DictReader(io.StringIO(out))] == ["SD15_bespoke_baby_Nov7"]
+    code, out = run(examples_url, "runs", "--sort", "quality")
+    lines = out.splitlines()
+    assert lines[2].split()[1] == "SD15_PERFECT_Nov9" and len(lines) == 5
+    code, out = run(examples_url, "runs", "--search", "nothing-like-this")
+    assert code == 0 and out.strip() == "No runs match."
+
+
+def test_show_and_compare(examples_url: str) -> None:
+    """show gives configuration, judgement, epochs and prompt grid; compare marks differences."""
+    run(
+        examples_url,
+        "prompt",
+        "add",
+        "baby_sitting",
+        "--text",
+        "pixel art baby sitting",
+        "--seed",
+        "42",
+        "--steps",
+        "30",
+        "--cfg",
+        "7",
+        "--category",
+        "pose",
+    )
+    run(examples_url, "prompt", "add", "baby_hat", "--text", "pixel art baby with a hat")
+    run(
+        examples_url,
+        "prompt",
+        "score",
+        "SD15_PERFECT_Nov9",
+        "7",
+        "baby_s",
+        "--score",
+        "9",
+        "--verdict",
+        "pass",
+        "--image",
+        "/out/e7_sitting.png",
+    )
+    run(
+        examples_url,
+        "prompt",
+        "score",
+        "SD15_PERFECT_Nov9",
+        "8",
+        "baby_hat",
+        "--score",
+        "6",
+        "--verdict",
+        "partial",
+    )
+    code, out = run(examples_url, "show", "SD15_P")
+    assert code == 0
+    assert "SD15_PERFECT_Nov9 (id 1): success 9/10 · production ready · best epoch 7" in out
+    assert "network_dim        32" in out and "Epochs (3)" in out
+    assert "Test prompts (epoch x prompt: score verdict)" in out
+    assert "9 pass" in out and "6 partial" in out
+    code, out = run(examples_url, "show", "SD15_P", "--json")
+    data = json.loads(out)
+    assert data["run"]["run_name"] == "SD15_PERFECT_Nov9"
+    assert [e["epoch_number"] for e in data["epochs"]] == [6, 7, 8]
+    assert data["prompt_results"][0]["image_path"] == "/out/e7_sitting.png"
+    code, out = run(examples_url, "compare", "SD15_PERFECT_Nov9", "SD15_bespoke_baby_Nov7")
+    assert code == 0
+    line = next(x for x in out.splitlines() if " network_dim " in x)
+    assert line.startswith("*") and "32" in line and "64" in line
+    line = next(x for x in out.splitlines() if " num_images " in x)
+    assert not line.startswith("*")
+    assert "9/9/9 best" in out and "0/0/2 failure" in out
+    code, out = run(examples_url, "compare", "1", "2", "3", "--json")
+    data = json.loads(out)
+    assert data["runs"] == ["SD15_PERFECT_Nov9", "SD15_bespoke_baby_Nov7", "SDXL_Current_Nov12"]
+    assert {s["setting"]: s["differs"] for s in data["settings"]}["resolution"] is True
+    code, out = run(examples_url, "prompt", "show", "SD15_PERFECT_Nov9")
+    assert out.splitlines()[0].split() == ["epoch", "baby_hat", "baby_sitting"]
+    code, out = run(examples_url, "prompt", "list", "--json")
+    assert {p["prompt_name"]: p["results"] for p in json.loads(out)} == {
+        "baby_hat": 1,
+        "baby_sitting": 1,
+    }
+    code, out = run(examples_url, "prompt", "retire", "baby_hat")
+    code, out = run(examples_url, "prompt", "list", "--json")
+    assert [p["prompt_name"] for p in json.loads(out)] == ["baby_sitting"]
+
+
+def test_captions(tmp_path: Path, examples_url: str) -> None:
+    """caption add from a folder (count, detail level, hash), list, show, link."""
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    (folder / "a.txt").write_text(
+        "pixel art baby, pink onesie (#F4B6C2), white bow, gold "
+        "bracelet, sitting, plain white background"
+    )
+    (folder / "b.txt").write_text("pixel art baby, blue hat, standing, plain background")
+    (folder / "a.png").write_bytes(b"")
+    code, out = run(
+        examples_url,
+        "caption",
+        "add",
+        "v3_short",
+        "--from-dir",
+        str(folder),
+        "--run",
+        "SD15_bespoke_baby_Nov7",
+    )
+    assert code == 0, out
+    assert "Added caption version v3_short, 2 captions, moderate" in out
+    assert "Linked runs: SD15_bespoke_baby_Nov7" in out
+    version = rows(examples_url, "SELECT * FROM caption_versions WHERE version_name = 'v3_short'")[
+        0
+    ]
+    assert (
+        version["includes_hex_codes"],
+        version["includes_accessories"],
+        version["includes_jewelry"],
+    ) == (True, True, True)
+    assert len(version["caption_set_hash"]) == 64
+    assert version["used_in_training_runs"] == ["SD15_bespoke_baby_Nov7"]
+    assert rows(
+        examples_url,
+        "SELECT caption_version FROM training_runs WHERE run_name = 'SD15_bespoke_baby_Nov7'",
+    ) == [{"caption_version": "v3_short"}]
+    code, out = run(examples_url, "caption", "list", "--json")
+    listed = {c["version_name"]: c for c in json.loads(out)}
+    assert listed["civitai_v2_7_training"]["runs"] == 2
+    assert listed["v3_short"]["verdicts"] == "failure"
+    code, out = run(examples_url, "caption", "show", "civitai_v2_7_training")
+    assert code == 0 and "Runs trained on civitai_v2_7_training (2)" in out
+    code, out = run(examples_url, "caption", "link", "civitai_v2_7_training", "SD15_b")
+    assert code == 0 and "Linked to civitai_v2_7_training: SD15_bespoke_baby_Nov7" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    before = snapshot(examples_url)
+    code, out = run(examples_url, "caption", "add", "v4", "--from-dir", str(empty))
+    assert code == 1 and "no .txt captions in" in out
+    assert snapshot(examples_url) == before
+
+
+def test_tried(tmp_path: Path, examples_url: str) -> None:
+    """tried lists equivalent and nearby runs; an equivalent failure exits 3, loudly."""
+    code, out = run(
+        examples_url,
+        "tried",
+        "--model-type",
+        "SD15",
+        "--network-dim",
+        "64",
+        "--resolution",
+        "512x512",
+    )
+    assert code == 3
+    assert "Tried before with the same settings (1):" in out
+    assert "SD15_bespoke_baby_Nov7" in out
+    assert "!!! THIS CONFIGURATION ALREADY FAILED: SD15_bespoke_baby_Nov7 (0/10" in out
+    code, out = run(
+        examples_url,
+        "tried",
+        "--model-type",
+        "SD15",
+        "--network-dim",
+        "32",
+        "--resolution",
+        "512,512",
+        "--json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert [r["run_name"] for r in data["equivalent"]] == ["SD15_PERFECT_Nov9"]
+    assert [r["run_name"] for r in data["nearby"]] == ["SD15_bespoke_baby_Nov7"]
+    assert data["failed_before"] is False
+    code, out = run(examples_url, "tried", "--model-type", "SD15", "--network-dim", "16")
+    assert code == 0 and "Never tried with exactly these settings." in out
+    assert "SD15_PERFECT_Nov9" in out  # dim 32 is within a factor of 2
+    config = tmp_path / "plan.toml"
+    config.write_text(
+        '[network]\nnetwork_dim = 64\n[basics]\nresolution = "512,512"\n'
+        'pretrained_model_name_or_path = "runwayml/stable-diffusion-v1-5"\n'
+    )
+    code, out = run(examples_url, "tried", "--config", str(config))
+    assert code == 3, out
+    assert "network_dim=64" in out and "resolution=512x512" in out
+
+
+def test_stats_and_export(tmp_path: Path, examples_url: str) -> None:
+    """stats runs the dashboard queries; export writes tables and views as CSV or JSON."""
+    code, out = run(examples_url, "stats", "--json")
+    data = json.loads(out)
+    rates = {r["model_type"]: r for r in data["success_rate"]}
+    assert rates["SD15"]["total_runs"] == 2 and rates["SD15"]["successful"] == 1
+    assert rates["SDXL"]["avg_quality"] == 4
+    assert {r["issue"] for r in data["issue_frequency"]} == {
+        "photorealistic babies",
+        "pixel art style lost",
+        "wrong backgrounds",
+    }
+    code, out = run(examples_url, "stats")
+    assert "Training success rate by model type" in out and "Failure patterns" in out
+    target = tmp_path / "epochs.csv"
+    code, out = run(examples_url, "export", "--what", "epochs", "-o", str(target))
+    assert code == 0 and "Wrote 13 epochs rows" in out
+    exported = list(csv.DictReader(target.open()))
+    assert len(exported) == 13 and exported[0]["run_name"]
+    code, out = run(examples_url, "export", "--format", "json", "--what", "training_comparison")
+    assert [r["run_name"] for r in json.loads(out)] == [
+        "SDXL_Current_Nov12",
+        "SD15_PERFECT_Nov9",
+        "SD15_bespoke_baby_Nov7",
+    ]
+    code, out = run(examples_url, "export", "-o", str(tmp_path / "no" / "such" / "dir.csv"))
+    assert code == 1 and "cannot write" in out
+
+
+def test_cleanup(examples_url: str) -> None:
+    """cleanup shows what it deletes, asks, and cascades to epochs and prompt results."""
+    run(examples_url, "prompt", "add", "p1", "--text", "a prompt")
+    run(examples_url, "prompt", "score", "SD15_bespoke_baby_Nov7", "5", "p1", "--score", "1")
+    code, out = run(
+        examples_url, "cleanup", "--older-than", "6mo", "--recommended-for", "discard", "--dry-run"
+    )
+    assert code == 0 and "Would delete 1 runs, 2 epoch results, 1 prompt results" in out
+    assert rows(examples_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 3
+    code, out = run(
+        examples_url, "cleanup", "--older-than", "6mo", "--recommended-for", "discard", input="y\n"
+    )
+    assert code == 0 and "Deleted 1 runs with their 2 epoch results and 1 prompt results" in out
+    assert rows(examples_url, "SELECT count(*) AS n FROM epoch_results")[0]["n"] == 11
+    assert rows(examples_url, "SELECT count(*) AS n FROM prompt_test_results")[0]["n"] == 0
+    code, out = run(examples_url, "cleanup", "--older-than", "100y", "--yes")
+    assert code == 0 and out.strip() == "Nothing to delete."
