@@ -24,12 +24,24 @@ EpochVerdict = Literal["best", "good", "acceptable", "skip", "failure"]
 DetailLevel = Literal["minimal", "moderate", "detailed", "very_detailed"]
 PromptVerdict = Literal["pass", "partial", "fail"]
 
-RUN_STATUSES: tuple[str, ...] = RunStatus.__args__  # type: ignore[attr-defined]
-MODEL_TYPES: tuple[str, ...] = ModelType.__args__  # type: ignore[attr-defined]
-OVERALL_VERDICTS: tuple[str, ...] = OverallVerdict.__args__  # type: ignore[attr-defined]
-EPOCH_VERDICTS: tuple[str, ...] = EpochVerdict.__args__  # type: ignore[attr-defined]
-DETAIL_LEVELS: tuple[str, ...] = DetailLevel.__args__  # type: ignore[attr-defined]
-PROMPT_VERDICTS: tuple[str, ...] = PromptVerdict.__args__  # type: ignore[attr-defined]
+# the same vocabularies as plain tuples, for code that must not import pydantic
+from .vocab import (  # noqa: E402
+    DETAIL_LEVELS,
+    EPOCH_VERDICTS,
+    MODEL_TYPES,
+    OVERALL_VERDICTS,
+    PROMPT_VERDICTS,
+    RUN_STATUSES,
+)
+
+__all__ = [
+    "DETAIL_LEVELS",
+    "EPOCH_VERDICTS",
+    "MODEL_TYPES",
+    "OVERALL_VERDICTS",
+    "PROMPT_VERDICTS",
+    "RUN_STATUSES",
+]
 
 
 class _Input(BaseModel):

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from . import _sqlbuild
 from .db import Connection
 from .errors import AmbiguousName, InvalidInput, NotFound
-from .models import RunCreate, RunFields, TrainingRun
+
+if TYPE_CHECKING:
+    from .models import RunCreate, RunFields, TrainingRun
 
 _MAX_CANDIDATES = 10
 
 
 def create_run(conn: Connection, run: RunCreate) -> TrainingRun:
     """Insert a run; a taken run_name raises AlreadyExists."""
+    from .models import TrainingRun
+
     query, params = _sqlbuild.insert("training_runs", run.given() | {"run_name": run.run_name})
     row = conn.execute(query, params).fetchone()
     assert row is not None
@@ -29,6 +33,8 @@ def get_run(conn: Connection, ref: str | int) -> TrainingRun:
     Raises NotFound when nothing matches and AmbiguousName, listing the candidates, when a
     prefix matches several runs.
     """
+    from .models import TrainingRun
+
     return TrainingRun.model_validate(_find(conn, ref))
 
 
@@ -59,6 +65,8 @@ def _find(conn: Connection, ref: str | int) -> dict[str, Any]:
 
 def update_run(conn: Connection, ref: str | int, fields: RunFields) -> TrainingRun:
     """Set only the fields given; returns the updated run."""
+    from .models import TrainingRun
+
     run = _find(conn, ref)
     values = fields.given()
     if not values:
@@ -74,6 +82,8 @@ def update_run(conn: Connection, ref: str | int, fields: RunFields) -> TrainingR
 
 def delete_run(conn: Connection, ref: str | int) -> TrainingRun:
     """Delete a run with its epochs and prompt results (ON DELETE CASCADE)."""
+    from .models import TrainingRun
+
     run = _find(conn, ref)
     conn.execute("DELETE FROM training_runs WHERE id = %s", (run["id"],))
     return TrainingRun.model_validate(run)
@@ -81,6 +91,8 @@ def delete_run(conn: Connection, ref: str | int) -> TrainingRun:
 
 def list_runs(conn: Connection, limit: int | None = None) -> list[TrainingRun]:
     """Runs, newest first."""
+    from .models import TrainingRun
+
     rows = conn.execute(
         "SELECT * FROM training_runs ORDER BY run_date DESC, id DESC LIMIT %s", (limit,)
     ).fetchall()

@@ -211,3 +211,17 @@ def test_bad_toml_is_one_clear_error(tmp_path: Path) -> None:
     config.write_text("network_dim = = 3\n")
     with pytest.raises(InvalidInput, match=r"broken\.toml is not valid TOML"):
         load_toml(config)
+
+
+def test_vocabularies_match_the_models() -> None:
+    """The plain tuples the CLI uses are the pydantic models' Literal values."""
+    from typing import get_args
+
+    from lora_tracker import models, vocab
+
+    assert get_args(models.RunStatus) == vocab.RUN_STATUSES
+    assert get_args(models.ModelType) == vocab.MODEL_TYPES
+    assert get_args(models.OverallVerdict) == vocab.OVERALL_VERDICTS
+    assert get_args(models.EpochVerdict) == vocab.EPOCH_VERDICTS
+    assert get_args(models.DetailLevel) == vocab.DETAIL_LEVELS
+    assert get_args(models.PromptVerdict) == vocab.PROMPT_VERDICTS

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ..models import MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
+from ..vocab import MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
 from . import app_context
 from .output import echo_records, echo_rows, format_options, to_jsonable
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..models import DETAIL_LEVELS, PROMPT_VERDICTS
+from ..vocab import DETAIL_LEVELS, PROMPT_VERDICTS
 from . import app_context
 from .output import echo_records, echo_rows, format_options
 

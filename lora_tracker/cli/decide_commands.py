@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..models import MODEL_TYPES
+from ..vocab import MODEL_TYPES
 from . import app_context
 from .output import echo_records, format_csv, format_json, to_jsonable
 

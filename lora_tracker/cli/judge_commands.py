@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import NotFound
-from ..models import EPOCH_VERDICTS, MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
+from ..vocab import EPOCH_VERDICTS, MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
 from . import app_context
 
 SCORE = click.IntRange(0, 10)
