@@ -106,6 +106,7 @@ def cli(ctx: click.Context, database_url: str | None, verbose: bool) -> None:
 from . import browse_commands as browse_commands  # noqa: E402  (each registers on `cli`)
 from . import capture_commands as capture_commands  # noqa: E402
 from . import catalog_commands as catalog_commands  # noqa: E402
+from . import dashboard_commands as dashboard_commands  # noqa: E402
 from . import db_commands as db_commands  # noqa: E402
 from . import decide_commands as decide_commands  # noqa: E402
 from . import judge_commands as judge_commands  # noqa: E402
@@ -117,6 +118,7 @@ for _module in (
     judge_commands,
     catalog_commands,
     decide_commands,
+    dashboard_commands,
 ):
     _module.register(cli)
 
