@@ -35,6 +35,7 @@ def test_wheel_ships_the_sql(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "lora_tracker/sql/0001_initial_schema.sql" in names
     assert "lora_tracker/sql/example_data.sql" in names
+    assert "lora_tracker/dashboard/page.html" in names
 
 
 def test_installed_package_works_from_anywhere(tmp_path: Path) -> None:
