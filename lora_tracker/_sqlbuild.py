@@ -44,6 +44,32 @@ def insert(
     return query, [adapt(c, values[c]) for c in columns]
 
 
+def upsert(
+    table: str, keys: dict[str, Any], values: dict[str, Any]
+) -> tuple[sql.Composed, list[Any]]:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET`` only ``values``, ``RETURNING *``.
+
+    With no values the row is left as it is (a no-op update on a key column), and still
+    returned.
+    """
+    columns = {**keys, **values}
+    changed = values or {next(iter(keys)): None}
+    updates = sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in changed
+    )
+    query = sql.SQL(
+        "INSERT INTO {table} ({cols}) VALUES ({vals}) "
+        "ON CONFLICT ({keys}) DO UPDATE SET {updates} RETURNING *"
+    ).format(
+        table=sql.Identifier(table),
+        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
+        updates=updates,
+    )
+    return query, [adapt(c, v) for c, v in columns.items()]
+
+
 def assignments(values: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
     """``col = %s, ...`` for an UPDATE's SET list, and its parameters."""
     parts = [sql.SQL("{} = %s").format(sql.Identifier(c)) for c in values]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from psycopg import sql
-
 from . import _sqlbuild
 from .db import Connection
 from .errors import InvalidInput, NotFound
@@ -16,23 +14,10 @@ def upsert_epoch(
     """Create the epoch row or set the given fields on it; other columns keep their values."""
     if epoch_number < 0:
         raise InvalidInput("epoch_results.epoch_number must be 0 or more")
-    values = fields.given()
-    insert_values = {"training_run_id": training_run_id, "epoch_number": epoch_number} | values
-    params = [_sqlbuild.adapt(c, v) for c, v in insert_values.items()]
-    updates: sql.Composable
-    if values:
-        updates = sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in values
-        )
-    else:  # touch nothing, but still return the row
-        updates = sql.SQL("epoch_number = EXCLUDED.epoch_number")
-    query = sql.SQL(
-        "INSERT INTO epoch_results ({cols}) VALUES ({vals}) "
-        "ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET {updates} RETURNING *"
-    ).format(
-        cols=sql.SQL(", ").join(map(sql.Identifier, insert_values)),
-        vals=sql.SQL(", ").join(sql.Placeholder() * len(insert_values)),
-        updates=updates,
+    query, params = _sqlbuild.upsert(
+        "epoch_results",
+        {"training_run_id": training_run_id, "epoch_number": epoch_number},
+        fields.given(),
     )
     row = conn.execute(query, params).fetchone()
     assert row is not None

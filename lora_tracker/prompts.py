@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import sql
-
 from . import _sqlbuild
 from .db import Connection
 from .errors import AmbiguousName, NotFound
@@ -69,24 +67,12 @@ def record_result(
     conn: Connection, epoch_result_id: int, prompt_id: int, fields: PromptResultFields
 ) -> dict[str, Any]:
     """Create or update the result of one epoch on one prompt (only the given fields)."""
-    values = fields.given()
-    columns = {"epoch_result_id": epoch_result_id, "test_prompt_id": prompt_id, **values}
-    updates: sql.Composable = (
-        sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in values
-        )
-        if values
-        else sql.SQL("notes = prompt_test_results.notes")
+    query, params = _sqlbuild.upsert(
+        "prompt_test_results",
+        {"epoch_result_id": epoch_result_id, "test_prompt_id": prompt_id},
+        fields.given(),
     )
-    query = sql.SQL(
-        "INSERT INTO prompt_test_results ({cols}) VALUES ({vals}) "
-        "ON CONFLICT (epoch_result_id, test_prompt_id) DO UPDATE SET {updates} RETURNING *"
-    ).format(
-        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-        updates=updates,
-    )
-    row = conn.execute(query, list(columns.values())).fetchone()
+    row = conn.execute(query, params).fetchone()
     assert row is not None
     return row
 

@@ -73,18 +73,11 @@ class Spool:
 
     def pending(self) -> int:
         """How many events wait."""
-        try:
-            with open(self.path, "rb") as handle:
-                return sum(1 for line in handle if line.strip())
-        except FileNotFoundError:
-            return 0
+        return _count_lines(self.path)
 
     def rejected(self) -> int:
-        try:
-            with open(self.rejected_path, "rb") as handle:
-                return sum(1 for line in handle if line.strip())
-        except FileNotFoundError:
-            return 0
+        """How many events were set aside as never appliable."""
+        return _count_lines(self.rejected_path)
 
     def replay(self, apply: Callable[[str], object], *, wait: bool = True) -> ReplayResult:
         """Apply waiting events in order until the database fails; keep the rest.
@@ -150,6 +143,14 @@ class Spool:
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
         _fsync_dir(self.folder)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except FileNotFoundError:
+        return 0
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -74,10 +74,7 @@ def epochs_of(conn: Connection, run_ids: list[int]) -> dict[int, list[dict[str, 
         """,
         (run_ids,),
     ).fetchall()
-    found: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
-        found.setdefault(row.pop("training_run_id"), []).append(row)
-    return found
+    return _by_run(rows)
 
 
 def prompt_results_of(conn: Connection, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -94,6 +91,10 @@ def prompt_results_of(conn: Connection, run_ids: list[int]) -> dict[int, list[di
         """,
         (run_ids,),
     ).fetchall()
+    return _by_run(rows)
+
+
+def _by_run(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     found: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         found.setdefault(row.pop("training_run_id"), []).append(row)
