@@ -114,6 +114,8 @@ def runs_command(
     for row in found:
         row["run_date"] = row["run_date"].date() if fmt is None else row["run_date"]
     echo_records(found, fmt, RUN_TABLE, empty="No runs match.")
+    if fmt is None and not show_all and len(found) == limit:
+        click.echo(f"(the {limit} newest shown: --limit N or --all for more)", err=True)
 
 
 def _flags(epoch: dict[str, Any]) -> str:
