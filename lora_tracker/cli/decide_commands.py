@@ -90,12 +90,19 @@ def tried(
     if failed:
         names = ", ".join(
             f"{r['run_name']} ({r['quality_score'] if r['quality_score'] is not None else '?'}"
-            f"/10: {(r['key_findings'] or '; '.join(r['issues_found']) or 'no notes')[:80]})"
+            f"/10: {shorten(r['key_findings'] or '; '.join(r['issues_found']) or 'no notes')})"
             for r in failed
         )
         click.secho(f"\n!!! THIS CONFIGURATION ALREADY FAILED: {names}", fg="red", bold=True,
                     err=True)  # fmt: skip
         ctx.exit(EXIT_TRIED_AND_FAILED)
+
+
+def shorten(text: str, width: int = 90) -> str:
+    """One line of at most ``width`` characters, cut at a word."""
+    import textwrap
+
+    return textwrap.shorten(" ".join(text.split()), width=width, placeholder=" ...")
 
 
 def _resolution(text: str) -> str:
