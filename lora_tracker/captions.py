@@ -33,12 +33,6 @@ def get_caption_version(conn: Connection, version_name: str) -> CaptionVersion:
     return CaptionVersion.model_validate(row)
 
 
-def list_caption_versions(conn: Connection) -> list[CaptionVersion]:
-    """All caption versions, by name."""
-    rows = conn.execute("SELECT * FROM caption_versions ORDER BY version_name").fetchall()
-    return [CaptionVersion.model_validate(r) for r in rows]
-
-
 def list_with_runs(conn: Connection) -> list[dict[str, Any]]:
     """Caption versions with the runs that used them and how those went."""
     return conn.execute(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import sql
+
 from . import _sqlbuild
 from .db import Connection
 from .errors import InvalidInput, NotFound
@@ -35,10 +40,19 @@ def get_epoch(conn: Connection, training_run_id: int, epoch_number: int) -> Epoc
     return EpochResult.model_validate(row)
 
 
-def list_epochs(conn: Connection, training_run_id: int) -> list[EpochResult]:
-    """A run's epochs in order."""
+def epochs_of_runs(
+    conn: Connection, run_ids: list[int], columns: Sequence[str] | None = None
+) -> dict[int, list[dict[str, Any]]]:
+    """The epoch rows of some runs (all columns, or ``columns``), in order, by run id."""
+    selected = sql.SQL(", ").join(map(sql.Identifier, columns)) if columns else sql.SQL("*")
     rows = conn.execute(
-        "SELECT * FROM epoch_results WHERE training_run_id = %s ORDER BY epoch_number",
-        (training_run_id,),
+        sql.SQL(
+            "SELECT training_run_id AS run_id_, {} FROM epoch_results "
+            "WHERE training_run_id = ANY(%s) ORDER BY training_run_id, epoch_number"
+        ).format(selected),
+        (run_ids,),
     ).fetchall()
-    return [EpochResult.model_validate(r) for r in rows]
+    found: dict[int, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
+    for row in rows:
+        found[row.pop("run_id_")].append(row)
+    return found

@@ -75,15 +75,6 @@ def applied_versions(conn: Connection) -> list[str]:
     return [r["version"] for r in rows]
 
 
-def applied_details(conn: Connection) -> list[dict[str, object]]:
-    """Applied migrations with their time of application."""
-    if is_blank(conn):
-        return []
-    return conn.execute(
-        "SELECT version, applied_at FROM schema_migrations ORDER BY version"
-    ).fetchall()
-
-
 def pending_versions(conn: Connection) -> list[str]:
     """Versions this lora-tracker ships that the database has not applied."""
     done = set(applied_versions(conn))

@@ -77,24 +77,30 @@ def record_result(
     return row
 
 
-def results_of_run(conn: Connection, run_id: int) -> list[dict[str, Any]]:
-    """Every prompt result of a run: epoch, prompt, score, verdict, image, notes."""
-    return conn.execute(
+def results_of_runs(conn: Connection, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Every prompt result of some runs (epoch, prompt, scores, verdict, image, notes), by
+    run id."""
+    rows = conn.execute(
         """
-        SELECT er.epoch_number, tp.prompt_name, ptr.score, ptr.style_match_score,
-               ptr.prompt_adherence_score, ptr.verdict, ptr.image_path, ptr.notes
+        SELECT er.training_run_id, ptr.id, er.epoch_number, tp.prompt_name, ptr.score,
+               ptr.style_match_score, ptr.prompt_adherence_score, ptr.verdict,
+               ptr.image_path, ptr.notes
         FROM prompt_test_results ptr
         JOIN epoch_results er ON er.id = ptr.epoch_result_id
         JOIN test_prompts tp ON tp.id = ptr.test_prompt_id
-        WHERE er.training_run_id = %s
+        WHERE er.training_run_id = ANY(%s)
         ORDER BY er.epoch_number, tp.prompt_name
         """,
-        (run_id,),
+        (run_ids,),
     ).fetchall()
+    found: dict[int, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
+    for row in rows:
+        found[row.pop("training_run_id")].append(row)
+    return found
 
 
 def grid(results: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Epoch x prompt grid of 'score verdict' cells, from results_of_run()."""
+    """Epoch x prompt grid of 'score verdict' cells, from one run's results_of_runs()."""
     prompts = sorted({r["prompt_name"] for r in results})
     epochs = sorted({r["epoch_number"] for r in results})
     cells = {(r["epoch_number"], r["prompt_name"]): r for r in results}

@@ -80,25 +80,6 @@ def update_run(conn: Connection, ref: str | int, fields: RunFields) -> TrainingR
     return TrainingRun.model_validate(row)
 
 
-def delete_run(conn: Connection, ref: str | int) -> TrainingRun:
-    """Delete a run with its epochs and prompt results (ON DELETE CASCADE)."""
-    from .models import TrainingRun
-
-    run = _find(conn, ref)
-    conn.execute("DELETE FROM training_runs WHERE id = %s", (run["id"],))
-    return TrainingRun.model_validate(run)
-
-
-def list_runs(conn: Connection, limit: int | None = None) -> list[TrainingRun]:
-    """Runs, newest first."""
-    from .models import TrainingRun
-
-    rows = conn.execute(
-        "SELECT * FROM training_runs ORDER BY run_date DESC, id DESC LIMIT %s", (limit,)
-    ).fetchall()
-    return [TrainingRun.model_validate(r) for r in rows]
-
-
 # -- summaries (what the training_comparison view shows) ------------------------------------
 
 SUMMARY_COLUMNS = (

@@ -140,8 +140,3 @@ def output_dir_of(path: PurePath) -> PurePath:
     if path.parent.name in SAMPLE_DIRS or _CHECKPOINT_DIR.match(path.parent.name):
         return path.parent.parent
     return path.parent
-
-
-def is_candidate(path: PurePath) -> bool:
-    """Worth a look by the watcher: a checkpoint, a sample image, or a trainer config."""
-    return classify_checkpoint(path) is not None or classify_sample(path) is not None

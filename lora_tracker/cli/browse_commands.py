@@ -62,6 +62,8 @@ CONFIG_FIELDS = (
     "mixed_precision",
     "trainer",
 )
+COMPARED_EPOCH_COLUMNS = ("epoch_number", "visual_quality_score", "style_match_score",
+                          "prompt_adherence_score", "verdict", "loss")  # fmt: skip
 VERDICT_FIELDS = ("status", "overall_verdict", "quality_score", "production_ready",
                   "best_epoch", "recommended_for")  # fmt: skip
 
@@ -144,15 +146,13 @@ def _epoch_rows(epochs: list[dict[str, Any]]) -> list[list[Any]]:
 def show(ctx: click.Context, run: str, as_json: bool) -> None:
     """One run: its configuration, judgement, epochs (scores, flags, loss, samples) and the
     epoch x prompt grid."""
+    from .. import epochs as epoch_rows
     from .. import prompts, runs
 
     with app_context(ctx).db.transaction() as conn:
         found = runs.get_run(conn, run)
-        epochs = conn.execute(
-            "SELECT * FROM epoch_results WHERE training_run_id = %s ORDER BY epoch_number",
-            (found.id,),
-        ).fetchall()
-        results = prompts.results_of_run(conn, found.id)
+        epochs = epoch_rows.epochs_of_runs(conn, [found.id])[found.id]
+        results = prompts.results_of_runs(conn, [found.id])[found.id]
     if as_json:
         import json
 
@@ -201,19 +201,14 @@ def show(ctx: click.Context, run: str, as_json: bool) -> None:
 @click.pass_context
 def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool) -> None:
     """Runs side by side: configuration (differences marked *), verdicts, scores per epoch."""
-    from .. import runs
+    from .. import epochs, runs
 
     if len(runs_given) < 2:
         raise click.UsageError("compare needs at least two runs")
     with app_context(ctx).db.transaction() as conn:
         found = [runs.get_run(conn, ref) for ref in runs_given]
         ids = [r.id for r in found]
-        epochs = conn.execute(
-            "SELECT training_run_id, epoch_number, visual_quality_score, style_match_score, "
-            "prompt_adherence_score, verdict, loss FROM epoch_results "
-            "WHERE training_run_id = ANY(%s) ORDER BY epoch_number",
-            (ids,),
-        ).fetchall()
+        scores = epochs.epochs_of_runs(conn, ids, COMPARED_EPOCH_COLUMNS)
     if len({r.id for r in found}) < len(found):
         raise click.UsageError("the same run is named twice")
     names = [r.run_name for r in found]
@@ -225,8 +220,9 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool) -> N
         differs = len({str(v) for v in values}) > 1
         settings.append({"setting": field, "differs": differs, "values": values})
     by_epoch: dict[int, dict[int, dict[str, Any]]] = {}
-    for e in epochs:
-        by_epoch.setdefault(e["epoch_number"], {})[e["training_run_id"]] = e
+    for run_id, run_epochs in scores.items():
+        for e in run_epochs:
+            by_epoch.setdefault(e["epoch_number"], {})[run_id] = e
     if as_json:
         import json
 

@@ -243,7 +243,7 @@ def prompt_show(ctx: click.Context, run: str, fmt: str | None) -> None:
 
     with app_context(ctx).db.transaction() as conn:
         found = runs.get_run(conn, run)
-        results = prompts.results_of_run(conn, found.id)
+        results = prompts.results_of_runs(conn, [found.id])[found.id]
     if fmt is not None:
         echo_records(results, fmt)
         return

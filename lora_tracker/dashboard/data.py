@@ -8,14 +8,10 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import epochs, prompts
 from ..db import Connection
 
-RUN_COLUMNS = (
-    "id", "run_name", "run_date", "status", "model_type", "network_dim", "network_alpha",
-    "resolution", "caption_version", "learning_rate", "optimizer", "overall_verdict",
-    "quality_score", "production_ready", "best_epoch", "epochs_recorded",
-    "avg_visual_quality", "max_visual_quality",
-)  # fmt: skip
+# what the page shows of an epoch (not its raw checkpoint metadata)
 EPOCH_COLUMNS = (
     "id", "epoch_number", "visual_quality_score", "style_match_score",
     "prompt_adherence_score", "verdict", "production_ready", "loss", "has_wrong_backgrounds",
@@ -59,46 +55,6 @@ def runs(conn: Connection) -> list[dict[str, Any]]:
         ORDER BY tr.run_date DESC, tr.id DESC
         """
     ).fetchall()
-
-
-def epochs_of(conn: Connection, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Epoch rows (scores, loss, flags, samples) of some runs, by run id."""
-    rows = conn.execute(
-        """
-        SELECT training_run_id, id, epoch_number, visual_quality_score, style_match_score,
-               prompt_adherence_score, verdict, production_ready, loss, has_wrong_backgrounds,
-               has_random_pixels, is_photorealistic, checkpoint_path, checkpoint_on_disk,
-               sample_images, observations
-        FROM epoch_results WHERE training_run_id = ANY(%s)
-        ORDER BY training_run_id, epoch_number
-        """,
-        (run_ids,),
-    ).fetchall()
-    return _by_run(rows)
-
-
-def prompt_results_of(conn: Connection, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Per-prompt results of some runs, by run id."""
-    rows = conn.execute(
-        """
-        SELECT er.training_run_id, ptr.id, er.epoch_number, tp.prompt_name, ptr.score,
-               ptr.verdict, ptr.image_path, ptr.notes
-        FROM prompt_test_results ptr
-        JOIN epoch_results er ON er.id = ptr.epoch_result_id
-        JOIN test_prompts tp ON tp.id = ptr.test_prompt_id
-        WHERE er.training_run_id = ANY(%s)
-        ORDER BY er.epoch_number, tp.prompt_name
-        """,
-        (run_ids,),
-    ).fetchall()
-    return _by_run(rows)
-
-
-def _by_run(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    found: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
-        found.setdefault(row.pop("training_run_id"), []).append(row)
-    return found
 
 
 def overview(conn: Connection) -> dict[str, Any]:
@@ -158,8 +114,8 @@ def snapshot(conn: Connection, *, epochs_for: int | None = None) -> dict[str, An
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "fingerprint": fingerprint(conn),
         "runs": all_runs,
-        "epochs": epochs_of(conn, chosen),
-        "prompt_results": prompt_results_of(conn, chosen),
+        "epochs": epochs.epochs_of_runs(conn, chosen, EPOCH_COLUMNS),
+        "prompt_results": prompts.results_of_runs(conn, chosen),
         "epochs_complete": epochs_for is None or epochs_for >= len(all_runs),
         **overview(conn),
     }

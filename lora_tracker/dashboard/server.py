@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .. import epochs, prompts
 from ..db import Database
 from ..errors import LoraTrackerError
 from ..jsonable import to_jsonable
@@ -73,8 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif route.startswith("/api/run/") and route[len("/api/run/") :].isdigit():
                 run_id = int(route[len("/api/run/") :])
                 self._json(self._query(lambda conn: {
-                    "epochs": data.epochs_of(conn, [run_id]).get(run_id, []),
-                    "prompt_results": data.prompt_results_of(conn, [run_id]).get(run_id, []),
+                    "epochs": epochs.epochs_of_runs(conn, [run_id], data.EPOCH_COLUMNS)[run_id],
+                    "prompt_results": prompts.results_of_runs(conn, [run_id])[run_id],
                 }))  # fmt: skip
             elif route == "/api/image":
                 self._image(parse_qs(parts.query).get("path", [""])[0])
