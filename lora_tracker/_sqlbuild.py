@@ -76,6 +76,11 @@ def assignments(values: dict[str, Any]) -> tuple[sql.Composed, list[Any]]:
     return sql.SQL(", ").join(parts), [adapt(c, v) for c, v in values.items()]
 
 
+def like_escape(text: str) -> str:
+    """``text`` with LIKE's wildcards (and the escape character) escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def like_prefix(text: str) -> str:
-    """A LIKE pattern matching strings that start with ``text`` (wildcards escaped)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    """A LIKE pattern matching strings that start with ``text``."""
+    return like_escape(text) + "%"

@@ -140,7 +140,7 @@ def _connect_or_raise(conninfo: str, target: Target) -> Connection:
     try:
         return _connect(conninfo)
     except psycopg.OperationalError as exc:
-        reason = _first_line(str(exc)) or type(exc).__name__
+        reason = first_line(str(exc)) or type(exc).__name__
         # libpq messages may quote the conninfo; never let a password through.
         if target.url:
             from .settings import mask_password
@@ -149,7 +149,7 @@ def _connect_or_raise(conninfo: str, target: Target) -> Connection:
         raise DatabaseUnavailable(f"cannot connect to {target.display()}: {reason}") from None
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     for line in text.strip().splitlines():
         line = line.strip()
         if line:
@@ -174,18 +174,16 @@ def translate_errors(conn: Connection | None = None) -> Iterator[None]:
             raise InvalidInput(_foreign_key_message(exc)) from None
         raise NotFound(_foreign_key_message(exc)) from None
     except (psycopg.errors.InvalidTextRepresentation, psycopg.errors.NumericValueOutOfRange) as exc:
-        raise InvalidInput(_first_line(exc.diag.message_primary or str(exc))) from None
+        raise InvalidInput(first_line(exc.diag.message_primary or str(exc))) from None
     except psycopg.OperationalError as exc:
         # Only connection-level failures (no SQLSTATE, class 08, or a server shutdown) mean
         # the database is unavailable; a cancelled query or a full disk is an ordinary error.
         if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P")):
-            raise DatabaseUnavailable(
-                f"database connection lost: {_first_line(str(exc))}"
-            ) from None
+            raise DatabaseUnavailable(f"database connection lost: {first_line(str(exc))}") from None
         raise
     except psycopg.errors.UndefinedTable as exc:
         raise SchemaNotInitialized(
-            f"{_first_line(str(exc))}: run `lora-tracker init` on this database"
+            f"{first_line(str(exc))}: run `lora-tracker init` on this database"
         ) from None
 
 
@@ -197,7 +195,7 @@ def _check_message(conn: Connection | None, exc: psycopg.errors.CheckViolation) 
     what = f"{table}.{column}" if column else table or "value"
     if rule:
         return f"invalid {what}: the rule is {rule}"
-    return f"invalid {what}: {_first_line(exc.diag.message_primary or str(exc))}"
+    return f"invalid {what}: {first_line(exc.diag.message_primary or str(exc))}"
 
 
 def _column_from_constraint(name: str, table: str) -> str:
@@ -239,7 +237,7 @@ def _unique_message(exc: psycopg.errors.UniqueViolation) -> str:
     # "Key (run_name)=(x) already exists."
     if detail.startswith("Key "):
         return f"{exc.diag.table_name}: {detail.removeprefix('Key ').rstrip('.')}"
-    return _first_line(exc.diag.message_primary or str(exc))
+    return first_line(exc.diag.message_primary or str(exc))
 
 
 def _foreign_key_message(exc: psycopg.errors.ForeignKeyViolation) -> str:
@@ -248,7 +246,7 @@ def _foreign_key_message(exc: psycopg.errors.ForeignKeyViolation) -> str:
         return f"{exc.diag.table_name}: {detail.removeprefix('Key ').rstrip('.')}"
     if "is still referenced" in detail:
         return f"cannot delete: {detail.removeprefix('Key ').rstrip('.')}"
-    return _first_line(exc.diag.message_primary or str(exc))
+    return first_line(exc.diag.message_primary or str(exc))
 
 
 __all__ = ["Connection", "Database", "LoraTrackerError", "translate_errors"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from .db import Connection, translate_errors
+from .db import Connection, first_line, translate_errors
 from .errors import MigrationError
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _apply(conn: Connection, migration: Migration) -> None:
             raise
         raise MigrationError(
             f"migration {migration.version}_{migration.name} failed and was rolled "
-            f"back: {str(exc).strip().splitlines()[0]}"
+            f"back: {first_line(str(exc))}"
         ) from None
     conn.execute(
         "INSERT INTO schema_migrations (version) VALUES (%s) ON CONFLICT (version) DO NOTHING",

@@ -122,8 +122,7 @@ def list_summaries(
         params.append(value)
     if search:
         conditions.append(sql.SQL("run_name ILIKE %s"))
-        params.append("%" + search.replace("\\", "\\\\").replace("%", "\\%")
-                      .replace("_", "\\_") + "%")  # fmt: skip
+        params.append("%" + _sqlbuild.like_escape(search) + "%")
     where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
     order = sql.SQL(SORTS[sort])
     query = sql.SQL(

@@ -221,9 +221,13 @@ def resolve_run(
 
 
 def _default_names(event: CheckpointObserved, fields: dict[str, Any]) -> list[str]:
-    started: datetime = fields.get("training_started_at") or event.mtime
-    base = f"{event.output_name}_{started:%Y-%m-%d}"
-    return [base] + [f"{base}_{n}" for n in range(2, MAX_NAME_ATTEMPTS)]
+    return _dated_names(event.output_name, fields.get("training_started_at") or event.mtime)
+
+
+def _dated_names(base: str, started: datetime) -> list[str]:
+    """``{base}_{date}``, then ``..._2``, ``..._3``: the run names to try, in order."""
+    name = f"{base}_{started:%Y-%m-%d}"
+    return [name] + [f"{name}_{n}" for n in range(2, MAX_NAME_ATTEMPTS)]
 
 
 def _insert_run(
@@ -448,12 +452,10 @@ def _run_of(
         getattr(event, "default_name", None) or fields.get("output_name") or event.run_name or "run"
     )
     started = fields.get("training_started_at") or event.observed_at
-    name = f"{base}_{started:%Y-%m-%d}"
-
-    def names() -> list[str]:
-        return [name] + [f"{name}_{n}" for n in range(2, MAX_NAME_ATTEMPTS)]
-
-    return resolve_run(conn, event.run_key, event.run_name, fields, default_names=names)
+    return resolve_run(
+        conn, event.run_key, event.run_name, fields,
+        default_names=lambda: _dated_names(base, started),
+    )  # fmt: skip
 
 
 def _set(conn: Connection, run_id: int, updates: dict[str, Any]) -> None:
