@@ -8,7 +8,7 @@ transactions, one per unit of work, so no connection is ever left idle in a tran
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,9 +47,11 @@ class Database:
         *,
         target: Target | None = None,
         auto_migrate: bool = True,
+        on_connect: Callable[[Connection], None] | None = None,
     ) -> None:
         self.target = target or resolve_target(database_url)
         self.auto_migrate = auto_migrate
+        self.on_connect = on_connect  # adapts each new connection (capture: NUL-safe)
         self._conn: Connection | None = None
 
     # -- connection --------------------------------------------------------------------
@@ -65,6 +67,8 @@ class Database:
             return self._conn
         self._conn = self._open()
         try:
+            if self.on_connect is not None:
+                self.on_connect(self._conn)
             self._check_schema(self._conn)
         except BaseException:
             self.close()
@@ -175,6 +179,10 @@ def translate_errors(conn: Connection | None = None) -> Iterator[None]:
         raise NotFound(_foreign_key_message(exc)) from None
     except (psycopg.errors.InvalidTextRepresentation, psycopg.errors.NumericValueOutOfRange) as exc:
         raise InvalidInput(first_line(exc.diag.message_primary or str(exc))) from None
+    except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded) as exc:
+        # Anything else the database refuses as data (a NUL character, a value too long for
+        # an index, an exclusion): the value is wrong, not the server; retrying cannot help.
+        raise InvalidInput(refusal_message(exc)) from None
     except psycopg.OperationalError as exc:
         # Only connection-level failures (no SQLSTATE, class 08, or a server shutdown) mean
         # the database is unavailable; a cancelled query or a full disk is an ordinary error.
@@ -185,6 +193,13 @@ def translate_errors(conn: Connection | None = None) -> Iterator[None]:
         raise SchemaNotInitialized(
             f"{first_line(str(exc))}: run `lora-tracker init` on this database"
         ) from None
+
+
+def refusal_message(exc: psycopg.Error) -> str:
+    """One line saying what the database refused (client-side adapter errors included)."""
+    diag = getattr(exc, "diag", None)
+    primary = diag.message_primary if diag is not None else None
+    return first_line(primary or str(exc)) or type(exc).__name__
 
 
 def _check_message(conn: Connection | None, exc: psycopg.errors.CheckViolation) -> str:

@@ -192,8 +192,34 @@ def cleanup_candidates(
 
 
 def delete_runs(conn: Connection, ids: list[int]) -> int:
-    """Delete runs by id; epochs, files and prompt results go with them (cascade)."""
+    """Delete runs by id; epochs, files and prompt results go with them (cascade).
+
+    What capture would need to make a run again is remembered (its files as they are now,
+    and the capture key of a single training process), so a watcher does not resurrect
+    it; ``lora-tracker record --force`` does, on purpose."""
     if not ids:
         return 0
+    conn.execute(
+        """
+        INSERT INTO deleted_checkpoints (host, path, size_bytes, mtime, content_hash, run_name)
+        SELECT c.host, c.path, c.size_bytes, c.mtime, c.content_hash, tr.run_name
+        FROM checkpoints c JOIN training_runs tr ON tr.id = c.training_run_id
+        WHERE tr.id = ANY(%s)
+        ON CONFLICT (host, path) DO UPDATE SET
+            size_bytes = EXCLUDED.size_bytes, mtime = EXCLUDED.mtime,
+            content_hash = EXCLUDED.content_hash, run_name = EXCLUDED.run_name,
+            deleted_at = now()
+        """,
+        (ids,),
+    )
+    conn.execute(
+        """
+        INSERT INTO deleted_runs (capture_key, run_name)
+        SELECT capture_key, run_name FROM training_runs
+        WHERE id = ANY(%s) AND capture_key IS NOT NULL AND capture_key NOT LIKE 'dir:%%'
+        ON CONFLICT (capture_key) DO NOTHING
+        """,
+        (ids,),
+    )
     cur = conn.execute("DELETE FROM training_runs WHERE id = ANY(%s)", (ids,))
     return cur.rowcount

@@ -11,6 +11,7 @@ Lines that can never be applied (unreadable, or refused by the schema) are moved
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,10 @@ from .errors import DatabaseUnavailable, LoraTrackerError
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 30.0
+
+
+class SpoolWriteError(LoraTrackerError):
+    """The spool file could not be written (a full or read-only disk)."""
 
 
 class Unappliable(LoraTrackerError):
@@ -63,17 +68,36 @@ class Spool:
 
     @staticmethod
     def _append_locked(path: Path, line: str) -> None:
+        """Append one line, durably. A line cut off by an earlier crash or full disk is
+        closed first, so this one is never glued onto it; if this write fails (ENOSPC), the
+        file is cut back to where it was, leaving no fragment behind."""
         new = not path.exists()
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        data = (line + "\n").encode("utf-8")
+        with open(path, "ab") as handle:
+            start = handle.seek(0, os.SEEK_END)
+            if start and _last_byte(path, start) != b"\n":
+                data = b"\n" + data
+            try:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    handle.truncate(start)
+                    os.fsync(handle.fileno())
+                raise
         if new:
             _fsync_dir(path.parent)
 
     def pending(self) -> int:
-        """How many events wait."""
+        """How many events wait (a line cut off by a crash is not one: replay sets it aside)."""
         return _count_lines(self.path)
+
+    def reject(self, line: str, reason: str) -> None:
+        """Set an event aside in rejected.jsonl, with the reason, durably."""
+        self._ensure_folder()
+        with self._lock:
+            self._reject(line, reason)
 
     def rejected(self) -> int:
         """How many events were set aside as never appliable."""
@@ -94,7 +118,7 @@ class Spool:
             result.remaining = self.pending()
             return result
         try:
-            lines = self._read_lines()
+            lines, torn = self._read_lines()
             done = 0
             try:
                 for line in lines:
@@ -108,28 +132,41 @@ class Spool:
             except DatabaseUnavailable as exc:
                 log.info("replay stopped, %d events still wait: %s", len(lines) - done, exc)
             finally:
-                if done:
-                    self._rewrite(lines[done:])
+                if done or torn:  # a torn line, once set aside, must not be seen again
+                    self._rewrite_or_explain(lines[done:], done)
             result.remaining = len(lines) - done
             return result
         finally:
             self._lock.release()
 
-    def _read_lines(self) -> list[str]:
+    def _read_lines(self) -> tuple[list[str], bool]:
+        """The complete lines, and whether a cut-off last line was set aside."""
         with open(self.path, encoding="utf-8", errors="replace") as handle:
             raw = handle.read()
         lines = raw.split("\n")
-        if lines and lines[-1] and not raw.endswith("\n"):
+        torn = bool(lines and lines[-1] and not raw.endswith("\n"))
+        if torn:
             # a write cut short by a crash: never acknowledged as spooled, but keep it
             log.warning("spool ends with a partial line; it goes to %s", self.rejected_path)
             self._reject(lines.pop(), "partial line (interrupted write)")
-        return [line for line in lines if line.strip()]
+        return [line for line in lines if line.strip()], torn
 
     def _reject(self, line: str, reason: str) -> None:
         record = json.dumps(
             {"rejected_at": datetime.now(timezone.utc).isoformat(), "reason": reason, "event": line}
         )
         self._append_locked(self.rejected_path, record)
+
+    def _rewrite_or_explain(self, remaining: list[str], applied: int) -> None:
+        try:
+            self._rewrite(remaining)
+        except OSError as exc:
+            self.path.with_suffix(".jsonl.tmp").unlink(missing_ok=True)
+            raise SpoolWriteError(
+                f"cannot rewrite the spool {self.path} ({exc.strerror or exc}); nothing is "
+                f"lost: the {applied} events just applied stay in it and are skipped when "
+                "replayed again"
+            ) from None
 
     def _rewrite(self, remaining: list[str]) -> None:
         if not remaining:
@@ -146,11 +183,18 @@ class Spool:
 
 
 def _count_lines(path: Path) -> int:
+    """Complete, non-blank lines (a cut-off last line is not counted)."""
     try:
         with open(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
+            return sum(1 for line in handle if line.endswith(b"\n") and line.strip())
     except FileNotFoundError:
         return 0
+
+
+def _last_byte(path: Path, size: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(size - 1)
+        return handle.read(1)
 
 
 def _fsync_dir(folder: Path) -> None:

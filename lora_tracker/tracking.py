@@ -58,6 +58,9 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._closed = False
         self._inflight: tuple[Target, list[Any]] | None = None
+        self._unsaved: dict[tuple[str | None, str], list[Any]] = {}  # by target
+        self._targets: dict[tuple[str | None, str], Target] = {}
+        self._failures = 0
 
     def submit(self, target: Target, job: Job) -> None:
         """Queue a job; never blocks, never raises."""
@@ -97,12 +100,28 @@ class Dispatcher:
             try:
                 events = list(job())
                 if events:
-                    self._inflight = (target, events)
-                    self._recorder(target).submit_many(events)
-            except Exception:  # the training process must never feel this
-                log.exception("lora-tracker could not record an event")
+                    self._deliver(target, events)
+            except Exception as exc:  # the training process must never feel this
+                self._failures += 1
+                if self._failures == 1:  # once, with the traceback; then counted
+                    log.exception("lora-tracker could not record an event")
+                else:
+                    log.debug("lora-tracker could not record an event: %s", exc)
             finally:
                 self._inflight = None
+
+    def _deliver(self, target: Target, events: list[Any]) -> None:
+        """Write events; those neither written nor spooled (a full disk while the database
+        is down) go first next time, and to the spool at exit."""
+        key = (target.url, str(target.home))
+        waiting = self._unsaved.pop(key, [])
+        events = waiting + events
+        self._inflight = (target, events)
+        result = self._recorder(target).submit_many(events)
+        unsaved = [event for event, delivery, _ in result.outcomes if delivery == "unsaved"]
+        if unsaved:
+            self._unsaved[key] = unsaved
+            self._targets[key] = target
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written (or spooled)."""
@@ -135,6 +154,9 @@ class Dispatcher:
                     break
                 if isinstance(item, tuple):
                     self._run_job_to_spool(*item)
+        for key, events in list(self._unsaved.items()):  # last chance: the spool
+            self._run_job_to_spool(self._targets[key], _returning(events))
+        self._unsaved.clear()
         for recorder in self._recorders.values():
             with contextlib.suppress(Exception):
                 recorder.close()
@@ -149,6 +171,10 @@ class Dispatcher:
                 spool.append(event_to_json(event))
         except Exception:
             log.exception("lora-tracker could not spool an event")
+
+
+def _returning(events: list[Any]) -> Job:
+    return lambda: events
 
 
 _dispatcher: Dispatcher | None = None

@@ -25,7 +25,13 @@ TABLES = {
 }
 VIEWS = {"best_training_runs", "production_ready_epochs", "training_comparison"}
 # beyond the reference document: schema bookkeeping and automatic capture
-OWN_TABLES = {"schema_migrations", "checkpoints", "applied_events"}
+OWN_TABLES = {
+    "schema_migrations",
+    "checkpoints",
+    "applied_events",
+    "deleted_checkpoints",
+    "deleted_runs",
+}
 
 # Every column the reference document names, by table.
 REFERENCE_COLUMNS = {

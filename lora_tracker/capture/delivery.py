@@ -19,14 +19,19 @@ import pydantic
 from ..db import Database, translate_errors
 from ..errors import DatabaseUnavailable, LoraTrackerError, SchemaNotInitialized
 from ..settings import Target, resolve_target
-from ..spool import ReplayResult, Spool, Unappliable, spool_for
+from ..spool import ReplayResult, Spool, SpoolWriteError, Unappliable, spool_for
 from .events import AnyEvent, event_from_json, event_to_json
+from .nul_safe import make_nul_safe
 from .record import KnownFiles, Recorded, RunCache, known_files, record_event
 
 log = logging.getLogger(__name__)
 
 Event = AnyEvent
-Delivery = Literal["recorded", "duplicate", "unmatched", "spooled", "rejected"]
+# "unsaved": the database was unreachable and the spool could not be written either (a
+# full disk); the caller still has the file and must offer it again later.
+Delivery = Literal[
+    "recorded", "duplicate", "unmatched", "deleted", "spooled", "rejected", "unsaved"
+]
 
 RETRY_AFTER_S = 5.0  # after a failure, how long to spool without trying the database
 
@@ -47,11 +52,12 @@ class Recorder:
         self.spool: Spool = spool_for(self.target.home)
         self._db: Database | None = None
         self._down_until = 0.0
+        self._spool_error: str | None = None  # the spool's last write failure, until one works
 
     # -- database ------------------------------------------------------------------------
     def _database(self) -> Database:
         if self._db is None:
-            self._db = Database(target=self.target)
+            self._db = Database(target=self.target, on_connect=make_nul_safe)
         return self._db
 
     def _mark_down(self, exc: Exception) -> None:
@@ -84,7 +90,10 @@ class Recorder:
         if not pending:
             return result
         if not self.database_down and self.spool.pending():
-            self.replay()
+            try:
+                self.replay()
+            except SpoolWriteError as exc:  # applied events stay in it: skipped next time
+                log.warning("%s", exc)
         if self.database_down or self.spool.pending():
             # keep order: while older events wait, new ones queue behind them
             for event in pending:
@@ -93,7 +102,9 @@ class Recorder:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             try:
-                result.outcomes.extend(self._record_batch_retrying(batch))
+                outcomes = self._record_batch_retrying(batch)
+                result.outcomes.extend(outcomes)
+                _log_new_runs(outcomes)
             except (DatabaseUnavailable, SchemaNotInitialized) as exc:
                 self._mark_down(exc)
                 for event in pending[start:]:
@@ -123,19 +134,16 @@ class Recorder:
                 runs: RunCache = {}
                 fast = [(e, record_event(conn, e, savepoint=False, runs=runs)) for e in batch]
             return [(event, recorded.outcome, recorded) for event, recorded in fast]
-        except (DatabaseUnavailable, SchemaNotInitialized):
-            raise
-        except (LoraTrackerError, pydantic.ValidationError):
-            pass  # find the culprit below
+        except Exception as exc:
+            _raise_if_transient(exc)  # else: find the culprit below
         outcomes: list[tuple[Event, Delivery, Recorded | None]] = []
         with db.transaction() as conn:
             for event in batch:
                 try:
                     with translate_errors(conn):
                         recorded = record_event(conn, event)  # a savepoint each
-                except (LoraTrackerError, pydantic.ValidationError) as exc:
-                    if isinstance(exc, DatabaseUnavailable):
-                        raise
+                except Exception as exc:
+                    _raise_if_transient(exc)
                     self._reject(event, exc)
                     outcomes.append((event, "rejected", None))
                     continue
@@ -143,18 +151,37 @@ class Recorder:
         return outcomes
 
     def _spool(self, event: Event) -> tuple[Delivery, None]:
-        self.spool.append(event_to_json(event))
+        try:
+            self.spool.append(event_to_json(event))
+        except OSError as exc:  # a full or read-only disk: say so once, the caller retries
+            reason = f"{exc.strerror or exc}"
+            if self._spool_error != reason:
+                log.error(
+                    "cannot write the spool (%s) while the database is unavailable: "
+                    "events are kept in memory or found again on disk when it is back",
+                    reason,
+                )
+            self._spool_error = reason
+            return "unsaved", None
+        if self._spool_error is not None:
+            log.warning("the spool can be written again")
+            self._spool_error = None
         return "spooled", None
 
+    @property
+    def spool_failing(self) -> bool:
+        """True while the spool cannot be written (a full disk)."""
+        return self._spool_error is not None
+
     def _reject(self, event: Event, exc: Exception) -> None:
-        log.error(
-            "event %s refused by the database, kept in %s: %s",
-            event.event_id,
-            self.spool.rejected_path,
-            exc,
-        )
-        self.spool._ensure_folder()
-        self.spool._reject(event_to_json(event), str(exc))
+        reason = _reason(exc)
+        what = getattr(event, "path", None) or f"{event.kind} event {event.event_id}"
+        log.error("refused %s: %s (kept in %s)", what, reason, self.spool.rejected_path)
+        try:
+            self.spool.reject(event_to_json(event), reason)
+        except OSError as write_error:
+            log.error("could not keep the refused event in %s: %s", self.spool.rejected_path,
+                      write_error.strerror or write_error)  # fmt: skip
 
     def known_files(self, host: str, folders: list[str]) -> KnownFiles | None:
         """What the database already holds under these folders (None if unreachable)."""
@@ -178,15 +205,13 @@ class Recorder:
                 raise Unappliable(f"unreadable event: {exc}") from None
             try:
                 with self._database().transaction() as conn:
-                    record_event(conn, event)
-            except DatabaseUnavailable:
-                raise
+                    recorded = record_event(conn, event)
+                _log_new_runs([(event, recorded.outcome, recorded)])
             except SchemaNotInitialized as exc:
                 raise DatabaseUnavailable(str(exc)) from None
-            except LoraTrackerError as exc:
-                raise Unappliable(str(exc)) from None
-            except psycopg.errors.TransactionRollback as exc:  # deadlock: try again later
-                raise DatabaseUnavailable(str(exc)) from None
+            except Exception as exc:
+                _raise_if_transient(exc)
+                raise Unappliable(_reason(exc)) from None
 
         try:
             result = self.spool.replay(apply, wait=wait)
@@ -198,3 +223,41 @@ class Recorder:
         elif result.applied:
             log.info("replayed %d spooled events", result.applied)
         return result
+
+
+# SQLSTATE classes that say "not now" rather than "never": connection (08), deadlock or
+# serialization (40), out of disk or memory (53), cancelled or shutting down (57), I/O (58).
+TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def _raise_if_transient(exc: Exception) -> None:
+    """Re-raise what a later attempt may get through; return for a refusal of this event."""
+    if isinstance(exc, (DatabaseUnavailable, SchemaNotInitialized)):
+        raise exc
+    if isinstance(exc, psycopg.errors.TransactionRollback):
+        raise exc  # the batch is retried
+    if not isinstance(exc, psycopg.Error):
+        return
+    if exc.sqlstate is None:  # no answer from the server: the connection, or a client check
+        if isinstance(exc, (psycopg.InterfaceError, psycopg.OperationalError)):
+            raise DatabaseUnavailable(f"database connection lost: {_reason(exc)}") from None
+    elif exc.sqlstate[:2] in TRANSIENT_CLASSES:
+        raise DatabaseUnavailable(f"database error: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """One line for rejected.jsonl and the log."""
+    if isinstance(exc, pydantic.ValidationError):
+        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]]
+        return "invalid event: " + "; ".join(parts)
+    if isinstance(exc, LoraTrackerError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _log_new_runs(outcomes: list[tuple[Event, Delivery, Recorded | None]]) -> None:
+    """One line per run created, once its transaction is committed."""
+    for _, _, recorded in outcomes:
+        if recorded is not None and recorded.new_run:
+            log.info("new run %s", recorded.run_name)

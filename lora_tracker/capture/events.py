@@ -70,6 +70,7 @@ class CheckpointObserved(_Event):
     samples_by_epoch: dict[int, list[str]] = Field(default_factory=dict)
     run_name: str | None = None  # --run: record into this run
     run_key: str | None = None  # a hook's own run (its capture key)
+    force: bool = False  # record even a file of a run that was deleted (record --force)
 
 
 class CheckpointRemoved(_Event):

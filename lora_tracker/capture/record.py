@@ -44,7 +44,7 @@ from .trainer_config import run_fields_from_adapter_files, run_fields_from_confi
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["recorded", "duplicate", "unmatched"]
+Outcome = Literal["recorded", "duplicate", "unmatched", "deleted"]
 
 # Columns capture may fill on an existing run only when they are still empty: a person's
 # corrections are never overwritten by what a later checkpoint says.
@@ -65,6 +65,7 @@ class Recorded:
     outcome: Outcome
     run_name: str | None = None
     epoch: int | None = None
+    new_run: bool = False  # this event created its run (logged once the write is committed)
 
 
 RunCache = dict[str, dict[str, Any]]  # capture key -> training_runs row, within one batch
@@ -163,6 +164,8 @@ def _megabytes(size_bytes: int) -> Decimal:
 def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCache) -> Recorded:
     fields = run_fields(event)
     key = event.run_key or capture_key(event, fields)
+    if _of_a_deleted_run(conn, event, key):
+        return Recorded("deleted")
     by_name = event.run_key is None and event.run_name is not None  # watch --run NAME
     run = None if by_name else runs.get(key)
     if run is None:
@@ -171,6 +174,7 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCac
             default_names=lambda: _default_names(event, fields),
         )  # fmt: skip
         runs[key] = run
+    created = _created(run)
     run.update(_update_run(conn, run, event, fields))
 
     epoch = event.epoch
@@ -182,7 +186,41 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCac
     _upsert_checkpoint(conn, run["id"], epoch_result_id, epoch, event)
     for sample_epoch, paths in event.samples_by_epoch.items():
         _add_samples(conn, run["id"], sample_epoch, paths)
-    return Recorded("recorded", run["run_name"], epoch)
+    return Recorded("recorded", run["run_name"], epoch, new_run=created)
+
+
+NEW_RUN = "_new_run"
+
+
+def _created(run: dict[str, Any]) -> bool:
+    """Whether ``run`` was just inserted (the mark is removed: it is no column)."""
+    return bool(run.pop(NEW_RUN, False))
+
+
+def _of_a_deleted_run(conn: Connection, event: CheckpointObserved, key: str) -> bool:
+    """A file (unchanged since) or a training of a run deleted with ``cleanup``: left out,
+    unless the event is forced, which forgets that the run was deleted."""
+    if event.force:
+        conn.execute(
+            "DELETE FROM deleted_checkpoints WHERE host = %s AND path = %s",
+            (event.host, event.path),
+        )
+        conn.execute("DELETE FROM deleted_runs WHERE capture_key = %s", (key,))
+        return False
+    row = conn.execute(
+        """
+        SELECT 1 FROM deleted_checkpoints
+        WHERE host = %(host)s AND path = %(path)s
+          AND size_bytes = %(size)s AND mtime = %(mtime)s
+          AND (content_hash IS NULL OR %(hash)s::text IS NULL OR content_hash = %(hash)s)
+        UNION ALL
+        SELECT 1 FROM deleted_runs WHERE capture_key = %(key)s
+        LIMIT 1
+        """,
+        {"host": event.host, "path": event.path, "hash": event.content_hash,
+         "size": event.size_bytes, "mtime": event.mtime, "key": key},
+    ).fetchone()  # fmt: skip
+    return row is not None
 
 
 def resolve_run(
@@ -251,7 +289,7 @@ def _insert_run(
                 continue  # that name is taken by another run: try the next one
             raise
         if row is not None:
-            log.info("new run %s", name)
+            row[NEW_RUN] = True  # taken off by the caller, see _created
             return row
         # another process created the run with this key a moment ago
         existing = conn.execute(
@@ -474,6 +512,7 @@ def _record_run_started(conn: Connection, event: RunStarted) -> Recorded:
         fields["config"] = event.config
     fields = _drop_invalid(fields)
     run = _run_of(conn, event, fields)
+    created = _created(run)
     updates = {c: fields[c] for c in FILL_IF_EMPTY if c in fields and run.get(c) is None}
     if event.config is not None:
         updates["config"] = event.config  # the hook read it whole: newer than any file's
@@ -482,11 +521,12 @@ def _record_run_started(conn: Connection, event: RunStarted) -> Recorded:
         updates["failure_reason"] = None
     updates["last_event_at"] = event.observed_at
     _set(conn, run["id"], updates)
-    return Recorded("recorded", run["run_name"])
+    return Recorded("recorded", run["run_name"], new_run=created)
 
 
 def _record_epoch_logged(conn: Connection, event: EpochLogged) -> Recorded:
     run = _run_of(conn, event)
+    created = _created(run)
     conn.execute(
         """
         INSERT INTO epoch_results (training_run_id, epoch_number, loss, metrics, sample_images)
@@ -506,11 +546,12 @@ def _record_epoch_logged(conn: Connection, event: EpochLogged) -> Recorded:
         ),
     )  # fmt: skip
     _set(conn, run["id"], {"last_event_at": event.observed_at})
-    return Recorded("recorded", run["run_name"], event.epoch)
+    return Recorded("recorded", run["run_name"], event.epoch, new_run=created)
 
 
 def _record_run_finished(conn: Connection, event: RunFinished) -> Recorded:
     run = _run_of(conn, event)
+    created = _created(run)
     updates: dict[str, Any] = {
         "status": event.status,
         "training_finished_at": event.observed_at,
@@ -519,7 +560,7 @@ def _record_run_finished(conn: Connection, event: RunFinished) -> Recorded:
     if event.failure_reason is not None:
         updates["failure_reason"] = event.failure_reason
     _set(conn, run["id"], updates)
-    return Recorded("recorded", run["run_name"])
+    return Recorded("recorded", run["run_name"], new_run=created)
 
 
 # -- what is already recorded ---------------------------------------------------------------

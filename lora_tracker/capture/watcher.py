@@ -38,7 +38,15 @@ from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
 
 log = logging.getLogger(__name__)
 
-Status = Literal["recorded", "incomplete", "settling", "suspect", "corrupt", "stuck"]
+Status = Literal[
+    "recorded", "incomplete", "settling", "suspect", "corrupt", "stuck", "failed", "unsaved"
+]
+
+# Opening and reading a file are events too on Linux (inotify): the watcher's own reads
+# must not schedule new checks of the file it just read.
+IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
+
+MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
 
 
 @dataclass
@@ -46,6 +54,7 @@ class FileState:
     identity: tuple[int, int]  # size, mtime_ns
     status: Status
     since: float = field(default_factory=time.monotonic)
+    failures: int = 0  # checks in a row that raised (for back-off)
 
 
 @dataclass
@@ -56,12 +65,20 @@ class BackfillStats:
     spooled: int = 0
     skipped: int = 0
     removed: int = 0
+    rejected: int = 0
+    unsaved: int = 0
+    deleted: int = 0  # files of runs deleted with `cleanup`, left out
 
 
 def scan(folders: list[Path]) -> Iterator[Path]:
-    """Checkpoint and sample files under ``folders``, skipping state and hidden folders."""
+    """Checkpoint and sample files under ``folders``, skipping state and hidden folders.
+    A folder that cannot be read is logged in one line and left out."""
+
+    def unreadable(error: OSError) -> None:
+        log.warning("cannot read %s: %s", error.filename, error.strerror or error)
+
     for folder in folders:
-        for root, dirs, files in os.walk(folder):
+        for root, dirs, files in os.walk(folder, onerror=unreadable):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith("-state"))
             base = Path(root)
             for filename in sorted(files):
@@ -108,6 +125,9 @@ class Watcher:
         self._last_replay = 0.0
         self._backfilled = threading.Event()
         self.backfill_stats: BackfillStats | None = None
+        self._unsaved: list[Event] = []  # neither recorded nor spooled yet, in order
+        self._last_retry = 0.0
+        self._errors = _Throttle()
 
     # -- backfill ----------------------------------------------------------------------
     def backfill(self, progress: Callable[[int, int], None] | None = None) -> BackfillStats:
@@ -120,7 +140,13 @@ class Watcher:
         stats.checkpoints = len(checkpoints)
         events: list[Event] = []
         for index, path in enumerate(checkpoints, 1):
-            event = self._backfill_one(path, known, stats)
+            try:
+                event = self._backfill_one(path, known, stats)
+            except Exception as exc:  # one bad file never costs the others
+                log.warning("skipped %s: %s", path, _describe(exc))
+                self._state.pop(str(path.absolute()), None)
+                stats.skipped += 1
+                continue
             if event is not None:
                 events.append(event)
             if progress and (index % 100 == 0 or index == len(checkpoints)):
@@ -139,11 +165,24 @@ class Watcher:
         for event, delivery, recorded in self.recorder.submit_many(events).outcomes:
             if delivery == "spooled":
                 stats.spooled += 1
+            elif delivery == "unsaved":
+                stats.unsaved += 1
+            elif delivery == "rejected":
+                stats.rejected += 1
+            elif delivery == "deleted":
+                stats.deleted += 1
             elif delivery in ("recorded", "duplicate") and event.kind == "checkpoint":
                 stats.recorded += 1
+            self._after_delivery(event, delivery)
             if event.kind == "checkpoint":
                 self.on_recorded(event, delivery, recorded)
         return stats
+
+    def _after_delivery(self, event: Event, delivery: Delivery) -> None:
+        """An event neither recorded nor spooled (a full disk while the database is down)
+        is kept here and offered again until it goes through."""
+        if delivery == "unsaved":
+            self._unsaved.append(event)
 
     def _backfill_one(self, path: Path, known: Any, stats: BackfillStats) -> Event | None:
         key = str(path.absolute())
@@ -204,7 +243,7 @@ class Watcher:
     def wait_backfilled(self, timeout: float | None = None) -> BackfillStats | None:
         """The worker's backfill statistics, once it has finished (None on timeout)."""
         self._backfilled.wait(timeout)
-        return self.backfill_stats
+        return self.backfill_stats if self._backfilled.is_set() else None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop watching and wait for the worker (pending checks are dropped)."""
@@ -256,28 +295,59 @@ class Watcher:
             return None
 
     def _work(self, backfill: bool) -> None:
+        stats = BackfillStats()
         if backfill:
             try:
-                self.backfill_stats = self.backfill()
-            except Exception:
-                log.exception("backfill failed; watching new files only")
+                stats = self.backfill()
+            except Exception as exc:  # pragma: no cover - backfill guards each file itself
+                log.error("backfill stopped early, watching new files only: %s", _describe(exc))
+        self.backfill_stats = stats
         self._backfilled.set()
         while not self._stopping.is_set():
             path = self._next_due()
-            try:
-                if path is not None:
+            if path is not None:
+                try:
                     self._check(path)
+                except Exception as exc:  # the daemon outlives any single bad file or bug
+                    self._check_failed(path, exc)
+            try:
                 self._maybe_replay()
-            except Exception:  # the daemon outlives any single bad file or bug
-                log.exception("error while checking %s", path)
+            except Exception as exc:
+                self._errors.log(logging.WARNING, "replay", "spool replay failed: %s",
+                                 _describe(exc))  # fmt: skip
+
+    def _check_failed(self, path: str, exc: Exception) -> None:
+        """Try again later, waiting longer each time; say so in one line now and then."""
+        state = self._state.get(path)
+        failures = (state.failures if state is not None else 0) + 1
+        delay = min(MAX_BACKOFF_S, self.retry_s * 2**failures)
+        try:
+            st = os.stat(path)
+            identity = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            identity = (-1, -1)
+        self._state[path] = FileState(identity, "failed", failures=failures)
+        self._errors.log(logging.WARNING, path, "cannot check %s (retrying in %.0f s): %s",
+                         Path(path).name, delay, _describe(exc))  # fmt: skip
+        self.schedule(path, delay)
 
     def _maybe_replay(self) -> None:
         now = time.monotonic()
         if now - self._last_replay < 5.0 or self.recorder.database_down:
             return
         self._last_replay = now
+        if self._unsaved:
+            self._offer_unsaved()
         if self.recorder.spool.pending():
             self.recorder.replay()
+
+    def _offer_unsaved(self) -> None:
+        events, self._unsaved = self._unsaved, []
+        result = self.recorder.submit_many(events)
+        for event, delivery, recorded in result.outcomes:
+            self._after_delivery(event, delivery)
+            if event.kind == "checkpoint" and delivery != "unsaved":
+                self.on_recorded(event, delivery, recorded)
 
     def _check(self, path: str) -> None:
         p = Path(path)
@@ -286,14 +356,17 @@ class Watcher:
             if os.path.exists(path):
                 sample = observe_sample(p)
                 if sample is not None:
-                    self.recorder.submit(sample)
+                    delivery, _ = self.recorder.submit(sample)
+                    self._after_delivery(sample, delivery)
             return
         try:
             st = os.stat(path)
         except FileNotFoundError:
             state = self._state.pop(path, None)
             if state is not None and state.status == "recorded":
-                delivery, recorded = self.recorder.submit(CheckpointRemoved(path=path))
+                removal = CheckpointRemoved(path=path)
+                delivery, recorded = self.recorder.submit(removal)
+                self._after_delivery(removal, delivery)
                 log.info("removed %s (%s)", p.name, delivery)
             return
         identity = (st.st_size, st.st_mtime_ns)
@@ -302,6 +375,10 @@ class Watcher:
         unchanged = state is not None and state.identity == identity
         if unchanged and state is not None and state.status in ("recorded", "corrupt", "stuck"):
             return
+        if unchanged and state is not None and state.status == "failed":
+            backoff = min(MAX_BACKOFF_S, self.retry_s * 2**state.failures)
+            if now - state.since < backoff * 0.9:
+                return  # its back-off check is scheduled
         if name.file_format != "safetensors":
             # no header to tell: complete once the size holds still
             if not unchanged or state is None:
@@ -339,6 +416,7 @@ class Watcher:
             return
         delivery, recorded = self.recorder.submit(event)
         self._state[path] = FileState(identity, "recorded")
+        self._after_delivery(event, delivery)
         self.on_recorded(event, delivery, recorded)
 
 
@@ -350,7 +428,7 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def dispatch(self, event: Any) -> None:
-        if event.is_directory:
+        if event.is_directory or event.event_type in IGNORED_EVENTS:
             return
         for attribute in ("src_path", "dest_path"):
             raw = getattr(event, attribute, None)
@@ -393,5 +471,40 @@ def _log_delivery(event: Event, delivery: Delivery, recorded: Recorded | None) -
         log.info("recorded %s -> %s (%.1f MB)", name, where, size_mb)
     elif delivery == "spooled":
         log.info("spooled %s (database unavailable; %.1f MB)", name, size_mb)
+    elif delivery == "unsaved":
+        log.info("not recorded yet %s (database unavailable, spool not writable)", name)
+    elif delivery == "deleted":
+        log.info(
+            "left out %s: its run was deleted (`lora-tracker record --force` records it again)",
+            name,
+        )
+    elif delivery == "rejected":
+        pass  # the recorder said why, in one line
     else:
         log.warning("%s: %s", name, delivery)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class _Throttle:
+    """Logs a repeating failure once, then at most once a minute per key, with a count."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(self, level: int, key: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(key, (-self.every_s, 0))
+        if now - last < self.every_s:
+            self._last[key] = (last, suppressed + 1)
+            return
+        if suppressed:
+            message += f" ({suppressed} more like this)"
+        if len(self._last) > 10_000:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        log.log(level, message, *args)

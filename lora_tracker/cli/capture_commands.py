@@ -25,8 +25,10 @@ def _log_to_stderr() -> None:
     """One line per recorded checkpoint, on stderr, unless -v already set up logging."""
     root = logging.getLogger("lora_tracker")
     if not logging.getLogger().handlers and not root.handlers:
+        from ..textsafe import PrintableFormatter
+
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(PrintableFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
 
@@ -113,7 +115,10 @@ def watch(
         click.echo(
             f"{stats.checkpoints} checkpoints found: {stats.recorded} recorded, "
             f"{stats.unchanged} already recorded, {stats.spooled} spooled, "
-            f"{stats.skipped} skipped, {stats.removed} marked removed",
+            f"{stats.skipped} skipped, {stats.removed} marked removed"
+            + (f", {stats.rejected} refused" if stats.rejected else "")
+            + (f", {stats.deleted} of deleted runs left out" if stats.deleted else "")
+            + (f", {stats.unsaved} not saved yet (disk full)" if stats.unsaved else ""),
             err=True,
         )
         if once:
@@ -136,9 +141,17 @@ def watch(
 )  # fmt: skip
 @RUN_OPTION
 @CONFIG_OPTION
+@click.option(
+    "--force", is_flag=True,
+    help="Record files of a run deleted with `cleanup` (capture leaves them out otherwise).",
+)  # fmt: skip
 @click.pass_context
 def record(
-    ctx: click.Context, paths: tuple[Path, ...], run_name: str | None, config_path: Path | None
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    run_name: str | None,
+    config_path: Path | None,
+    force: bool,
 ) -> None:
     """Record checkpoint files (or every checkpoint in a folder) once, now.
 
@@ -164,7 +177,9 @@ def record(
     events = []
     for path in files:
         try:
-            events.append(observe_checkpoint(path, run_name=run_name, config_path=config_path))
+            observed = observe_checkpoint(path, run_name=run_name, config_path=config_path)
+            observed.force = force
+            events.append(observed)
         except CheckpointError as exc:
             raise InvalidInput(f"not recorded: {exc}") from None
         except ValueError as exc:
@@ -192,6 +207,17 @@ def record(
             "`lora-tracker sync` replays them",
             err=True,
         )
+    if result.count("deleted"):
+        click.echo(
+            f"{result.count('deleted')} files belong to runs deleted with `cleanup` and were "
+            "left out; --force records them again",
+            err=True,
+        )
+    if result.count("unsaved"):
+        raise click.ClickException(
+            "database unavailable and the spool cannot be written: nothing was recorded; "
+            "run this again when the database is back"
+        )
     if result.count("rejected"):
         raise click.ClickException("some events were refused; see the spool's rejected.jsonl")
 
@@ -206,7 +232,7 @@ def sync(ctx: click.Context) -> None:
     recorder = Recorder(app_context(ctx).database_url)
     try:
         waiting = recorder.spool.pending()
-        if not waiting:
+        if not waiting and not recorder.spool.path.exists():
             click.echo("Spool is empty: nothing to replay")
             return
         result = recorder.replay(wait=True)
