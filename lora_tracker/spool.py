@@ -130,7 +130,7 @@ class Spool:
                         result.rejected += 1
                     done += 1
             except DatabaseUnavailable as exc:
-                log.info("replay stopped, %d events still wait: %s", len(lines) - done, exc)
+                log.debug("replay stopped, %d events still wait: %s", len(lines) - done, exc)
             finally:
                 if done or torn:  # a torn line, once set aside, must not be seen again
                     self._rewrite_or_explain(lines[done:], done)

@@ -372,9 +372,59 @@ def test_lone_watcher_with_poison_files_stays_idle(tmp_path: Path, db_url: str) 
             proc.send_signal(2)
             proc.wait(30)
     text = log.read_text()
+    print(f"lone watcher: {used:.2%} of a core, {len(text.splitlines())} log lines")
     assert used < 0.05, f"{used:.1%} of a core\n{text}"
     assert len(text.splitlines()) < 20, text
     assert "Traceback" not in text
     runs = {r["run_name"] for r in rows(db_url, "SELECT run_name FROM training_runs")}
     assert len(runs) == 2 and any(name.startswith("nul_") for name in runs)
     assert len(rejected_lines()) == 1
+
+
+# -- a folder that cannot be read -------------------------------------------------------------
+
+WITHOUT_ROOT_READ = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--",
+]
+
+
+@pytest.mark.parametrize("server", ["pg15"], indirect=True)
+def test_unreadable_folder_is_one_line_and_read_later(tmp_path: Path, db_url: str) -> None:
+    """A folder the watcher may not read is one line; once its permissions allow, its
+    files are recorded. (As root, the watcher runs without the capability to read
+    everything, so permissions apply to it as to any user.)"""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop the read-anything capability")
+    out = tmp_path / "out"
+    KohyaRun(out, epochs=1, save_last_n=None, samples_per_epoch=0).run()
+    locked = out / "later"
+    KohyaRun(locked, output_name="later", epochs=1, save_last_n=None, samples_per_epoch=0,
+             session=99).run()  # fmt: skip
+    locked.chmod(0)
+    log = tmp_path / "watch.log"
+    home = tmp_path / "home"
+    home.mkdir()
+    command = [sys.executable, "-m", "lora_tracker", "--database-url", db_url, "watch", str(out)]
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            WITHOUT_ROOT_READ + command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LORA_TRACKER_HOME": str(home)},
+        )
+        try:
+            wait_for(lambda: "Watching" in log.read_text() or proc.poll() is not None, 60)
+            assert proc.poll() is None, log.read_text()
+            assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 1
+            locked.chmod(0o755)
+            wait_for(lambda: rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2)
+        finally:
+            locked.chmod(0o755)
+            proc.send_signal(2)
+            proc.wait(30)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert len([line for line in text.splitlines() if "cannot read" in line]) == 1, text

@@ -53,6 +53,7 @@ class Recorder:
         self._db: Database | None = None
         self._down_until = 0.0
         self._spool_error: str | None = None  # the spool's last write failure, until one works
+        self._said_down = False  # the outage was logged (a line per outage, not per retry)
 
     # -- database ------------------------------------------------------------------------
     def _database(self) -> Database:
@@ -61,12 +62,18 @@ class Recorder:
         return self._db
 
     def _mark_down(self, exc: Exception) -> None:
-        if self._down_until <= time.monotonic():
+        if not self._said_down:  # once per outage, not at every retry
             log.warning("database unavailable, events go to the spool: %s", exc)
+            self._said_down = True
         self._down_until = time.monotonic() + RETRY_AFTER_S
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    def _mark_up(self) -> None:
+        if self._said_down:
+            log.warning("database reachable again")
+            self._said_down = False
 
     @property
     def database_down(self) -> bool:
@@ -103,6 +110,7 @@ class Recorder:
             batch = pending[start : start + batch_size]
             try:
                 outcomes = self._record_batch_retrying(batch)
+                self._mark_up()
                 result.outcomes.extend(outcomes)
                 _log_new_runs(outcomes)
             except (DatabaseUnavailable, SchemaNotInitialized) as exc:
@@ -202,7 +210,7 @@ class Recorder:
             try:
                 event = event_from_json(line)
             except (pydantic.ValidationError, ValueError) as exc:
-                raise Unappliable(f"unreadable event: {exc}") from None
+                raise Unappliable(f"unreadable event ({_reason(exc)})") from None
             try:
                 with self._database().transaction() as conn:
                     recorded = record_event(conn, event)
@@ -219,8 +227,9 @@ class Recorder:
             self._mark_down(exc)
             return ReplayResult(remaining=self.spool.pending())
         if result.remaining:
-            self._mark_down(DatabaseUnavailable("replay stopped"))
+            self._mark_down(DatabaseUnavailable(f"{result.remaining} spooled events wait"))
         elif result.applied:
+            self._mark_up()
             log.info("replayed %d spooled events", result.applied)
         return result
 
@@ -248,8 +257,11 @@ def _raise_if_transient(exc: Exception) -> None:
 def _reason(exc: Exception) -> str:
     """One line for rejected.jsonl and the log."""
     if isinstance(exc, pydantic.ValidationError):
-        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]]
-        return "invalid event: " + "; ".join(parts)
+        parts = [
+            ": ".join(p for p in (".".join(str(x) for x in e["loc"]), e["msg"]) if p)
+            for e in exc.errors()[:3]
+        ]
+        return "; ".join(parts)
     if isinstance(exc, LoraTrackerError):
         return str(exc)
     text = str(exc).strip().splitlines()

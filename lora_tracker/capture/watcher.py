@@ -47,6 +47,12 @@ Status = Literal[
 IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
+UNREADABLE_CHECK_S = 10.0  # how often folders skipped for their permissions are tried again
+FOLDER_MARK = "\x00folder:"  # a queued folder rescan (no path holds a NUL)
+
+# Folder events that may bring files no file event announced: a folder moved in, or one
+# whose permissions now let it be read.
+FOLDER_EVENTS = frozenset({"created", "moved", "attrib"})
 
 
 @dataclass
@@ -70,15 +76,17 @@ class BackfillStats:
     deleted: int = 0  # files of runs deleted with `cleanup`, left out
 
 
-def scan(folders: list[Path]) -> Iterator[Path]:
+def scan(
+    folders: list[Path], unreadable: Callable[[OSError], None] | None = None
+) -> Iterator[Path]:
     """Checkpoint and sample files under ``folders``, skipping state and hidden folders.
-    A folder that cannot be read is logged in one line and left out."""
+    A folder that cannot be read is left out (and handed to ``unreadable``)."""
 
-    def unreadable(error: OSError) -> None:
+    def say(error: OSError) -> None:
         log.warning("cannot read %s: %s", error.filename, error.strerror or error)
 
     for folder in folders:
-        for root, dirs, files in os.walk(folder, onerror=unreadable):
+        for root, dirs, files in os.walk(folder, onerror=unreadable or say):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith("-state"))
             base = Path(root)
             for filename in sorted(files):
@@ -126,6 +134,8 @@ class Watcher:
         self._backfilled = threading.Event()
         self.backfill_stats: BackfillStats | None = None
         self._unsaved: list[Event] = []  # neither recorded nor spooled yet, in order
+        self._unreadable: set[str] = set()  # folders skipped for their permissions
+        self._last_unreadable_check = 0.0
         self._last_retry = 0.0
         self._errors = _Throttle()
 
@@ -133,7 +143,7 @@ class Watcher:
     def backfill(self, progress: Callable[[int, int], None] | None = None) -> BackfillStats:
         """Record what is already on disk (and what vanished while nobody watched)."""
         stats = BackfillStats()
-        found = list(scan(self.folders))
+        found = list(scan(self.folders, self._unreadable_folder))
         known = self.recorder.known_files(self.host, [str(f) for f in self.folders])
         checkpoints = [p for p in found if classify_checkpoint(p) is not None]
         checkpoints.sort(key=_mtime_order)
@@ -305,16 +315,66 @@ class Watcher:
         self._backfilled.set()
         while not self._stopping.is_set():
             path = self._next_due()
-            if path is not None:
+            if path is not None and path.startswith(FOLDER_MARK):
+                try:
+                    self._rescan(path[len(FOLDER_MARK) :])
+                except Exception as exc:
+                    self._errors.log(logging.WARNING, path, "cannot look into %s: %s",
+                                     path[len(FOLDER_MARK) :], _describe(exc))  # fmt: skip
+            elif path is not None:
                 try:
                     self._check(path)
                 except Exception as exc:  # the daemon outlives any single bad file or bug
                     self._check_failed(path, exc)
             try:
+                self._check_unreadable()
                 self._maybe_replay()
             except Exception as exc:
                 self._errors.log(logging.WARNING, "replay", "spool replay failed: %s",
                                  _describe(exc))  # fmt: skip
+
+    def _unreadable_folder(self, error: OSError) -> None:
+        folder = str(error.filename)
+        if folder not in self._unreadable:  # one line per folder
+            log.warning(
+                "cannot read %s (%s): its files are recorded once it can be read",
+                folder, error.strerror or error,
+            )  # fmt: skip
+            self._unreadable.add(folder)
+
+    def skipped_folder(self, folder: Path) -> bool:
+        """A hidden or trainer-state folder inside a watched one (as the scan skips)."""
+        for root in self.folders:
+            if folder.is_relative_to(root):
+                parts = folder.relative_to(root).parts
+                return any(p.startswith(".") or p.endswith("-state") for p in parts)
+        return True
+
+    def folder_changed(self, folder: str) -> None:
+        """A folder appeared, moved in, or had its permissions changed: look inside."""
+        self.schedule(FOLDER_MARK + folder, 0.2)
+
+    def _rescan(self, folder: str) -> None:
+        """Check every file of a folder that can be read now (watching it live too)."""
+        if not os.access(folder, os.R_OK | os.X_OK):
+            return
+        if folder in self._unreadable:
+            self._unreadable.discard(folder)
+            log.info("%s can be read now", folder)
+            if self._observer is not None:
+                self._observer.schedule(_Handler(self), folder, recursive=True)
+        for path in scan([Path(folder)], self._unreadable_folder):
+            self.schedule(str(path.absolute()))
+
+    def _check_unreadable(self) -> None:
+        """Now and then, whether a skipped folder became readable (its permission change
+        may have been made higher up, where no event says so)."""
+        now = time.monotonic()
+        if self._unreadable and now - self._last_unreadable_check >= UNREADABLE_CHECK_S:
+            self._last_unreadable_check = now
+            for folder in list(self._unreadable):
+                if os.access(folder, os.R_OK | os.X_OK):
+                    self._rescan(folder)
 
     def _check_failed(self, path: str, exc: Exception) -> None:
         """Try again later, waiting longer each time; say so in one line now and then."""
@@ -428,7 +488,14 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def dispatch(self, event: Any) -> None:
-        if event.is_directory or event.event_type in IGNORED_EVENTS:
+        if event.event_type in IGNORED_EVENTS:
+            return
+        if event.is_directory:
+            if event.event_type in FOLDER_EVENTS:
+                raw = getattr(event, "dest_path", None) or event.src_path
+                folder = os.fsdecode(raw)
+                if not self.watcher.skipped_folder(Path(folder)):
+                    self.watcher.folder_changed(folder)
             return
         for attribute in ("src_path", "dest_path"):
             raw = getattr(event, attribute, None)
