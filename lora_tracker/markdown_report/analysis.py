@@ -199,6 +199,10 @@ def _what_worked(data: ReportData) -> list[str]:
         lines += ["No run has succeeded yet.", ""]
     else:
         lines += _share_lines(data, verdicts)
+    settings = _setting_table(data)
+    if not settings:
+        return [*lines, "No network dim, alpha, resolution, captions, learning rate or "
+                "optimizer recorded yet."]  # fmt: skip
     lines += [
         "How the runs with each value of a setting turned out:",
         "",
@@ -213,7 +217,7 @@ def _what_worked(data: ReportData) -> list[str]:
                 "Not judged",
                 "Average quality",
             ),
-            _setting_table(data),
+            settings,
             "llrrrrrr",
         ),
     ]

@@ -3,13 +3,14 @@ and `compare` use (runs.list_summaries, decisions.stats, epochs.epochs_of_runs).
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
 from typing import Any
 
 from .. import decisions, epochs, runs
 from ..db import Connection
-from ..markdown import code
+from ..markdown import code, text
 
 RUN_EXTRA_COLUMNS = (
     "num_epochs", "issues_found", "strengths", "network_module", "unet_lr", "text_encoder_lr",
@@ -41,15 +42,16 @@ class ReportScope:
         if self.model_type:
             parts.append(f"--model-type {self.model_type}")
         if self.caption_version:
-            parts.append(f"--caption-version {self.caption_version}")
+            parts.append(f"--caption-version {shlex.quote(self.caption_version)}")
         if self.since:
             parts.append(f"--since {moment(self.since)}")
         return " ".join(parts)
 
     def describe(self) -> str:
+        """The narrowing in words ('' for every run)."""
         parts = []
         if self.model_type:
-            parts.append(f"model type {self.model_type}")
+            parts.append(f"model type {text(self.model_type)}")
         if self.caption_version:
             parts.append(f"caption version {code(self.caption_version)}")
         if self.since:

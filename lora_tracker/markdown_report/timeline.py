@@ -6,13 +6,21 @@ from typing import Any
 
 from ..markdown import DASH, code, day, number, table, text
 from .data import ReportData
-from .words import STATUS_WORDS, dim_alpha, footer_line, quality, shorten, summary_line
+from .words import (
+    STATUS_WORDS,
+    dim_alpha,
+    first_sentence,
+    footer_line,
+    quality,
+    shorten,
+    summary_line,
+)
 
 TIMELINE_HEADERS = ("Date", "Run", "Model", "Base model", "Dim / alpha", "Resolution",
                     "Images", "Captions", "Epochs", "Best epoch", "Quality", "Verdict",
                     "Production ready", "Key findings")  # fmt: skip
 TIMELINE_ALIGN = "llllrlrlrrrlll"
-KEY_FINDING_WIDTH = 160
+KEY_FINDING_WIDTH = 140  # the first sentence, cut at a word when longer
 
 
 def timeline_markdown(data: ReportData, *, footer: str | None = "--timeline-only") -> str:
@@ -50,7 +58,7 @@ def _timeline_row(run: dict[str, Any]) -> list[str]:
         quality(run),
         _verdict_cell(run),
         "yes" if run["production_ready"] else "no",
-        text(shorten(run["key_findings"] or "", KEY_FINDING_WIDTH)) or DASH,
+        text(shorten(first_sentence(run["key_findings"] or ""), KEY_FINDING_WIDTH)) or DASH,
     ]
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from ..markdown import DASH, day, number
+from ..markdown import DASH, code, day, number
 from .data import ReportData, ReportScope
 
 STATUS_WORDS = {"planned": "planned", "in_progress": "in progress", "failed": "training failed",
@@ -17,15 +18,13 @@ VERDICT_ORDER = ("success", "partial", "failure", "pending")
 def summary_line(data: ReportData) -> str:
     """How many runs, over which dates, how they turned out."""
     scope = data.scope.describe()
+    within = f" ({scope})" if scope else ""
     if not data.runs:
-        return "No runs recorded yet" + (f" with {scope}." if scope else ".")
+        return f"No runs recorded yet{within}."
     first, last = day(data.runs[0]["run_date"]), day(data.runs[-1]["run_date"])
-    span = first if first == last else f"{first} to {last}"
+    span = f"on {first}" if first == last else f"from {first} to {last}"
     verdicts = Counter(r["overall_verdict"] for r in data.runs)
-    line = f"{count(len(data.runs), 'run')}"
-    if scope:
-        line += f" with {scope}"
-    line += f", {span}: {verdict_counts(verdicts)}"
+    line = f"{count(len(data.runs), 'run')}{within} {span}: {verdict_counts(verdicts)}"
     running = sum(r["status"] in ("in_progress", "planned") for r in data.runs)
     if running:
         line += f"; {running} still in progress"
@@ -48,7 +47,7 @@ def footer_line(scope: ReportScope, which: str) -> str:
     command = " ".join(p for p in ("lora-tracker report --format md", which, scope.options())
                        if p)  # fmt: skip
     return (
-        f"*Written by `{command}` from the training record. Regenerate it after a run "
+        f"*Written by {code(command)} from the training record. Regenerate it after a run "
         "rather than editing it by hand.*"
     )
 
@@ -98,3 +97,12 @@ def shorten(value: str, limit: int) -> str:
         return line
     cut = line[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:")
     return cut + "…"
+
+
+def first_sentence(value: str) -> str:
+    """The text up to the end of its first sentence, on one line.
+
+    A sentence ends at . ! or ? after a word (not "1.") and before a capital letter.
+    """
+    line = " ".join(value.split())
+    return re.split(r"(?<=[^\s\d][.!?])\s+(?=[A-Z])", line, maxsplit=1)[0]
