@@ -3,6 +3,7 @@ Markdown parser (markdown-it-py, GFM tables) and compared byte for byte across r
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -180,7 +181,7 @@ def test_example_analysis_says_what_the_reference_says(examples_url: str, tmp_pa
     assert changed == [["Setting", "Before", "Now"], ["network dim", "64", "32"],
                        ["network alpha", "32", "16"]]  # fmt: skip
     assert ("p", "Outcome: failure (0/10) → success (9/10), 9 points better.") in parsed
-    assert any(t.startswith("First SDXL run here:") for _, t in parsed)
+    assert any(t.startswith("First SDXL run in this report:") for _, t in parsed)
     # the stats tables, filled from the same queries as `stats`
     rates = table_after(source, "Success rate by model type")
     assert rates[1:] == [["SD15", "2", "1", "50%", "4.5"], ["SDXL", "1", "0", "0%", "4"]]
@@ -238,9 +239,13 @@ def test_filters_like_runs(examples_url: str) -> None:
     assert "SD15_PERFECT" not in out
     flags = table_after(out, "Flags set on epochs")
     assert [r[0] for r in flags[1:]] == ["wrong backgrounds", "random pixels"]  # SDXL's only
+    code, out = invoke(examples_url, "report", "--format", "md", "--since", "36500d")
+    assert code == 0, out
+    assert "3 runs (started on or after " in out  # an age counts from the start of a UTC day
+    assert re.search(r"--since \d{4}-\d\d-\d\d` from the training record", out)
     code, out = invoke(examples_url, "report", "--format", "md", "--caption-version", "nope")
     assert code == 0, out
-    assert "No runs recorded yet (caption version nope)." in [t for _, t in structure(out)]
+    assert "No runs match (caption version nope)." in [t for _, t in structure(out)]
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,8 @@ MD_ONLY = ("model_type", "caption_version", "since", "timeline_only", "analysis_
 
 
 class SinceType(click.ParamType):  # type: ignore[type-arg]
-    """A date (2025-11-01), a moment (2025-11-01T12:00+02:00) or an age (30d, 2w, 6mo, 1y)."""
+    """A date (2025-11-01, UTC), a moment (2025-11-01T12:00+02:00) or an age (30d, 2w, 6mo,
+    1y: from the start of that UTC day)."""
 
     name = "DATE|AGE"
     AGE = re.compile(r"^\s*(\d+)\s*(d|w|mo|y)\s*$")
@@ -67,9 +68,10 @@ class SinceType(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, datetime):
             return value
         age = self.AGE.match(str(value))
-        if age:
+        if age:  # from the start of that UTC day: the same report all day long
             days = int(age.group(1)) * self.DAYS[age.group(2)]
-            return datetime.now(timezone.utc) - timedelta(days=days)
+            start = datetime.now(timezone.utc) - timedelta(days=days)
+            return start.replace(hour=0, minute=0, second=0, microsecond=0)
         try:
             moment = datetime.fromisoformat(str(value).strip())
         except ValueError:

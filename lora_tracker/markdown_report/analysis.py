@@ -3,6 +3,7 @@ what the successes share, the issues found most often, the production-ready epoc
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -38,6 +39,11 @@ SETTING_LABELS = {
 }  # fmt: skip
 FLAGS = (("wrong backgrounds", "has_wrong_backgrounds"), ("random pixels", "has_random_pixels"),
          ("photorealistic", "is_photorealistic"))  # fmt: skip
+SETTING_HEADERS = ("Setting", "Value", "Runs", "Success", "Partial", "Failure", "Not judged",
+                   "Average quality")  # fmt: skip
+COMBINATION_HEADERS = ("Dim", "Alpha", "Resolution", "Times tried", "Average quality",
+                       "Best quality")  # fmt: skip
+MAX_PLACES = 5  # runs named in a "where" cell; the rest are counted
 
 
 def analysis_markdown(data: ReportData, *, footer: str | None = "--analysis-only") -> str:
@@ -67,14 +73,24 @@ def _in_short(data: ReportData) -> list[str]:
     for model_type in order:
         judged = [r for r in by_type.get(model_type, []) if r["overall_verdict"] != "pending"]
         judged.sort(key=_rank)
-        if len(judged) > 3:  # the best and the worst; the rest are in the run-by-run part
-            judged = [judged[0], judged[-1]]
-        lines += [f"- {_outcome_sentence(r)}" for r in judged]
+        if len(judged) <= 3:
+            lines += [f"- {_outcome_sentence(r)}" for r in judged]
+        else:  # the best and the worst; every run is in the run-by-run part
+            kind = text(model_type or "unknown model type")
+            lines += [f"- Best of {len(judged)} judged {kind} runs: "
+                      f"{_outcome_sentence(judged[0])}",
+                      f"- Worst: {_outcome_sentence(judged[-1])}"]  # fmt: skip
     pending = [r for r in data.runs if r["overall_verdict"] == "pending"]
     if pending:
         names = ", ".join(f"{code(r['run_name'])}{_progress(r)}" for r in pending)
         lines.append(f"- Not judged yet: {names}.")
-    lines += [f"- {s}" for s in _apart_sentences(data)]
+    verdicts = Counter(r["overall_verdict"] for r in data.runs)
+    apart = _compare_settings(data)[0]
+    if verdicts["success"] and verdicts["failure"]:
+        every = "The successful run" if verdicts["success"] == 1 else "Every successful run"
+        lines.append(f"- {every} had {join(apart)}; no failed run did." if apart else
+                     "- No setting value was shared by every success and avoided by every "
+                     "failure.")  # fmt: skip
     lines += [f"- {s}" for s in _shared_by_all(data)]
     return lines
 
@@ -87,13 +103,12 @@ def _rank(run: dict[str, Any]) -> tuple[Any, ...]:
 
 def _outcome_sentence(run: dict[str, Any]) -> str:
     """'SD15 at dim 32 / alpha 16, 512x512 **succeeded** (9/10): `name`, ...'"""
-    setup = [run["model_type"] or "unknown model type"]
     settings = []
     if run["network_dim"] is not None:
         settings.append(f"dim {number(run['network_dim'])}")
     if run["network_alpha"] is not None:
         settings.append(f"alpha {number(run['network_alpha'])}")
-    described = text(setup[0])
+    described = text(run["model_type"] or "unknown model type")
     if settings:
         described += " at " + " / ".join(settings)
     if run["resolution"]:
@@ -124,10 +139,25 @@ def _progress(run: dict[str, Any]) -> str:
 
 
 def _setting_rows(data: ReportData) -> dict[str, list[dict[str, Any]]]:
+    """The outcome_by_setting rows by setting, values in numeric order where they are
+    numbers (the same order on every server, whatever its collation)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in data.stats["outcome_by_setting"]:
         grouped.setdefault(row["setting"], []).append(row)
+    for rows in grouped.values():
+        rows.sort(key=lambda r: (_magnitude(r["value"]), r["value"]))
     return grouped
+
+
+def _magnitude(value: str) -> float:
+    """'32' -> 32, '512x768' -> 393216; text (caption versions, optimizers) after numbers."""
+    product = 1.0
+    try:
+        for factor in value.split("x"):
+            product *= float(factor)
+    except ValueError:
+        return math.inf
+    return product if math.isfinite(product) else math.inf
 
 
 def _value(setting: str, value: Any) -> str:
@@ -139,24 +169,6 @@ def _value(setting: str, value: Any) -> str:
     if setting in ("caption_version", "optimizer"):
         return code(value)
     return text(value)
-
-
-def _apart_sentences(data: ReportData) -> list[str]:
-    """Values every success had and no failure had (from the outcome_by_setting query)."""
-    verdicts = Counter(r["overall_verdict"] for r in data.runs)
-    if not verdicts["success"] or not verdicts["failure"]:
-        return []
-    apart = []
-    for setting, rows in _setting_rows(data).items():
-        for row in rows:
-            if row["successful"] == verdicts["success"] and row["failed"] == 0:
-                apart.append(f"{SETTING_LABELS[setting]} {_value(setting, row['value'])}")
-    if not apart:
-        return ["No single setting value was shared by every success and avoided by every "
-                "failure."]  # fmt: skip
-    runs_word = "run" if verdicts["success"] == 1 else f"{verdicts['success']} runs"
-    every = "The successful" if verdicts["success"] == 1 else "Every one of the successful"
-    return [f"{every} {runs_word} had {join(apart)}; no failed run did."]
 
 
 def _shared_by_all(data: ReportData) -> list[str]:
@@ -198,7 +210,7 @@ def _what_worked(data: ReportData) -> list[str]:
     if not verdicts["success"]:
         lines += ["No run has succeeded yet.", ""]
     else:
-        lines += _share_lines(data, verdicts)
+        lines += _share_lines(data)
     settings = _setting_table(data)
     if not settings:
         return [*lines, "No network dim, alpha, resolution, captions, learning rate or "
@@ -206,20 +218,7 @@ def _what_worked(data: ReportData) -> list[str]:
     lines += [
         "How the runs with each value of a setting turned out:",
         "",
-        table(
-            (
-                "Setting",
-                "Value",
-                "Runs",
-                "Success",
-                "Partial",
-                "Failure",
-                "Not judged",
-                "Average quality",
-            ),
-            settings,
-            "llrrrrrr",
-        ),
+        table(SETTING_HEADERS, settings, "llrrrrrr"),
     ]
     best = data.stats["best_parameters"]
     if best:
@@ -228,31 +227,39 @@ def _what_worked(data: ReportData) -> list[str]:
                  number(r["best_quality"])] for r in best]  # fmt: skip
         lines += ["", "Network and resolution combinations, best average quality first "
                   "(judged runs):", "",
-                  table(("Dim", "Alpha", "Resolution", "Times tried", "Average quality",
-                         "Best quality"), rows, "rrlrrr")]  # fmt: skip
+                  table(COMBINATION_HEADERS, rows, "rrlrrr")]  # fmt: skip
     return lines
 
 
-def _share_lines(data: ReportData, verdicts: Counter[str]) -> list[str]:
-    apart, alike, differ = [], [], []
+def _compare_settings(data: ReportData) -> tuple[list[str], list[str], list[str]]:
+    """Per setting: the value every success had and no failure had (apart), the value every
+    success had and some failures too (alike), or the values the successes differ in."""
+    successes = sum(r["overall_verdict"] == "success" for r in data.runs)
+    apart: list[str] = []
+    alike: list[str] = []
+    differ: list[str] = []
     for setting, rows in _setting_rows(data).items():
         with_success = [r for r in rows if r["successful"]]
         label = SETTING_LABELS[setting]
         if len(with_success) > 1:
             differ.append(f"{label} ({join(_value(setting, r['value']) for r in with_success)})")
-            continue
-        if not with_success or with_success[0]["successful"] != verdicts["success"]:
-            continue  # some successes did not record this setting
-        row = with_success[0]
-        value = f"{label} {_value(setting, row['value'])}"
-        if row["failed"]:
-            alike.append(f"{value} ({count(row['failed'], 'failure')} too)")
-        else:
-            apart.append(value)
+        elif with_success and with_success[0]["successful"] == successes:
+            row = with_success[0]
+            value = f"{label} {_value(setting, row['value'])}"
+            if row["failed"]:
+                alike.append(f"{value} ({count(row['failed'], 'failure')} too)")
+            else:
+                apart.append(value)
+    return apart, alike, differ
+
+
+def _share_lines(data: ReportData) -> list[str]:
+    apart, alike, differ = _compare_settings(data)
     lines = []
     if apart:
+        failures = any(r["overall_verdict"] == "failure" for r in data.runs)
         lines.append(f"- **Only in successes:** {join(apart)}"
-                     + ("; no failed run had these." if verdicts["failure"] else "."))  # fmt: skip
+                     + ("; no failed run had these." if failures else "."))  # fmt: skip
     if alike:
         lines.append(f"- **In successes and failures alike** (so not what decided it): "
                      f"{join(alike)}.")  # fmt: skip
@@ -306,7 +313,8 @@ def _run_section(
         settings = [f"{label} {_setting_value(run, column)}"
                     for label, column in COMPARED_SETTINGS if run[column] is not None]  # fmt: skip
         first = f"First {text(run['model_type'])} run" if run["model_type"] else "First run"
-        lines += [f"{first} here" + (f": {', '.join(settings)}." if settings else "."), ""]
+        lines += [f"{first} in this report" + (f": {', '.join(settings)}." if settings else "."),
+                  ""]  # fmt: skip
     else:
         lines += _changes(run, before)
     notes = [("Key findings", run["key_findings"]), ("Failure", run["failure_reason"])]
@@ -326,7 +334,9 @@ def _changes(run: dict[str, Any], before: dict[str, Any]) -> list[str]:
         [text(label), _setting_value(before, column, in_table=True),
          _setting_value(run, column, in_table=True)]
         for label, column in COMPARED_SETTINGS
-        if _comparable(before[column]) != _comparable(run[column])
+        # a setting one of the two did not record is unknown, not changed
+        if before[column] is not None and run[column] is not None
+        and _comparable(before[column]) != _comparable(run[column])
     ]  # fmt: skip
     if changed:
         lines = [f"Changed from {since}:", "", table(("Setting", "Before", "Now"), changed), ""]
@@ -407,9 +417,9 @@ def _issues(data: ReportData) -> list[str]:
             item[0].casefold(), item[0]))  # fmt: skip
         rows = [[text(issue), number(len(found)),
                  number(sum(r["overall_verdict"] == "failure" for r in found)),
-                 ", ".join(code(r["run_name"], in_table=True) for r in found)]
+                 _places([code(r["run_name"], in_table=True) for r in found], ", ")]
                 for issue, found in ranked]  # fmt: skip
-        lines += [table(("Issue", "Runs", "Of them failed", "Where"), rows, "lrrl"), ""]
+        lines += [table(("Issue", "Runs", "In failed runs", "Where"), rows, "lrrl"), ""]
     else:
         lines += ["No issues recorded.", ""]
     flag_rows = []
@@ -420,8 +430,8 @@ def _issues(data: ReportData) -> list[str]:
         if places:
             flag_rows.append([
                 label, number(sum(len(n) for _, n in places)),
-                "; ".join(f"{code(run['run_name'], in_table=True)} ({epoch_numbers(numbers)})"
-                          for run, numbers in places),
+                _places([f"{code(run['run_name'], in_table=True)} ({epoch_numbers(numbers)})"
+                         for run, numbers in places], "; "),
             ])  # fmt: skip
     if flag_rows:
         lines += ["Flags set on epochs:", "",
@@ -429,6 +439,13 @@ def _issues(data: ReportData) -> list[str]:
     else:
         lines.append("No epoch is flagged (wrong backgrounds, random pixels, photorealistic).")
     return lines
+
+
+def _places(names: list[str], separator: str) -> str:
+    """The first MAX_PLACES names, then how many more."""
+    if len(names) <= MAX_PLACES:
+        return separator.join(names)
+    return separator.join(names[:MAX_PLACES]) + f" and {len(names) - MAX_PLACES} more"
 
 
 def _production_ready(data: ReportData) -> list[str]:

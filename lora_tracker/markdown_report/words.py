@@ -20,7 +20,7 @@ def summary_line(data: ReportData) -> str:
     scope = data.scope.describe()
     within = f" ({scope})" if scope else ""
     if not data.runs:
-        return f"No runs recorded yet{within}."
+        return f"No runs match ({scope})." if scope else "No runs recorded yet."
     first, last = day(data.runs[0]["run_date"]), day(data.runs[-1]["run_date"])
     span = f"on {first}" if first == last else f"from {first} to {last}"
     verdicts = Counter(r["overall_verdict"] for r in data.runs)
