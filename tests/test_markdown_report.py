@@ -441,3 +441,22 @@ def test_scope_options_round_trip() -> None:
     scope = ReportScope(model_type="SDXL", caption_version="my caps",
                         since=datetime(2025, 11, 1, tzinfo=timezone.utc))  # fmt: skip
     assert scope.options() == "--model-type SDXL --caption-version 'my caps' --since 2025-11-01"
+
+
+def test_summaries_refuse_unknown_columns(examples_conn: psycopg.Connection[Any]) -> None:
+    """Extra columns are names of training_runs columns, never SQL text."""
+    with pytest.raises(ValueError, match="training_runs has no column"):
+        runs.list_summaries(examples_conn, extra_columns=["id; DROP TABLE training_runs"])
+    found = runs.list_summaries(examples_conn, extra_columns=["num_epochs", "issues_found"],
+                                since=datetime(2025, 11, 9, tzinfo=timezone.utc))  # fmt: skip
+    assert [(r["run_name"], r["num_epochs"]) for r in found] == [
+        ("SDXL_Current_Nov12", 10), ("SD15_PERFECT_Nov9", 10)
+    ]  # fmt: skip
+
+
+def test_since_in_utc(examples_url: str) -> None:
+    """--since takes a date, a moment with Z or an offset, and counts in UTC."""
+    for since in ("2025-11-09T09:00Z", "2025-11-09T10:00+01:00"):
+        code, out = invoke(examples_url, "report", "--format", "md", "--since", since)
+        assert code == 0, out
+        assert "2 runs (started on or after 2025-11-09T09:00:00Z)" in out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -56,27 +55,29 @@ def dashboard(ctx: click.Context, host: str, port: int) -> None:
 MD_ONLY = ("model_type", "caption_version", "since", "timeline_only", "analysis_only")
 
 
-class SinceType(click.ParamType):  # type: ignore[type-arg]
+AGE = re.compile(r"^\s*(\d+)\s*(d|w|mo|y)\s*$")
+AGE_DAYS = {"d": 1, "w": 7, "mo": 30, "y": 365}
+
+
+def parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     """A date (2025-11-01, UTC), a moment (2025-11-01T12:00+02:00) or an age (30d, 2w, 6mo,
-    1y: from the start of that UTC day)."""
-
-    name = "DATE|AGE"
-    AGE = re.compile(r"^\s*(\d+)\s*(d|w|mo|y)\s*$")
-    DAYS = {"d": 1, "w": 7, "mo": 30, "y": 365}
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, datetime):
-            return value
-        age = self.AGE.match(str(value))
-        if age:  # from the start of that UTC day: the same report all day long
-            days = int(age.group(1)) * self.DAYS[age.group(2)]
-            start = datetime.now(timezone.utc) - timedelta(days=days)
-            return start.replace(hour=0, minute=0, second=0, microsecond=0)
-        try:
-            moment = datetime.fromisoformat(str(value).strip())
-        except ValueError:
-            self.fail(f"{value!r} is not a date like 2025-11-01 or an age like 30d, 2w, 6mo")
-        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    1y), counted from the start of that UTC day so the report stays the same all day."""
+    if value is None:
+        return None
+    age = AGE.match(value)
+    if age:
+        start = datetime.now(timezone.utc) - timedelta(
+            days=int(age.group(1)) * AGE_DAYS[age.group(2)]
+        )
+        return start.replace(hour=0, minute=0, second=0, microsecond=0)
+    text = value.strip()
+    try:  # Python 3.10's fromisoformat does not read a trailing Z
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date like 2025-11-01 or an age like 30d, 2w, 6mo"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @click.command()
@@ -103,8 +104,12 @@ class SinceType(click.ParamType):  # type: ignore[type-arg]
 )
 @click.option("--model-type", type=click.Choice(MODEL_TYPES), help="md: only runs of this type.")
 @click.option("--caption-version", metavar="NAME", help="md: only runs on these captions.")
-@click.option("--since", type=SinceType(), help="md: only runs started on or after DATE, or in "
-              "the last AGE (30d, 2w, 6mo).")  # fmt: skip
+@click.option(
+    "--since",
+    metavar="DATE|AGE",
+    callback=parse_since,
+    help="md: only runs started on or after DATE, or in the last AGE (30d, 2w, 6mo).",
+)
 @click.option("--timeline-only", is_flag=True, help="md: only the timeline table.")
 @click.option("--analysis-only", is_flag=True, help="md: only the comparison analysis.")
 @click.pass_context

@@ -22,7 +22,6 @@ EPOCH_COLUMNS = (
     "verdict", "production_ready", "has_wrong_backgrounds", "has_random_pixels",
     "is_photorealistic", "checkpoint_path", "checkpoint_on_disk",
 )  # fmt: skip
-# settings compared between a run and the run before it (label, column)
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,7 @@ def collect(conn: Connection, scope: ReportScope | None = None) -> ReportData:
 
 
 def moment(value: datetime) -> str:
+    """A UTC date when the moment is midnight UTC, else the UTC moment to the second."""
     utc = value.astimezone(timezone.utc)
     if utc.time() == time(0):
         return utc.date().isoformat()
