@@ -4,11 +4,13 @@ All SQL of these questions lives here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from psycopg import sql
 
 from .db import Connection
+from .runs import run_conditions
 
 # settings compared by `tried`, with how "nearby" is judged
 EXACT = ("model_type", "resolution", "caption_version", "optimizer", "base_model")
@@ -118,6 +120,27 @@ STATS_QUERIES: dict[str, str] = {
                count(*) FILTER (WHERE is_photorealistic) AS photorealistic
         FROM epoch_results WHERE visual_quality_score IS NOT NULL
     """,
+    # how the runs with each value of a setting turned out (what the successes share)
+    "outcome_by_setting": """
+        SELECT s.setting, s.value, COUNT(*) AS runs,
+               COUNT(*) FILTER (WHERE overall_verdict = 'success') AS successful,
+               COUNT(*) FILTER (WHERE overall_verdict = 'partial') AS partial,
+               COUNT(*) FILTER (WHERE overall_verdict = 'failure') AS failed,
+               COUNT(*) FILTER (WHERE overall_verdict = 'pending') AS pending,
+               ROUND(AVG(quality_score), 2) AS avg_quality
+        FROM training_runs CROSS JOIN LATERAL (VALUES
+            (1, 'network_dim', network_dim::text, network_dim::float8),
+            (2, 'network_alpha', network_alpha::float8::text, network_alpha::float8),
+            (3, 'resolution', resolution,
+             split_part(resolution, 'x', 1)::float8 * split_part(resolution, 'x', 2)::float8),
+            (4, 'caption_version', caption_version, NULL),
+            (5, 'learning_rate', learning_rate::text, learning_rate),
+            (6, 'optimizer', optimizer, NULL)
+        ) AS s(ord, setting, value, number)
+        WHERE s.value IS NOT NULL
+        GROUP BY s.ord, s.setting, s.value, s.number
+        ORDER BY s.ord, s.number, s.value
+    """,
 }
 
 STATS_TITLES = {
@@ -126,9 +149,28 @@ STATS_TITLES = {
     "issue_frequency": "Issue frequency in failed runs",
     "failure_patterns": "Failure patterns",
     "epoch_flags": "Flags on scored epochs",
+    "outcome_by_setting": "Outcome by setting",
 }
 
 
-def stats(conn: Connection) -> dict[str, list[dict[str, Any]]]:
-    """The dashboard queries, each as a list of rows."""
-    return {name: conn.execute(query).fetchall() for name, query in STATS_QUERIES.items()}
+def stats(
+    conn: Connection, filters: dict[str, Any] | None = None, *, since: datetime | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """The dashboard queries, each as a list of rows.
+
+    ``filters`` and ``since`` narrow the runs as `runs.list_summaries` does. The queries
+    themselves stay as written: a WITH clause named after each table stands in for it
+    (a non-recursive WITH query cannot see its own name, so inside it the name is the table).
+    """
+    where, params = run_conditions(filters, since=since)
+    if not params:
+        return {name: conn.execute(query).fetchall() for name, query in STATS_QUERIES.items()}
+    narrowed = sql.SQL(
+        "WITH training_runs AS (SELECT * FROM training_runs {where}), "
+        "epoch_results AS (SELECT * FROM epoch_results "
+        "WHERE training_run_id IN (SELECT id FROM training_runs)) "
+    ).format(where=where)
+    return {
+        name: conn.execute(narrowed + sql.SQL(query), params).fetchall()
+        for name, query in STATS_QUERIES.items()
+    }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -98,18 +99,16 @@ SORTS = {
 }
 
 
-def list_summaries(
-    conn: Connection,
+def run_conditions(
     filters: dict[str, Any] | None = None,
     *,
     search: str | None = None,
-    sort: str = "date",
-    limit: int | None = 50,
-) -> list[dict[str, Any]]:
-    """The training_comparison columns for one page of runs.
+    since: datetime | None = None,
+) -> tuple[sql.Composable, list[Any]]:
+    """``WHERE ...`` over training_runs (empty when nothing narrows), and its parameters.
 
-    Same columns as the view, but the page of runs is chosen first and only its epochs
-    are aggregated, so it stays fast on a large history.
+    ``filters``: FILTERABLE columns and the value each must equal (None: any);
+    ``search``: text the run name contains; ``since``: runs started at or after it.
     """
     conditions: list[sql.Composable] = []
     params: list[Any] = []
@@ -123,7 +122,37 @@ def list_summaries(
     if search:
         conditions.append(sql.SQL("run_name ILIKE %s"))
         params.append("%" + _sqlbuild.like_escape(search) + "%")
-    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    if since is not None:
+        conditions.append(sql.SQL("run_date >= %s"))
+        params.append(since)
+    if not conditions:
+        return sql.SQL(""), params
+    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions), params
+
+
+def list_summaries(
+    conn: Connection,
+    filters: dict[str, Any] | None = None,
+    *,
+    search: str | None = None,
+    since: datetime | None = None,
+    sort: str = "date",
+    limit: int | None = 50,
+    extra_columns: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """The training_comparison columns for one page of runs.
+
+    Same columns as the view, but the page of runs is chosen first and only its epochs
+    are aggregated, so it stays fast on a large history. ``extra_columns``: more columns
+    of training_runs to return (e.g. ``num_epochs``, ``issues_found``).
+    """
+    from .models import TrainingRun
+
+    unknown = [c for c in extra_columns if c not in TrainingRun.model_fields]
+    if unknown:
+        raise ValueError(f"training_runs has no column {unknown[0]}")
+    where, params = run_conditions(filters, search=search, since=since)
+    extra = sql.SQL("").join(sql.SQL(", tr.{}").format(sql.Identifier(c)) for c in extra_columns)
     order = sql.SQL(SORTS[sort])
     query = sql.SQL(
         """
@@ -132,7 +161,7 @@ def list_summaries(
                tr.caption_version, tr.learning_rate, tr.optimizer, tr.checkpoint_file_size_mb,
                tr.overall_verdict, tr.quality_score, tr.production_ready, tr.best_epoch,
                e.epochs_recorded, e.epochs_scored, e.avg_visual_quality, e.max_visual_quality,
-               e.production_ready_epochs, tr.key_findings
+               e.production_ready_epochs, tr.key_findings{extra}
         FROM (SELECT * FROM training_runs {where} ORDER BY {order} LIMIT %s) tr
         LEFT JOIN LATERAL (
             SELECT count(*) AS epochs_recorded,
@@ -144,7 +173,7 @@ def list_summaries(
         ) e ON true
         ORDER BY {order}
         """
-    ).format(where=where, order=order)
+    ).format(where=where, order=order, extra=extra)
     return conn.execute(query, [*params, limit]).fetchall()
 
 

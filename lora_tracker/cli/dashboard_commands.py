@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from ..vocab import MODEL_TYPES
 from . import app_context
 
 
@@ -48,29 +52,118 @@ def dashboard(ctx: click.Context, host: str, port: int) -> None:
         server.server_close()
 
 
+MD_ONLY = ("model_type", "caption_version", "since", "timeline_only", "analysis_only")
+
+
+AGE = re.compile(r"^\s*(\d+)\s*(d|w|mo|y)\s*$")
+AGE_DAYS = {"d": 1, "w": 7, "mo": 30, "y": 365}
+
+
+def parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """A date (2025-11-01, UTC), a moment (2025-11-01T12:00+02:00) or an age (30d, 2w, 6mo,
+    1y), counted from the start of that UTC day so the report stays the same all day."""
+    if value is None:
+        return None
+    age = AGE.match(value)
+    if age:
+        start = datetime.now(timezone.utc) - timedelta(
+            days=int(age.group(1)) * AGE_DAYS[age.group(2)]
+        )
+        return start.replace(hour=0, minute=0, second=0, microsecond=0)
+    text = value.strip()
+    try:  # Python 3.10's fromisoformat does not read a trailing Z
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date like 2025-11-01 or an age like 30d, 2w, 6mo"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 @click.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "md"]),
+    default="html",
+    show_default=True,
+    help="html: the dashboard page; md: the timeline and comparison analysis in Markdown.",
+)
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("lora-tracker-report.html"),
-    show_default=True,
+    help="File to write. Default: lora-tracker-report.html for html, standard output for md.",
 )
 @click.option(
     "--epochs-for",
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="Include the epochs of the newest N runs.",
+    help="html: include the epochs of the newest N runs.",
 )
+@click.option("--model-type", type=click.Choice(MODEL_TYPES), help="md: only runs of this type.")
+@click.option("--caption-version", metavar="NAME", help="md: only runs on these captions.")
+@click.option(
+    "--since",
+    metavar="DATE|AGE",
+    callback=parse_since,
+    help="md: only runs started on or after DATE, or in the last AGE (30d, 2w, 6mo).",
+)
+@click.option("--timeline-only", is_flag=True, help="md: only the timeline table.")
+@click.option("--analysis-only", is_flag=True, help="md: only the comparison analysis.")
 @click.pass_context
-def report(ctx: click.Context, output: Path, epochs_for: int) -> None:
-    """Write the dashboard as one self-contained HTML file (charts, data and images inlined)."""
+def report(
+    ctx: click.Context,
+    fmt: str,
+    output: Path | None,
+    epochs_for: int,
+    model_type: str | None,
+    caption_version: str | None,
+    since: datetime | None,
+    timeline_only: bool,
+    analysis_only: bool,
+) -> None:
+    """Write the record to share: the dashboard as one self-contained HTML file (charts, data
+    and images inlined), or with --format md the reference document's two Markdown files,
+    TRAINING_TIMELINE_TABLE.md (--timeline-only) and TRAINING_COMPARISON_ANALYSIS.md
+    (--analysis-only)."""
+    if fmt == "html":
+        given = [name for name in MD_ONLY
+                 if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]  # fmt: skip
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise click.UsageError(f"{option} applies to --format md")
+        _write_html(ctx, output or Path("lora-tracker-report.html"), epochs_for)
+        return
+    if ctx.get_parameter_source("epochs_for") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--epochs-for applies to --format html")
+    if timeline_only and analysis_only:
+        raise click.UsageError("--timeline-only and --analysis-only exclude each other")
+    from ..markdown_report import ReportScope, render
+
+    scope = ReportScope(model_type=model_type, caption_version=caption_version, since=since)
+    with app_context(ctx).db.transaction() as conn:
+        text = render(conn, scope, timeline=not analysis_only, analysis=not timeline_only)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    _write(output, text)
+    click.echo(f"Wrote {output}", err=True)
+
+
+def _write_html(ctx: click.Context, output: Path, epochs_for: int) -> None:
     from ..dashboard.server import write_report
 
     page = write_report(app_context(ctx).db.target, epochs_for=epochs_for)
+    _write(output, page)
+    click.echo(f"Wrote {output} ({len(page) / 1024 / 1024:.1f} MB)", err=True)
+
+
+def _write(output: Path, text: str) -> None:
     try:
-        output.write_text(page, encoding="utf-8")
+        # newline="": the same bytes on every platform (a file kept in git)
+        with output.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
-    click.echo(f"Wrote {output} ({len(page) / 1024 / 1024:.1f} MB)", err=True)
