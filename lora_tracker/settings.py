@@ -18,6 +18,18 @@ ENV_HOME = "LORA_TRACKER_HOME"
 APP_NAME = "lora-tracker"
 
 
+def this_host() -> str:
+    """The name of the machine recording (a run's files are keyed by host and path)."""
+    named = os.environ.get("LORA_TRACKER_HOST")
+    if named:
+        return named
+    if hasattr(os, "uname"):  # what gethostname() returns, without importing socket
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
 def data_home() -> Path:
     """The data folder: ``$LORA_TRACKER_HOME`` or the platform's user data dir."""
     env = os.environ.get(ENV_HOME)

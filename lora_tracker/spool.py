@@ -42,6 +42,7 @@ class ReplayResult:
     applied: int = 0
     rejected: int = 0
     remaining: int = 0
+    stopped_by: str | None = None  # why replay stopped early (the database's error)
 
 
 class Spool:
@@ -131,6 +132,7 @@ class Spool:
                     done += 1
             except DatabaseUnavailable as exc:
                 log.debug("replay stopped, %d events still wait: %s", len(lines) - done, exc)
+                result.stopped_by = str(exc)
             finally:
                 if done or torn:  # a torn line, once set aside, must not be seen again
                     self._rewrite_or_explain(lines[done:], done)

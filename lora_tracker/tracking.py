@@ -33,12 +33,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from .settings import Target, resolve_target
+from .settings import Target, resolve_target, this_host
 
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_ENV = "LORA_TRACKER_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT_S = 10.0
+MAX_BATCH_EVENTS = 500  # events written in one transaction by the background thread
 
 Job = Callable[[], Iterable[Any]]  # builds events (run on the background thread)
 
@@ -89,26 +90,55 @@ class Dispatcher:
         return self._recorders[key]
 
     def _work(self) -> None:
+        """Take what is queued, up to MAX_BATCH_EVENTS events of one target, and write
+        it in one transaction: while a batch is written the queue fills, so under load
+        events go in batches and alone they go at once (no waiting for company)."""
+        pending: list[Any] = []
+        pending_target: Target | None = None
+
+        def deliver() -> None:
+            nonlocal pending, pending_target
+            if pending and pending_target is not None:
+                try:
+                    self._deliver(pending_target, pending)
+                except Exception as exc:  # the training process must never feel this
+                    self._failed(exc)
+                finally:
+                    self._inflight = None
+            pending, pending_target = [], None
+
         while True:
             item = self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, _Flush):
-                item.done.set()
-                continue
-            target, job = item
-            try:
-                events = list(job())
-                if events:
-                    self._deliver(target, events)
-            except Exception as exc:  # the training process must never feel this
-                self._failures += 1
-                if self._failures == 1:  # once, with the traceback; then counted
-                    log.exception("lora-tracker could not record an event")
+            while True:
+                if item is None:
+                    deliver()
+                    return
+                if isinstance(item, _Flush):
+                    deliver()
+                    item.done.set()
                 else:
-                    log.debug("lora-tracker could not record an event: %s", exc)
-            finally:
-                self._inflight = None
+                    target, job = item
+                    if pending_target is not None and target != pending_target:
+                        deliver()
+                    try:
+                        pending.extend(job())
+                        pending_target = target
+                    except Exception as exc:
+                        self._failed(exc)
+                    if len(pending) >= MAX_BATCH_EVENTS:
+                        deliver()
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            deliver()
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        if self._failures == 1:  # once, with the traceback; then counted
+            log.error("lora-tracker could not record an event", exc_info=exc)
+        else:
+            log.debug("lora-tracker could not record an event: %s", exc)
 
     def _deliver(self, target: Target, events: list[Any]) -> None:
         """Write events; those neither written nor spooled (a full disk while the database
@@ -117,7 +147,7 @@ class Dispatcher:
         waiting = self._unsaved.pop(key, [])
         events = waiting + events
         self._inflight = (target, events)
-        result = self._recorder(target).submit_many(events)
+        result = self._recorder(target).submit_many(events, batch_size=MAX_BATCH_EVENTS)
         unsaved = [event for event, delivery, _ in result.outcomes if delivery == "unsaved"]
         if unsaved:
             self._unsaved[key] = unsaved
@@ -484,9 +514,9 @@ def start_run(
     Never raises: on a problem it logs and returns a run whose calls do nothing.
     """
     try:
-        from .capture.events import RunStarted, this_host
-        from .capture.trainer_config import run_fields_from_generic_config
-
+        # Only what must be read now happens on the training thread (the config as it is
+        # at this moment); capture's imports and the mining of the config are the
+        # background thread's work, so the first call returns as fast as the next ones.
         target = resolve_target(database_url)
         config_dict = config_to_dict(config)
         host = this_host()
@@ -495,18 +525,22 @@ def start_run(
             output_name = output_name or os.path.basename(folder)
         if run_key is None:
             run_key = f"dir:{host}:{folder}:{output_name}" if folder else f"api:{uuid.uuid4()}"
-        found = run_fields_from_generic_config(config_dict)
-        found.update(fields)
-        found.update(trainer=trainer, host=host)
-        if folder is not None:
-            found.update(output_dir=folder, output_name=output_name)
+        key = run_key
         at = _now()
         run = TrackedRun(run_key, name, target, output_dir=folder)
 
         def job() -> list[Any]:
+            from .capture.events import RunStarted
+            from .capture.trainer_config import run_fields_from_generic_config
+
+            found = run_fields_from_generic_config(config_dict)
+            found.update(fields)
+            found.update(trainer=trainer, host=host)
+            if folder is not None:
+                found.update(output_dir=folder, output_name=output_name)
             return [
                 RunStarted(
-                    run_key=run_key,
+                    run_key=key,
                     run_name=name,
                     observed_at=at,
                     fields=_valid_fields(found),

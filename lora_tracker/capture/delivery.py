@@ -22,7 +22,7 @@ from ..settings import Target, resolve_target
 from ..spool import ReplayResult, Spool, SpoolWriteError, Unappliable, spool_for
 from .events import AnyEvent, event_from_json, event_to_json
 from .nul_safe import make_nul_safe
-from .record import KnownFiles, Recorded, RunCache, known_files, record_event
+from .record import KnownFiles, Recorded, known_files, record_event, record_events
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,11 @@ class Recorder:
         db = self._database()
         try:
             with db.transaction() as conn:
-                runs: RunCache = {}
-                fast = [(e, record_event(conn, e, savepoint=False, runs=runs)) for e in batch]
-            return [(event, recorded.outcome, recorded) for event, recorded in fast]
+                fast = record_events(conn, batch, runs={})
+            return [
+                (event, recorded.outcome, recorded)
+                for event, recorded in zip(batch, fast, strict=True)
+            ]
         except Exception as exc:
             _raise_if_transient(exc)  # else: find the culprit below
         outcomes: list[tuple[Event, Delivery, Recorded | None]] = []
@@ -227,7 +229,7 @@ class Recorder:
             self._mark_down(exc)
             return ReplayResult(remaining=self.spool.pending())
         if result.remaining:
-            self._mark_down(DatabaseUnavailable(f"{result.remaining} spooled events wait"))
+            self._mark_down(DatabaseUnavailable(result.stopped_by or "replay stopped"))
         elif result.applied:
             self._mark_up()
             log.info("replayed %d spooled events", result.applied)

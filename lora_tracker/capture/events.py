@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from ..settings import this_host as this_host
 from .files import (
     CheckpointKind,
     CheckpointName,
@@ -30,11 +30,6 @@ from .safetensors_header import CorruptCheckpoint, read_safetensors_header
 from .trainer_config import find_gui_config, load_toml
 
 log = logging.getLogger(__name__)
-
-
-def this_host() -> str:
-    """The name of the machine recording (a run's files are keyed by host and path)."""
-    return os.environ.get("LORA_TRACKER_HOST") or socket.gethostname()
 
 
 def _now() -> datetime:

@@ -19,11 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-import psycopg
 from psycopg import sql
 from pydantic import ValidationError
 
@@ -68,7 +67,9 @@ class Recorded:
     new_run: bool = False  # this event created its run (logged once the write is committed)
 
 
-RunCache = dict[str, dict[str, Any]]  # capture key -> training_runs row, within one batch
+# capture key -> training_runs row, within one transaction; an empty dict marks a key
+# already looked up and not found
+RunCache = dict[str, dict[str, Any]]
 
 
 def record_event(
@@ -98,17 +99,52 @@ def _apply(conn: Connection, event: AnyEvent, runs: RunCache | None) -> Recorded
     ).fetchone()
     if claimed is None:
         return Recorded("duplicate")
+    return _apply_claimed(conn, event, runs if runs is not None else {})
+
+
+def _apply_claimed(conn: Connection, event: AnyEvent, runs: RunCache) -> Recorded:
     if isinstance(event, CheckpointObserved):
-        return _record_checkpoint(conn, event, runs if runs is not None else {})
+        return _record_checkpoint(conn, event, runs)
     if isinstance(event, CheckpointRemoved):
         return _record_removal(conn, event)
     if isinstance(event, SamplesObserved):
         return _record_samples(conn, event)
     if isinstance(event, RunStarted):
-        return _record_run_started(conn, event)
+        return _record_run_started(conn, event, runs)
     if isinstance(event, EpochLogged):
-        return _record_epoch_logged(conn, event)
-    return _record_run_finished(conn, event)
+        return _record_epoch_logged(conn, event, runs)
+    return _record_run_finished(conn, event, runs)
+
+
+def record_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> list[Recorded]:
+    """Apply a batch in the caller's transaction (which the caller rolls back whole on any
+    error): every event id claimed in one statement, and the epoch reports of hooks and the
+    Python API (most of what a training sends) written together in one pipelined
+    statement, with each run's ``last_event_at`` set once."""
+    claimed = {
+        row["event_id"]
+        for row in conn.execute(
+            "INSERT INTO applied_events (event_id, kind) "
+            "SELECT * FROM unnest(%s::uuid[], %s::text[]) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            ([e.event_id for e in events], [e.kind for e in events]),
+        ).fetchall()
+    }
+    _prefill(conn, events, runs)
+    writer = _EpochWriter(conn, runs)
+    results: list[Recorded] = []
+    for event in events:
+        if event.event_id not in claimed:
+            results.append(Recorded("duplicate"))
+            continue
+        claimed.discard(event.event_id)  # the same event twice in a batch lands once
+        if isinstance(event, EpochLogged):
+            results.append(writer.add(event))
+            continue
+        writer.flush()
+        results.append(_apply_claimed(conn, event, runs))
+    writer.flush()
+    return results
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -167,10 +203,10 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCac
     if _of_a_deleted_run(conn, event, key):
         return Recorded("deleted")
     by_name = event.run_key is None and event.run_name is not None  # watch --run NAME
-    run = None if by_name else runs.get(key)
+    run = None if by_name else runs.get(key) or None
     if run is None:
         run = resolve_run(
-            conn, key, event.run_name, fields, by_name=by_name,
+            conn, key, event.run_name, fields, by_name=by_name, key_absent=key in runs,
             default_names=lambda: _default_names(event, fields),
         )  # fmt: skip
         runs[key] = run
@@ -230,12 +266,14 @@ def resolve_run(
     fields: dict[str, Any],
     *,
     by_name: bool = False,
+    key_absent: bool = False,
     default_names: Callable[[], list[str]],
 ) -> dict[str, Any]:
     """The run an event belongs to: found by its capture key (or, ``by_name``, by the run
     name it asks for), else created. A run found by name that has no key yet takes this
-    one, so later files of the same training find it too."""
-    if not by_name:
+    one, so later files of the same training find it too. ``key_absent``: the caller
+    already looked the key up in this transaction and found no run."""
+    if not by_name and not key_absent:
         row = conn.execute("SELECT * FROM training_runs WHERE capture_key = %s", (key,)).fetchone()
         if row is not None:
             return row
@@ -243,7 +281,7 @@ def resolve_run(
         row = conn.execute(
             "SELECT * FROM training_runs WHERE run_name = %s", (run_name,)
         ).fetchone()
-        key_free = (
+        key_free = key_absent or (
             conn.execute("SELECT 1 FROM training_runs WHERE capture_key = %s", (key,)).fetchone()
             is None
         )
@@ -279,24 +317,19 @@ def _insert_run(
         query, params = _sqlbuild.insert(
             "training_runs",
             {"run_name": name, "capture_key": key, **values},
-            on_conflict="ON CONFLICT (capture_key) DO NOTHING",
+            on_conflict="ON CONFLICT DO NOTHING",  # the key or the name is taken
         )
-        try:
-            with conn.transaction():
-                row = conn.execute(query, params).fetchone()
-        except psycopg.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == "training_runs_run_name_key":
-                continue  # that name is taken by another run: try the next one
-            raise
+        row = conn.execute(query, params).fetchone()
         if row is not None:
             row[NEW_RUN] = True  # taken off by the caller, see _created
             return row
-        # another process created the run with this key a moment ago
-        existing = conn.execute(
-            "SELECT * FROM training_runs WHERE capture_key = %s", (key,)
-        ).fetchone()
-        if existing is not None:
-            return existing
+        if key is not None:  # another process created the run with this key a moment ago?
+            existing = conn.execute(
+                "SELECT * FROM training_runs WHERE capture_key = %s", (key,)
+            ).fetchone()
+            if existing is not None:
+                return existing
+        # else that name is taken by another run: try the next one
     raise RuntimeError(f"no free run name from {names[0]!r}")
 
 
@@ -484,16 +517,80 @@ def _run_of(
     conn: Connection,
     event: RunStarted | EpochLogged | RunFinished,
     fields: dict[str, Any] | None = None,
+    runs: RunCache | None = None,
 ) -> dict[str, Any]:
-    fields = fields or {}
+    cached = runs.get(event.run_key) if runs is not None else None
+    if cached:
+        return cached
+    run = _resolve_run_of(conn, event, fields or {}, key_absent=cached is not None)
+    if runs is not None:
+        runs[event.run_key] = run
+    return run
+
+
+def _resolve_run_of(
+    conn: Connection,
+    event: RunStarted | EpochLogged | RunFinished,
+    fields: dict[str, Any],
+    *,
+    key_absent: bool,
+) -> dict[str, Any]:
     base = (
         getattr(event, "default_name", None) or fields.get("output_name") or event.run_name or "run"
     )
     started = fields.get("training_started_at") or event.observed_at
     return resolve_run(
-        conn, event.run_key, event.run_name, fields,
+        conn, event.run_key, event.run_name, fields, key_absent=key_absent,
         default_names=lambda: _dated_names(base, started),
     )  # fmt: skip
+
+
+def _prefill(conn: Connection, events: list[AnyEvent], runs: RunCache) -> None:
+    """Look up in one statement the runs of the events that name their run's key."""
+    keys = {key for event in events if (key := getattr(event, "run_key", None)) and key not in runs}
+    if not keys:
+        return
+    found = conn.execute(
+        "SELECT * FROM training_runs WHERE capture_key = ANY(%s)", (list(keys),)
+    ).fetchall()
+    for row in found:
+        runs[row["capture_key"]] = row
+    for key in keys - set(runs):
+        runs[key] = {}  # looked up, not there (yet)
+
+
+class _EpochWriter:
+    """Epoch reports of one batch, written in one pipelined ``executemany``."""
+
+    def __init__(self, conn: Connection, runs: RunCache) -> None:
+        self.conn = conn
+        self.runs = runs
+        self.rows: list[tuple[Any, ...]] = []
+        self.heard: dict[int, datetime] = {}  # run id -> its latest event
+
+    def add(self, event: EpochLogged) -> Recorded:
+        run = _run_of(self.conn, event, runs=self.runs)
+        created = _created(run)
+        self.rows.append(_epoch_logged_row(run["id"], event))
+        if event.observed_at > self.heard.get(run["id"], event.observed_at - _ONE_US):
+            self.heard[run["id"]] = event.observed_at
+        return Recorded("recorded", run["run_name"], event.epoch, new_run=created)
+
+    def flush(self) -> None:
+        if self.rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(EPOCH_LOGGED_UPSERT, self.rows)
+            self.rows = []
+        if self.heard:
+            self.conn.execute(
+                "UPDATE training_runs tr SET last_event_at = v.at "
+                "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, at) WHERE tr.id = v.id",
+                (list(self.heard), list(self.heard.values())),
+            )
+            self.heard = {}
+
+
+_ONE_US = timedelta(microseconds=1)
 
 
 def _set(conn: Connection, run_id: int, updates: dict[str, Any]) -> None:
@@ -505,13 +602,16 @@ def _set(conn: Connection, run_id: int, updates: dict[str, Any]) -> None:
         )
 
 
-def _record_run_started(conn: Connection, event: RunStarted) -> Recorded:
+def _record_run_started(
+    conn: Connection, event: RunStarted, runs: RunCache | None = None
+) -> Recorded:
     fields = dict(event.fields)
     fields.setdefault("host", event.host)
     if event.config is not None:
         fields["config"] = event.config
     fields = _drop_invalid(fields)
-    run = _run_of(conn, event, fields)
+    fields["last_event_at"] = event.observed_at  # a run made now is made complete
+    run = _run_of(conn, event, fields, runs)
     created = _created(run)
     updates = {c: fields[c] for c in FILL_IF_EMPTY if c in fields and run.get(c) is None}
     if event.config is not None:
@@ -520,37 +620,47 @@ def _record_run_started(conn: Connection, event: RunStarted) -> Recorded:
         updates["status"] = "in_progress"  # started (again)
         updates["failure_reason"] = None
     updates["last_event_at"] = event.observed_at
+    updates = {column: value for column, value in updates.items() if run.get(column) != value}
     _set(conn, run["id"], updates)
+    run.update(updates)
     return Recorded("recorded", run["run_name"], new_run=created)
 
 
-def _record_epoch_logged(conn: Connection, event: EpochLogged) -> Recorded:
-    run = _run_of(conn, event)
-    created = _created(run)
-    conn.execute(
-        """
-        INSERT INTO epoch_results (training_run_id, epoch_number, loss, metrics, sample_images)
-        VALUES (%s, %s, %s, %s, %s)
-        ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
-            loss = COALESCE(EXCLUDED.loss, epoch_results.loss),
-            metrics = COALESCE(epoch_results.metrics, '{}'::jsonb)
-                      || COALESCE(EXCLUDED.metrics, '{}'::jsonb),
-            sample_images = ARRAY(
-                SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
-                ORDER BY 1)
-        """,
-        (
-            run["id"], event.epoch, event.loss,
-            _sqlbuild.adapt("metrics", event.metrics or None),
-            sorted(event.sample_images),
-        ),
+EPOCH_LOGGED_UPSERT = """
+    INSERT INTO epoch_results (training_run_id, epoch_number, loss, metrics, sample_images)
+    VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
+        loss = COALESCE(EXCLUDED.loss, epoch_results.loss),
+        metrics = COALESCE(epoch_results.metrics, '{}'::jsonb)
+                  || COALESCE(EXCLUDED.metrics, '{}'::jsonb),
+        sample_images = ARRAY(
+            SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
+            ORDER BY 1)
+"""
+
+
+def _epoch_logged_row(run_id: int, event: EpochLogged) -> tuple[Any, ...]:
+    return (
+        run_id, event.epoch, event.loss,
+        _sqlbuild.adapt("metrics", event.metrics or None),
+        sorted(event.sample_images),
     )  # fmt: skip
+
+
+def _record_epoch_logged(
+    conn: Connection, event: EpochLogged, runs: RunCache | None = None
+) -> Recorded:
+    run = _run_of(conn, event, runs=runs)
+    created = _created(run)
+    conn.execute(EPOCH_LOGGED_UPSERT, _epoch_logged_row(run["id"], event))
     _set(conn, run["id"], {"last_event_at": event.observed_at})
     return Recorded("recorded", run["run_name"], event.epoch, new_run=created)
 
 
-def _record_run_finished(conn: Connection, event: RunFinished) -> Recorded:
-    run = _run_of(conn, event)
+def _record_run_finished(
+    conn: Connection, event: RunFinished, runs: RunCache | None = None
+) -> Recorded:
+    run = _run_of(conn, event, runs=runs)
     created = _created(run)
     updates: dict[str, Any] = {
         "status": event.status,
@@ -560,6 +670,7 @@ def _record_run_finished(conn: Connection, event: RunFinished) -> Recorded:
     if event.failure_reason is not None:
         updates["failure_reason"] = event.failure_reason
     _set(conn, run["id"], updates)
+    run.update(updates)
     return Recorded("recorded", run["run_name"], new_run=created)
 
 
