@@ -13,6 +13,7 @@ import click
 
 from ..errors import InvalidInput
 from . import app_context
+from .output import echo
 
 
 def register(cli: click.Group) -> None:
@@ -21,12 +22,21 @@ def register(cli: click.Group) -> None:
     cli.add_command(sync)
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Log lines quote file names and metadata: their control characters are escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .output import escape_control
+
+        return escape_control(super().format(record))
+
+
 def _log_to_stderr() -> None:
     """One line per recorded checkpoint, on stderr, unless -v already set up logging."""
     root = logging.getLogger("lora_tracker")
     if not logging.getLogger().handlers and not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(_EscapingFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
 
@@ -118,7 +128,7 @@ def watch(
         )
         if once:
             return
-        click.echo(f"Watching {', '.join(str(f) for f in folders)} (Ctrl-C to stop)", err=True)
+        echo(f"Watching {', '.join(str(f) for f in folders)} (Ctrl-C to stop)", err=True)
         while not stop.wait(0.5):
             if not watcher.alive:
                 raise click.ClickException("the watch worker stopped unexpectedly")
@@ -182,9 +192,9 @@ def record(
             where = f"run {recorded.run_name}"
             if recorded.epoch is not None:
                 where += f" epoch {recorded.epoch}"
-            click.echo(f"{delivery} {name} -> {where}")
+            echo(f"{delivery} {name} -> {where}")
         else:
-            click.echo(f"{delivery} {name}")
+            echo(f"{delivery} {name}")
     spooled = result.count("spooled")
     if spooled:
         click.echo(

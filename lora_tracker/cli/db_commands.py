@@ -39,8 +39,11 @@ def init(ctx: click.Context, examples: bool) -> None:
     else:
         click.echo(f"Schema is up to date on {target}")
     if examples:
-        load_examples(conn)
-        click.echo("Example data loaded: 3 training runs, 13 epoch results, 2 caption versions")
+        if load_examples(conn):
+            click.echo("Example data loaded: 3 training runs, 13 epoch results, "
+                       "2 caption versions")  # fmt: skip
+        else:
+            click.echo("Example data is already loaded: nothing added")
 
 
 # ignore_unknown_options: a statement may start with an SQL comment, "-- ...".
@@ -48,8 +51,13 @@ def init(ctx: click.Context, examples: bool) -> None:
 @click.argument("statement", required=False)
 @click.option("--json", "fmt", flag_value="json", help="Print a JSON array of row objects.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV with a header row.")
+@click.option("--expanded/--no-expanded", default=None,
+              help="One field per line (like psql's \\x). Default: when a row does not fit "
+              "the terminal.")  # fmt: skip
 @click.pass_context
-def sql_command(ctx: click.Context, statement: str | None, fmt: str | None) -> None:
+def sql_command(
+    ctx: click.Context, statement: str | None, fmt: str | None, expanded: bool | None
+) -> None:
     """Run SQL on the current database and print the result.
 
     STATEMENT is run in one transaction; '-' reads it from standard input. With no
@@ -60,7 +68,7 @@ def sql_command(ctx: click.Context, statement: str | None, fmt: str | None) -> N
       lora-tracker sql --json "SELECT * FROM production_ready_epochs"
     """
     from ..rawsql import run_sql
-    from .output import echo_rows
+    from .output import echo_rows, format_expanded, plural, table_fits, terminal_width
 
     app = app_context(ctx)
     if statement is None:
@@ -78,11 +86,19 @@ def sql_command(ctx: click.Context, statement: str | None, fmt: str | None) -> N
         last = with_rows[-1]
         echo_rows(last.columns, last.rows, fmt)
         return
+    width = terminal_width()
     for result in results:
         if result.has_rows:
-            echo_rows(result.columns, result.rows)
-            noun = "row" if len(result.rows) == 1 else "rows"
-            click.echo(f"({len(result.rows)} {noun})")
+            one_per_line = expanded
+            if one_per_line is None:
+                one_per_line = width is not None and not table_fits(
+                    result.columns, result.rows, width
+                )
+            if one_per_line and result.rows:
+                click.echo(format_expanded(result.columns, result.rows))
+            else:
+                echo_rows(result.columns, result.rows)
+            click.echo(f"({plural(len(result.rows), 'row')})")
         else:
             click.echo(result.status)
 
