@@ -80,8 +80,9 @@ def _unknown_table(conn: Connection, exc: psycopg.errors.UndefinedTable) -> str:
     names = [r["table_name"] for r in rows]
     unknown = match.group(1).split(".")[-1]
     close = difflib.get_close_matches(unknown.lower(), names, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return f"no table or view named {unknown}{hint} (tables: {', '.join(names)})"
+    if close:
+        return f"no table or view named {unknown}; did you mean {' or '.join(close)}?"
+    return f"no table or view named {unknown} (there are: {', '.join(names)})"
 
 
 def _one_line(exc: psycopg.Error) -> str:

@@ -28,9 +28,10 @@ from .output import (
 )
 
 EXIT_TRIED_AND_FAILED = 3
-TRIED_TABLE = ("run_name", "run_date", "model_type", "network_dim", "network_alpha",
-               "resolution", "caption_version", "learning_rate", "overall_verdict",
-               "quality_score", "best_epoch", "key_findings")  # fmt: skip
+# how it went first, then the settings: a narrow terminal leaves out the columns on the right
+TRIED_TABLE = ("run_name", "overall_verdict", "quality_score", "network_dim", "network_alpha",
+               "resolution", "learning_rate", "model_type", "key_findings", "run_date",
+               "caption_version", "best_epoch")  # fmt: skip
 
 
 def register(cli: click.Group) -> None:

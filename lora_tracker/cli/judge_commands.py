@@ -75,7 +75,11 @@ LABELS = {
 }  # fmt: skip
 
 
-def _value_text(value: object) -> str:
+FREE_TEXT = ("observations", "notes", "key_findings", "recommended_for", "image_path",
+             "checkpoint_path", "test_output_dir")  # fmt: skip
+
+
+def _value_text(value: object, field: str = "") -> str:
     if value is None or value == [] or value == "":
         return "(none)"
     if isinstance(value, bool):
@@ -85,7 +89,8 @@ def _value_text(value: object) -> str:
     if isinstance(value, list):
         return "; ".join(str(v) for v in value)
     text = " ".join(str(value).split())
-    return repr(text if len(text) <= 60 else text[:59] + "…")
+    text = text if len(text) <= 60 else text[:59] + "…"
+    return repr(text) if field in FREE_TEXT else text
 
 
 def describe_changes(changes: list[Change]) -> str:
@@ -95,14 +100,27 @@ def describe_changes(changes: list[Change]) -> str:
         label = LABELS.get(change.field, change.field.replace("_", " "))
         if not label:
             continue
-        after = _value_text(change.after)
+        after = _value_text(change.after, change.field)
+        if isinstance(change.before, list) and isinstance(change.after, list):
+            if change.changed:
+                parts.append(f"{label} {_list_change(change.before, change.after)}")
+            else:
+                parts.append(f"{label} unchanged")
+            continue
         if not change.changed:
             parts.append(f"{label} {after} (unchanged)")
         elif change.before is None or change.before in ("", []):
             parts.append(f"{label} {after}")
         else:
-            parts.append(f"{label} {_value_text(change.before)} -> {after}")
+            parts.append(f"{label} {_value_text(change.before, change.field)} -> {after}")
     return ", ".join(parts)
+
+
+def _list_change(before: list[object], after: list[object]) -> str:
+    added = [str(v) for v in after if v not in before]
+    removed = [str(v) for v in before if v not in after]
+    parts = ([f"+{v!r}" for v in added]) + ([f"-{v!r}" for v in removed])
+    return " ".join(parts)
 
 
 @click.command()

@@ -31,6 +31,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MIN_TEXT_WIDTH = 10
 _UNCUT_WIDTH = 24
+_TEXT_WIDTH = 40  # long text gets this much before the columns after it
 _GAP = 2
 
 
@@ -82,7 +83,9 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(to_jsonable(value), ensure_ascii=False)
     if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
+        if value.tzinfo is not None:  # local time, as people read a clock
+            value = value.astimezone().replace(tzinfo=None)
+        return value.isoformat(sep=" ", timespec="minutes")
     return str(value)
 
 
@@ -132,10 +135,7 @@ def fit_columns(
     if width is None:
         return list(range(len(columns))), natural
     # names, dates and numbers (short) are never cut; long text is, to a readable floor
-    minimum = [
-        n if n <= _UNCUT_WIDTH else max(_MIN_TEXT_WIDTH, min(cell_len(str(h)), 14))
-        for n, h in zip(natural, columns, strict=True)
-    ]
+    minimum = [n if n <= _UNCUT_WIDTH else _TEXT_WIDTH for n in natural]
     chosen: list[int] = []
     used = 0
     for i in range(len(columns)):
@@ -212,7 +212,7 @@ def format_expanded(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> st
         lines.append(f"-[ RECORD {number} ]" + "-" * max(name_width - 10, 4))
         for header, value in zip(headers, row, strict=False):
             lines.append(f"{header:<{name_width}} | {display_cell(value)}")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def table_fits(columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int) -> bool:
