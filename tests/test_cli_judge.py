@@ -155,8 +155,10 @@ def test_score_sets_only_what_is_given(examples_url: str) -> None:
         "--add",
     )
     assert code == 0, out
-    assert out == ("SDXL_Current_Nov12 epoch 9 (added): checkpoint "
-                   "'/runs/sdxl-000009.safetensors', visual 5, verdict good\n")
+    assert out == (
+        "SDXL_Current_Nov12 epoch 9 (added): checkpoint "
+        "'/runs/sdxl-000009.safetensors', visual 5, verdict good\n"
+    )
     new = rows(
         examples_url,
         "SELECT epoch_number, checkpoint_path FROM epoch_results er "

@@ -88,8 +88,11 @@ def tried(
         planned = planned_from_config(config_path)
         refused = planned.unusable_for(set(given))
         if refused:
-            problems = "; ".join(f"{key} = {why}" for key, why in refused.items())
-            raise InvalidInput(f"{config_path}: could not use {problems}")
+            problems = "; ".join(f"{key} ({why})" for key, why in refused.items())
+            raise InvalidInput(
+                f"{config_path}: could not use {problems}; fix the file or give the "
+                "setting as an option"
+            )
         settings.update(planned.settings)
         used = ", ".join(planned.used) or "none of its keys"
         read_from = (f"Read {config_path} ({planned.kind}): used {used}; "
