@@ -83,9 +83,10 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(to_jsonable(value), ensure_ascii=False)
     if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:  # local time, as people read a clock
-            value = value.astimezone().replace(tzinfo=None)
-        return value.isoformat(sep=" ", timespec="minutes")
+        moment: dt.datetime = value
+        if moment.tzinfo is not None:  # local time, as people read a clock
+            moment = moment.astimezone().replace(tzinfo=None)
+        return moment.isoformat(sep=" ", timespec="minutes")
     return str(value)
 
 
