@@ -12,14 +12,15 @@ from . import app_context
 from .options import choice
 from .output import (
     Layout,
-    echo,
     echo_records,
     echo_rows,
+    echo_wrapped,
     format_options,
     human_number,
     json_text,
     layout_options,
     plural,
+    terminal_width,
 )
 
 # most useful first: on a narrow terminal the columns on the right are left out
@@ -185,19 +186,20 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
     quality = f" {r.quality_score}/10" if r.quality_score is not None else ""
     ready = " · production ready" if r.production_ready else ""
     best = f" · best epoch {r.best_epoch}" if r.best_epoch is not None else ""
-    echo(f"{r.run_name} (id {r.id}): {r.overall_verdict}{quality}{ready}{best}")
-    echo(f"  {r.status} · started {r.run_date:%Y-%m-%d %H:%M}"
+    width = None if layout.wide else terminal_width()
+    echo_wrapped(f"{r.run_name} (id {r.id}): {r.overall_verdict}{quality}{ready}{best}", width)
+    echo_wrapped(f"  {r.status} · started {r.run_date:%Y-%m-%d %H:%M}"
                + (f" · {r.trainer}" if r.trainer else "")
                + (f" on {r.host}" if r.host else "")
-               + (f" · {r.output_dir}" if r.output_dir else ""))  # fmt: skip
+               + (f" · {r.output_dir}" if r.output_dir else ""), width)  # fmt: skip
     if r.failure_reason:
-        echo(f"  failed: {r.failure_reason}")
+        echo_wrapped(f"  failed: {r.failure_reason}", width, 4)
     click.echo("\nConfiguration")
     for name in CONFIG_FIELDS:
         value = getattr(r, name)
         if value is not None:
             shown = human_number(value) if isinstance(value, (int, float, Decimal)) else value
-            echo(f"  {name:<18} {shown}")
+            echo_wrapped(f"  {name:<18} {shown}", width, 21)
     click.echo("\nJudgement")
     for label, value in (
         ("key findings", r.key_findings),
@@ -207,7 +209,7 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
         ("notes", r.notes),
     ):
         if value:
-            echo(f"  {label:<18} {value}")
+            echo_wrapped(f"  {label:<18} {value}", width, 21)
     click.echo(f"\nEpochs ({len(epochs)})")
     if epochs:
         shown_columns = layout.select(EPOCH_TABLE, EPOCH_TABLE)

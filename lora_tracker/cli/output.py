@@ -46,6 +46,19 @@ def echo(text: Any = "", *, err: bool = False, nl: bool = True) -> None:
     click.echo(escape_control(str(text)), err=err, nl=nl)
 
 
+def echo_wrapped(text: str, width: int | None, indent: int = 2) -> None:
+    """A line of prose, escaped, wrapped to ``width`` (continuation lines indented by
+    ``indent``); as is when there is no width (piped output)."""
+    line = escape_control(text, keep_newlines=False)
+    if width is None or len(line) <= width:
+        click.echo(line)
+        return
+    import textwrap
+
+    click.echo(textwrap.fill(line, width=width, subsequent_indent=" " * indent,
+                             break_on_hyphens=False))  # fmt: skip
+
+
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """'1 run', '5 runs', '1 epoch result', '0 rows'."""
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
