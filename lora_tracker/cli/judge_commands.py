@@ -214,7 +214,7 @@ def epoch_remove(ctx: click.Context, run: str, epoch: int, yes: bool) -> None:
         f" and its {plural(results, 'prompt result')}" if results else ""
     )
     if not yes:
-        click.confirm(f"Remove {escape_control(what)}?", abort=True)
+        click.confirm(f"Remove {escape_control(what)}? (--yes skips this question)", abort=True)
     with db.transaction() as conn:
         removed = judging.remove_epoch(conn, found.id, epoch)
     echo(f"Removed {what}" + (" (it was the best epoch: best epoch cleared)"
