@@ -372,7 +372,10 @@ def test_tried_reads_kohya_ss_gui_json(examples_url: str) -> None:
     assert [r["run_name"] for r in answer["equivalent"]] == ["SD15_PERFECT_Nov9"]
     text = run(examples_url, "tried", "--config", str(CONFIGS / "kohya_ss_gui_lora.json"))
     assert "(kohya_ss GUI JSON): used network_dim, network_alpha, max_resolution" in text.output
-    assert "other keys not compared" in text.output
+    assert "not compared: 41 other keys (--json lists them)" in text.output
+    report = json.loads(result.output)["config"]
+    assert report["kind"] == "kohya_ss GUI JSON" and "LoRA_type" in report["not_compared"]
+    assert report["used"]["max_resolution"] == "resolution"
 
 
 def test_tried_reads_kohya_ss_gui_toml_and_sd_scripts_toml(examples_url: str) -> None:

@@ -82,6 +82,7 @@ def tried(
     given = {k: v for k, v in options.items() if v is not None}
     settings: dict[str, Any] = {}
     read_from = ""
+    config_report: dict[str, Any] | None = None
     if config_path is not None:
         from ..config_files import planned_from_config
 
@@ -95,8 +96,14 @@ def tried(
             )
         settings.update(planned.settings)
         used = ", ".join(planned.used) or "none of its keys"
+        unused = planned.unused
+        not_compared = (", ".join(unused) if len(unused) <= 8
+                        else f"{plural(len(unused), 'other key')} (--json lists them)")  # fmt: skip
         read_from = (f"Read {config_path} ({planned.kind}): used {used}; "
-                     f"{plural(len(planned.unused), 'other key')} not compared")  # fmt: skip
+                     f"not compared: {not_compared or 'nothing else'}")  # fmt: skip
+        config_report = {"path": str(config_path), "kind": planned.kind,
+                         "used": planned.used, "not_compared": unused,
+                         "overridden_by_options": planned.unusable}  # fmt: skip
     settings.update(given)
     if settings.get("resolution"):
         settings["resolution"] = _resolution(str(settings["resolution"]))
@@ -108,7 +115,7 @@ def tried(
     if as_json:
         click.echo(json_text({
             "settings": settings, "equivalent": result.equivalent, "nearby": result.nearby,
-            "failed_before": bool(failed),
+            "failed_before": bool(failed), "config": config_report,
         }))  # fmt: skip
     else:
         if read_from:
