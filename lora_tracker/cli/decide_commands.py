@@ -207,7 +207,10 @@ def export(ctx: click.Context, fmt: str, what: str, output: Path | None) -> None
         columns, rows = export_rows(conn, what)
     text = format_csv(columns, rows) if fmt == "csv" else format_json(columns, rows) + "\n"
     if output is None:
-        sys.stdout.write(text)
+        from .output import stdout_is_terminal
+
+        # CSV is data, kept as is in a file or pipe; on a terminal its controls are escaped
+        sys.stdout.write(escape_control(text) if stdout_is_terminal() else text)
         return
     try:
         output.write_text(text, encoding="utf-8")
