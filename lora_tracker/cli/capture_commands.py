@@ -13,7 +13,7 @@ import click
 
 from ..errors import InvalidInput
 from . import app_context
-from .output import echo
+from .output import echo, plural
 
 
 def register(cli: click.Group) -> None:
@@ -121,7 +121,7 @@ def watch(
                 pass
             stats = found or BackfillStats()
         click.echo(
-            f"{stats.checkpoints} checkpoints found: {stats.recorded} recorded, "
+            f"{plural(stats.checkpoints, 'checkpoint')} found: {stats.recorded} recorded, "
             f"{stats.unchanged} already recorded, {stats.spooled} spooled, "
             f"{stats.skipped} skipped, {stats.removed} marked removed",
             err=True,
@@ -198,7 +198,7 @@ def record(
     spooled = result.count("spooled")
     if spooled:
         click.echo(
-            f"database unavailable: {spooled} events kept in the spool; "
+            f"database unavailable: {plural(spooled, 'event')} kept in the spool; "
             "`lora-tracker sync` replays them",
             err=True,
         )
@@ -223,10 +223,10 @@ def sync(ctx: click.Context) -> None:
     finally:
         recorder.close()
     click.echo(
-        f"Replayed {result.applied} events, {result.remaining} still waiting"
+        f"Replayed {plural(result.applied, 'event')}, {result.remaining} still waiting"
         + (f", {result.rejected} rejected" if result.rejected else "")
     )
     if result.remaining:
         raise DatabaseUnavailable(
-            f"{result.remaining} events still wait: the database is unavailable"
+            f"{plural(result.remaining, 'event')} still wait: the database is unavailable"
         )

@@ -12,6 +12,7 @@ import click
 
 from ..errors import ConfigurationError, DatabaseUnavailable
 from . import app_context
+from .output import plural
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -68,7 +69,7 @@ def sql_command(
       lora-tracker sql --json "SELECT * FROM production_ready_epochs"
     """
     from ..rawsql import run_sql
-    from .output import echo_rows, format_expanded, plural, table_fits, terminal_width
+    from .output import echo_rows, format_expanded, table_fits, terminal_width
 
     app = app_context(ctx)
     if statement is None:
@@ -148,7 +149,7 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"target:      {status['target']}  ({status['source']})")
     click.echo(f"data folder: {status['home']}")
     waiting = status["spool_waiting"]
-    spool_line = f"{waiting} events waiting" if waiting else "empty"
+    spool_line = f"{plural(waiting, 'event')} waiting" if waiting else "empty"
     if waiting:
         spool_line += " (`lora-tracker sync` replays them)"
     if status["spool_rejected"]:
@@ -163,7 +164,7 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     if pending:
         click.echo(f"             pending {', '.join(pending)}: run `lora-tracker init`")
     for table, count in status["row_counts"].items():
-        click.echo(f"  {table:<22} {count} rows")
+        click.echo(f"  {table:<22} {plural(count, 'row')}")
 
 
 @db_group.command(name="url")
