@@ -81,7 +81,7 @@ def human_number(value: float | Decimal | int) -> str:
         return str(value)
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
-    return repr(value)
+    return re.sub(r"e([+-])0*(\d)", r"e\1\2", repr(value)).replace("e+", "e")
 
 
 def _cell(value: Any) -> str:
