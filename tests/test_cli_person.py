@@ -546,3 +546,29 @@ def test_readme_walkthrough_runs_as_written(
         {"status": "completed", "overall_verdict": "success", "best_epoch": 5, "quality_score": 9}
     ]
     assert (tmp_path / "runs.csv").is_file()
+
+
+# -- the layout itself, without a database ------------------------------------------------------
+
+
+def test_tables_measure_wide_characters_and_never_exceed_the_width() -> None:
+    """Double-width characters count twice; every line fits at each width from 20 to 120."""
+    from rich.cells import cell_len
+
+    from lora_tracker.cli.output import format_table
+
+    columns = ["id", "run_name", "notes", "quality_score"]
+    rows_ = [[1, "ピクセル赤ちゃん_v2", "とても長い説明 " * 10, 9], [22, "x" * 30, "short", None]]
+    for width in range(20, 121, 5):
+        lines = format_table(columns, rows_, width=width).splitlines()
+        assert all(cell_len(line) <= width for line in lines), (width, lines)
+        assert lines[0].startswith("id") and "run_name" in lines[0]
+
+
+def test_number_ranges() -> None:
+    """Recorded epochs read as ranges."""
+    from lora_tracker.judging import number_ranges
+
+    assert number_ranges([1, 2, 3, 4]) == "1-4"
+    assert number_ranges([9, 1, 2, 3, 7, 10]) == "1-3, 7, 9-10"
+    assert number_ranges([]) == ""
