@@ -49,7 +49,7 @@ def echo(text: Any = "", *, err: bool = False, nl: bool = True) -> None:
 def echo_wrapped(text: str, width: int | None, indent: int = 2) -> None:
     """A line of prose, escaped, wrapped to ``width`` (continuation lines indented by
     ``indent``); as is when there is no width (piped output)."""
-    line = escape_control(text, keep_newlines=False)
+    line = escape_control(re.sub(r"[ \t]*\n[ \t]*|\t", " ", text), keep_newlines=False)
     if width is None or len(line) <= width:
         click.echo(line)
         return
