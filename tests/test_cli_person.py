@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from lora_tracker import runs as runs_module
@@ -572,3 +574,26 @@ def test_number_ranges() -> None:
     assert number_ranges([1, 2, 3, 4]) == "1-4"
     assert number_ranges([9, 1, 2, 3, 7, 10]) == "1-3, 7, 9-10"
     assert number_ranges([]) == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    naturals=st.lists(st.integers(min_value=1, max_value=90), min_size=1, max_size=12),
+    width=st.integers(min_value=20, max_value=200),
+)
+def test_fit_columns_uses_the_room_it_has(naturals: list[int], width: int) -> None:
+    """Within the width, nothing wider than its text, and a column is left out only when
+    even its narrowest form would not fit beside the others."""
+    from lora_tracker.cli.output import fit_columns
+
+    columns = [f"c{i}" for i in range(len(naturals))]
+    cells = [["x" * n for n in naturals]]
+    natural = [max(n, len(c)) for n, c in zip(naturals, columns, strict=True)]
+    chosen, widths = fit_columns(columns, cells, width)
+    assert chosen[0] == 0 and chosen == sorted(chosen)
+    total = sum(widths) + 2 * (len(widths) - 1)
+    assert total <= width or len(chosen) == 1
+    assert all(1 <= w <= natural[i] for i, w in zip(chosen, widths, strict=True))
+    for i in set(range(len(columns))) - set(chosen):
+        narrowest = natural[i] if natural[i] <= 24 else 10
+        assert total + 2 + narrowest > width, (i, chosen, widths)

@@ -149,7 +149,7 @@ def fit_columns(
     if width is None:
         return list(range(len(columns))), natural
     # names, dates and numbers (short) are never cut; long text is, to a readable floor
-    minimum = [n if n <= _UNCUT_WIDTH else _TEXT_WIDTH for n in natural]
+    minimum = [n if n <= _UNCUT_WIDTH else min(n, _TEXT_WIDTH) for n in natural]
     chosen: list[int] = []
     used = 0
     for i in range(len(columns)):
@@ -171,7 +171,7 @@ def fit_columns(
     for i in chosen:
         if spare <= 0:
             break
-        grow = min(natural[i] - widths[i], spare)
+        grow = max(0, min(natural[i] - widths[i], spare))
         widths[i] += grow
         spare -= grow
     return chosen, [widths[i] for i in chosen]
