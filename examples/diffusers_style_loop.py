@@ -2,8 +2,9 @@
 
     python examples/diffusers_style_loop.py /tmp/lora-out      # then: lora-tracker runs
 
-The "training" here is numpy noise standing in for a UNet's LoRA layers, so the example
-runs anywhere; the lora-tracker calls are exactly those a real diffusers script makes:
+The "training" here is a few numbers standing in for a UNet's LoRA layers (plain Python,
+written as a real .safetensors file, so the example needs nothing beyond lora-tracker
+itself); the lora-tracker calls are exactly those a real diffusers script makes:
 start_run() with the script's arguments, log_epoch() after each epoch with the loss, the
 checkpoint just saved and the validation images, finish() at the end (done by `with`).
 """
@@ -11,13 +12,34 @@ checkpoint just saved and the validation images, finish() at the end (done by `w
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
-
-import numpy as np
-from safetensors.numpy import save_file
+import random
+import struct
 
 import lora_tracker
+
+
+def save_file(
+    tensors: dict[str, tuple[tuple[int, int], list[float]]], path: str, metadata: dict[str, str]
+) -> None:
+    """Write float16 tensors in the safetensors format (what safetensors.torch.save_file
+    writes: an 8-byte header length, a JSON header, the raw little-endian data)."""
+    header: dict[str, object] = {"__metadata__": metadata}
+    data = b""
+    for name, (shape, values) in tensors.items():
+        raw = struct.pack(f"<{len(values)}e", *values)
+        header[name] = {
+            "dtype": "F16",
+            "shape": list(shape),
+            "data_offsets": [len(data), len(data) + len(raw)],
+        }
+        data += raw
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)) + encoded + data)
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,10 +58,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    rng = np.random.default_rng(args.seed)
+    rng = random.Random(args.seed)
     lora = {
-        "unet.down.lora_A.weight": rng.standard_normal((args.rank, 320)).astype(np.float16),
-        "unet.down.lora_B.weight": np.zeros((320, args.rank), dtype=np.float16),
+        "unet.down.lora_A.weight": (
+            (args.rank, 320),
+            [rng.gauss(0, 1) for _ in range(args.rank * 320)],
+        ),
+        "unet.down.lora_B.weight": ((320, args.rank), [0.0] * (320 * args.rank)),
     }
     # output_dir: a `lora-tracker watch` on the same folder records into this run too
     with lora_tracker.start_run(
@@ -48,7 +73,8 @@ def main() -> None:
         for epoch in range(1, args.num_train_epochs + 1):
             losses = []
             for step in range(20):
-                lora["unet.down.lora_B.weight"] += np.float16(args.learning_rate)
+                shape, values = lora["unet.down.lora_B.weight"]
+                lora["unet.down.lora_B.weight"] = (shape, [v + args.learning_rate for v in values])
                 losses.append(0.3 / math.sqrt(epoch * 20 + step))
             folder = os.path.join(args.output_dir, f"checkpoint-{epoch * 20}")
             os.makedirs(folder, exist_ok=True)

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from . import _sqlbuild
 from .db import Connection
-from .errors import InvalidInput, NotFound
+from .errors import AlreadyExists, InvalidInput, NotFound
 from .models import CaptionVersion, CaptionVersionCreate
 
 
@@ -18,7 +20,13 @@ def create_caption_version(conn: Connection, version: CaptionVersionCreate) -> C
     """Insert a caption version; a taken version_name raises AlreadyExists."""
     values = version.model_dump()
     query, params = _sqlbuild.insert("caption_versions", values)
-    row = conn.execute(query, params).fetchone()
+    try:
+        with conn.transaction():
+            row = conn.execute(query, params).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise AlreadyExists(
+            f"a caption version named {version.version_name} already exists"
+        ) from None
     assert row is not None
     return CaptionVersion.model_validate(row)
 

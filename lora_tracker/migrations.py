@@ -122,8 +122,19 @@ def _apply(conn: Connection, migration: Migration) -> None:
     )
 
 
-def load_examples(conn: Connection) -> None:
-    """Load the reference document's three runs (idempotent: a second load adds nothing)."""
+EXAMPLE_RUNS = ("SD15_PERFECT_Nov9", "SD15_bespoke_baby_Nov7", "SDXL_Current_Nov12")
+
+
+def load_examples(conn: Connection) -> bool:
+    """Load the reference document's three runs; False when they are all there already
+    (then nothing runs, so no sequence value is used up)."""
     text = read_sql_file(EXAMPLES_FILE)
     with translate_errors(conn), conn.transaction():
+        row = conn.execute(
+            "SELECT count(*) AS n FROM training_runs WHERE run_name = ANY(%s)",
+            (list(EXAMPLE_RUNS),),
+        ).fetchone()
+        if row is not None and row["n"] == len(EXAMPLE_RUNS):
+            return False
         conn.execute(sql.SQL(text))
+    return True

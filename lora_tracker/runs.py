@@ -6,26 +6,55 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from . import _sqlbuild
 from .db import Connection
-from .errors import AmbiguousName, InvalidInput, NotFound
+from .errors import AlreadyExists, AmbiguousName, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from .models import RunCreate, RunFields, TrainingRun
 
 _MAX_CANDIDATES = 10
+# PostgreSQL cannot index a name much longer than 2,700 bytes; a name is for people.
+MAX_RUN_NAME_LENGTH = 200
 
 
 def create_run(conn: Connection, run: RunCreate) -> TrainingRun:
     """Insert a run; a taken run_name raises AlreadyExists."""
     from .models import TrainingRun
 
+    check_run_name(run.run_name)
     query, params = _sqlbuild.insert("training_runs", run.given() | {"run_name": run.run_name})
-    row = conn.execute(query, params).fetchone()
+    try:
+        with conn.transaction():
+            row = conn.execute(query, params).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise AlreadyExists(f"a run named {run.run_name} already exists") from None
     assert row is not None
     return TrainingRun.model_validate(row)
+
+
+def check_run_name(name: str) -> None:
+    """InvalidInput for a name no one could type or read (empty, or very long)."""
+    if not name.strip():
+        raise InvalidInput("a run name must not be empty")
+    if len(name) > MAX_RUN_NAME_LENGTH:
+        raise InvalidInput(
+            f"a run name is at most {MAX_RUN_NAME_LENGTH} characters (this one has {len(name)})"
+        )
+
+
+def closest_names(conn: Connection, text: str, limit: int = 3) -> list[str]:
+    """Run names most like ``text`` (a mistyped name), best first."""
+    import difflib
+
+    names = [r["run_name"] for r in conn.execute("SELECT run_name FROM training_runs").fetchall()]
+    lowered = {n.lower(): n for n in names}
+    found = difflib.get_close_matches(text.lower(), list(lowered), n=limit, cutoff=0.6)
+    found += [n for n in lowered if text.lower() in n and n not in found]
+    return [lowered[n] for n in found][:limit]
 
 
 def get_run(conn: Connection, ref: str | int) -> TrainingRun:
@@ -58,7 +87,9 @@ def _find(conn: Connection, ref: str | int) -> dict[str, Any]:
     if len(rows) == 1:
         return rows[0]
     if not rows:
-        raise NotFound(f"no run named {text!r}")
+        close = closest_names(conn, text)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise NotFound(f"no run named {text!r}{hint}")
     names = ", ".join(r["run_name"] for r in rows[:_MAX_CANDIDATES])
     more = " ..." if len(rows) > _MAX_CANDIDATES else ""
     raise AmbiguousName(f"{text!r} matches several runs: {names}{more}")

@@ -142,7 +142,7 @@ def test_library_duplicate_run_name(examples_url: str) -> None:
     before = snapshot(examples_url)
     with (
         Database(examples_url) as db,
-        pytest.raises(AlreadyExists, match="run_name"),
+        pytest.raises(AlreadyExists, match="a run named SD15_PERFECT_Nov9 already exists"),
         db.transaction() as conn,
     ):
         runs.create_run(conn, RunCreate(run_name="SD15_PERFECT_Nov9", network_dim=8))
@@ -205,7 +205,7 @@ def test_library_caption_version_duplicate(examples_url: str) -> None:
     """A caption version name is unique."""
     with (
         Database(examples_url) as db,
-        pytest.raises(AlreadyExists, match="version_name"),
+        pytest.raises(AlreadyExists, match="a caption version named civitai_v2_7_training already"),
         db.transaction() as conn,
     ):
         captions.create_caption_version(

@@ -28,6 +28,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not a text file (expected a kohya TOML)") from None
     flat: dict[str, Any] = {}
     for key, value in document.items():
         if isinstance(value, dict):

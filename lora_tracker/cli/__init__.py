@@ -71,17 +71,30 @@ class TrackerGroup(click.Group):
         except OneLineUsageError:
             raise
         except click.UsageError as exc:
-            raise OneLineUsageError(exc.format_message(), exc.ctx) from None
+            raise OneLineUsageError(_one_line(exc.format_message()), exc.ctx) from None
         except LoraTrackerError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_one_line(str(exc))) from None
+        except click.ClickException as exc:
+            if exc.exit_code != 1:
+                raise
+            raise click.ClickException(_one_line(exc.message)) from None
         except Exception as exc:
             from pydantic import ValidationError
 
             if isinstance(exc, ValidationError):
                 from ..models import render_validation_error
 
-                raise click.ClickException(render_validation_error(exc)) from None
+                raise click.ClickException(_one_line(render_validation_error(exc))) from None
             raise
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line, with the control characters of recorded text (run
+    names, paths, metadata) escaped."""
+    from .output import escape_control
+
+    lines = [line.strip() for line in message.split("\n")]
+    return escape_control(" ".join(line for line in lines if line), keep_newlines=False)
 
 
 @click.group(cls=TrackerGroup, context_settings=CONTEXT_SETTINGS)

@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import click
 
 from ..vocab import MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
 from . import app_context
-from .output import echo_records, echo_rows, format_options, to_jsonable
+from .options import choice
+from .output import (
+    Layout,
+    echo_records,
+    echo_rows,
+    echo_wrapped,
+    format_options,
+    human_number,
+    json_text,
+    layout_options,
+    plural,
+    terminal_width,
+)
 
+# most useful first: on a narrow terminal the columns on the right are left out
 RUN_TABLE = (
     "id",
     "run_name",
     "run_date",
+    "overall_verdict",
+    "quality_score",
     "model_type",
     "network_dim",
     "network_alpha",
     "resolution",
-    "caption_version",
-    "overall_verdict",
-    "quality_score",
-    "production_ready",
-    "best_epoch",
     "epochs_recorded",
+    "best_epoch",
+    "production_ready",
     "avg_visual_quality",
+    "caption_version",
 )
 EPOCH_TABLE = (
     "epoch",
@@ -35,10 +49,10 @@ EPOCH_TABLE = (
     "flags",
     "ready",
     "loss",
+    "observations",
     "on_disk",
     "MB",
     "samples",
-    "observations",
 )
 CONFIG_FIELDS = (
     "model_type",
@@ -75,9 +89,9 @@ def register(cli: click.Group) -> None:
 
 
 @click.command(name="runs")
-@click.option("--model-type", type=click.Choice(MODEL_TYPES))
-@click.option("--verdict", type=click.Choice(OVERALL_VERDICTS))
-@click.option("--status", type=click.Choice(RUN_STATUSES))
+@click.option("--model-type", type=choice(MODEL_TYPES))
+@click.option("--verdict", type=choice(OVERALL_VERDICTS))
+@click.option("--status", type=choice(RUN_STATUSES))
 @click.option("--caption-version", metavar="NAME")
 @click.option("--network-dim", type=int)
 @click.option("--resolution", metavar="WxH")
@@ -88,6 +102,7 @@ def register(cli: click.Group) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="No limit.")
 @format_options
+@layout_options
 @click.pass_context
 def runs_command(
     ctx: click.Context,
@@ -103,10 +118,16 @@ def runs_command(
     limit: int,
     show_all: bool,
     fmt: str | None,
+    columns: str | None,
+    wide: bool,
 ) -> None:
-    """List runs, newest first, with their epoch statistics (the training_comparison view)."""
+    """List runs, newest first, with their epoch statistics (the training_comparison view).
+
+    On a terminal, the columns that fit its width; --columns or --wide for others.
+    """
     from .. import runs
 
+    layout = Layout(columns, wide)
     filters = {"model_type": model_type, "overall_verdict": verdict, "status": status,
                "caption_version": caption_version, "network_dim": network_dim,
                "resolution": resolution, "production_ready": production_ready}  # fmt: skip
@@ -115,9 +136,10 @@ def runs_command(
                                     limit=None if show_all else limit)  # fmt: skip
     for row in found:
         row["run_date"] = row["run_date"].date() if fmt is None else row["run_date"]
-    echo_records(found, fmt, RUN_TABLE, empty="No runs match.")
+    echo_records(found, fmt, RUN_TABLE, empty="No runs match.", layout=layout)
     if fmt is None and not show_all and len(found) == limit:
-        click.echo(f"(the {limit} newest shown: --limit N or --all for more)", err=True)
+        click.echo(f"(the {plural(limit, 'newest run')} shown: --limit N or --all for more)",
+                   err=True)  # fmt: skip
 
 
 def _flags(epoch: dict[str, Any]) -> str:
@@ -133,8 +155,8 @@ def _epoch_rows(epochs: list[dict[str, Any]]) -> list[list[Any]]:
         rows.append([
             e["epoch_number"], e["visual_quality_score"], e["style_match_score"],
             e["prompt_adherence_score"], e["verdict"], _flags(e), e["production_ready"],
-            f"{e['loss']:.4f}" if e["loss"] is not None else "", on_disk,
-            e["checkpoint_file_size_mb"], len(e["sample_images"] or []), e["observations"],
+            f"{e['loss']:.4f}" if e["loss"] is not None else "", e["observations"], on_disk,
+            e["checkpoint_file_size_mb"], len(e["sample_images"] or []),
         ])  # fmt: skip
     return rows
 
@@ -142,40 +164,42 @@ def _epoch_rows(epochs: list[dict[str, Any]]) -> list[list[Any]]:
 @click.command()
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True, help="Print the run, epochs and results as JSON.")
+@layout_options
 @click.pass_context
-def show(ctx: click.Context, run: str, as_json: bool) -> None:
+def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide: bool) -> None:
     """One run: its configuration, judgement, epochs (scores, flags, loss, samples) and the
     epoch x prompt grid."""
     from .. import epochs as epoch_rows
     from .. import prompts, runs
 
+    layout = Layout(columns, wide)
     with app_context(ctx).db.transaction() as conn:
         found = runs.get_run(conn, run)
         epochs = epoch_rows.epochs_of_runs(conn, [found.id])[found.id]
         results = prompts.results_of_runs(conn, [found.id])[found.id]
     if as_json:
-        import json
-
-        click.echo(json.dumps(to_jsonable({
+        click.echo(json_text({
             "run": found.model_dump(), "epochs": epochs, "prompt_results": results,
-        }), indent=2, ensure_ascii=False))  # fmt: skip
+        }))  # fmt: skip
         return
     r = found
     quality = f" {r.quality_score}/10" if r.quality_score is not None else ""
     ready = " · production ready" if r.production_ready else ""
     best = f" · best epoch {r.best_epoch}" if r.best_epoch is not None else ""
-    click.echo(f"{r.run_name} (id {r.id}): {r.overall_verdict}{quality}{ready}{best}")
-    click.echo(f"  {r.status} · started {r.run_date:%Y-%m-%d %H:%M}"
+    width = None if layout.wide else terminal_width()
+    echo_wrapped(f"{r.run_name} (id {r.id}): {r.overall_verdict}{quality}{ready}{best}", width)
+    echo_wrapped(f"  {r.status} · started {r.run_date:%Y-%m-%d %H:%M}"
                + (f" · {r.trainer}" if r.trainer else "")
                + (f" on {r.host}" if r.host else "")
-               + (f" · {r.output_dir}" if r.output_dir else ""))  # fmt: skip
+               + (f" · {r.output_dir}" if r.output_dir else ""), width)  # fmt: skip
     if r.failure_reason:
-        click.echo(f"  failed: {r.failure_reason}")
+        echo_wrapped(f"  failed: {r.failure_reason}", width, 4)
     click.echo("\nConfiguration")
     for name in CONFIG_FIELDS:
         value = getattr(r, name)
         if value is not None:
-            click.echo(f"  {name:<18} {value}")
+            shown = human_number(value) if isinstance(value, (int, float, Decimal)) else value
+            echo_wrapped(f"  {name:<18} {shown}", width, 21)
     click.echo("\nJudgement")
     for label, value in (
         ("key findings", r.key_findings),
@@ -185,21 +209,25 @@ def show(ctx: click.Context, run: str, as_json: bool) -> None:
         ("notes", r.notes),
     ):
         if value:
-            click.echo(f"  {label:<18} {value}")
+            echo_wrapped(f"  {label:<18} {value}", width, 21)
     click.echo(f"\nEpochs ({len(epochs)})")
     if epochs:
-        echo_rows(EPOCH_TABLE, _epoch_rows(epochs))
+        shown_columns = layout.select(EPOCH_TABLE, EPOCH_TABLE)
+        table = _epoch_rows(epochs)
+        picked = [[row[EPOCH_TABLE.index(c)] for c in shown_columns] for row in table]
+        echo_rows(shown_columns, picked, layout=Layout(None, layout.wide or bool(layout.wanted)))
     if results:
-        columns, grid = prompts.grid(results)
+        grid_columns, grid = prompts.grid(results)
         click.echo("\nTest prompts (epoch x prompt: score verdict)")
-        echo_rows(columns, grid)
+        echo_rows(grid_columns, grid, layout=Layout(None, layout.wide))
 
 
 @click.command()
 @click.argument("runs_given", metavar="RUN RUN...", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("--wide", is_flag=True, help="Show every column, however wide the table gets.")
 @click.pass_context
-def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool) -> None:
+def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool, wide: bool) -> None:
     """Runs side by side: configuration (differences marked *), verdicts, scores per epoch."""
     from .. import epochs, runs
 
@@ -224,8 +252,6 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool) -> N
         for e in run_epochs:
             by_epoch.setdefault(e["epoch_number"], {})[run_id] = e
     if as_json:
-        import json
-
         payload = {
             "runs": names,
             "settings": settings,
@@ -233,11 +259,13 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool) -> N
                                        for i, run_id in enumerate(ids)}}
                        for n in sorted(by_epoch)],
         }  # fmt: skip
-        click.echo(json.dumps(to_jsonable(payload), indent=2, ensure_ascii=False))
+        click.echo(json_text(payload))
         return
+    layout = Layout(None, wide)
     echo_rows(
         ["", "setting", *names],
         [["*" if s["differs"] else "", s["setting"], *s["values"]] for s in settings],
+        layout=layout,
     )
     if by_epoch:
         click.echo("\nScores per epoch (visual/style/adherence verdict)")
@@ -248,7 +276,7 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool) -> N
                 cell = by_epoch[n].get(run_id)
                 cells.append(_score_cell(cell) if cell else "")
             rows.append([n, *cells])
-        echo_rows(["epoch", *names], rows)
+        echo_rows(["epoch", *names], rows, layout=layout)
 
 
 def _score_cell(e: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import click
 
 from ..errors import InvalidInput
 from . import app_context
+from .output import echo, plural
 
 
 def register(cli: click.Group) -> None:
@@ -21,14 +22,21 @@ def register(cli: click.Group) -> None:
     cli.add_command(sync)
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Log lines quote file names and metadata: their control characters are escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .output import escape_control
+
+        return escape_control(super().format(record))
+
+
 def _log_to_stderr() -> None:
     """One line per recorded checkpoint, on stderr, unless -v already set up logging."""
     root = logging.getLogger("lora_tracker")
     if not logging.getLogger().handlers and not root.handlers:
-        from ..textsafe import PrintableFormatter
-
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(PrintableFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(_EscapingFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
 
@@ -113,7 +121,7 @@ def watch(
                 pass
             stats = found or BackfillStats()
         click.echo(
-            f"{stats.checkpoints} checkpoints found: {stats.recorded} recorded, "
+            f"{plural(stats.checkpoints, 'checkpoint')} found: {stats.recorded} recorded, "
             f"{stats.unchanged} already recorded, {stats.spooled} spooled, "
             f"{stats.skipped} skipped, {stats.removed} marked removed"
             + (f", {stats.rejected} refused" if stats.rejected else "")
@@ -123,7 +131,7 @@ def watch(
         )
         if once:
             return
-        click.echo(f"Watching {', '.join(str(f) for f in folders)} (Ctrl-C to stop)", err=True)
+        echo(f"Watching {', '.join(str(f) for f in folders)} (Ctrl-C to stop)", err=True)
         while not stop.wait(0.5):
             if not watcher.alive:
                 raise click.ClickException("the watch worker stopped unexpectedly")
@@ -197,13 +205,13 @@ def record(
             where = f"run {recorded.run_name}"
             if recorded.epoch is not None:
                 where += f" epoch {recorded.epoch}"
-            click.echo(f"{delivery} {name} -> {where}")
+            echo(f"{delivery} {name} -> {where}")
         else:
-            click.echo(f"{delivery} {name}")
+            echo(f"{delivery} {name}")
     spooled = result.count("spooled")
     if spooled:
         click.echo(
-            f"database unavailable: {spooled} events kept in the spool; "
+            f"database unavailable: {plural(spooled, 'event')} kept in the spool; "
             "`lora-tracker sync` replays them",
             err=True,
         )
@@ -239,10 +247,10 @@ def sync(ctx: click.Context) -> None:
     finally:
         recorder.close()
     click.echo(
-        f"Replayed {result.applied} events, {result.remaining} still waiting"
+        f"Replayed {plural(result.applied, 'event')}, {result.remaining} still waiting"
         + (f", {result.rejected} rejected" if result.rejected else "")
     )
     if result.remaining:
         raise DatabaseUnavailable(
-            f"{result.remaining} events still wait: the database is unavailable"
+            f"{plural(result.remaining, 'event')} still wait: the database is unavailable"
         )

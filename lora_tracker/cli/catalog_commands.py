@@ -8,7 +8,8 @@ import click
 
 from ..vocab import DETAIL_LEVELS, PROMPT_VERDICTS
 from . import app_context
-from .output import echo_records, echo_rows, format_options
+from .options import EPOCH, choice
+from .output import echo, echo_records, echo_rows, format_options
 
 SCORE = click.IntRange(0, 10)
 
@@ -31,7 +32,7 @@ def caption() -> None:
     help="A dataset folder of .txt captions: counted, hashed, detail level guessed.",
 )
 @click.option("--description")
-@click.option("--detail-level", type=click.Choice(DETAIL_LEVELS))
+@click.option("--detail-level", type=choice(DETAIL_LEVELS))
 @click.option("--hex-codes/--no-hex-codes", default=None, help="Captions include #RRGGBB.")
 @click.option("--accessories/--no-accessories", default=None)
 @click.option("--jewelry/--no-jewelry", default=None)
@@ -82,9 +83,9 @@ def caption_add(
         linked = captions.link_runs(conn, name, [runs.get_run(conn, r).id for r in runs_given])
     detail = f", {version.num_captions} captions" if version.num_captions else ""
     level = f", {version.detail_level}" if version.detail_level else ""
-    click.echo(f"Added caption version {version.version_name}{detail}{level}")
+    echo(f"Added caption version {version.version_name}{detail}{level}")
     if linked:
-        click.echo(f"Linked runs: {', '.join(linked)}")
+        echo(f"Linked runs: {', '.join(linked)}")
 
 
 @caption.command(name="list")
@@ -111,8 +112,8 @@ def caption_show(ctx: click.Context, name: str) -> None:
         used = runs.list_summaries(conn, {"caption_version": name}, limit=None)
     for field, value in version.model_dump().items():
         if value not in (None, [], "") and field not in ("id",):
-            click.echo(f"{field:<22} {value}")
-    click.echo(f"\nRuns trained on {name} ({len(used)})")
+            echo(f"{field:<22} {value}")
+    echo(f"\nRuns trained on {name} ({len(used)})")
     if used:
         echo_rows(["run_name", "model_type", "network_dim", "overall_verdict", "quality_score"],
                   [[r["run_name"], r["model_type"], r["network_dim"], r["overall_verdict"],
@@ -130,7 +131,7 @@ def caption_link(ctx: click.Context, name: str, runs_given: tuple[str, ...]) -> 
     with app_context(ctx).db.transaction() as conn:
         ids = [runs.get_run(conn, r).id for r in runs_given]
         linked = captions.link_runs(conn, name, ids)
-    click.echo(f"Linked to {name}: {', '.join(linked)}")
+    echo(f"Linked to {name}: {', '.join(linked)}")
 
 
 @click.group()
@@ -159,7 +160,7 @@ def prompt_add(ctx: click.Context, /, name: str, **options: object) -> None:
     values = {k: v for k, v in options.items() if v is not None}
     with app_context(ctx).db.transaction() as conn:
         row = prompts.add_prompt(conn, TestPromptCreate(prompt_name=name, **values))
-    click.echo(f"Added test prompt {row['prompt_name']} (id {row['id']})")
+    echo(f"Added test prompt {row['prompt_name']} (id {row['id']})")
 
 
 @prompt.command(name="list")
@@ -186,19 +187,23 @@ def prompt_retire(ctx: click.Context, name: str) -> None:
 
     with app_context(ctx).db.transaction() as conn:
         row = prompts.set_active(conn, name, False)
-    click.echo(f"Retired test prompt {row['prompt_name']}")
+    echo(f"Retired test prompt {row['prompt_name']}")
 
 
 @prompt.command(name="score")
 @click.argument("run")
-@click.argument("epoch", type=click.IntRange(min=0))
+@click.argument("epoch", type=EPOCH)
 @click.argument("prompt_ref", metavar="PROMPT")
 @click.option("--score", type=SCORE, help="Overall score for this prompt, 0-10.")
 @click.option("--style", type=SCORE, help="Style match, 0-10.")
 @click.option("--adherence", type=SCORE, help="Prompt adherence, 0-10.")
 @click.option("--image", type=click.Path(path_type=Path), help="The generated image.")
-@click.option("--verdict", type=click.Choice(PROMPT_VERDICTS))
+@click.option("--verdict", type=choice(PROMPT_VERDICTS))
 @click.option("--note")
+@click.option(
+    "--add", is_flag=True,
+    help="Record EPOCH by hand when it is not recorded yet (otherwise refused).",
+)  # fmt: skip
 @click.pass_context
 def prompt_score(
     ctx: click.Context,
@@ -211,10 +216,13 @@ def prompt_score(
     image: Path | None,
     verdict: str | None,
     note: str | None,
+    add: bool,
 ) -> None:
-    """Record how epoch EPOCH of RUN did on test prompt PROMPT (only what is given)."""
-    from .. import epochs, prompts, runs
-    from ..models import EpochFields, PromptResultFields
+    """Record how recorded epoch EPOCH of RUN did on test prompt PROMPT (only what is
+    given); --add records an epoch that is not recorded yet."""
+    from .. import judging
+    from ..models import PromptResultFields
+    from .judge_commands import describe_changes
 
     values = {"score": score, "style_match_score": style, "prompt_adherence_score": adherence,
               "image_path": str(image.absolute()) if image else None, "verdict": verdict,
@@ -223,14 +231,14 @@ def prompt_score(
     if not given:
         raise click.UsageError("nothing to set: give --score, --verdict, --image or --note")
     with app_context(ctx).db.transaction() as conn:
-        found = runs.get_run(conn, run)
-        test_prompt = prompts.get_prompt(conn, prompt_ref)
-        epoch_row = epochs.upsert_epoch(conn, found.id, epoch, EpochFields())
-        row = prompts.record_result(
-            conn, epoch_row.id, test_prompt["id"], PromptResultFields(**given)
-        )
-    shown = " ".join(str(p) for p in (row["score"], row["verdict"]) if p is not None)
-    click.echo(f"{found.run_name} epoch {epoch} / {test_prompt['prompt_name']}: {shown}")
+        done = judging.score_prompt(conn, run, epoch, prompt_ref, PromptResultFields(**given),
+                                    add=add)  # fmt: skip
+    added = " (epoch added)" if done.added_epoch else ""
+    echo(f"{done.run.run_name} epoch {epoch}{added} / {done.prompt_name}: "
+         f"{describe_changes(done.changes)}")  # fmt: skip
+    if image is not None and not image.is_file():
+        echo(f"warning: {image} does not exist (yet): the dashboard will show no image",
+             err=True)  # fmt: skip
 
 
 @prompt.command(name="show")
@@ -248,7 +256,7 @@ def prompt_show(ctx: click.Context, run: str, fmt: str | None) -> None:
         echo_records(results, fmt)
         return
     if not results:
-        click.echo(f"No prompt results for {found.run_name} (lora-tracker prompt score).")
+        echo(f"No prompt results for {found.run_name} (lora-tracker prompt score).")
         return
     columns, grid = prompts.grid(results)
     echo_rows(columns, grid)

@@ -12,6 +12,7 @@ import click
 
 from ..errors import ConfigurationError, DatabaseUnavailable
 from . import app_context
+from .output import plural
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -39,8 +40,11 @@ def init(ctx: click.Context, examples: bool) -> None:
     else:
         click.echo(f"Schema is up to date on {target}")
     if examples:
-        load_examples(conn)
-        click.echo("Example data loaded: 3 training runs, 13 epoch results, 2 caption versions")
+        if load_examples(conn):
+            click.echo("Example data loaded: 3 training runs, 13 epoch results, "
+                       "2 caption versions")  # fmt: skip
+        else:
+            click.echo("Example data is already loaded: nothing added")
 
 
 # ignore_unknown_options: a statement may start with an SQL comment, "-- ...".
@@ -48,8 +52,13 @@ def init(ctx: click.Context, examples: bool) -> None:
 @click.argument("statement", required=False)
 @click.option("--json", "fmt", flag_value="json", help="Print a JSON array of row objects.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV with a header row.")
+@click.option("--expanded/--no-expanded", default=None,
+              help="One field per line (like psql's \\x). Default: when a row does not fit "
+              "the terminal.")  # fmt: skip
 @click.pass_context
-def sql_command(ctx: click.Context, statement: str | None, fmt: str | None) -> None:
+def sql_command(
+    ctx: click.Context, statement: str | None, fmt: str | None, expanded: bool | None
+) -> None:
     """Run SQL on the current database and print the result.
 
     STATEMENT is run in one transaction; '-' reads it from standard input. With no
@@ -60,7 +69,7 @@ def sql_command(ctx: click.Context, statement: str | None, fmt: str | None) -> N
       lora-tracker sql --json "SELECT * FROM production_ready_epochs"
     """
     from ..rawsql import run_sql
-    from .output import echo_rows
+    from .output import echo_rows, format_expanded, table_fits, terminal_width
 
     app = app_context(ctx)
     if statement is None:
@@ -78,11 +87,19 @@ def sql_command(ctx: click.Context, statement: str | None, fmt: str | None) -> N
         last = with_rows[-1]
         echo_rows(last.columns, last.rows, fmt)
         return
+    width = terminal_width()
     for result in results:
         if result.has_rows:
-            echo_rows(result.columns, result.rows)
-            noun = "row" if len(result.rows) == 1 else "rows"
-            click.echo(f"({len(result.rows)} {noun})")
+            one_per_line = expanded
+            if one_per_line is None:
+                one_per_line = width is not None and not table_fits(
+                    result.columns, result.rows, width
+                )
+            if one_per_line and result.rows:
+                click.echo(format_expanded(result.columns, result.rows))
+            else:
+                echo_rows(result.columns, result.rows)
+            click.echo(f"({plural(len(result.rows), 'row')})")
         else:
             click.echo(result.status)
 
@@ -132,7 +149,7 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"target:      {status['target']}  ({status['source']})")
     click.echo(f"data folder: {status['home']}")
     waiting = status["spool_waiting"]
-    spool_line = f"{waiting} events waiting" if waiting else "empty"
+    spool_line = f"{plural(waiting, 'event')} waiting" if waiting else "empty"
     if waiting:
         spool_line += " (`lora-tracker sync` replays them)"
     if status["spool_rejected"]:
@@ -147,7 +164,7 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     if pending:
         click.echo(f"             pending {', '.join(pending)}: run `lora-tracker init`")
     for table, count in status["row_counts"].items():
-        click.echo(f"  {table:<22} {count} rows")
+        click.echo(f"  {table:<22} {plural(count, 'row')}")
 
 
 @db_group.command(name="url")

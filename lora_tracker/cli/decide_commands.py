@@ -5,19 +5,33 @@ from __future__ import annotations
 import re
 import sys
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..errors import InvalidInput
 from ..vocab import MODEL_TYPES
 from . import app_context
-from .output import echo_records, format_csv, format_json, to_jsonable
+from .options import FINITE_RATE, FINITE_ZERO_OR_MORE, choice
+from .output import (
+    Layout,
+    echo,
+    echo_records,
+    escape_control,
+    format_csv,
+    format_json,
+    json_text,
+    layout_options,
+    plural,
+)
 
 EXIT_TRIED_AND_FAILED = 3
-TRIED_TABLE = ("run_name", "run_date", "model_type", "network_dim", "network_alpha",
-               "resolution", "caption_version", "learning_rate", "overall_verdict",
-               "quality_score", "best_epoch", "key_findings")  # fmt: skip
+# how it went first, then the settings: a narrow terminal leaves out the columns on the right
+TRIED_TABLE = ("run_name", "overall_verdict", "quality_score", "network_dim", "network_alpha",
+               "resolution", "learning_rate", "model_type", "key_findings", "run_date",
+               "caption_version", "best_epoch")  # fmt: skip
 
 
 def register(cli: click.Group) -> None:
@@ -28,25 +42,34 @@ def register(cli: click.Group) -> None:
 
 
 @click.command()
-@click.option("--model-type", type=click.Choice(MODEL_TYPES))
+@click.option("--model-type", type=choice(MODEL_TYPES))
 @click.option("--network-dim", type=click.IntRange(min=1))
-@click.option("--network-alpha", type=click.FloatRange(min=0))
+@click.option("--network-alpha", type=FINITE_ZERO_OR_MORE)
 @click.option("--resolution", metavar="WxH")
 @click.option("--caption-version", metavar="NAME")
-@click.option("--learning-rate", type=click.FloatRange(min=0))
+@click.option("--learning-rate", type=FINITE_RATE)
 @click.option("--optimizer")
 @click.option("--base-model")
 @click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A kohya TOML (--config_file) to read the settings from.",
+    help="A kohya config to read the settings from: sd-scripts' TOML (--config_file), or "
+    "the kohya_ss GUI's saved JSON or TOML. Options given as well win.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@layout_options
 @click.pass_context
 def tried(
-    ctx: click.Context, /, config_path: Path | None, limit: int, as_json: bool, **options: Any
+    ctx: click.Context,
+    /,
+    config_path: Path | None,
+    limit: int,
+    as_json: bool,
+    columns: str | None,
+    wide: bool,
+    **options: Any,
 ) -> None:
     """Before you train: has this configuration been tried, and how did it go?
 
@@ -55,13 +78,33 @@ def tried(
     """
     from ..decisions import tried as find_tried
 
+    layout = Layout(columns, wide)
+    given = {k: v for k, v in options.items() if v is not None}
     settings: dict[str, Any] = {}
+    read_from = ""
+    config_report: dict[str, Any] | None = None
     if config_path is not None:
-        from ..capture.trainer_config import load_toml, run_fields_from_config
+        from ..config_files import planned_from_config
 
-        found = run_fields_from_config(load_toml(config_path))
-        settings.update({k: v for k, v in found.items() if k in options})
-    settings.update({k: v for k, v in options.items() if v is not None})
+        planned = planned_from_config(config_path)
+        refused = planned.unusable_for(set(given))
+        if refused:
+            problems = "; ".join(f"{key} ({why})" for key, why in refused.items())
+            raise InvalidInput(
+                f"{config_path}: could not use {problems}; fix the file or give the "
+                "setting as an option"
+            )
+        settings.update(planned.settings)
+        used = ", ".join(planned.used) or "none of its keys"
+        unused = planned.unused
+        not_compared = (", ".join(unused) if len(unused) <= 8
+                        else f"{plural(len(unused), 'other key')} (--json lists them)")  # fmt: skip
+        read_from = (f"Read {config_path} ({planned.kind}): used {used}; "
+                     f"not compared: {not_compared or 'nothing else'}")  # fmt: skip
+        config_report = {"path": str(config_path), "kind": planned.kind,
+                         "used": planned.used, "not_compared": unused,
+                         "overridden_by_options": planned.unusable}  # fmt: skip
+    settings.update(given)
     if settings.get("resolution"):
         settings["resolution"] = _resolution(str(settings["resolution"]))
     if not settings:
@@ -70,32 +113,38 @@ def tried(
         result = find_tried(conn, settings, limit=limit)
     failed = result.failed_before
     if as_json:
-        import json
-
-        click.echo(json.dumps(to_jsonable({
+        click.echo(json_text({
             "settings": settings, "equivalent": result.equivalent, "nearby": result.nearby,
-            "failed_before": bool(failed),
-        }), indent=2, ensure_ascii=False))  # fmt: skip
+            "failed_before": bool(failed), "config": config_report,
+        }))  # fmt: skip
     else:
-        planned = " ".join(f"{k}={v}" for k, v in settings.items())
-        click.echo(f"Planned: {planned}\n")
+        if read_from:
+            echo(read_from, err=True)
+        planned_text = " ".join(f"{k}={_plain(v)}" for k, v in settings.items())
+        echo(f"Planned: {planned_text}\n")
         if result.equivalent:
             click.echo(f"Tried before with the same settings ({len(result.equivalent)}):")
-            echo_records(result.equivalent, None, TRIED_TABLE)
+            echo_records(result.equivalent, None, TRIED_TABLE, layout=layout)
         else:
             click.echo("Never tried with exactly these settings.")
         if result.nearby:
             click.echo(f"\nNearby runs ({len(result.nearby)}), most alike first:")
-            echo_records(result.nearby, None, ("matching", *TRIED_TABLE))
+            echo_records(result.nearby, None, ("matching", *TRIED_TABLE), layout=layout)
     if failed:
         names = ", ".join(
             f"{r['run_name']} ({r['quality_score'] if r['quality_score'] is not None else '?'}"
             f"/10: {shorten(r['key_findings'] or '; '.join(r['issues_found']) or 'no notes')})"
             for r in failed
         )
-        click.secho(f"\n!!! THIS CONFIGURATION ALREADY FAILED: {names}", fg="red", bold=True,
-                    err=True)  # fmt: skip
+        click.secho(f"\n!!! THIS CONFIGURATION ALREADY FAILED: {escape_control(names)}",
+                    fg="red", bold=True, err=True)  # fmt: skip
         ctx.exit(EXIT_TRIED_AND_FAILED)
+
+
+def _plain(value: Any) -> str:
+    from .output import human_number
+
+    return human_number(value) if isinstance(value, (int, float, Decimal)) else str(value)
 
 
 def shorten(text: str, width: int = 90) -> str:
@@ -116,8 +165,9 @@ def _resolution(text: str) -> str:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print every table as JSON.")
+@click.option("--wide", is_flag=True, help="Show every column, however wide the table gets.")
 @click.pass_context
-def stats(ctx: click.Context, as_json: bool) -> None:
+def stats(ctx: click.Context, as_json: bool, wide: bool) -> None:
     """Success rate per model type, best parameters, issue frequency, failure patterns."""
     from ..decisions import STATS_TITLES
     from ..decisions import stats as compute
@@ -125,15 +175,13 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     with app_context(ctx).db.transaction() as conn:
         found = compute(conn)
     if as_json:
-        import json
-
-        click.echo(json.dumps(to_jsonable(found), indent=2, ensure_ascii=False))
+        click.echo(json_text(found))
         return
     for index, (name, rows) in enumerate(found.items()):
         if index:
             click.echo()
         click.echo(STATS_TITLES[name])
-        echo_records(rows, None, empty="  (no data yet)")
+        echo_records(rows, None, empty="  (no data yet)", layout=Layout(None, wide))
 
 
 @click.command()
@@ -159,27 +207,35 @@ def export(ctx: click.Context, fmt: str, what: str, output: Path | None) -> None
         columns, rows = export_rows(conn, what)
     text = format_csv(columns, rows) if fmt == "csv" else format_json(columns, rows) + "\n"
     if output is None:
-        sys.stdout.write(text)
+        from .output import stdout_is_terminal
+
+        # CSV is data, kept as is in a file or pipe; on a terminal its controls are escaped
+        sys.stdout.write(escape_control(text) if stdout_is_terminal() else text)
         return
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
-    click.echo(f"Wrote {len(rows)} {what} rows to {output}", err=True)
+    echo(f"Wrote {plural(len(rows), what + ' row')} to {output}", err=True)
 
 
 DURATION = re.compile(r"^\s*(\d+)\s*(h|d|w|mo|y)\s*$")
-UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
-         "mo": timedelta(days=30), "y": timedelta(days=365)}  # fmt: skip
+HOURS = {"h": 1, "d": 24, "w": 24 * 7, "mo": 24 * 30, "y": 24 * 365}
+MAX_AGE_YEARS = 1000
 
 
 def parse_duration(text: str) -> timedelta:
-    """'6mo', '30d', '2w', '1y', '12h' as a timedelta (a month is 30 days)."""
+    """'6mo', '30d', '2w', '1y', '12h' as a timedelta (a month is 30 days), at most
+    1000 years (older than any run, and within what PostgreSQL dates can hold)."""
     match = DURATION.match(text)
     if not match:
         raise click.BadParameter(f"{text!r} is not like 6mo, 30d, 2w, 1y or 12h",
                                  param_hint="--older-than")  # fmt: skip
-    return int(match.group(1)) * UNITS[match.group(2)]
+    hours = int(match.group(1)) * HOURS[match.group(2)]
+    if hours > MAX_AGE_YEARS * HOURS["y"]:
+        raise click.BadParameter(f"{text.strip()} is more than {MAX_AGE_YEARS} years",
+                                 param_hint="--older-than")  # fmt: skip
+    return timedelta(hours=hours)
 
 
 @click.command()
@@ -209,13 +265,14 @@ def cleanup(
                                "recommended_for", "epochs", "prompt_results"))  # fmt: skip
     epochs = sum(r["epochs"] for r in found)
     results = sum(r["prompt_results"] for r in found)
-    summary = f"{len(found)} runs, {epochs} epoch results, {results} prompt results"
+    summary = (f"{plural(len(found), 'run')}, {plural(epochs, 'epoch result')}, "
+               f"{plural(results, 'prompt result')}")  # fmt: skip
     if dry_run:
         click.echo(f"Would delete {summary} (dry run: nothing deleted).")
         return
     if not yes:
-        click.confirm(f"Delete {summary}?", abort=True)
+        click.confirm(f"Delete {summary}? (--yes skips this question)", abort=True)
     with db.transaction() as conn:
         deleted = runs.delete_runs(conn, [r["id"] for r in found])
-    click.echo(f"Deleted {deleted} runs with their {epochs} epoch results and {results} "
-               "prompt results.")  # fmt: skip
+    click.echo(f"Deleted {plural(deleted, 'run')} with {plural(epochs, 'epoch result')} and "
+               f"{plural(results, 'prompt result')}.")  # fmt: skip
