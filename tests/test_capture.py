@@ -289,7 +289,7 @@ def test_sync_with_database_down_keeps_events(tmp_path: Path, db_url: str) -> No
     CliRunner().invoke(cli, ["--database-url", url, "record", str(tmp_path)])
     result = CliRunner().invoke(cli, ["--database-url", url, "sync"])
     assert result.exit_code == 1
-    assert "2 events still wait" in result.output
+    assert "2 events still waiting" in result.output
     spool_file = Path(os.environ["LORA_TRACKER_HOME"]) / "spool" / "events.jsonl"
     assert len(spool_file.read_text().splitlines()) == 2
 

@@ -159,10 +159,10 @@ def test_repeated_sync_while_down_rejects_a_torn_line_once(tmp_path: Path, db_ur
     for _ in range(3):
         result = CliRunner().invoke(cli, ["--database-url", url, "sync"])
         assert result.exit_code == 1
-        assert "1 events still wait" in result.output
+        assert "1 event still waiting" in result.output
     assert len(rejected_lines()) == 1
     status = CliRunner().invoke(cli, ["--database-url", url, "db", "status"])
-    assert "1 events waiting" in status.output
+    assert "1 event waiting" in status.output
 
 
 # -- a full disk ------------------------------------------------------------------------------

@@ -252,5 +252,5 @@ def sync(ctx: click.Context) -> None:
     )
     if result.remaining:
         raise DatabaseUnavailable(
-            f"{plural(result.remaining, 'event')} still wait: the database is unavailable"
+            f"{plural(result.remaining, 'event')} still waiting: the database is unavailable"
         )
