@@ -127,12 +127,16 @@ class Database:
 
 
 def _connect(conninfo: str) -> Connection:
+    # prepare_threshold=None: never prepare statements. A transaction-mode pooler (PgBouncer,
+    # Supabase's port 6543) runs each transaction on any server connection, where a statement
+    # prepared by another client may already hold the name "_pg3_0" or be missing altogether.
     return psycopg.connect(
         conninfo,
         autocommit=True,
         row_factory=dict_row,
         connect_timeout=CONNECT_TIMEOUT_S,
         application_name="lora-tracker",
+        prepare_threshold=None,
     )
 
 
