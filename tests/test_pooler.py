@@ -92,8 +92,12 @@ def test_recorders_and_scorers_at_once_through_pooler(
     url = pooled(pgbouncer_url, direct)
     home = tmp_path / "home"
 
-    library_runs = [KohyaRun(tmp_path / f"lib{i}", f"lib{i}", epochs=4, save_last_n=None) for i in range(3)]
-    process_runs = [KohyaRun(tmp_path / f"cli{i}", f"cli{i}", epochs=3, save_last_n=None) for i in range(3)]
+    library_runs = [
+        KohyaRun(tmp_path / f"lib{i}", f"lib{i}", epochs=4, save_last_n=None) for i in range(3)
+    ]
+    process_runs = [
+        KohyaRun(tmp_path / f"cli{i}", f"cli{i}", epochs=3, save_last_n=None) for i in range(3)
+    ]
     for sim in library_runs + process_runs:
         sim.run()
 
@@ -116,9 +120,20 @@ def test_recorders_and_scorers_at_once_through_pooler(
             recorder.close()
 
     threads = [threading.Thread(target=record_one_by_one, args=(s,)) for s in library_runs]
-    procs = [start("--database-url", url, "record", str(s.output_dir), home=home) for s in process_runs]
+    procs = [
+        start("--database-url", url, "record", str(s.output_dir), home=home) for s in process_runs
+    ]
     procs += [
-        start("--database-url", url, "score", "SD15_PERFECT_Nov9", str(epoch), "--visual", str(epoch), home=home)
+        start(
+            "--database-url",
+            url,
+            "score",
+            "SD15_PERFECT_Nov9",
+            str(epoch),
+            "--visual",
+            str(epoch),
+            home=home,
+        )
         for epoch in range(1, 7)
     ]
     for thread in threads:
@@ -135,7 +150,9 @@ def test_recorders_and_scorers_at_once_through_pooler(
         "SELECT tr.run_name, c.path, count(*) OVER (PARTITION BY c.path) AS copies "
         "FROM checkpoints c JOIN training_runs tr ON tr.id = c.training_run_id",
     )
-    expected = {str(s.epoch_path(e)) for s in library_runs + process_runs for e in range(1, s.epochs + 1)}
+    expected = {
+        str(s.epoch_path(e)) for s in library_runs + process_runs for e in range(1, s.epochs + 1)
+    }
     assert {f["path"] for f in files} == expected
     assert all(f["copies"] == 1 for f in files)
     runs = rows(
@@ -144,13 +161,17 @@ def test_recorders_and_scorers_at_once_through_pooler(
         "OR run_name LIKE 'cli%%' GROUP BY run_name",
     )
     assert len(runs) == 6 and all(r["n"] == 1 for r in runs)  # one run per training, dated
-    assert {r["run_name"].split("_")[0] for r in runs} == {f"{p}{i}" for p in ("lib", "cli") for i in range(3)}
+    assert {r["run_name"].split("_")[0] for r in runs} == {
+        f"{p}{i}" for p in ("lib", "cli") for i in range(3)
+    }
     scores = rows(
         direct,
         "SELECT epoch_number, visual_quality_score FROM epoch_results er "
         "JOIN training_runs tr ON tr.id = er.training_run_id "
         "WHERE run_name = 'SD15_PERFECT_Nov9' AND epoch_number <= 6 ORDER BY 1",
     )
-    assert [(s["epoch_number"], s["visual_quality_score"]) for s in scores] == [(e, e) for e in range(1, 7)]
+    assert [(s["epoch_number"], s["visual_quality_score"]) for s in scores] == [
+        (e, e) for e in range(1, 7)
+    ]
     spool = Recorder(target=resolve_target(url).__class__(url, "--database-url", home)).spool
     assert spool.pending() == 0 and spool.rejected() == 0

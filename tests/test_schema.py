@@ -396,3 +396,91 @@ def test_failed_migration_leaves_nothing(blank_url: str, monkeypatch: pytest.Mon
         assert conn.execute("SELECT to_regclass('half_made') AS t").fetchone() == {"t": None}
         # the good ones before it were kept
         assert migrations.applied_versions(conn) == [m.version for m in good]
+
+
+SUPABASE_API_ROLES = ("anon", "authenticated")
+
+
+def _as_role(conn: psycopg.Connection[Any], role: str, statement: str) -> int:
+    """Run one statement as ``role`` in a transaction that is rolled back; its row count."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(psycopg.sql.SQL("SET LOCAL ROLE {}").format(psycopg.sql.Identifier(role)))
+        return conn.execute(statement).rowcount  # type: ignore[arg-type]
+
+
+def test_supabase_api_roles_can_change_nothing(
+    pg15_admin_url: str, factories: dict[str, Any]
+) -> None:
+    """With Supabase's default grants, anon and authenticated can read, write, truncate,
+    trigger and alter nothing (migration 0004 revokes what row level security misses)."""
+    from .conftest import DatabaseFactory
+
+    factory = factories.setdefault(pg15_admin_url, DatabaseFactory(pg15_admin_url))
+    url = factory.create()
+    ident = psycopg.sql.Identifier
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        owner = conn.execute("SELECT current_user AS u").fetchone()
+        assert owner is not None
+        # As a Supabase project is set up (supabase/postgres's role setup): the API roles,
+        # the owner a member of them, and ALL on every new table, sequence and function.
+        # Roles are global to the server: created once, kept for other runs.
+        for role in SUPABASE_API_ROLES:
+            try:
+                conn.execute(
+                    psycopg.sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(ident(role))
+                )
+            except psycopg.errors.DuplicateObject:
+                pass
+            conn.execute(psycopg.sql.SQL("GRANT {} TO {}").format(ident(role), ident(owner["u"])))
+        conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated")
+        for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+            conn.execute(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} "  # type: ignore[arg-type]
+                "TO anon, authenticated"
+            )
+        migrate(conn)
+        migrations.load_examples(conn)
+
+        relations = sorted(TABLES | OWN_TABLES | VIEWS)
+        for role in SUPABASE_API_ROLES:
+            for relation in relations:
+                granted = {
+                    right: conn.execute(
+                        "SELECT has_table_privilege(%s, %s, %s) AS ok", (role, relation, right)
+                    ).fetchone()["ok"]  # type: ignore[index]
+                    for right in ("SELECT", "INSERT", "TRUNCATE", "TRIGGER", "REFERENCES")
+                }
+                # Supabase's grants stay (RLS guards them); the three RLS ignores are gone.
+                assert granted == {
+                    "SELECT": True,
+                    "INSERT": True,
+                    "TRUNCATE": False,
+                    "TRIGGER": False,
+                    "REFERENCES": False,
+                }, (role, relation)
+
+            assert _as_role(conn, role, "SELECT * FROM training_runs") == 0
+            assert _as_role(conn, role, "SELECT * FROM training_comparison") == 0
+            assert _as_role(conn, role, "UPDATE training_runs SET notes = 'x'") == 0
+            assert _as_role(conn, role, "DELETE FROM epoch_results") == 0
+            refused = [
+                "INSERT INTO training_runs (run_name) VALUES ('intruder')",
+                "TRUNCATE training_runs CASCADE",
+                "TRUNCATE schema_migrations",
+                "ALTER TABLE training_runs DISABLE ROW LEVEL SECURITY",
+                "ALTER TABLE training_runs ADD COLUMN intruder int",
+                "DROP TABLE applied_events",
+                "CREATE TRIGGER intruder BEFORE DELETE ON training_runs "
+                "FOR EACH ROW EXECUTE FUNCTION set_updated_at()",
+                "CREATE TABLE intruder (id int REFERENCES training_runs (id))",
+            ]
+            for statement in refused:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    _as_role(conn, role, statement)
+
+        # The same check passes nothing it should not: given TRUNCATE back, anon can truncate.
+        conn.execute("GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO anon")
+        _as_role(conn, "anon", "TRUNCATE training_runs CASCADE")  # no error; rolled back
+        conn.execute("REVOKE TRUNCATE ON ALL TABLES IN SCHEMA public FROM anon")
+        left = conn.execute("SELECT count(*) AS n FROM training_runs").fetchone()
+        assert left is not None and left["n"] == 3
