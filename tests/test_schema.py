@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -425,12 +426,13 @@ def test_supabase_api_roles_can_change_nothing(
         # the owner a member of them, and ALL on every new table, sequence and function.
         # Roles are global to the server: created once, kept for other runs.
         for role in SUPABASE_API_ROLES:
-            try:
+            # (a concurrent run creating it at the same moment fails on the unique index)
+            with contextlib.suppress(
+                psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation
+            ):
                 conn.execute(
                     psycopg.sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(ident(role))
                 )
-            except psycopg.errors.DuplicateObject:
-                pass
             conn.execute(psycopg.sql.SQL("GRANT {} TO {}").format(ident(role), ident(owner["u"])))
         conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated")
         for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
