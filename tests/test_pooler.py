@@ -68,6 +68,16 @@ def finish(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+TRAINER = """
+import sys, lora_tracker
+run = lora_tracker.start_run("pooled_trainer", {"rank": 8}, database_url=sys.argv[1])
+for epoch in range(1, 6):
+    run.log_epoch(epoch, loss=1.0 / epoch)
+run.finish()
+assert run.flush(60)
+"""
+
+
 def test_concurrent_init_through_pooler(
     pgbouncer_url: str, pg15_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
@@ -79,6 +89,14 @@ def test_concurrent_init_through_pooler(
     assert sum("Applied migrations" in out for out in outputs) >= 1
     versions = rows(direct, "SELECT version FROM schema_migrations ORDER BY 1")
     assert [r["version"] for r in versions] == [m.version for m in migrations.available()]
+    # A session lock taken through the pooler may be released on another server connection
+    # (a no-op there) and stay held on the first one, blocking every later migration.
+    held = rows(
+        direct,
+        "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    assert held[0]["n"] == 0
     again = run_cli("--database-url", url, "init")
     assert again.returncode == 0 and "Schema is up to date" in again.stdout, again.stderr
 
@@ -98,7 +116,8 @@ def test_recorders_and_scorers_at_once_through_pooler(
     process_runs = [
         KohyaRun(tmp_path / f"cli{i}", f"cli{i}", epochs=3, save_last_n=None) for i in range(3)
     ]
-    for sim in library_runs + process_runs:
+    watched = KohyaRun(tmp_path / "watched", "watched", epochs=3, save_last_n=None)
+    for sim in [*library_runs, *process_runs, watched]:
         sim.run()
 
     failures: list[BaseException] = []
@@ -136,6 +155,19 @@ def test_recorders_and_scorers_at_once_through_pooler(
         )
         for epoch in range(1, 7)
     ]
+    # what the kohya and transformers hooks do: the Python API from a training process
+    procs.append(
+        subprocess.Popen(
+            [sys.executable, "-c", TRAINER, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "LORA_TRACKER_HOME": str(home)},
+        )
+    )
+    procs.append(
+        start("--database-url", url, "watch", "--once", str(watched.output_dir), home=home)
+    )
     for thread in threads:
         thread.start()
     for proc in procs:
@@ -151,7 +183,9 @@ def test_recorders_and_scorers_at_once_through_pooler(
         "FROM checkpoints c JOIN training_runs tr ON tr.id = c.training_run_id",
     )
     expected = {
-        str(s.epoch_path(e)) for s in library_runs + process_runs for e in range(1, s.epochs + 1)
+        str(s.epoch_path(e))
+        for s in [*library_runs, *process_runs, watched]
+        for e in range(1, s.epochs + 1)
     }
     assert {f["path"] for f in files} == expected
     assert all(f["copies"] == 1 for f in files)
@@ -173,5 +207,11 @@ def test_recorders_and_scorers_at_once_through_pooler(
     assert [(s["epoch_number"], s["visual_quality_score"]) for s in scores] == [
         (e, e) for e in range(1, 7)
     ]
+    trained = rows(
+        direct,
+        "SELECT epoch_number, loss FROM epoch_results er JOIN training_runs tr "
+        "ON tr.id = er.training_run_id WHERE run_name = 'pooled_trainer' ORDER BY 1",
+    )
+    assert [(t["epoch_number"], t["loss"]) for t in trained] == [(e, 1.0 / e) for e in range(1, 6)]
     spool = Recorder(target=resolve_target(url).__class__(url, "--database-url", home)).spool
     assert spool.pending() == 0 and spool.rejected() == 0

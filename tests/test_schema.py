@@ -486,3 +486,37 @@ def test_supabase_api_roles_can_change_nothing(
         conn.execute("REVOKE TRUNCATE ON ALL TABLES IN SCHEMA public FROM anon")
         left = conn.execute("SELECT count(*) AS n FROM training_runs").fetchone()
         assert left is not None and left["n"] == 3
+
+
+def test_migration_waiting_for_another_applies_nothing_twice(blank_url: str) -> None:
+    """A migration that waits on another process's lock sees what that one committed,
+    though it looked at the blank catalog before: every file is applied exactly once."""
+    import threading
+
+    from lora_tracker.migrations import _ADVISORY_LOCK_KEY, _apply
+
+    with (
+        psycopg.connect(blank_url, autocommit=True, row_factory=dict_row) as other,
+        psycopg.connect(blank_url, autocommit=True, row_factory=dict_row) as late,
+    ):
+        assert len(migrations.pending_versions(late)) == len(migrations.available())
+        outcome: dict[str, Any] = {}
+
+        def migrate_late() -> None:
+            try:
+                outcome["applied"] = migrate(late)
+            except Exception as exc:  # reported below, in the test's thread
+                outcome["error"] = exc
+
+        waiter = threading.Thread(target=migrate_late)
+        with other.transaction():  # another process in the middle of migrating
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+            for migration in migrations.available():
+                _apply(other, migration)
+            waiter.start()
+            time.sleep(1.0)
+            assert waiter.is_alive()  # waiting for the lock, not applying
+        waiter.join(30)
+        assert outcome == {"applied": []}
+        versions = late.execute("SELECT count(*) AS n FROM schema_migrations").fetchone()
+        assert versions is not None and versions["n"] == len(migrations.available())
