@@ -108,7 +108,9 @@ def start(home: Path) -> str:
     server_module.PostgresServer._instances.pop(pgdata.resolve(), None)
     _use_own_lock_and_runtime_folder(server_module.PostgresServer, home)
     try:
-        server_module.get_server(pgdata, cleanup_mode=None)
+        server = server_module.get_server(pgdata, cleanup_mode=None)
+        # its exit handler takes the lock again: this data folder's, whichever came last
+        server._lock = server_module.PostgresServer._lock
     except (OSError, subprocess.SubprocessError, RuntimeError, AssertionError) as exc:
         logfile = pgdata / "log"
         raise EmbeddedServerError(
