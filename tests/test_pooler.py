@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from lora_tracker import migrations
 from lora_tracker.capture.delivery import Recorder
 from lora_tracker.capture.events import observe_checkpoint
-from lora_tracker.settings import resolve_target
+from lora_tracker.settings import Target
 
 from .conftest import DatabaseFactory, rows, run_cli
 from .kohya_sim import KohyaRun
@@ -125,7 +125,7 @@ def test_recorders_and_scorers_at_once_through_pooler(
     lock = threading.Lock()
 
     def record_one_by_one(sim: KohyaRun) -> None:
-        recorder = Recorder(target=resolve_target(url).__class__(url, "--database-url", home))
+        recorder = Recorder(target=Target(url, "--database-url", home))
         try:
             events = [observe_checkpoint(sim.epoch_path(e)) for e in range(1, sim.epochs + 1)]
             for _ in range(2):  # the second pass is all duplicates: more statements per session
@@ -213,5 +213,5 @@ def test_recorders_and_scorers_at_once_through_pooler(
         "ON tr.id = er.training_run_id WHERE run_name = 'pooled_trainer' ORDER BY 1",
     )
     assert [(t["epoch_number"], t["loss"]) for t in trained] == [(e, 1.0 / e) for e in range(1, 6)]
-    spool = Recorder(target=resolve_target(url).__class__(url, "--database-url", home)).spool
+    spool = Recorder(target=Target(url, "--database-url", home)).spool
     assert spool.pending() == 0 and spool.rejected() == 0
