@@ -144,31 +144,58 @@ def redact(text: str, conninfo: str) -> str:
 
     libpq and psycopg quote the piece of a connection string they stumble on, which may be
     the password, part of it, or a piece holding it: in every quoted piece taken from the
-    string, what overlaps the password is masked. The password is also masked anywhere
-    else, as written or percent-decoded, when it is long enough not to be a common word.
+    string, what overlaps the password is masked, and a quoted piece libpq rebuilt (not
+    found in the string) is masked whole. The password is also masked anywhere else, as
+    written or percent-decoded, when it is long enough not to be a common word.
     """
     spans = _password_spans(conninfo)
-    text = text.replace(conninfo, mask_password(conninfo))
     if not spans:
         return text
-
-    def mask_quoted(match: re.Match[str]) -> str:
-        piece = match.group(1)
-        if piece not in conninfo and len(piece) > 1:
-            return f'"{_MASK}"'  # rebuilt by libpq from pieces: it may hold the password
-        at = conninfo.find(piece) if piece else -1
-        while at != -1:
-            end = at + len(piece)
-            hit = [(max(a, at) - at, min(b, end) - at) for a, b in spans if a < end and b > at]
-            if hit:
-                for lo, hi in sorted(hit, reverse=True):
-                    piece = piece[:lo] + _MASK + piece[hi:]
-                return f'"{piece}"'
-            at = conninfo.find(piece, at + 1)
-        return match.group(0)
-
-    text = re.sub(r'"([^"]*)"', mask_quoted, text)
+    text = _mask_quoted_pieces(text, conninfo, spans)
+    text = text.replace(conninfo, mask_password(conninfo))
     for secret in passwords_in(conninfo):
         if len(secret.strip()) >= 4:
             text = text.replace(secret, _MASK).replace(secret.strip(), _MASK)
     return text
+
+
+def _mask_quoted_pieces(text: str, conninfo: str, spans: list[tuple[int, int]]) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] != '"':
+            out.append(text[i])
+            i += 1
+            continue
+        # The piece may itself hold '"' (a password can): take the longest quoted run that
+        # is a piece of the connection string.
+        closing = [j for j in range(len(text) - 1, i, -1) if text[j] == '"']
+        end = next((j for j in closing if text[i + 1 : j] in conninfo), None)
+        if end is None:
+            if not closing:
+                out.append(text[i:])
+                break
+            end = min(closing)
+            if end - i - 1 <= 1:  # a syntax character libpq names, such as "=" or "]"
+                out.append(text[i : end + 1])
+            else:  # rebuilt by libpq from pieces, so it may hold the password: all of it
+                end = max(closing)
+                out.append(f'"{_MASK}"')
+        else:
+            out.append(f'"{_mask_piece(text[i + 1 : end], conninfo, spans)}"')
+        i = end + 1
+    return "".join(out)
+
+
+def _mask_piece(piece: str, conninfo: str, spans: list[tuple[int, int]]) -> str:
+    """``piece`` (found in ``conninfo``) with what overlaps a password span masked."""
+    at = conninfo.find(piece) if piece else -1
+    while at != -1:
+        end = at + len(piece)
+        hits = [(max(a, at) - at, min(b, end) - at) for a, b in spans if a < end and b > at]
+        if hits:
+            for lo, hi in sorted(hits, reverse=True):
+                piece = piece[:lo] + _MASK + piece[hi:]
+            return piece
+        at = conninfo.find(piece, at + 1)
+    return piece

@@ -185,7 +185,7 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--show-password",
     is_flag=True,
-    help='Print the password too (for scripts: psql "$(lora-tracker db url --show-password)").',
+    help="Print the password too (e.g. for psql in a script).",
 )
 @click.pass_context
 def db_url(ctx: click.Context, show_password: bool) -> None:
