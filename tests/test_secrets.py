@@ -6,7 +6,6 @@ import json
 import os
 import pty
 import select
-import stat
 import subprocess
 import sys
 import time
@@ -245,10 +244,3 @@ def test_interactive_sql_logs_in_with_password(tmp_path: Path) -> None:
     bad = run_in_terminal(["--database-url", wrong, "sql"], env, b"\\q\n")
     assert "logged-in" not in bad and "authentication failed" in bad, bad
     assert "wrong-password" not in bad
-
-
-def test_pass_file_is_owner_only(tmp_path: Path) -> None:
-    """The stat check above is meaningful: a new file here is not already 0600."""
-    probe = tmp_path / "probe"
-    probe.write_text("x")
-    assert stat.S_IMODE(probe.stat().st_mode) != 0o600
