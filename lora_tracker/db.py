@@ -24,7 +24,7 @@ from .errors import (
     NotFound,
     SchemaNotInitialized,
 )
-from .settings import Target, resolve_target
+from .settings import Target, mask_password, redact, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +131,53 @@ class Database:
 
 
 def _connect(conninfo: str) -> Connection:
+    # prepare_threshold=None: never prepare statements. A transaction-mode pooler (PgBouncer,
+    # Supabase's port 6543) runs each transaction on any server connection, where a statement
+    # prepared by another client may already hold the name "_pg3_0" or be missing altogether.
     return psycopg.connect(
         conninfo,
         autocommit=True,
         row_factory=dict_row,
         connect_timeout=CONNECT_TIMEOUT_S,
         application_name="lora-tracker",
+        prepare_threshold=None,
     )
 
 
 def _connect_or_raise(conninfo: str, target: Target) -> Connection:
     try:
         return _connect(conninfo)
+    except (psycopg.ProgrammingError, UnicodeDecodeError) as exc:  # libpq cannot parse it
+        raise _invalid_conninfo(exc, target.url or conninfo, target.display()) from None
     except psycopg.OperationalError as exc:
         reason = first_line(str(exc)) or type(exc).__name__
-        # libpq messages may quote the conninfo; never let a password through.
+        # libpq messages may quote the conninfo or a piece of it: never let a password through.
         if target.url:
-            from .settings import mask_password
-
-            reason = reason.replace(target.url, mask_password(target.url))
+            reason = redact(reason, target.url)
         raise DatabaseUnavailable(f"cannot connect to {target.display()}: {reason}") from None
+
+
+def parse_conninfo(conninfo: str) -> dict[str, str]:
+    """The parameters of a URL or key=value connection string (password included).
+
+    A malformed one is a one-line ``DatabaseUnavailable`` with the password masked.
+    """
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(conninfo)
+    except (psycopg.ProgrammingError, UnicodeDecodeError) as exc:
+        raise _invalid_conninfo(exc, conninfo, mask_password(conninfo)) from None
+    return {key: str(value) for key, value in params.items() if value is not None}
+
+
+def _invalid_conninfo(exc: Exception, conninfo: str, shown: str) -> DatabaseUnavailable:
+    if isinstance(exc, UnicodeDecodeError):  # e.g. "%AA": psycopg decodes values as UTF-8
+        reason = "a %-escape in it is not UTF-8 text"
+    else:
+        # psycopg and libpq quote the piece they stumble on, which may be the password.
+        reason = redact(first_line(str(exc)) or type(exc).__name__, conninfo)
+    return DatabaseUnavailable(f"cannot connect to {shown}: invalid connection string: {reason}")
 
 
 def first_line(text: str) -> str:
@@ -264,4 +291,4 @@ def _foreign_key_message(exc: psycopg.errors.ForeignKeyViolation) -> str:
     return first_line(exc.diag.message_primary or str(exc))
 
 
-__all__ = ["Connection", "Database", "LoraTrackerError", "translate_errors"]
+__all__ = ["Connection", "Database", "LoraTrackerError", "parse_conninfo", "translate_errors"]

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import subprocess
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import EmbeddedServerError
 
@@ -103,8 +106,11 @@ def start(home: Path) -> str:
     # pgserver caches a handle per data folder and would hand back a stale one after the
     # server was stopped; a long-running process (the watcher) must really start it again.
     server_module.PostgresServer._instances.pop(pgdata.resolve(), None)
+    _use_own_lock_and_runtime_folder(server_module.PostgresServer, home)
     try:
-        server_module.get_server(pgdata, cleanup_mode=None)
+        server = server_module.get_server(pgdata, cleanup_mode=None)
+        # its exit handler takes the lock again: this data folder's, whichever came last
+        server._lock = server_module.PostgresServer._lock
     except (OSError, subprocess.SubprocessError, RuntimeError, AssertionError) as exc:
         logfile = pgdata / "log"
         raise EmbeddedServerError(
@@ -115,6 +121,40 @@ def start(home: Path) -> str:
         raise EmbeddedServerError(f"the embedded PostgreSQL server in {pgdata} did not start")
     _ensure_database(info)
     return conninfo_for(info)
+
+
+def _use_own_lock_and_runtime_folder(server_class: Any, home: Path) -> None:
+    """Give pgserver a lock file in the data folder and a runtime folder of this OS user.
+
+    Without a per-user runtime folder (no ``XDG_RUNTIME_DIR``, as under sudo, cron, ssh
+    without a login session, containers) pgserver falls back to one ``.lockfile`` in the
+    system temp folder for every user: the first user creates it, and every other user's
+    server then fails with "Permission denied". The lock guards one data folder's start-up,
+    so a lock beside that data folder serialises exactly the processes that share it.
+    """
+    lock_path = home / "pgserver.lock"
+    if Path(server_class.lock_path) != lock_path:
+        server_class.lock_path = lock_path
+        server_class._lock = type(server_class._lock)(lock_path)  # fasteners.InterProcessLock
+    if Path(server_class.runtime_path) == Path(tempfile.gettempdir()):
+        # where pgserver puts the socket when the data folder's path is too long for one
+        server_class.runtime_path = _private_runtime_folder(home)
+
+
+def _private_runtime_folder(home: Path) -> Path:
+    """``<tmp>/lora-tracker-<uid>``, created owner-only; the data folder if it is taken."""
+    if not hasattr(os, "getuid"):
+        return home / "run"
+    folder = Path(tempfile.gettempdir()) / f"lora-tracker-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        found = folder.lstat()
+    except OSError:
+        return home / "run"
+    if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid():
+        return folder
+    log.warning("%s belongs to another user; using %s", folder, home / "run")
+    return home / "run"
 
 
 def _ensure_database(info: PostmasterInfo) -> None:

@@ -1,8 +1,9 @@
 """Append-only SQL migrations: ``sql/NNNN_name.sql``, applied in order.
 
 Each file is plain SQL that also runs by hand (``psql -1 -f``, the Supabase SQL editor) and
-records itself in ``schema_migrations``. Here each one runs in its own transaction under an
-advisory lock, so two processes that migrate at once apply every file exactly once.
+records itself in ``schema_migrations``. Here each one runs in its own transaction under a
+transaction-level advisory lock, so two processes that migrate at once apply every file exactly
+once, also through a transaction-mode pooler.
 """
 
 from __future__ import annotations
@@ -63,7 +64,14 @@ def read_sql_file(name: str) -> str:
 
 def is_blank(conn: Connection) -> bool:
     """True when the database has no schema_migrations table at all."""
-    row = conn.execute("SELECT to_regclass('schema_migrations') IS NULL AS blank").fetchone()
+    # A plain query on pg_class rather than to_regclass(): it reads the catalog with this
+    # statement's snapshot, never a name cache that may predate another process's commit.
+    row = conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = 'schema_migrations' AND n.nspname = ANY(current_schemas(false))"
+        ") AS blank"
+    ).fetchone()
     return bool(row and row["blank"])
 
 
@@ -87,21 +95,18 @@ def migrate(conn: Connection) -> list[str]:
     Returns the versions applied by this call (empty when the schema is current).
     """
     applied: list[str] = []
-    # A session-level lock taken *before* each transaction begins: a transaction that
-    # started before another process's migration committed could keep a stale view of the
-    # catalog (to_regclass) and apply the same file twice.
-    with translate_errors(conn):
-        conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
-    try:
-        for migration in available():
-            with translate_errors(conn), conn.transaction():
-                if migration.version in applied_versions(conn):
-                    continue
-                _apply(conn, migration)
-                applied.append(migration.version)
-    finally:
-        if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK_KEY,))
+    for migration in available():
+        with translate_errors(conn), conn.transaction():
+            # A transaction-level lock, the transaction's first statement: it works through
+            # a transaction-mode pooler (Supabase's port 6543), where a session lock could
+            # be taken on one server connection and released on another. Every statement
+            # after it runs with a snapshot taken once the lock is held (READ COMMITTED),
+            # so it sees what another process's migration committed while this one waited.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+            if migration.version in applied_versions(conn):
+                continue
+            _apply(conn, migration)
+            applied.append(migration.version)
     return applied
 
 

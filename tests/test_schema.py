@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -402,3 +403,135 @@ def test_failed_migration_leaves_nothing(blank_url: str, monkeypatch: pytest.Mon
         assert conn.execute("SELECT to_regclass('half_made') AS t").fetchone() == {"t": None}
         # the good ones before it were kept
         assert migrations.applied_versions(conn) == [m.version for m in good]
+
+
+SUPABASE_API_ROLES = ("anon", "authenticated")
+
+
+def _as_role(conn: psycopg.Connection[Any], role: str, statement: str) -> int:
+    """Run one statement as ``role`` in a transaction that is rolled back; its row count."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(psycopg.sql.SQL("SET LOCAL ROLE {}").format(psycopg.sql.Identifier(role)))
+        return conn.execute(statement).rowcount  # type: ignore[arg-type]
+
+
+def test_supabase_api_roles_can_change_nothing(
+    pg15_admin_url: str, factories: dict[str, Any]
+) -> None:
+    """With Supabase's default grants, anon and authenticated can read, write, truncate,
+    trigger and alter nothing (migration 0004 revokes what row level security misses)."""
+    from .conftest import DatabaseFactory
+
+    factory = factories.setdefault(pg15_admin_url, DatabaseFactory(pg15_admin_url))
+    url = factory.create()
+    ident = psycopg.sql.Identifier
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        owner = conn.execute("SELECT current_user AS u").fetchone()
+        assert owner is not None
+        # As a Supabase project is set up (supabase/postgres's role setup): the API roles,
+        # the owner a member of them, and ALL on every new table, sequence and function.
+        # Roles are global to the server: created once, kept for other runs.
+        for role in SUPABASE_API_ROLES:
+            # (a concurrent run creating it at the same moment fails on the unique index)
+            with contextlib.suppress(
+                psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation
+            ):
+                conn.execute(
+                    psycopg.sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(ident(role))
+                )
+            conn.execute(psycopg.sql.SQL("GRANT {} TO {}").format(ident(role), ident(owner["u"])))
+        conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated")
+        for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+            conn.execute(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} "  # type: ignore[arg-type]
+                "TO anon, authenticated"
+            )
+        migrate(conn)
+        migrations.load_examples(conn)
+
+        # Every table and view the migrations made, so a later migration's new table that
+        # forgets the same revoke fails here.
+        relations = [
+            r["relname"]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                "AND relkind IN ('r', 'v', 'p') ORDER BY relname"
+            ).fetchall()
+        ]
+        assert set(relations) >= TABLES | OWN_TABLES | VIEWS
+        for role in SUPABASE_API_ROLES:
+            for relation in relations:
+                granted = {
+                    right: conn.execute(
+                        "SELECT has_table_privilege(%s, %s, %s) AS ok", (role, relation, right)
+                    ).fetchone()["ok"]  # type: ignore[index]
+                    for right in ("SELECT", "INSERT", "TRUNCATE", "TRIGGER", "REFERENCES")
+                }
+                # Supabase's grants stay (RLS guards them); the three RLS ignores are gone.
+                assert granted == {
+                    "SELECT": True,
+                    "INSERT": True,
+                    "TRUNCATE": False,
+                    "TRIGGER": False,
+                    "REFERENCES": False,
+                }, (role, relation)
+
+            assert _as_role(conn, role, "SELECT * FROM training_runs") == 0
+            assert _as_role(conn, role, "SELECT * FROM training_comparison") == 0
+            assert _as_role(conn, role, "UPDATE training_runs SET notes = 'x'") == 0
+            assert _as_role(conn, role, "DELETE FROM epoch_results") == 0
+            refused = [
+                "INSERT INTO training_runs (run_name) VALUES ('intruder')",
+                "TRUNCATE training_runs CASCADE",
+                "TRUNCATE schema_migrations",
+                "ALTER TABLE training_runs DISABLE ROW LEVEL SECURITY",
+                "ALTER TABLE training_runs ADD COLUMN intruder int",
+                "DROP TABLE applied_events",
+                "CREATE TRIGGER intruder BEFORE DELETE ON training_runs "
+                "FOR EACH ROW EXECUTE FUNCTION set_updated_at()",
+                "CREATE TABLE intruder (id int REFERENCES training_runs (id))",
+            ]
+            for statement in refused:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    _as_role(conn, role, statement)
+
+        # The same check passes nothing it should not: given TRUNCATE back, anon can truncate.
+        conn.execute("GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO anon")
+        _as_role(conn, "anon", "TRUNCATE training_runs CASCADE")  # no error; rolled back
+        conn.execute("REVOKE TRUNCATE ON ALL TABLES IN SCHEMA public FROM anon")
+        left = conn.execute("SELECT count(*) AS n FROM training_runs").fetchone()
+        assert left is not None and left["n"] == 3
+
+
+def test_migration_waiting_for_another_applies_nothing_twice(blank_url: str) -> None:
+    """A migration that waits on another process's lock sees what that one committed,
+    though it looked at the blank catalog before: every file is applied exactly once."""
+    import threading
+
+    from lora_tracker.migrations import _ADVISORY_LOCK_KEY, _apply
+
+    with (
+        psycopg.connect(blank_url, autocommit=True, row_factory=dict_row) as other,
+        psycopg.connect(blank_url, autocommit=True, row_factory=dict_row) as late,
+    ):
+        assert len(migrations.pending_versions(late)) == len(migrations.available())
+        outcome: dict[str, Any] = {}
+
+        def migrate_late() -> None:
+            try:
+                outcome["applied"] = migrate(late)
+            except Exception as exc:  # reported below, in the test's thread
+                outcome["error"] = exc
+
+        waiter = threading.Thread(target=migrate_late)
+        with other.transaction():  # another process in the middle of migrating
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+            for migration in migrations.available():
+                _apply(other, migration)
+            waiter.start()
+            time.sleep(1.0)
+            assert waiter.is_alive()  # waiting for the lock, not applying
+        waiter.join(30)
+        assert outcome == {"applied": []}
+        versions = late.execute("SELECT count(*) AS n FROM schema_migrations").fetchone()
+        assert versions is not None and versions["n"] == len(migrations.available())

@@ -118,9 +118,40 @@ def _interactive_psql(db: Database) -> None:
     conninfo = db.conninfo()
     if not sys.stdin.isatty():
         raise click.UsageError("interactive psql needs a terminal; pass a STATEMENT or '-'")
-    completed = subprocess.run([psql, conninfo], check=False, env=os.environ.copy())
-    if completed.returncode != 0:
-        raise click.exceptions.Exit(completed.returncode)
+    returncode = run_psql(psql, conninfo)
+    if returncode != 0:
+        raise click.exceptions.Exit(returncode)
+
+
+def run_psql(psql: str, conninfo: str) -> int:
+    """Run psql on ``conninfo`` with the password kept off its command line.
+
+    Any user can read a process's arguments (``ps``); the password goes in a pass file that
+    only this user can read, in a private temporary folder removed when psql exits.
+    """
+    import tempfile
+
+    from psycopg.conninfo import make_conninfo
+
+    from ..db import parse_conninfo
+
+    params = parse_conninfo(conninfo)
+    password = params.pop("password", None)
+    env = os.environ.copy()
+    with tempfile.TemporaryDirectory(prefix="lora-tracker-psql-") as folder:  # mode 0700
+        if password is not None:
+            passfile = os.path.join(folder, "pgpass")
+            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(f"*:*:*:*:{_pgpass_field(password)}\n")
+            params["passfile"] = passfile
+            env.pop("PGPASSWORD", None)  # it would win over the pass file
+        return subprocess.run([psql, make_conninfo(**params)], check=False, env=env).returncode
+
+
+def _pgpass_field(value: str) -> str:
+    """A value escaped for a .pgpass line (backslash and colon are special)."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 @click.group(name="db")
@@ -168,13 +199,21 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
 
 
 @db_group.command(name="url")
+@click.option(
+    "--show-password",
+    is_flag=True,
+    help="Print the password too (e.g. for psql in a script).",
+)
 @click.pass_context
-def db_url(ctx: click.Context) -> None:
-    """Print the connection string of the target (passwords masked), for psql and others."""
+def db_url(ctx: click.Context, show_password: bool) -> None:
+    """Print the connection string of the target (password masked unless asked for)."""
     app = app_context(ctx)
     db = app.db
     if db.target.embedded:
         click.echo(db.conninfo())
+    elif show_password:
+        assert db.target.url is not None
+        click.echo(db.target.url)
     else:
         click.echo(db.target.display())
 
