@@ -151,6 +151,7 @@ def test_recorders_and_scorers_at_once_through_pooler(
             str(epoch),
             "--visual",
             str(epoch),
+            "--add",  # epochs 1-5 are new rows: concurrent inserts through the pooler
             home=home,
         )
         for epoch in range(1, 7)
