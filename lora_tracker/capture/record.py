@@ -431,7 +431,7 @@ def _record_samples(conn: Connection, event: SamplesObserved) -> Recorded:
                (training_started_at IS NULL
                 OR date_trunc('second', training_started_at) <= %(at)s)
            AND (status IN ('planned', 'in_progress') OR training_finished_at IS NULL
-                OR training_finished_at >= %(at)s - interval '1 second')))
+                OR training_finished_at >= %(at)s)))
         ORDER BY run_date DESC, id DESC LIMIT 1
         """,
         {"host": event.host, "dir": event.output_dir, "name": event.output_name,

@@ -277,9 +277,10 @@ class KohyaTracker:
             return
         saved = self._saved_so_far() if removals else []  # now: later saves are not ours
         ends = list(self.epoch_ends)
+        step = self.step
 
         def job() -> list[Any]:
-            return self._removed_events(saved) + self._sample_events(run, ends)
+            return self._removed_events(saved) + self._sample_events(run, ends, step)
 
         run.submit(self._guarded(what, job))
 
@@ -303,10 +304,11 @@ class KohyaTracker:
         except OSError:
             return []
 
-    def _sample_events(self, run: TrackedRun, epoch_ends: list[int]) -> list[Any]:
+    def _sample_events(self, run: TrackedRun, epoch_ends: list[int], upto: int) -> list[Any]:
         """This process's new sample images, by epoch: files that were not there at launch,
         written (kohya's timestamp) since train() began. Step samples count for the epoch
-        in progress at their step."""
+        in progress at their step (those past ``upto``, the step when this lookup was asked
+        for, wait for a later lookup that knows their epoch)."""
         from ..capture.events import EpochLogged
         from ..capture.files import classify_sample
 
@@ -322,6 +324,8 @@ class KohyaTracker:
                 continue
             epoch = sample.epoch
             if epoch is None and sample.step is not None:
+                if sample.step > upto:
+                    continue
                 epoch = bisect.bisect_left(epoch_ends, sample.step) + 1
             if epoch is None:
                 continue
@@ -553,6 +557,11 @@ def main(argv: list[str]) -> int:
     enabled = is_main_process() and os.environ.get(DISABLE_ENV, "") in ("", "0")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # kohya's root logger is at INFO: lora-tracker says only what needs saying in its
+    # console (warnings, and the one line when the embedded server is first created)
+    for name, level in (("lora_tracker", logging.WARNING), ("lora_tracker.embedded", logging.INFO)):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(level)
     tracker = KohyaTracker(os.environ.get(RUN_NAME_ENV) or None, enabled=enabled)
     code: CodeType | None = None
     module: ModuleType | None = None
