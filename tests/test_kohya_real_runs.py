@@ -210,7 +210,8 @@ def test_later_events_complete_captured_values_not_typed_ones(db_url: str) -> No
         conn = db.connect()
 
         def started(**fields: object) -> None:
-            record_event(conn, RunStarted(run_key="k1", run_name="r1", fields=fields))
+            event = RunStarted(run_key="k1", run_name="r1", fields=fields, captured=True)
+            record_event(conn, event)
 
         started(num_images=20, max_train_steps=1600, optimizer="AdamW")
         started(num_images=4, max_train_steps=30, optimizer="AdamW8bit")

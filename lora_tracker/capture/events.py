@@ -109,6 +109,9 @@ class RunStarted(_RunEvent):
     # the key this run was started under before the trainer said who it is (the kohya hook
     # starts at launch, then learns the session id): that run takes ``run_key``
     previous_key: str | None = None
+    # the fields were read from the trainer (not given by a person): a later event that
+    # knows better may correct them (training_runs.captured_values)
+    captured: bool = False
 
 
 class EpochLogged(_RunEvent):

@@ -207,6 +207,7 @@ def resolve_run(
     *,
     by_name: bool = False,
     default_names: Callable[[], list[str]],
+    captured: bool = True,
 ) -> dict[str, Any]:
     """The run an event belongs to: found by its capture key (or, ``by_name``, by the run
     name it asks for), else created. A run found by name that has no key yet takes this
@@ -230,8 +231,8 @@ def resolve_run(
                 )
                 row["capture_key"] = key
             return row
-        return _insert_run(conn, [run_name], key if key_free else None, fields)
-    return _insert_run(conn, default_names(), key, fields)
+        return _insert_run(conn, [run_name], key if key_free else None, fields, captured)
+    return _insert_run(conn, default_names(), key, fields, captured)
 
 
 def _default_names(event: CheckpointObserved, fields: dict[str, Any]) -> list[str]:
@@ -245,11 +246,15 @@ def _dated_names(base: str, started: datetime) -> list[str]:
 
 
 def _insert_run(
-    conn: Connection, names: list[str], key: str | None, fields: dict[str, Any]
+    conn: Connection,
+    names: list[str],
+    key: str | None,
+    fields: dict[str, Any],
+    captured: bool = True,
 ) -> dict[str, Any]:
     values = {k: v for k, v in fields.items() if k != "total_steps" or v}
     values["status"] = "in_progress"
-    values["captured_values"] = Jsonb(_captured_values({}, values))
+    values["captured_values"] = Jsonb(_captured_values({}, values) if captured else {})
     if fields.get("training_started_at"):
         values["run_date"] = fields["training_started_at"]
     for name in names:
@@ -475,6 +480,7 @@ def _run_of(
     return resolve_run(
         conn, event.run_key, event.run_name, fields,
         default_names=lambda: _dated_names(base, started),
+        captured=getattr(event, "captured", False),
     )  # fmt: skip
 
 
@@ -505,7 +511,8 @@ def _record_run_started(conn: Connection, event: RunStarted) -> Recorded:
         updates["status"] = "in_progress"  # started (again)
         updates["failure_reason"] = None
     updates["last_event_at"] = event.observed_at
-    _note_captured(run, updates)
+    if event.captured:
+        _note_captured(run, updates)
     _set(conn, run["id"], updates)
     return Recorded("recorded", run["run_name"])
 

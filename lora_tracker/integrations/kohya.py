@@ -176,13 +176,12 @@ class KohyaTracker:
             "command_line": sys.argv,
         }
         self._config = {k: v for k, v in self._config.items() if v is not None}
-        fields = run_fields_from_config(arguments)
-        fields.pop("output_name", None)
         self.run = start_run(
             self.run_name, self._config, output_dir=self.output_dir,
             output_name=self.output_name, trainer="kohya", run_key=f"hook:{uuid.uuid4()}",
-            **fields,
         )  # fmt: skip
+        # what the command line says, until kohya's metadata and checkpoints say better
+        self._submit_fields(run_fields_from_config(arguments))
         if {"LoRANetwork.save_weights", "NetworkTrainer.sample_images"} & set(self.missing):
             self.start_fallback_watcher()
 
@@ -195,10 +194,8 @@ class KohyaTracker:
         run = self.run
         if run is None or not metadata or not run.enabled:
             return
-        from ..capture.events import RunStarted, this_host
         from ..capture.metadata import run_fields_from_metadata
         from ..capture.trainer_config import run_fields_from_config
-        from ..tracking import _valid_fields
 
         strings = _stringify(metadata)
         fields = run_fields_from_config(config_to_dict(args))
@@ -208,22 +205,34 @@ class KohyaTracker:
             # repeats: the image count comes with the first checkpoint
             found.pop("num_images", None)
         fields.update(found)
+        session = strings.get("ss_session_id")
+        previous = run.run_key
+        key = f"session:{session}" if session else previous
+        run.run_key = key  # every later event finds the run by kohya's session
+        if self.fallback_watcher is not None:
+            self.fallback_watcher.run_key = key
+        self._submit_fields(fields, previous if key != previous else None)
+
+    def _submit_fields(self, fields: dict[str, Any], previous_key: str | None = None) -> None:
+        """The run's settings as capture read them (a later, better-informed event may
+        correct them; a value a person typed stays)."""
+        run = self.run
+        if run is None or not run.enabled:
+            return
+        from ..capture.events import RunStarted, this_host
+        from ..tracking import _valid_fields
+
+        fields = dict(fields)
         fields.pop("output_name", None)
         fields.update(
             trainer="kohya", host=this_host(), output_dir=self.output_dir,
             output_name=self.output_name,
         )  # fmt: skip
-        session = strings.get("ss_session_id")
-        previous = run.run_key
-        key = f"session:{session}" if session else previous
         event = RunStarted(
-            run_key=key, run_name=run.run_name, fields=_valid_fields(fields),
+            run_key=run.run_key, run_name=run.run_name, fields=_valid_fields(fields),
             config=self._config or None, default_name=self.output_name,
-            previous_key=previous if key != previous else None,
+            previous_key=previous_key, captured=True,
         )  # fmt: skip
-        run.run_key = key  # every later event finds the run by kohya's session
-        if self.fallback_watcher is not None:
-            self.fallback_watcher.run_key = key
         run.submit(lambda: [event])
 
     def after_save(self, file: Any, metadata: Any) -> None:
