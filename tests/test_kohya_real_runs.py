@@ -227,6 +227,26 @@ def test_later_events_complete_captured_values_not_typed_ones(db_url: str) -> No
         assert (row["num_images"], row["max_train_steps"]) == (7, 31)
 
 
+def test_run_started_at_launch_takes_the_session_key(db_url: str) -> None:
+    """The run the hook starts at launch takes kohya's session key; if that session's files
+    were recorded first (a watcher, a replayed spool), that run is the run and the empty
+    launch-time one goes."""
+    with Database(db_url) as db:
+        conn = db.connect()
+        record_event(conn, RunStarted(run_key="hook:a", fields={"output_name": "one"}))
+        record_event(conn, RunStarted(run_key="session:1", previous_key="hook:a"))
+        record_event(conn, RunStarted(run_key="hook:b", fields={"output_name": "two"}))
+        record_event(conn, RunStarted(run_key="session:2", fields={"output_name": "two"}))
+        record_event(conn, RunStarted(run_key="session:2", previous_key="hook:b"))
+        found = conn.execute(
+            "SELECT capture_key, output_name FROM training_runs ORDER BY 1"
+        ).fetchall()
+    assert found == [
+        {"capture_key": "session:1", "output_name": "one"},
+        {"capture_key": "session:2", "output_name": "two"},
+    ]
+
+
 # -- 5 and 11: failures before the first step, and the traceback -----------------------------
 
 

@@ -2,23 +2,29 @@
 
 ``hooks/kohya/lora_tracker_launch.py train_network.py <kohya args>`` imports the kohya
 script as a module (so its main block does not run yet), wraps a few methods, then runs
-that main block itself:
+that main block itself. What each kohya call records (sd-scripts main, 2026-02):
 
-- ``NetworkTrainer.update_metadata(metadata, args)`` (called before the first step, with
-  ``ss_session_id`` set): the run is recorded as in progress with its full configuration
-  (command line, ``--config_file`` and ``--dataset_config`` TOMLs);
+- ``NetworkTrainer.train(args)`` entered: the run, in progress, with its configuration
+  (parsed arguments, ``--config_file`` and ``--dataset_config`` TOMLs), so a failure while
+  loading the model or caching latents is recorded; at its end completed, or failed /
+  cancelled with the exception (shown as kohya would show it), and the step reached;
+- ``update_metadata(metadata, args)`` (before the first step, before kohya adds the
+  dataset keys): kohya's own account (session id, base model, resolved settings); the run
+  takes the session's key, so a watcher on the same folder records into it;
 - ``LoRANetwork.save_weights(file, dtype, metadata)`` (networks/lora.py, lora_flux.py):
-  the checkpoint, the moment the file is complete;
+  the checkpoint, the moment the file is complete (epoch, step and final files);
 - ``epoch_logging(accelerator, logs, global_step, epoch)``: ``loss/epoch_average`` and
   other numbers per epoch (kohya calls it only with ``--log_with``);
-- ``sample_images(...)`` (called after a save and the removal of an old checkpoint): the
-  epoch's sample images, and checkpoints that were removed;
-- ``train(args)``: completed at the end, or failed/cancelled with the exception, which is
-  re-raised untouched.
+- ``sample_images(accelerator, args, epoch, global_step, ...)``: called after every step
+  (epoch None) and at each epoch end: the step reached, the sample images this process
+  wrote (by epoch; step samples in the epoch in progress) and checkpoints removed since
+  the last save (``--save_last_n_epochs`` / ``--save_last_n_steps``). The per-step call
+  costs a comparison unless kohya sampled or saved at that step.
 
 Everything the hooks do is queued for a background thread; a hook never raises into
-kohya. Only the main process records. A method missing in this kohya version is reported
-and replaced by watching the output folder.
+kohya, and a failure is logged once per kind, then counted. Only the main process
+records. A method missing in this kohya version is reported and replaced by watching the
+output folder.
 """
 
 from __future__ import annotations
@@ -244,8 +250,24 @@ class KohyaTracker:
                 self.saved.append(path)
         self._removal_due = True
         # save_weights was handed the metadata it wrote (and added the sshs hashes to it):
-        # no need to read the file, which kohya may delete a moment later
-        self.run.log_saved(path, metadata if isinstance(metadata, dict) else None)
+        # no need to read the file, which kohya may delete a moment later. One stat() here.
+        run = self.run
+        at = datetime.now(timezone.utc)
+        stat = os.stat(path)
+        written = metadata if isinstance(metadata, dict) else {}
+        meta = {str(k): v if isinstance(v, str) else str(v) for k, v in written.items()}
+
+        def job() -> list[Any]:
+            from ..capture.events import checkpoint_event
+
+            event = checkpoint_event(
+                Path(path), stat.st_size, stat.st_mtime, meta, run_key=run.run_key
+            )
+            event.run_name, event.observed_at = run.run_name, at
+            event.samples_by_epoch = {}  # the hook reports the samples its process wrote
+            return [event]
+
+        run.submit(self._guarded("recording a checkpoint", job))
 
     def after_epoch_logging(self, logs: dict[str, Any], epoch: int) -> None:
         if self.run is None or not isinstance(logs, dict):
