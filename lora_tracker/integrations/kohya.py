@@ -30,7 +30,6 @@ output folder.
 from __future__ import annotations
 
 import ast
-import bisect
 import functools
 import importlib
 import json
@@ -116,7 +115,7 @@ class KohyaTracker:
         self.fallback_watcher: Any = None
         self.began_at = 0.0  # time.time() when train() was entered
         self.step = 0  # the global step reached
-        self.epoch_ends: list[int] = []  # global step at the end of epoch 1, 2, ...
+        self.epoch_ends: list[tuple[int, int]] = []  # (epoch, global step at its end)
         self._removal_due = False  # a checkpoint was saved: kohya may remove an old one next
         self._samples_before: set[str] = set()  # sample files already there at launch
         self._samples_seen: set[str] = set()
@@ -289,8 +288,11 @@ class KohyaTracker:
         if epoch is None:
             if not removals and not self._samples_at_step(step):
                 return
-        elif isinstance(epoch, int) and epoch > len(self.epoch_ends) and step is not None:
-            self.epoch_ends.append(step)
+        elif (
+            isinstance(epoch, int) and epoch > 0 and step is not None
+            and (not self.epoch_ends or epoch > self.epoch_ends[-1][0])
+        ):  # fmt: skip
+            self.epoch_ends.append((epoch, step))
         self._removal_due = False
         self._submit_scan("sample lookup", removals)
 
@@ -335,7 +337,9 @@ class KohyaTracker:
         except OSError:
             return []
 
-    def _sample_events(self, run: TrackedRun, epoch_ends: list[int], upto: int) -> list[Any]:
+    def _sample_events(
+        self, run: TrackedRun, epoch_ends: list[tuple[int, int]], upto: int
+    ) -> list[Any]:
         """This process's new sample images, by epoch: files that were not there at launch,
         written (kohya's timestamp) since train() began. Step samples count for the epoch
         in progress at their step (those past ``upto``, the step when this lookup was asked
@@ -357,7 +361,7 @@ class KohyaTracker:
             if epoch is None and sample.step is not None:
                 if sample.step > upto:
                     continue
-                epoch = bisect.bisect_left(epoch_ends, sample.step) + 1
+                epoch = _epoch_at(epoch_ends, sample.step)
             if epoch is None:
                 continue
             self._samples_seen.add(path)
@@ -419,6 +423,15 @@ class KohyaTracker:
         watcher.start()
         self.fallback_watcher = watcher
         log.warning("lora-tracker: watching %s for checkpoints instead", self.output_dir)
+
+
+def _epoch_at(epoch_ends: list[tuple[int, int]], step: int) -> int:
+    """The 1-based epoch in progress at ``step``: the first epoch that ended at or after
+    it, else the one after the last that ended (epoch 1 before any)."""
+    for epoch, end in epoch_ends:
+        if step <= end:
+            return epoch
+    return epoch_ends[-1][0] + 1 if epoch_ends else 1
 
 
 # -- installing the hooks -----------------------------------------------------------------------
