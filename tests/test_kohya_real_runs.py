@@ -437,3 +437,24 @@ def test_watcher_live_on_a_reused_folder(
     )
     watcher.stop()
     check_two_trainings(db_url, out)
+
+
+def test_watcher_trainer_in_another_time_zone(
+    tmp_path: Path, db_url: str, start_watcher: Callable[..., Watcher]
+) -> None:
+    """kohya stamps samples in its own local time: a trainer in another time zone (a
+    container) than the watcher still gets every sample of a folder only it wrote."""
+    out = tmp_path / "out"
+    zone = "America/New_York" if time.strftime("%z") != "-0500" else "Asia/Tokyo"
+    done = launch(
+        "train_network.py", "unused",
+        *plain_args(out, "--save_every_n_epochs", "1", "--sample_every_n_epochs", "1",
+                    epochs=3),
+        env={"TZ": zone}, hooked=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    start_watcher(out, db_url).stop()
+    (run,) = runs(db_url)
+    assert {e: len(names) for e, names in samples_of(db_url, run["id"]).items()} == {
+        1: 2, 2: 2, 3: 2,
+    }  # fmt: skip

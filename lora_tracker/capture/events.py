@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from .files import (
     CheckpointKind,
     CheckpointName,
+    SampleName,
     classify_checkpoint,
     classify_sample,
     output_dir_of,
@@ -229,10 +230,11 @@ def checkpoint_event(
         config = {**(config or {}), **extra}
     output_name = _output_name(metadata, name.output_name)
     started = _started_at(metadata)
+    others = _other_starts(output_dir, output_name, started, path) if started else []
     samples = samples_by_epoch(
         output_dir, output_name, since=started,
-        until=_next_start(output_dir, output_name, started, path) if started else None,
-        steps_per_epoch=_steps_per_epoch(metadata),
+        until=min((t for t in others if t > started), default=None) if started else None,
+        shared=bool(others), steps_per_epoch=_steps_per_epoch(metadata),
     )  # fmt: skip
     return CheckpointObserved(
         path=str(path),
@@ -299,39 +301,49 @@ def samples_by_epoch(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    shared: bool = False,
     steps_per_epoch: int | None = None,
-    exclude: set[str] | frozenset[str] = frozenset(),
 ) -> dict[int, list[str]]:
     """kohya sample images of one run in ``output_dir/sample``, by epoch.
 
-    A reused output folder holds several trainings' samples under one name: with ``since``
-    (the run's ``ss_training_started_at``) and ``until`` (the next run's start), only those
-    whose name's timestamp falls in that window count. Step samples (``{name}_{step:06d}_``)
-    count for the epoch in progress when ``steps_per_epoch`` is known.
+    A reused output folder holds several trainings' samples under one name: then (other
+    trainings' checkpoints are there, ``shared``, or two samples share an epoch and index)
+    only those whose name's timestamp falls between ``since`` (the run's
+    ``ss_training_started_at``) and ``until`` (the next run's start) count. kohya writes the
+    stamp in the trainer's local time, read here in this machine's: a folder only one
+    training wrote is never filtered, so a trainer in another time zone (a container) loses
+    nothing there. Step samples (``{name}_{step:06d}_``) count for the epoch in progress
+    when ``steps_per_epoch`` is known.
     """
     folder = output_dir / "sample"
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return {}
-    low = since.replace(microsecond=0) if since else None  # kohya's stamp has whole seconds
-    high = until.replace(microsecond=0) if until else None
-    found: dict[int, list[str]] = {}
+    candidates: list[tuple[int, SampleName, str]] = []
+    names: set[tuple[int | None, int | None, int]] = set()
     for entry in entries:
         sample = classify_sample(Path(entry.path))
-        if sample is None or sample.output_name != output_name or entry.path in exclude:
+        if sample is None or sample.output_name != output_name:
             continue
+        key = (sample.epoch, sample.step, sample.index)
+        shared = shared or key in names
+        names.add(key)
         epoch = sample.epoch
         if epoch is None and sample.step is not None and steps_per_epoch:
             epoch = max(1, -(-sample.step // steps_per_epoch))
-        if epoch is None:
-            continue
+        if epoch is not None:
+            candidates.append((epoch, sample, os.path.abspath(entry.path)))
+    low = since.replace(microsecond=0) if since and shared else None  # stamps: whole seconds
+    high = until.replace(microsecond=0) if until and shared else None
+    found: dict[int, list[str]] = {}
+    for epoch, sample, path in candidates:
         stamp = sample.written_at
         if stamp is not None and (
             (low is not None and stamp < low) or (high is not None and stamp >= high)
         ):
             continue
-        found.setdefault(epoch, []).append(os.path.abspath(entry.path))
+        found.setdefault(epoch, []).append(path)
     return {epoch: sorted(paths) for epoch, paths in sorted(found.items())}
 
 
@@ -358,16 +370,16 @@ def _steps_per_epoch(metadata: dict[str, str]) -> int | None:
 _START_CACHE: dict[tuple[str, int, float], datetime | None] = {}
 
 
-def _next_start(
+def _other_starts(
     output_dir: Path, output_name: str, started: datetime, skip: Path
-) -> datetime | None:
-    """The start of the next training that wrote checkpoints of this name into the folder
-    (from their headers): the end of this run's sample window."""
-    later: list[datetime] = []
+) -> list[datetime]:
+    """The starts of other trainings that wrote checkpoints of this name into the folder
+    (from their headers; the next one ends this run's sample window)."""
+    found: list[datetime] = []
     try:
         entries = list(os.scandir(output_dir))
     except OSError:
-        return None
+        return []
     for entry in entries:
         name = classify_checkpoint(Path(entry.path))
         if (
@@ -385,9 +397,9 @@ def _next_start(
             other = _START_CACHE[key]
         except Exception:  # a file being written or broken: not a witness
             continue
-        if other is not None and other.replace(microsecond=0) > started.replace(microsecond=0):
-            later.append(other)
-    return min(later) if later else None
+        if other is not None and other.replace(microsecond=0) != started.replace(microsecond=0):
+            found.append(other)
+    return found
 
 
 def observe_sample(path: Path) -> SamplesObserved | None:
