@@ -313,9 +313,14 @@ class KohyaTracker:
         step = self.step
 
         def job() -> list[Any]:
-            return self._removed_events(saved) + self._sample_events(run, ends, step)
+            events = self._removed_events(saved)  # never lost to a failing sample lookup
+            try:
+                events += self._sample_events(run, ends, step)
+            except Exception:
+                self._failed(what)
+            return events
 
-        run.submit(self._guarded(what, job))
+        run.submit(self._guarded("removal check", job))
 
     def _saved_so_far(self) -> list[str]:
         with self._saved_lock:
