@@ -458,3 +458,35 @@ def test_watcher_trainer_in_another_time_zone(
     assert {e: len(names) for e, names in samples_of(db_url, run["id"]).items()} == {
         1: 2, 2: 2, 3: 2,
     }  # fmt: skip
+
+
+def test_overwritten_file_event_replayed_late(tmp_path: Path, db_url: str) -> None:
+    """The older run's event for a file another run has since overwritten, applied last (a
+    spool replayed late): the file stays the newer run's; the older row is not on disk."""
+    from lora_tracker.capture.events import observe_checkpoint
+
+    from .kohya_sim import KohyaRun
+
+    path = KohyaRun(tmp_path, epochs=1, save_last_n=None, session=111).save_epoch(1)
+    older = observe_checkpoint(path)
+    path = KohyaRun(tmp_path, epochs=1, save_last_n=None, session=222, dim=16).save_epoch(1)
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    newer = observe_checkpoint(path)
+    assert older.content_hash != newer.content_hash
+    with Database(db_url) as db:
+        conn = db.connect()
+        record_event(conn, newer)
+        record_event(conn, older)
+        owner = conn.execute(
+            "SELECT tr.session_id, c.content_hash FROM checkpoints c "
+            "JOIN training_runs tr ON tr.id = c.training_run_id"
+        ).fetchall()
+        on_disk = conn.execute(
+            "SELECT tr.session_id, er.checkpoint_on_disk FROM epoch_results er "
+            "JOIN training_runs tr ON tr.id = er.training_run_id ORDER BY 1"
+        ).fetchall()
+    assert owner == [{"session_id": "222", "content_hash": newer.content_hash}]
+    assert on_disk == [
+        {"session_id": "111", "checkpoint_on_disk": False},
+        {"session_id": "222", "checkpoint_on_disk": True},
+    ]
