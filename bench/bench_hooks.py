@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine, table
 
 from lora_tracker import embedded
+from lora_tracker.integrations.kohya import KohyaTracker, _after
 from lora_tracker.tracking import TrackedRun, dispatcher, start_run
 from tests.kohya_sim import checkpoint_bytes, sd15_metadata
 
@@ -58,6 +59,14 @@ def scenario(name: str, url: str | None, work: Path, calls: int) -> list[tuple[s
             calls // 4,
         ),
     ]
+    rows.append(
+        measure(
+            f"kohya per-step `sample_images(..., None, step)` (no sample, no save), "
+            f"database {name}",
+            kohya_step_hook(run, work),
+            calls,
+        )
+    )
     start = time.perf_counter()
     flushed = dispatcher().flush(600)
     drain = time.perf_counter() - start
@@ -69,6 +78,24 @@ def scenario(name: str, url: str | None, work: Path, calls: int) -> list[tuple[s
         )
     )
     return rows
+
+
+def kohya_step_hook(run: TrackedRun, work: Path):
+    """kohya's per-step call through the hook's real wrapper, as after every step."""
+    tracker = KohyaTracker()
+    tracker.run = run
+    tracker.args = argparse.Namespace(sample_every_n_steps=None, sample_every_n_epochs=1)
+    tracker.output_dir, tracker.output_name = str(work), "bench"
+
+    def sample_images(self, accelerator, args, epoch, global_step, *rest):  # kohya's, idle
+        return None
+
+    wrapped = _after(
+        tracker, "sample_images",
+        lambda self, accelerator, args, epoch, global_step=None, *a, **k:
+            tracker.after_samples(epoch, global_step),
+    )(sample_images)  # fmt: skip
+    return lambda i: wrapped(None, None, tracker.args, None, i + 1, "cpu", None, [None])
 
 
 def main() -> None:

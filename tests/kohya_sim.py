@@ -259,7 +259,9 @@ class KohyaRun:
         folder.mkdir(exist_ok=True)
         made = []
         for index in range(self.samples_per_epoch):
-            stamp = f"20251109{epoch:02d}{index:02d}00"
+            # kohya's stamp: the local time of writing; epoch N's samples during its steps
+            written = self.started + epoch * 100 - 50 + index
+            stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(written))
             path = folder / f"{self.output_name}_e{epoch:06d}_{index:02d}_{stamp}.png"
             path.write_bytes(PNG)
             made.append(path)

@@ -82,7 +82,7 @@ def test_kohya_run_recorded_from_inside(tmp_path: Path, db_url: str) -> None:
         assert e["checkpoint_size_bytes"] == Path(e["checkpoint_path"]).stat().st_size
     assert (
         rows(db_url, "SELECT count(*) AS n FROM applied_events WHERE kind = 'run_started'")[0]["n"]
-        == 1
+        == 3  # at launch (the run, then what its arguments say), at update_metadata
     )
 
 
@@ -133,7 +133,7 @@ def test_sdxl_and_flux_trainers(tmp_path: Path, db_url: str) -> None:
     assert [(r["output_name"], r["n"], r["s"]) for r in per_run] == [("fx", 3, 3), ("xl", 3, 3)]
     assert (
         rows(db_url, "SELECT count(*) AS n FROM applied_events WHERE kind = 'run_started'")[0]["n"]
-        == 2
+        == 6  # two runs, each three times
     )
 
 

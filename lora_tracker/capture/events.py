@@ -21,6 +21,7 @@ from ..settings import this_host as this_host
 from .files import (
     CheckpointKind,
     CheckpointName,
+    SampleName,
     classify_checkpoint,
     classify_sample,
     output_dir_of,
@@ -83,6 +84,9 @@ class SamplesObserved(_Event):
     output_name: str
     epoch: int
     paths: list[str]
+    # kohya's timestamp in the file name: the sample belongs to the run that was training
+    # then (a reused output folder holds several runs' samples under one name)
+    written_at: datetime | None = None
 
 
 class _RunEvent(_Event):
@@ -99,6 +103,12 @@ class RunStarted(_RunEvent):
     fields: dict[str, Any] = Field(default_factory=dict)  # training_runs columns
     config: dict[str, Any] | None = None
     default_name: str | None = None  # base of the run name when none is given
+    # the key this run was started under before the trainer said who it is (the kohya hook
+    # starts at launch, then learns the session id): that run takes ``run_key``
+    previous_key: str | None = None
+    # the fields were read from the trainer (not given by a person): a later event that
+    # knows better may correct them (training_runs.captured_values)
+    captured: bool = False
 
 
 class EpochLogged(_RunEvent):
@@ -117,6 +127,7 @@ class RunFinished(_RunEvent):
     kind: Literal["run_finished"] = "run_finished"
     status: Literal["completed", "failed", "cancelled"]
     failure_reason: str | None = None
+    total_steps: int | None = None  # the step reached (a hook sees each step)
 
 
 AnyEvent = (
@@ -205,6 +216,8 @@ def checkpoint_event(
         epoch = name.epoch
         if epoch is None and name.kind in ("final", "step", "unknown"):
             epoch = from_meta.get("epoch")
+            if epoch is not None and name.kind == "step" and name.trainer == "kohya":
+                epoch += 1  # kohya writes its 0-based epoch in progress into step files
     step = name.step if name.step is not None else from_meta.get("global_step")
     output_dir = Path(output_dir_of(path))
     config, used_config = _trainer_config(output_dir, config_path, name.trainer)
@@ -212,6 +225,13 @@ def checkpoint_event(
     if extra:
         config = {**(config or {}), **extra}
     output_name = _output_name(metadata, name.output_name)
+    started = _started_at(metadata)
+    others = _other_starts(output_dir, output_name, started, path) if started else []
+    samples = samples_by_epoch(
+        output_dir, output_name, since=started,
+        until=min((t for t in others if t > started), default=None) if started else None,
+        shared=bool(others), steps_per_epoch=_steps_per_epoch(metadata),
+    )  # fmt: skip
     return CheckpointObserved(
         path=str(path),
         output_dir=str(output_dir),
@@ -227,7 +247,7 @@ def checkpoint_event(
         metadata=metadata,
         config=config,
         config_path=str(used_config) if used_config else None,
-        samples_by_epoch=samples_by_epoch(output_dir, output_name),
+        samples_by_epoch=samples,
         run_name=run_name,
         run_key=run_key,
     )
@@ -271,19 +291,111 @@ def _adapter_files(path: Path) -> dict[str, Any]:
     return found
 
 
-def samples_by_epoch(output_dir: Path, output_name: str) -> dict[int, list[str]]:
-    """kohya sample images of one run in ``output_dir/sample``, by epoch."""
+def samples_by_epoch(
+    output_dir: Path,
+    output_name: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    shared: bool = False,
+    steps_per_epoch: int | None = None,
+) -> dict[int, list[str]]:
+    """kohya sample images of one run in ``output_dir/sample``, by epoch.
+
+    A reused output folder holds several trainings' samples under one name: then (other
+    trainings' checkpoints are there, ``shared``, or two samples share an epoch and index)
+    only those whose name's timestamp falls between ``since`` (the run's
+    ``ss_training_started_at``) and ``until`` (the next run's start) count. kohya writes the
+    stamp in the trainer's local time, read here in this machine's: a folder only one
+    training wrote is never filtered, so a trainer in another time zone (a container) loses
+    nothing there. Step samples (``{name}_{step:06d}_``) count for the epoch in progress
+    when ``steps_per_epoch`` is known.
+    """
     folder = output_dir / "sample"
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return {}
-    found: dict[int, list[str]] = {}
+    candidates: list[tuple[int, SampleName, str]] = []
+    names: set[tuple[int | None, int | None, int]] = set()
     for entry in entries:
         sample = classify_sample(Path(entry.path))
-        if sample and sample.epoch is not None and sample.output_name == output_name:
-            found.setdefault(sample.epoch, []).append(os.path.abspath(entry.path))
+        if sample is None or sample.output_name != output_name:
+            continue
+        key = (sample.epoch, sample.step, sample.index)
+        shared = shared or key in names
+        names.add(key)
+        epoch = sample.epoch
+        if epoch is None and sample.step is not None and steps_per_epoch:
+            epoch = max(1, -(-sample.step // steps_per_epoch))
+        if epoch is not None:
+            candidates.append((epoch, sample, os.path.abspath(entry.path)))
+    low = since.replace(microsecond=0) if since and shared else None  # stamps: whole seconds
+    high = until.replace(microsecond=0) if until and shared else None
+    found: dict[int, list[str]] = {}
+    for epoch, sample, path in candidates:
+        stamp = sample.written_at
+        if stamp is not None and (
+            (low is not None and stamp < low) or (high is not None and stamp >= high)
+        ):
+            continue
+        found.setdefault(epoch, []).append(path)
     return {epoch: sorted(paths) for epoch, paths in sorted(found.items())}
+
+
+def _started_at(metadata: dict[str, str]) -> datetime | None:
+    try:
+        value = float(metadata.get("ss_training_started_at") or "nan")
+    except ValueError:
+        return None
+    if value != value or value <= 0:
+        return None
+    return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _steps_per_epoch(metadata: dict[str, str]) -> int | None:
+    """kohya's optimisation steps per epoch: batches per epoch / gradient accumulation."""
+    try:
+        batches = int(metadata.get("ss_num_batches_per_epoch") or 0)
+        accumulation = int(metadata.get("ss_gradient_accumulation_steps") or 1)
+    except ValueError:
+        return None
+    return -(-batches // max(accumulation, 1)) if batches > 0 else None
+
+
+_START_CACHE: dict[tuple[str, int, float], datetime | None] = {}
+
+
+def _other_starts(
+    output_dir: Path, output_name: str, started: datetime, skip: Path
+) -> list[datetime]:
+    """The starts of other trainings that wrote checkpoints of this name into the folder
+    (from their headers; the next one ends this run's sample window)."""
+    found: list[datetime] = []
+    try:
+        entries = list(os.scandir(output_dir))
+    except OSError:
+        return []
+    for entry in entries:
+        name = classify_checkpoint(Path(entry.path))
+        if (
+            name is None or name.file_format != "safetensors" or name.output_name != output_name
+            or entry.path == str(skip)
+        ):  # fmt: skip
+            continue
+        try:
+            stat = entry.stat()
+            key = (entry.path, stat.st_size, stat.st_mtime)
+            if key not in _START_CACHE:
+                if len(_START_CACHE) > 4096:
+                    _START_CACHE.clear()
+                _START_CACHE[key] = _started_at(read_safetensors_header(Path(entry.path)).metadata)
+            other = _START_CACHE[key]
+        except Exception:  # a file being written or broken: not a witness
+            continue
+        if other is not None and other.replace(microsecond=0) != started.replace(microsecond=0):
+            found.append(other)
+    return found
 
 
 def observe_sample(path: Path) -> SamplesObserved | None:
@@ -296,4 +408,5 @@ def observe_sample(path: Path) -> SamplesObserved | None:
         output_name=sample.output_name,
         epoch=sample.epoch,
         paths=[str(path.absolute())],
+        written_at=sample.written_at,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import PurePath
 from typing import Literal
 
@@ -30,7 +31,7 @@ _AI_TOOLKIT_STEP = re.compile(r"^(?P<name>.+)_(?P<step>\d{9})$")
 _ONETRAINER = re.compile(r"^(?P<name>.*?)-?save-(?P<step>\d+)-(?P<epoch>\d+)-(?P<epoch_step>\d+)$")
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(?P<step>\d+)$")
 _SAMPLE = re.compile(
-    r"^(?P<name>.*?)_(?:e(?P<epoch>\d{6})|(?P<step>\d{6}))_(?P<idx>\d{2})_\d{14}(?:_\d+)?$"
+    r"^(?P<name>.*?)_(?:e(?P<epoch>\d{6})|(?P<step>\d{6}))_(?P<idx>\d{2})_(?P<stamp>\d{14})(?:_\d+)?$"
 )
 
 
@@ -48,12 +49,14 @@ class CheckpointName:
 
 @dataclass(frozen=True)
 class SampleName:
-    """A sample image: the run's output name and the epoch (or step) it shows."""
+    """A sample image: the run's output name, the epoch (or step) it shows, and when kohya
+    wrote it (``_YYYYmmddHHMMSS`` in the trainer's local time, read as this machine's)."""
 
     output_name: str
     epoch: int | None
     step: int | None
     index: int
+    written_at: datetime | None = None
 
 
 def is_temporary(path: PurePath) -> bool:
@@ -132,7 +135,16 @@ def classify_sample(path: PurePath) -> SampleName | None:
         epoch=int(match["epoch"]) if match["epoch"] else None,
         step=int(match["step"]) if match["step"] else None,
         index=int(match["idx"]),
+        written_at=_local_stamp(match["stamp"]),
     )
+
+
+def _local_stamp(stamp: str) -> datetime | None:
+    """kohya's ``time.strftime("%Y%m%d%H%M%S", time.localtime())`` as an aware datetime."""
+    try:
+        return datetime.strptime(stamp, "%Y%m%d%H%M%S").astimezone()
+    except ValueError:
+        return None
 
 
 def output_dir_of(path: PurePath) -> PurePath:

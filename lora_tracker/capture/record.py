@@ -16,6 +16,8 @@ seen by two watchers lands exactly once; then
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from .. import _sqlbuild
@@ -54,6 +57,13 @@ FILL_IF_EMPTY = (
     "tag_frequency", "dataset_dirs", "session_id", "output_name", "output_dir", "host",
     "trainer", "training_started_at", "config",
 )  # fmt: skip
+# Of those, the settings a later event may correct while the column still holds what capture
+# wrote there (training_runs.captured_values): the kohya hook starts a run from the command
+# line, and kohya's checkpoints then state the real dataset size and step count.
+REFILLABLE = frozenset(FILL_IF_EMPTY) - {
+    "config", "session_id", "output_name", "output_dir", "host", "trainer",
+    "training_started_at",
+}  # fmt: skip
 MAX_NAME_ATTEMPTS = 1000
 
 
@@ -216,10 +226,14 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCac
     epoch = event.epoch
     if epoch is None and event.checkpoint_kind == "final":
         epoch = _final_epoch_number(conn, run["id"], fields)
+    stale = _replaced_file(conn, event)
     epoch_result_id = None
     if epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown"):
         epoch_result_id = _upsert_epoch(conn, run["id"], epoch, event)
-    _upsert_checkpoint(conn, run["id"], epoch_result_id, epoch, event)
+    if stale:  # the file was overwritten by another model since this event was observed
+        _epoch_file_gone(conn, epoch_result_id, event.path)
+    else:
+        _upsert_checkpoint(conn, run["id"], epoch_result_id, epoch, event)
     for sample_epoch, paths in event.samples_by_epoch.items():
         _add_samples(conn, run["id"], sample_epoch, paths)
     return Recorded("recorded", run["run_name"], epoch, new_run=created)
@@ -268,6 +282,7 @@ def resolve_run(
     by_name: bool = False,
     key_absent: bool = False,
     default_names: Callable[[], list[str]],
+    captured: bool = True,
 ) -> dict[str, Any]:
     """The run an event belongs to: found by its capture key (or, ``by_name``, by the run
     name it asks for), else created. A run found by name that has no key yet takes this
@@ -292,8 +307,8 @@ def resolve_run(
                 )
                 row["capture_key"] = key
             return row
-        return _insert_run(conn, [run_name], key if key_free else None, fields)
-    return _insert_run(conn, default_names(), key, fields)
+        return _insert_run(conn, [run_name], key if key_free else None, fields, captured)
+    return _insert_run(conn, default_names(), key, fields, captured)
 
 
 def _default_names(event: CheckpointObserved, fields: dict[str, Any]) -> list[str]:
@@ -307,10 +322,15 @@ def _dated_names(base: str, started: datetime) -> list[str]:
 
 
 def _insert_run(
-    conn: Connection, names: list[str], key: str | None, fields: dict[str, Any]
+    conn: Connection,
+    names: list[str],
+    key: str | None,
+    fields: dict[str, Any],
+    captured: bool = True,
 ) -> dict[str, Any]:
     values = {k: v for k, v in fields.items() if k != "total_steps" or v}
     values["status"] = "in_progress"
+    values["captured_values"] = Jsonb(_captured_values({}, values) if captured else {})
     if fields.get("training_started_at"):
         values["run_date"] = fields["training_started_at"]
     for name in names:
@@ -339,11 +359,7 @@ def _update_run(
     """Fill the run's empty columns; keep size, steps, end time and metadata current.
 
     Returns the columns it changed."""
-    updates: dict[str, Any] = {
-        column: fields[column]
-        for column in FILL_IF_EMPTY
-        if column in fields and run.get(column) is None
-    }
+    updates = _fillable(run, fields)
     newest = run.get("total_steps") is None or (fields.get("total_steps") or 0) >= (
         run.get("total_steps") or 0
     )
@@ -358,6 +374,7 @@ def _update_run(
                 updates[column] = fields[column]
     if event.checkpoint_kind == "final" and run["status"] == "in_progress":
         updates["status"] = "completed"
+    _note_captured(run, updates)
     _set(conn, run["id"], updates)
     return updates
 
@@ -480,14 +497,22 @@ def _record_removal(conn: Connection, event: CheckpointRemoved) -> Recorded:
 
 
 def _record_samples(conn: Connection, event: SamplesObserved) -> Recorded:
+    # the run training when kohya wrote it: the latest started by then, and not finished
+    # before it (a reused folder's next run may not be recorded yet)
     run = conn.execute(
         """
         SELECT id, run_name FROM training_runs
-        WHERE host = %s AND output_dir = %s AND output_name = %s
+        WHERE host = %(host)s AND output_dir = %(dir)s AND output_name = %(name)s
+          AND (%(at)s::timestamptz IS NULL OR (
+               (training_started_at IS NULL
+                OR date_trunc('second', training_started_at) <= %(at)s)
+           AND (status IN ('planned', 'in_progress') OR training_finished_at IS NULL
+                OR training_finished_at >= %(at)s)))
         ORDER BY run_date DESC, id DESC LIMIT 1
         """,
-        (event.host, event.output_dir, event.output_name),
-    ).fetchone()
+        {"host": event.host, "dir": event.output_dir, "name": event.output_name,
+         "at": event.written_at},
+    ).fetchone()  # fmt: skip
     if run is None:
         return Recorded("unmatched")  # its run's next checkpoint event brings it along
     _add_samples(conn, run["id"], event.epoch, event.paths)
@@ -542,6 +567,7 @@ def _resolve_run_of(
     return resolve_run(
         conn, event.run_key, event.run_name, fields, key_absent=key_absent,
         default_names=lambda: _dated_names(base, started),
+        captured=getattr(event, "captured", False),
     )  # fmt: skip
 
 
@@ -595,6 +621,8 @@ _ONE_US = timedelta(microseconds=1)
 
 def _set(conn: Connection, run_id: int, updates: dict[str, Any]) -> None:
     if updates:
+        if "captured_values" in updates:
+            updates = {**updates, "captured_values": Jsonb(updates["captured_values"])}
         assignments, params = _sqlbuild.assignments(updates)
         conn.execute(
             sql.SQL("UPDATE training_runs SET {} WHERE id = %s").format(assignments),
@@ -611,9 +639,14 @@ def _record_run_started(
         fields["config"] = event.config
     fields = _drop_invalid(fields)
     fields["last_event_at"] = event.observed_at  # a run made now is made complete
+    if event.previous_key:
+        _take_key(conn, event.previous_key, event.run_key)
+        if runs is not None:  # keys moved: what the batch looked up is out of date
+            runs.pop(event.previous_key, None)
+            runs.pop(event.run_key, None)
     run = _run_of(conn, event, fields, runs)
     created = _created(run)
-    updates = {c: fields[c] for c in FILL_IF_EMPTY if c in fields and run.get(c) is None}
+    updates = _fillable(run, fields)
     if event.config is not None:
         updates["config"] = event.config  # the hook read it whole: newer than any file's
     if run["status"] in ("planned", "failed", "cancelled", "completed"):
@@ -621,6 +654,8 @@ def _record_run_started(
         updates["failure_reason"] = None
     updates["last_event_at"] = event.observed_at
     updates = {column: value for column, value in updates.items() if run.get(column) != value}
+    if event.captured:
+        _note_captured(run, updates)
     _set(conn, run["id"], updates)
     run.update(updates)
     return Recorded("recorded", run["run_name"], new_run=created)
@@ -669,9 +704,111 @@ def _record_run_finished(
     }
     if event.failure_reason is not None:
         updates["failure_reason"] = event.failure_reason
+    if event.total_steps is not None and event.total_steps > (run.get("total_steps") or 0):
+        updates["total_steps"] = event.total_steps  # the step reached, not the last file's
     _set(conn, run["id"], updates)
     run.update(updates)
     return Recorded("recorded", run["run_name"], new_run=created)
+
+
+# -- issue 10: completing what capture wrote, rekeyed runs, overwritten files ---------------
+
+
+def _captured(value: Any) -> Any:
+    """A column value as compared with what capture wrote (JSON; objects as a digest)."""
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True, default=str)
+        return "sha1:" + hashlib.sha1(text.encode()).hexdigest()
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (Decimal, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _captured_values(run: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    known = dict(run.get("captured_values") or {})
+    known.update({c: _captured(updates[c]) for c in FILL_IF_EMPTY if c in updates})
+    return known
+
+
+def _fillable(run: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """Columns capture may set: empty ones, and settings still holding what capture wrote
+    that a later event states differently (never a value a person typed)."""
+    known = run.get("captured_values") or {}
+    updates: dict[str, Any] = {}
+    for column in FILL_IF_EMPTY:
+        if column not in fields or fields[column] is None:
+            continue
+        current = run.get(column)
+        if current is None or (
+            column in REFILLABLE
+            and column in known
+            and known[column] == _captured(current)
+            and _captured(fields[column]) != known[column]
+        ):
+            updates[column] = fields[column]
+    return updates
+
+
+def _note_captured(run: dict[str, Any], updates: dict[str, Any]) -> None:
+    if any(c in updates for c in FILL_IF_EMPTY):
+        updates["captured_values"] = _captured_values(run, updates)
+
+
+def _take_key(conn: Connection, previous: str, key: str) -> None:
+    """A run started under a provisional key takes the trainer's own key (the kohya hook
+    records at launch, then learns kohya's session id). If files of that session were
+    recorded first (a watcher, a replayed spool), their run is the run: the provisional
+    one goes when nothing hangs on it yet."""
+    old = conn.execute(
+        "SELECT id FROM training_runs WHERE capture_key = %s", (previous,)
+    ).fetchone()
+    if old is None:
+        return
+    new = conn.execute("SELECT id FROM training_runs WHERE capture_key = %s", (key,)).fetchone()
+    if new is None:
+        conn.execute("UPDATE training_runs SET capture_key = %s WHERE id = %s", (key, old["id"]))
+        return
+    conn.execute(
+        """
+        DELETE FROM training_runs tr WHERE id = %s
+          AND NOT EXISTS (SELECT 1 FROM epoch_results WHERE training_run_id = tr.id)
+          AND NOT EXISTS (SELECT 1 FROM checkpoints WHERE training_run_id = tr.id)
+        """,
+        (old["id"],),
+    )
+
+
+def _replaced_file(conn: Connection, event: CheckpointObserved) -> bool:
+    """A path recorded with another content hash now holds another model (a re-run into
+    the same folder overwrote ``{name}.safetensors``): the earlier epoch row is no longer
+    on disk. Returns True when this event is the older one (replayed late)."""
+    row = conn.execute(
+        "SELECT epoch_result_id, content_hash, mtime FROM checkpoints "
+        "WHERE host = %s AND path = %s",
+        (event.host, event.path),
+    ).fetchone()
+    if (
+        row is None or row["content_hash"] is None or event.content_hash is None
+        or row["content_hash"] == event.content_hash
+    ):  # fmt: skip
+        return False
+    if row["mtime"] is not None and event.mtime < row["mtime"]:
+        return True
+    _epoch_file_gone(conn, row["epoch_result_id"], event.path)
+    return False
+
+
+def _epoch_file_gone(conn: Connection, epoch_result_id: int | None, path: str) -> None:
+    if epoch_result_id is not None:
+        conn.execute(
+            "UPDATE epoch_results SET checkpoint_on_disk = false "
+            "WHERE id = %s AND checkpoint_path = %s",
+            (epoch_result_id, path),
+        )
 
 
 # -- what is already recorded ---------------------------------------------------------------

@@ -192,7 +192,13 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     applied = status["applied_migrations"]
     pending = status["pending_migrations"]
     click.echo(f"migrations:  applied {', '.join(applied) or 'none'}")
-    if pending:
+    if pending and status.get("migrations_automatic"):
+        # the embedded database is migrated by whatever uses it first (watch, log, runs...)
+        click.echo(
+            f"             pending {', '.join(pending)}: applied on first use "
+            "(or now: `lora-tracker init`)"
+        )
+    elif pending:
         click.echo(f"             pending {', '.join(pending)}: run `lora-tracker init`")
     for table, count in status["row_counts"].items():
         click.echo(f"  {table:<22} {plural(count, 'row')}")

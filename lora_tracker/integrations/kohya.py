@@ -2,23 +2,29 @@
 
 ``hooks/kohya/lora_tracker_launch.py train_network.py <kohya args>`` imports the kohya
 script as a module (so its main block does not run yet), wraps a few methods, then runs
-that main block itself:
+that main block itself. What each kohya call records (sd-scripts main, 2026-02):
 
-- ``NetworkTrainer.update_metadata(metadata, args)`` (called before the first step, with
-  ``ss_session_id`` set): the run is recorded as in progress with its full configuration
-  (command line, ``--config_file`` and ``--dataset_config`` TOMLs);
+- ``NetworkTrainer.train(args)`` entered: the run, in progress, with its configuration
+  (parsed arguments, ``--config_file`` and ``--dataset_config`` TOMLs), so a failure while
+  loading the model or caching latents is recorded; at its end completed, or failed /
+  cancelled with the exception (shown as kohya would show it), and the step reached;
+- ``update_metadata(metadata, args)`` (before the first step, before kohya adds the
+  dataset keys): kohya's own account (session id, base model, resolved settings); the run
+  takes the session's key, so a watcher on the same folder records into it;
 - ``LoRANetwork.save_weights(file, dtype, metadata)`` (networks/lora.py, lora_flux.py):
-  the checkpoint, the moment the file is complete;
+  the checkpoint, the moment the file is complete (epoch, step and final files);
 - ``epoch_logging(accelerator, logs, global_step, epoch)``: ``loss/epoch_average`` and
   other numbers per epoch (kohya calls it only with ``--log_with``);
-- ``sample_images(...)`` (called after a save and the removal of an old checkpoint): the
-  epoch's sample images, and checkpoints that were removed;
-- ``train(args)``: completed at the end, or failed/cancelled with the exception, which is
-  re-raised untouched.
+- ``sample_images(accelerator, args, epoch, global_step, ...)``: called after every step
+  (epoch None) and at each epoch end: the step reached, the sample images this process
+  wrote (by epoch; step samples in the epoch in progress) and checkpoints removed since
+  the last save (``--save_last_n_epochs`` / ``--save_last_n_steps``). The per-step call
+  costs a comparison unless kohya sampled or saved at that step.
 
 Everything the hooks do is queued for a background thread; a hook never raises into
-kohya. Only the main process records. A method missing in this kohya version is reported
-and replaced by watching the output folder.
+kohya, and a failure is logged once per kind, then counted. Only the main process
+records. A method missing in this kohya version is reported and replaced by watching the
+output folder.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
-from types import CodeType, ModuleType
+from types import CodeType, ModuleType, TracebackType
 from typing import Any
 
 from ..tracking import TrackedRun, config_to_dict, start_run
@@ -97,6 +105,7 @@ class KohyaTracker:
         self.run_name = run_name
         self.enabled = enabled
         self.run: TrackedRun | None = None
+        self.args: Any = None
         self.output_dir: str | None = None
         self.output_name: str | None = None
         self.saved: list[str] = []
@@ -104,16 +113,43 @@ class KohyaTracker:
         self._depth = threading.local()
         self.missing: list[str] = []
         self.fallback_watcher: Any = None
+        self.began_at = 0.0  # time.time() when train() was entered
+        self.step = 0  # the global step reached
+        self.epoch_ends: list[tuple[int, int]] = []  # (epoch, global step at its end)
+        self._removal_due = False  # a checkpoint was saved: kohya may remove an old one next
+        self._samples_before: set[str] = set()  # sample files already there at launch
+        self._samples_seen: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._config: dict[str, Any] = {}
 
     # -- safety ------------------------------------------------------------------------------
-    def safely(self, what: str, action: Callable[[], None]) -> None:
-        """Run a hook body; a failure is logged, never raised into kohya."""
+    def safely(self, what: str, action: Callable[[], Any]) -> None:
+        """Run a hook body; a failure is logged (once per kind, then counted), never raised
+        into kohya."""
         if not self.enabled:
             return
         try:
             action()
         except Exception:
-            log.exception("lora-tracker: %s failed (training goes on)", what)
+            self._failed(what)
+
+    def _failed(self, what: str) -> None:
+        count = self._failures.get(what, 0)
+        self._failures[what] = count + 1
+        if count == 0:
+            log.exception("lora-tracker: %s failed (training goes on; said once)", what)
+
+    def _guarded(self, what: str, job: Callable[[], list[Any]]) -> Callable[[], list[Any]]:
+        """A background job that, like a hook, reports a failure once per kind."""
+
+        def run() -> list[Any]:
+            try:
+                return job()
+            except Exception:
+                self._failed(what)
+                return []
+
+        return run
 
     def enter(self, name: str) -> int:
         depth = getattr(self._depth, name, 0)
@@ -124,36 +160,85 @@ class KohyaTracker:
         setattr(self._depth, name, getattr(self._depth, name, 1) - 1)
 
     # -- what the hooks do ---------------------------------------------------------------------
-    def start(self, args: Any, metadata: dict[str, Any] | None) -> None:
+    def begin(self, args: Any) -> None:
+        """``train(args)`` was entered: the run exists from now on, with the parsed arguments
+        and TOML files, so a failure while loading the model or caching latents (before
+        kohya's ``update_metadata``) is recorded too."""
         if self.run is not None:
             return
-        from ..capture.metadata import run_fields_from_metadata
         from ..capture.trainer_config import run_fields_from_config
 
+        self.began_at = time.time()
+        self.args = args
         arguments = config_to_dict(args)
         self.output_dir = os.path.abspath(str(arguments.get("output_dir") or "."))
         self.output_name = str(arguments.get("output_name") or "last")
-        fields = run_fields_from_config(arguments)
-        session = None
-        if metadata:
-            strings = _stringify(metadata)
-            fields.update(run_fields_from_metadata(strings))
-            session = strings.get("ss_session_id")
-        run_key = f"session:{session}" if session else f"hook:{uuid.uuid4()}"
-        config = {
+        self._samples_before = set(self._sample_files())
+        self._config = {
             "args": arguments,
             "config_file": _read_toml(arguments.get("config_file")),
             "dataset_config": _read_toml(arguments.get("dataset_config")),
             "command_line": sys.argv,
         }
-        fields.pop("output_name", None)
+        self._config = {k: v for k, v in self._config.items() if v is not None}
         self.run = start_run(
-            self.run_name, {k: v for k, v in config.items() if v is not None},
-            output_dir=self.output_dir, output_name=self.output_name, trainer="kohya",
-            run_key=run_key, **fields,
+            self.run_name, self._config, output_dir=self.output_dir,
+            output_name=self.output_name, trainer="kohya", run_key=f"hook:{uuid.uuid4()}",
         )  # fmt: skip
+        # what the command line says, until kohya's metadata and checkpoints say better
+        self._submit_fields(run_fields_from_config(arguments))
         if {"LoRANetwork.save_weights", "NetworkTrainer.sample_images"} & set(self.missing):
             self.start_fallback_watcher()
+
+    def start(self, args: Any, metadata: dict[str, Any] | None) -> None:
+        """``update_metadata(metadata, args)``: kohya's own account of the run (session id,
+        base model, resolved settings). The run started at launch takes kohya's session key,
+        so a watcher on the same folder finds it."""
+        if self.run is None:
+            self.begin(args)
+        run = self.run
+        if run is None or not metadata or not run.enabled:
+            return
+        from ..capture.metadata import run_fields_from_metadata
+        from ..capture.trainer_config import run_fields_from_config
+
+        strings = _stringify(metadata)
+        fields = run_fields_from_config(config_to_dict(args))
+        found = run_fields_from_metadata(strings)
+        if not {"ss_dataset_dirs", "ss_datasets"} & set(strings):
+            # kohya adds the dataset keys after this call; ss_num_train_images counts
+            # repeats: the image count comes with the first checkpoint
+            found.pop("num_images", None)
+        fields.update(found)
+        session = strings.get("ss_session_id")
+        previous = run.run_key
+        key = f"session:{session}" if session else previous
+        run.run_key = key  # every later event finds the run by kohya's session
+        if self.fallback_watcher is not None:
+            self.fallback_watcher.run_key = key
+        self._submit_fields(fields, previous if key != previous else None)
+
+    def _submit_fields(self, fields: dict[str, Any], previous_key: str | None = None) -> None:
+        """The run's settings as capture read them (a later, better-informed event may
+        correct them; a value a person typed stays)."""
+        run = self.run
+        if run is None or not run.enabled:
+            return
+        from ..capture.events import RunStarted, this_host
+        from ..tracking import _valid_fields
+
+        fields = dict(fields)
+        fields.pop("output_name", None)
+        fields.update(
+            trainer="kohya", host=this_host(), output_dir=self.output_dir,
+            output_name=self.output_name,
+        )  # fmt: skip
+        event = RunStarted(
+            run_key=run.run_key, run_name=run.run_name, fields=_valid_fields(fields),
+            config=self._config or None, default_name=self.output_name,
+            previous_key=previous_key, captured=True,
+        )  # fmt: skip
+        run.submit(lambda: [event])
 
     def after_save(self, file: Any, metadata: Any) -> None:
         if self.run is None:
@@ -162,9 +247,26 @@ class KohyaTracker:
         with self._saved_lock:
             if path not in self.saved:
                 self.saved.append(path)
+        self._removal_due = True
         # save_weights was handed the metadata it wrote (and added the sshs hashes to it):
-        # no need to read the file, which kohya may delete a moment later
-        self.run.log_saved(path, metadata if isinstance(metadata, dict) else None)
+        # no need to read the file, which kohya may delete a moment later. One stat() here.
+        run = self.run
+        at = datetime.now(timezone.utc)
+        stat = os.stat(path)
+        written = metadata if isinstance(metadata, dict) else {}
+        meta = {str(k): v if isinstance(v, str) else str(v) for k, v in written.items()}
+
+        def job() -> list[Any]:
+            from ..capture.events import checkpoint_event
+
+            event = checkpoint_event(
+                Path(path), stat.st_size, stat.st_mtime, meta, run_key=run.run_key
+            )
+            event.run_name, event.observed_at = run.run_name, at
+            event.samples_by_epoch = {}  # the hook reports the samples its process wrote
+            return [event]
+
+        run.submit(self._guarded("recording a checkpoint", job))
 
     def after_epoch_logging(self, logs: dict[str, Any], epoch: int) -> None:
         if self.run is None or not isinstance(logs, dict):
@@ -173,19 +275,52 @@ class KohyaTracker:
         metrics = {k: v for k, v in logs.items() if k != "loss/epoch_average"}
         self.run.log_epoch(int(epoch), loss=loss, metrics=metrics)
 
-    def after_samples(self, epoch: int) -> None:
+    def after_samples(self, epoch: Any, global_step: Any) -> None:
+        """``sample_images`` is called after every optimisation step (epoch None) and once
+        per epoch end (after the epoch's save and removal). The per-step path is cheap: it
+        notes the step and looks at the disk only when kohya may have sampled or removed."""
         if self.run is None:
             return
+        step = global_step if isinstance(global_step, int) else None
+        if step is not None and step > self.step:
+            self.step = step
+        removals = self._removal_due
+        if epoch is None:
+            if not removals and not self._samples_at_step(step):
+                return
+        elif (
+            isinstance(epoch, int) and epoch > 0 and step is not None
+            and (not self.epoch_ends or epoch > self.epoch_ends[-1][0])
+        ):  # fmt: skip
+            self.epoch_ends.append((epoch, step))
+        self._removal_due = False
+        self._submit_scan("sample lookup", removals)
+
+    def _samples_at_step(self, step: int | None) -> bool:
+        """kohya's own rule: step samples only with --sample_every_n_steps and without
+        --sample_every_n_epochs."""
+        every = getattr(self.args, "sample_every_n_steps", None)
+        if not step or not isinstance(every, int) or every <= 0:
+            return False
+        return getattr(self.args, "sample_every_n_epochs", None) is None and step % every == 0
+
+    def _submit_scan(self, what: str, removals: bool) -> None:
         run = self.run
-        output_dir = Path(self.output_dir or ".")
-        output_name = self.output_name or "last"
-        saved = self._saved_so_far()  # now, on this thread: later saves are not our business
-        run.submit(
-            lambda: (
-                self._removed_events(saved)
-                + self._sample_events(run, output_dir, output_name, int(epoch))
-            )
-        )
+        if run is None:
+            return
+        saved = self._saved_so_far() if removals else []  # now: later saves are not ours
+        ends = list(self.epoch_ends)
+        step = self.step
+
+        def job() -> list[Any]:
+            events = self._removed_events(saved)  # never lost to a failing sample lookup
+            try:
+                events += self._sample_events(run, ends, step)
+            except Exception:
+                self._failed(what)
+            return events
+
+        run.submit(self._guarded("removal check", job))
 
     def _saved_so_far(self) -> list[str]:
         with self._saved_lock:
@@ -193,7 +328,7 @@ class KohyaTracker:
 
     def _removed_events(self, candidates: list[str]) -> list[Any]:
         """Removals among checkpoints saved before the hook that asks (kohya removes the
-        old file right after saving the new one, before sampling)."""
+        old file right after saving the new one)."""
         from ..capture.events import CheckpointRemoved
 
         with self._saved_lock:
@@ -201,33 +336,78 @@ class KohyaTracker:
             self.saved = [p for p in self.saved if p not in gone]
         return [CheckpointRemoved(path=p) for p in gone]
 
-    @staticmethod
-    def _sample_events(run: TrackedRun, output_dir: Path, name: str, epoch: int) -> list[Any]:
-        from ..capture.events import EpochLogged, samples_by_epoch
-
-        images = samples_by_epoch(output_dir, name).get(epoch)
-        if not images:
+    def _sample_files(self) -> list[str]:
+        try:
+            return [e.path for e in os.scandir(Path(self.output_dir or ".") / "sample")]
+        except OSError:
             return []
+
+    def _sample_events(
+        self, run: TrackedRun, epoch_ends: list[tuple[int, int]], upto: int
+    ) -> list[Any]:
+        """This process's new sample images, by epoch: files that were not there at launch,
+        written (kohya's timestamp) since train() began. Step samples count for the epoch
+        in progress at their step (those past ``upto``, the step when this lookup was asked
+        for, wait for a later lookup that knows their epoch)."""
+        from ..capture.events import EpochLogged
+        from ..capture.files import classify_sample
+
+        since = datetime.fromtimestamp(int(self.began_at), tz=timezone.utc)
+        found: dict[int, list[str]] = {}
+        for path in self._sample_files():
+            if path in self._samples_before or path in self._samples_seen:
+                continue
+            sample = classify_sample(Path(path))
+            if sample is None or sample.output_name != self.output_name:
+                continue
+            if sample.written_at is not None and sample.written_at < since:
+                continue
+            epoch = sample.epoch
+            if epoch is None and sample.step is not None:
+                if sample.step > upto:
+                    continue
+                epoch = _epoch_at(epoch_ends, sample.step)
+            if epoch is None:
+                continue
+            self._samples_seen.add(path)
+            found.setdefault(epoch, []).append(os.path.abspath(path))
         return [
             EpochLogged(
-                run_key=run.run_key, run_name=run.run_name, epoch=epoch, sample_images=images
+                run_key=run.run_key, run_name=run.run_name, epoch=e, sample_images=sorted(images)
             )
+            for e, images in sorted(found.items())
         ]
 
     def finish(self, error: BaseException | None) -> None:
-        if self.run is None:
+        run = self.run
+        if run is None:
             return
-        saved = self._saved_so_far()
-        self.run.submit(lambda: self._removed_events(saved))
-        if error is None:
-            self.run.finish("completed")
+        self._submit_scan("final sample lookup", True)
+        if error is None or (isinstance(error, SystemExit) and error.code in (None, 0)):
+            status = "completed"
         elif isinstance(error, KeyboardInterrupt):
-            self.run.finish("cancelled", error)
-        elif isinstance(error, SystemExit) and error.code in (None, 0):
-            self.run.finish("completed")
+            status = "cancelled"
         else:
-            self.run.finish("failed", error)
-        self.run.flush(float(os.environ.get("LORA_TRACKER_FLUSH_TIMEOUT", "10")))
+            status = "failed"
+        if run.enabled and not run.finished:
+            from ..capture.events import RunFinished
+            from ..tracking import _describe
+
+            run.finished = True
+            reason = _describe(error) if status != "completed" and error is not None else None
+            steps = self.step or None
+            run.submit(
+                lambda: [
+                    RunFinished(
+                        run_key=run.run_key, run_name=run.run_name, status=status,
+                        failure_reason=reason, total_steps=steps,
+                    )
+                ]
+            )  # fmt: skip
+        repeated = {what: n - 1 for what, n in self._failures.items() if n > 1}
+        for what, n in repeated.items():
+            log.warning("lora-tracker: %s failed %d more times", what, n)
+        run.flush(float(os.environ.get("LORA_TRACKER_FLUSH_TIMEOUT", "10")))
         if self.fallback_watcher is not None:
             self.fallback_watcher.stop()
 
@@ -248,6 +428,15 @@ class KohyaTracker:
         watcher.start()
         self.fallback_watcher = watcher
         log.warning("lora-tracker: watching %s for checkpoints instead", self.output_dir)
+
+
+def _epoch_at(epoch_ends: list[tuple[int, int]], step: int) -> int:
+    """The 1-based epoch in progress at ``step``: the first epoch that ended at or after
+    it, else the one after the last that ended (epoch 1 before any)."""
+    for epoch, end in epoch_ends:
+        if step <= end:
+            return epoch
+    return epoch_ends[-1][0] + 1 if epoch_ends else 1
 
 
 # -- installing the hooks -----------------------------------------------------------------------
@@ -281,8 +470,8 @@ def _wrap_train(tracker: KohyaTracker, original: Callable[..., Any]) -> Callable
     @functools.wraps(original)
     def train(self: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
         depth = tracker.enter("train")
-        if depth == 0 and "NetworkTrainer.update_metadata" in tracker.missing:
-            tracker.safely("start", lambda: tracker.start(args, None))
+        if depth == 0:
+            tracker.safely("start", lambda: tracker.begin(args))
         try:
             result = original(self, args, *rest, **kwargs)
         except BaseException as error:
@@ -310,8 +499,8 @@ def install(tracker: KohyaTracker, module: ModuleType) -> list[str]:
         "update_metadata": lambda self, metadata, args, *a, **k: tracker.start(args, metadata),
         "epoch_logging": lambda self, accelerator, logs, global_step, epoch, *a, **k:
             tracker.after_epoch_logging(logs, epoch),
-        "sample_images": lambda self, accelerator, args, epoch, *a, **k:
-            tracker.after_samples(epoch),
+        "sample_images": lambda self, accelerator, args, epoch, global_step=None, *a, **k:
+            tracker.after_samples(epoch, global_step),
     }  # fmt: skip
     if not trainers:
         missing.append("NetworkTrainer")
@@ -389,7 +578,7 @@ def main_block(script: Path) -> CodeType | None:
             and node.test.comparators[0].value == "__main__"
         ):
             body = ast.Module(body=node.body, type_ignores=[])
-            return compile(body, str(script), "exec")
+            return compile(body, str(script.resolve()), "exec")
     return None
 
 
@@ -417,6 +606,11 @@ def main(argv: list[str]) -> int:
     enabled = is_main_process() and os.environ.get(DISABLE_ENV, "") in ("", "0")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # kohya's root logger is at INFO: lora-tracker says only what needs saying in its
+    # console (warnings, and the one line when the embedded server is first created)
+    for name, level in (("lora_tracker", logging.WARNING), ("lora_tracker.embedded", logging.INFO)):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(level)
     tracker = KohyaTracker(os.environ.get(RUN_NAME_ENV) or None, enabled=enabled)
     code: CodeType | None = None
     module: ModuleType | None = None
@@ -436,5 +630,33 @@ def main(argv: list[str]) -> int:
 
         runpy.run_path(str(script), run_name="__main__")
         return 0
-    exec(code, module.__dict__)
+    try:
+        exec(code, module.__dict__)
+    except Exception as error:
+        # an uncaught exception, shown as Python shows kohya's own (without the launcher's
+        # frames) and the same exit status 1; SystemExit and Ctrl-C pass untouched
+        trimmed = _without_our_frames(error.__traceback__)
+        if trimmed is None:
+            raise
+        error.__traceback__ = trimmed
+        sys.excepthook(type(error), error, trimmed)
+        return 1
     return 0
+
+
+def _without_our_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback without frames of this module and the launcher script (None if it
+    cannot be rebuilt: then it is shown whole)."""
+    try:
+        frames = []
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if filename != __file__ and not filename.endswith("lora_tracker_launch.py"):
+                frames.append(tb)
+            tb = tb.tb_next
+        rebuilt: TracebackType | None = None
+        for entry in reversed(frames):
+            rebuilt = TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+        return rebuilt
+    except Exception:
+        return None

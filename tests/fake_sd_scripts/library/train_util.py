@@ -1,4 +1,5 @@
-"""Stand-in for kohya's library/train_util.py: names, checkpoint naming, config file."""
+"""Stand-in for kohya's library/train_util.py: names, checkpoint naming, config file,
+sampling rules and sample file names (sd-scripts main at commit 48d368fa, 2026-02-16)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import argparse
 import os
 import sys
 import time
+
+from library.utils import setup_logging
+
+setup_logging()
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,23 +57,99 @@ def get_last_ckpt_name(args, ext: str) -> str:
     return f"{model_name}{ext}"
 
 
+def get_step_ckpt_name(args, ext: str, step_no: int) -> str:
+    model_name = args.output_name or "at"
+    return f"{model_name}-step{step_no:08d}{ext}"
+
+
 def get_remove_epoch_no(args, epoch_no: int):
     if args.save_last_n_epochs is None:
         return None
     remove = epoch_no - args.save_every_n_epochs * args.save_last_n_epochs
-    return remove if remove >= 1 else None
+    return None if remove < 0 else remove
+
+
+def get_remove_step_no(args, step_no: int):
+    """As kohya: keep --save_last_n_steps worth of step files."""
+    if args.save_last_n_steps is None:
+        return None
+    remove = step_no - args.save_last_n_steps - 1
+    remove = remove - (remove % args.save_every_n_steps)
+    return None if remove < 0 else remove
 
 
 def sample_images(accelerator, args, epoch, steps, device, vae, tokenizer, text_encoder, unet):
-    """Writes {output_dir}/sample/{output_name}_e{epoch:06d}_{idx:02d}_{time}.png."""
-    if epoch == 0 and not args.sample_at_first:
-        return
-    if epoch != 0 and (not args.sample_every_n_epochs or epoch % args.sample_every_n_epochs):
-        return
-    folder = os.path.join(args.output_dir, "sample")
+    """kohya's rules (sample_images_common): step 0 only with --sample_at_first; with
+    --sample_every_n_epochs only epoch-end calls (epoch not None) sample; else with
+    --sample_every_n_steps only per-step calls (epoch None) at multiples. Writes
+    {output_dir}/sample/{output_name}_{e{epoch:06d}|{steps:06d}}_{idx:02d}_{local time}.png."""
+    if steps == 0:
+        if not args.sample_at_first:
+            return
+    else:
+        if args.sample_every_n_steps is None and args.sample_every_n_epochs is None:
+            return
+        if args.sample_every_n_epochs is not None:
+            if epoch is None or epoch % args.sample_every_n_epochs != 0:
+                return
+        elif steps % args.sample_every_n_steps != 0 or epoch is not None:
+            return
+    folder = args.output_dir + "/sample"
     os.makedirs(folder, exist_ok=True)
-    stamp = time.strftime("%Y%m%d%H%M%S")
     for index in range(args.num_samples):
-        name = f"{args.output_name or ''}_e{epoch:06d}_{index:02d}_{stamp}.png"
+        stamp = time.strftime("%Y%m%d%H%M%S", time.localtime())
+        number = f"e{epoch:06d}" if epoch is not None else f"{steps:06d}"
+        prefix = "" if args.output_name is None else args.output_name + "_"
+        name = f"{prefix}{number}_{index:02d}_{stamp}.png"
         with open(os.path.join(folder, name), "wb") as handle:
             handle.write(PNG)
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def load_dataset(args):
+    """The --dataset_config subsets: (image_dir, num_repeats, image files). A missing
+    folder is skipped with a warning, as kohya does."""
+    subsets = []
+    if not args.dataset_config:
+        return subsets
+    with open(args.dataset_config, "rb") as handle:
+        document = tomllib.load(handle)
+    for dataset in document.get("datasets", []):
+        for subset in dataset.get("subsets", []):
+            folder = subset.get("image_dir")
+            repeats = int(subset.get("num_repeats", 1))
+            if not folder or not os.path.isdir(folder):
+                print(f"not directory: {folder}", file=sys.stderr)
+                images = []
+            else:
+                images = sorted(
+                    os.path.join(folder, f)
+                    for f in os.listdir(folder)
+                    if f.lower().endswith(IMAGE_EXTENSIONS)
+                )
+            subsets.append((folder, repeats, images))
+    return subsets
+
+
+def cache_latents(subsets) -> None:
+    """Open every image (kohya's latent caching): a vanished or broken file ends training
+    here, before update_metadata."""
+    for _, _, images in subsets:
+        for image in images:
+            with open(image, "rb") as handle:
+                if handle.read(8) != PNG[:8]:
+                    raise OSError(f"cannot identify image file {image!r}")
+
+
+def load_target_model(args):
+    """kohya loads a file as a checkpoint, else asks diffusers, which fails on a wrong name."""
+    path = args.pretrained_model_name_or_path
+    if path and not os.path.exists(path):
+        raise OSError(
+            f"{path} is not a local folder and is not a valid model identifier listed on "
+            "'https://huggingface.co/models'"
+        )
+    if args.fail_at_load:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 3.00 GiB (simulated load)")
