@@ -191,17 +191,25 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"server:      {status['server_version']}")
     applied = status["applied_migrations"]
     pending = status["pending_migrations"]
-    click.echo(f"migrations:  applied {', '.join(applied) or 'none'}")
+    click.echo(f"migrations:  applied {_versions(applied) or 'none'}")
     if pending and status.get("migrations_automatic"):
         # the embedded database is migrated by whatever uses it first (watch, log, runs...)
         click.echo(
-            f"             pending {', '.join(pending)}: applied on first use "
+            f"             pending {_versions(pending)}: applied on first use "
             "(or now: `lora-tracker init`)"
         )
     elif pending:
-        click.echo(f"             pending {', '.join(pending)}: run `lora-tracker init`")
+        click.echo(f"             pending {_versions(pending)}: run `lora-tracker init`")
     for table, count in status["row_counts"].items():
         click.echo(f"  {table:<22} {plural(count, 'row')}")
+
+
+def _versions(versions: list[str]) -> str:
+    """``0001-0006`` for a run of consecutive migrations, else a list."""
+    numbers = [int(v) for v in versions if v.isdigit()]
+    if len(numbers) == len(versions) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"{versions[0]}-{versions[-1]}"
+    return ", ".join(versions)
 
 
 @db_group.command(name="url")
