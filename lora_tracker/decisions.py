@@ -99,7 +99,9 @@ STATS_QUERIES: dict[str, str] = {
                ROUND(AVG(quality_score), 2) AS avg_quality, MAX(quality_score) AS best_quality
         FROM training_runs WHERE overall_verdict != 'pending'
         GROUP BY network_dim, network_alpha, resolution
-        ORDER BY avg_quality DESC NULLS LAST, times_tried DESC LIMIT 20
+        ORDER BY avg_quality DESC NULLS LAST, times_tried DESC,
+                 network_dim NULLS LAST, network_alpha NULLS LAST, resolution NULLS LAST
+        LIMIT 20
     """,
     "issue_frequency": """
         SELECT UNNEST(issues_found) AS issue, COUNT(*) AS frequency
@@ -143,6 +145,66 @@ STATS_QUERIES: dict[str, str] = {
     """,
 }
 
+# The same answers from the summaries kept by triggers (sql/0008_stats_summaries.sql), for
+# the whole history: a few hundred rows read instead of every run and every epoch. Same
+# columns, types and order as STATS_QUERIES (tests/test_stats_summaries.py checks it).
+SUMMARY_QUERIES: dict[str, str] = {
+    "success_rate": """
+        SELECT g1 AS model_type, SUM(runs)::bigint AS total_runs,
+               COALESCE(SUM(runs) FILTER (WHERE overall_verdict = 'success'), 0)::bigint
+                   AS successful,
+               ROUND(100.0 * COALESCE(SUM(runs) FILTER (WHERE overall_verdict = 'success'), 0)
+                     / SUM(runs), 1) AS success_pct,
+               ROUND(SUM(runs * quality_score)::numeric
+                     / NULLIF(SUM(runs) FILTER (WHERE quality_score IS NOT NULL), 0), 2)
+                   AS avg_quality
+        FROM stats_run_groups WHERE kind = 'model_type'
+        GROUP BY g1 ORDER BY total_runs DESC, model_type
+    """,
+    "best_parameters": """
+        SELECT g1::integer AS network_dim, g2::numeric AS network_alpha, g3 AS resolution,
+               SUM(runs)::bigint AS times_tried,
+               ROUND(SUM(runs * quality_score)::numeric
+                     / NULLIF(SUM(runs) FILTER (WHERE quality_score IS NOT NULL), 0), 2)
+                   AS avg_quality,
+               MAX(quality_score) AS best_quality
+        FROM stats_run_groups WHERE kind = 'parameters' AND overall_verdict != 'pending'
+        GROUP BY g1, g2, g3
+        ORDER BY avg_quality DESC NULLS LAST, times_tried DESC,
+                 network_dim NULLS LAST, network_alpha NULLS LAST, resolution NULLS LAST
+        LIMIT 20
+    """,
+    "epoch_flags": """
+        SELECT epochs_scored, wrong_backgrounds, random_pixels, photorealistic
+        FROM stats_epoch_flags
+    """,
+    "outcome_by_setting": """
+        SELECT kind AS setting, g1 AS value, SUM(runs)::bigint AS runs,
+               COALESCE(SUM(runs) FILTER (WHERE overall_verdict = 'success'), 0)::bigint
+                   AS successful,
+               COALESCE(SUM(runs) FILTER (WHERE overall_verdict = 'partial'), 0)::bigint
+                   AS partial,
+               COALESCE(SUM(runs) FILTER (WHERE overall_verdict = 'failure'), 0)::bigint
+                   AS failed,
+               COALESCE(SUM(runs) FILTER (WHERE overall_verdict = 'pending'), 0)::bigint
+                   AS pending,
+               ROUND(SUM(runs * quality_score)::numeric
+                     / NULLIF(SUM(runs) FILTER (WHERE quality_score IS NOT NULL), 0), 2)
+                   AS avg_quality
+        FROM stats_run_groups
+        WHERE kind IN ('network_dim', 'network_alpha', 'resolution', 'caption_version',
+                       'learning_rate', 'optimizer') AND g1 IS NOT NULL
+        GROUP BY kind, g1
+        ORDER BY array_position(ARRAY['network_dim', 'network_alpha', 'resolution',
+                                      'caption_version', 'learning_rate', 'optimizer'], kind),
+                 CASE WHEN kind = 'resolution'
+                      THEN split_part(g1, 'x', 1)::float8 * split_part(g1, 'x', 2)::float8
+                      WHEN kind IN ('caption_version', 'optimizer') THEN NULL
+                      ELSE g1::float8 END,
+                 g1
+    """,
+}
+
 STATS_TITLES = {
     "success_rate": "Training success rate by model type",
     "best_parameters": "Best parameters (judged runs)",
@@ -163,8 +225,11 @@ def stats(
     (a non-recursive WITH query cannot see its own name, so inside it the name is the table).
     """
     where, params = run_conditions(filters, since=since)
-    if not params:
-        return {name: conn.execute(query).fetchall() for name, query in STATS_QUERIES.items()}
+    if not params:  # the whole history: from the summaries where there is one
+        return {
+            name: conn.execute(SUMMARY_QUERIES.get(name, query)).fetchall()
+            for name, query in STATS_QUERIES.items()
+        }
     narrowed = sql.SQL(
         "WITH training_runs AS (SELECT * FROM training_runs {where}), "
         "epoch_results AS (SELECT * FROM epoch_results "
