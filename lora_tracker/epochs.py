@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from . import _sqlbuild
 from .db import Connection
 from .errors import InvalidInput, NotFound
-from .models import EpochFields, EpochResult
+
+if TYPE_CHECKING:  # pydantic is not imported by the commands that only read epochs
+    from .models import EpochFields, EpochResult
 
 
 def upsert_epoch(
@@ -26,6 +28,8 @@ def upsert_epoch(
     )
     row = conn.execute(query, params).fetchone()
     assert row is not None
+    from .models import EpochResult
+
     return EpochResult.model_validate(row)
 
 
@@ -37,6 +41,8 @@ def get_epoch(conn: Connection, training_run_id: int, epoch_number: int) -> Epoc
     ).fetchone()
     if row is None:
         raise NotFound(f"epoch {epoch_number} of run {training_run_id} is not recorded")
+    from .models import EpochResult
+
     return EpochResult.model_validate(row)
 
 

@@ -3,12 +3,14 @@ and each epoch's result on each. All SQL about prompts lives here."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _sqlbuild
 from .db import Connection
 from .errors import AmbiguousName, NotFound
-from .models import PromptResultFields, TestPromptCreate
+
+if TYPE_CHECKING:
+    from .models import PromptResultFields, TestPromptCreate
 
 
 def add_prompt(conn: Connection, prompt: TestPromptCreate) -> dict[str, Any]:

@@ -57,6 +57,12 @@ def closest_names(conn: Connection, text: str, limit: int = 3) -> list[str]:
     return [lowered[n] for n in found][:limit]
 
 
+def run_row(conn: Connection, ref: str | int) -> dict[str, Any]:
+    """The row of a run found as `get_run` finds it, without building the pydantic model
+    (for commands that only print it: pydantic costs them a third of their time)."""
+    return _find(conn, ref)
+
+
 def get_run(conn: Connection, ref: str | int) -> TrainingRun:
     """A run by id, exact name, or unique name prefix.
 

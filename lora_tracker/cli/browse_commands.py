@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -174,15 +175,18 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
 
     layout = Layout(columns, wide)
     with app_context(ctx).db.transaction() as conn:
-        found = runs.get_run(conn, run)
-        epochs = epoch_rows.epochs_of_runs(conn, [found.id])[found.id]
-        results = prompts.results_of_runs(conn, [found.id])[found.id]
+        row = runs.run_row(conn, run)
+        epochs = epoch_rows.epochs_of_runs(conn, [row["id"]])[row["id"]]
+        results = prompts.results_of_runs(conn, [row["id"]])[row["id"]]
     if as_json:
+        from ..models import TrainingRun
+
         click.echo(json_text({
-            "run": found.model_dump(), "epochs": epochs, "prompt_results": results,
+            "run": TrainingRun.model_validate(row).model_dump(), "epochs": epochs,
+            "prompt_results": results,
         }))  # fmt: skip
         return
-    r = found
+    r = SimpleNamespace(**row)
     quality = f" {r.quality_score}/10" if r.quality_score is not None else ""
     ready = " · production ready" if r.production_ready else ""
     best = f" · best epoch {r.best_epoch}" if r.best_epoch is not None else ""
@@ -203,8 +207,8 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
     click.echo("\nJudgement")
     for label, value in (
         ("key findings", r.key_findings),
-        ("issues", "; ".join(r.issues_found)),
-        ("strengths", "; ".join(r.strengths)),
+        ("issues", "; ".join(r.issues_found or [])),
+        ("strengths", "; ".join(r.strengths or [])),
         ("recommended for", r.recommended_for),
         ("notes", r.notes),
     ):
@@ -234,7 +238,7 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool, wide
     if len(runs_given) < 2:
         raise click.UsageError("compare needs at least two runs")
     with app_context(ctx).db.transaction() as conn:
-        found = [runs.get_run(conn, ref) for ref in runs_given]
+        found = [SimpleNamespace(**runs.run_row(conn, ref)) for ref in runs_given]
         ids = [r.id for r in found]
         scores = epochs.epochs_of_runs(conn, ids, COMPARED_EPOCH_COLUMNS)
     if len({r.id for r in found}) < len(found):
