@@ -30,6 +30,8 @@ OWN_TABLES = {
     "schema_migrations",
     "checkpoints",
     "applied_events",
+    "stats_run_groups",
+    "stats_epoch_flags",
     "deleted_checkpoints",
     "deleted_runs",
 }

@@ -7,9 +7,11 @@ a file on disk becomes an event; ``record.py`` is where an event becomes rows.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -311,16 +313,10 @@ def samples_by_epoch(
     nothing there. Step samples (``{name}_{step:06d}_``) count for the epoch in progress
     when ``steps_per_epoch`` is known.
     """
-    folder = output_dir / "sample"
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return {}
     candidates: list[tuple[int, SampleName, str]] = []
     names: set[tuple[int | None, int | None, int]] = set()
-    for entry in entries:
-        sample = classify_sample(Path(entry.path))
-        if sample is None or sample.output_name != output_name:
+    for entry_path, sample in _samples_in(output_dir / "sample"):
+        if sample.output_name != output_name:
             continue
         key = (sample.epoch, sample.step, sample.index)
         shared = shared or key in names
@@ -329,7 +325,7 @@ def samples_by_epoch(
         if epoch is None and sample.step is not None and steps_per_epoch:
             epoch = max(1, -(-sample.step // steps_per_epoch))
         if epoch is not None:
-            candidates.append((epoch, sample, os.path.abspath(entry.path)))
+            candidates.append((epoch, sample, os.path.abspath(entry_path)))
     low = since.replace(microsecond=0) if since and shared else None  # stamps: whole seconds
     high = until.replace(microsecond=0) if until and shared else None
     found: dict[int, list[str]] = {}
@@ -365,6 +361,49 @@ def _steps_per_epoch(metadata: dict[str, str]) -> int | None:
 
 _START_CACHE: dict[tuple[str, int, float], datetime | None] = {}
 
+# What a folder holds, classified once for as long as the folder does not change (its
+# mtime moves when a file is added, removed or renamed): every checkpoint event looks at
+# its folder's other checkpoints and samples, and a backfill makes hundreds of them.
+_LISTINGS: dict[tuple[str, str], tuple[int, list[tuple[str, Any]]]] = {}
+
+
+def _listing(folder: Path, kind: str, classify: Any) -> list[tuple[str, Any]]:
+    try:
+        stamp = os.stat(folder).st_mtime_ns
+    except OSError:
+        return []
+    cached = _LISTINGS.get((str(folder), kind))
+    settled = time.time_ns() - stamp > 2_000_000_000  # mtimes tick coarsely: be sure
+    if cached is not None and cached[0] == stamp and settled:
+        return cached[1]
+    try:
+        entries = [entry.path for entry in os.scandir(folder)]
+    except OSError:
+        return []
+    found = [(path, named) for path in entries if (named := classify(path)) is not None]
+    if len(_LISTINGS) > 256:
+        _LISTINGS.clear()
+    _LISTINGS[(str(folder), kind)] = (stamp, found)
+    return found
+
+
+@functools.lru_cache(maxsize=65536)
+def _sample_named(path: str) -> SampleName | None:
+    return classify_sample(Path(path))  # a function of the name alone
+
+
+@functools.lru_cache(maxsize=65536)
+def _checkpoint_named(path: str) -> CheckpointName | None:
+    return classify_checkpoint(Path(path))
+
+
+def _samples_in(folder: Path) -> list[tuple[str, SampleName]]:
+    return _listing(folder, "samples", _sample_named)
+
+
+def _checkpoints_in(folder: Path) -> list[tuple[str, CheckpointName]]:
+    return _listing(folder, "checkpoints", _checkpoint_named)
+
 
 def _other_starts(
     output_dir: Path, output_name: str, started: datetime, skip: Path
@@ -372,24 +411,19 @@ def _other_starts(
     """The starts of other trainings that wrote checkpoints of this name into the folder
     (from their headers; the next one ends this run's sample window)."""
     found: list[datetime] = []
-    try:
-        entries = list(os.scandir(output_dir))
-    except OSError:
-        return []
-    for entry in entries:
-        name = classify_checkpoint(Path(entry.path))
+    for entry_path, name in _checkpoints_in(output_dir):
         if (
-            name is None or name.file_format != "safetensors" or name.output_name != output_name
-            or entry.path == str(skip)
+            name.file_format != "safetensors" or name.output_name != output_name
+            or entry_path == str(skip)
         ):  # fmt: skip
             continue
         try:
-            stat = entry.stat()
-            key = (entry.path, stat.st_size, stat.st_mtime)
+            stat = os.stat(entry_path)
+            key = (entry_path, stat.st_size, stat.st_mtime)
             if key not in _START_CACHE:
                 if len(_START_CACHE) > 4096:
                     _START_CACHE.clear()
-                _START_CACHE[key] = _started_at(read_safetensors_header(Path(entry.path)).metadata)
+                _START_CACHE[key] = _started_at(read_safetensors_header(Path(entry_path)).metadata)
             other = _START_CACHE[key]
         except Exception:  # a file being written or broken: not a witness
             continue

@@ -112,9 +112,11 @@ def _apply(conn: Connection, event: AnyEvent, runs: RunCache | None) -> Recorded
     return _apply_claimed(conn, event, runs if runs is not None else {})
 
 
-def _apply_claimed(conn: Connection, event: AnyEvent, runs: RunCache) -> Recorded:
+def _apply_claimed(
+    conn: Connection, event: AnyEvent, runs: RunCache, files: _FileBatch | None = None
+) -> Recorded:
     if isinstance(event, CheckpointObserved):
-        return _record_checkpoint(conn, event, runs)
+        return _record_checkpoint(conn, event, runs, files)
     if isinstance(event, CheckpointRemoved):
         return _record_removal(conn, event)
     if isinstance(event, SamplesObserved):
@@ -142,6 +144,7 @@ def record_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> l
     }
     _prefill(conn, events, runs)
     writer = _EpochWriter(conn, runs)
+    files = _FileBatch(conn, [e for e in events if isinstance(e, CheckpointObserved)])
     results: list[Recorded] = []
     for event in events:
         if event.event_id not in claimed:
@@ -152,9 +155,129 @@ def record_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> l
             results.append(writer.add(event))
             continue
         writer.flush()
+        if isinstance(event, CheckpointObserved):
+            results.append(_record_checkpoint(conn, event, runs, files))
+            continue
+        files.flush()
         results.append(_apply_claimed(conn, event, runs))
     writer.flush()
+    files.flush()
     return results
+
+
+class _FileBatch:
+    """The checkpoint files of one batch: what the database knows of their paths read in
+    one statement up front; their rows, the sample images they bring and their runs'
+    updates written together at the end (each file's two rows in one statement), so a
+    backfill costs about two statements a file."""
+
+    def __init__(self, conn: Connection, events: list[CheckpointObserved]) -> None:
+        self.conn = conn
+        self.file_rows: list[dict[str, Any]] = []  # EPOCH_AND_CHECKPOINT_UPSERT
+        self.step_rows: list[dict[str, Any]] = []  # CHECKPOINT_UPSERT, no epoch row
+        self.samples: dict[tuple[int, int], set[str]] = {}
+        self.samples_written: dict[tuple[int, int], set[str]] = {}
+        self.run_updates: dict[int, dict[str, Any]] = {}
+        self.seen: set[str] = set()  # paths queued in this batch
+        self.known: dict[str, dict[str, Any]] = {}
+        self.deleted: dict[str, dict[str, Any]] = {}
+        self.deleted_keys: set[str] | None = set()
+        if not events:
+            return
+        hosts = {e.host for e in events}
+        paths = [e.path for e in events]
+        rows = conn.execute(
+            """
+            SELECT 'known' AS what, host, path, epoch_result_id, content_hash, mtime,
+                   NULL::bigint AS size_bytes
+            FROM checkpoints WHERE host = ANY(%(hosts)s) AND path = ANY(%(paths)s)
+            UNION ALL
+            SELECT 'deleted', host, path, NULL, content_hash, mtime, size_bytes
+            FROM deleted_checkpoints WHERE host = ANY(%(hosts)s) AND path = ANY(%(paths)s)
+            UNION ALL
+            (SELECT 'key', NULL, capture_key, NULL, NULL, NULL, NULL FROM deleted_runs
+             LIMIT 10001)
+            """,
+            {"hosts": list(hosts), "paths": paths},
+        ).fetchall()
+        for row in rows:
+            if row["what"] == "known":
+                self.known[f"{row['host']}\0{row['path']}"] = row
+            elif row["what"] == "deleted":
+                self.deleted[f"{row['host']}\0{row['path']}"] = row
+            elif self.deleted_keys is not None:
+                self.deleted_keys.add(row["path"])
+        if self.deleted_keys is not None and len(self.deleted_keys) > 10000:
+            self.deleted_keys = None  # too many to hold: asked file by file
+
+    def takes(self, event: CheckpointObserved) -> bool:
+        """Whether this event can be queued (a path seen twice in a batch is written after
+        what is queued, the way a single event is)."""
+        if event.path in self.seen or event.force:
+            self.flush()
+            return False
+        self.seen.add(event.path)
+        return True
+
+    def of_a_deleted_run(self, event: CheckpointObserved, key: str) -> bool | None:
+        """As `_of_a_deleted_run`, from what was read up front (None: ask the database)."""
+        if self.deleted_keys is None:
+            return None
+        if key in self.deleted_keys:
+            return True
+        row = self.deleted.get(f"{event.host}\0{event.path}")
+        return row is not None and (
+            row["size_bytes"] == event.size_bytes and row["mtime"] == event.mtime
+            and (row["content_hash"] is None or event.content_hash is None
+                 or row["content_hash"] == event.content_hash)
+        )  # fmt: skip
+
+    def replaced(self, event: CheckpointObserved) -> bool | None:
+        """As `_replaced_file` when nothing changes on disk (None: ask the database)."""
+        row = self.known.get(f"{event.host}\0{event.path}")
+        if (
+            row is None or row["content_hash"] is None or event.content_hash is None
+            or row["content_hash"] == event.content_hash
+        ):  # fmt: skip
+            return False
+        return None  # another model at this path: the careful way
+
+    def add_file(self, run_id: int, epoch: int | None, with_epoch: bool,
+                 event: CheckpointObserved) -> None:  # fmt: skip
+        params = _file_params(run_id, epoch, event)
+        (self.file_rows if with_epoch else self.step_rows).append(params)
+
+    def add_samples(self, run_id: int, samples: dict[int, list[str]]) -> None:
+        for epoch, paths in samples.items():
+            key = (run_id, epoch)
+            new = set(paths) - self.samples_written.get(key, set())
+            if new:
+                self.samples.setdefault(key, set()).update(new)
+                self.samples_written.setdefault(key, set()).update(new)
+
+    def update_run(self, run_id: int, updates: dict[str, Any]) -> None:
+        if updates:
+            self.run_updates.setdefault(run_id, {}).update(updates)
+
+    def flush(self) -> None:
+        for run_id in sorted(self.run_updates):  # one order: no deadlock between writers
+            _set(self.conn, run_id, self.run_updates[run_id])
+        self.run_updates = {}
+        with self.conn.cursor() as cur:
+            if self.file_rows:
+                cur.executemany(EPOCH_AND_CHECKPOINT_UPSERT, self.file_rows)
+            if self.step_rows:
+                cur.executemany(
+                    CHECKPOINT_UPSERT.format(epoch_result_id="%(epoch_result_id)s"),
+                    self.step_rows,
+                )
+            if self.samples:
+                cur.executemany(
+                    SAMPLES_ADD,
+                    [(run, epoch, sorted(paths)) for (run, epoch), paths in
+                     sorted(self.samples.items())],
+                )  # fmt: skip
+        self.file_rows, self.step_rows, self.samples = [], [], {}
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -207,10 +330,20 @@ def _megabytes(size_bytes: int) -> Decimal:
     )
 
 
-def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCache) -> Recorded:
+def _record_checkpoint(
+    conn: Connection,
+    event: CheckpointObserved,
+    runs: RunCache,
+    files: _FileBatch | None = None,
+) -> Recorded:
+    if files is not None and not files.takes(event):
+        files = None  # this one the careful way, after what is queued
     fields = run_fields(event)
     key = event.run_key or capture_key(event, fields)
-    if _of_a_deleted_run(conn, event, key):
+    deleted = files.of_a_deleted_run(event, key) if files is not None else None
+    if deleted is None:
+        deleted = _of_a_deleted_run(conn, event, key)
+    if deleted:
         return Recorded("deleted")
     by_name = event.run_key is None and event.run_name is not None  # watch --run NAME
     run = None if by_name else runs.get(key) or None
@@ -221,14 +354,27 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCac
         )  # fmt: skip
         runs[key] = run
     created = _created(run)
-    run.update(_update_run(conn, run, event, fields))
+    updates = _update_run(conn, run, event, fields, apply=files is None)
+    run.update(updates)
+    if files is not None:
+        files.update_run(run["id"], updates)
 
     epoch = event.epoch
     if epoch is None and event.checkpoint_kind == "final":
+        if files is not None:
+            files.flush()  # the epochs queued so far count
         epoch = _final_epoch_number(conn, run["id"], fields)
+    with_epoch = epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown")
+    if files is not None and files.replaced(event) is False:
+        files.add_file(run["id"], epoch, with_epoch, event)
+        files.add_samples(run["id"], event.samples_by_epoch)
+        return Recorded("recorded", run["run_name"], epoch, new_run=created)
+    if files is not None:
+        files.flush()
     stale = _replaced_file(conn, event)
     epoch_result_id = None
-    if epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown"):
+    if with_epoch:
+        assert epoch is not None
         epoch_result_id = _upsert_epoch(conn, run["id"], epoch, event)
     if stale:  # the file was overwritten by another model since this event was observed
         _epoch_file_gone(conn, epoch_result_id, event.path)
@@ -354,11 +500,16 @@ def _insert_run(
 
 
 def _update_run(
-    conn: Connection, run: dict[str, Any], event: CheckpointObserved, fields: dict[str, Any]
+    conn: Connection,
+    run: dict[str, Any],
+    event: CheckpointObserved,
+    fields: dict[str, Any],
+    *,
+    apply: bool = True,
 ) -> dict[str, Any]:
     """Fill the run's empty columns; keep size, steps, end time and metadata current.
 
-    Returns the columns it changed."""
+    Returns the columns it changed (written now, or by the caller when not ``apply``)."""
     updates = _fillable(run, fields)
     newest = run.get("total_steps") is None or (fields.get("total_steps") or 0) >= (
         run.get("total_steps") or 0
@@ -375,7 +526,8 @@ def _update_run(
     if event.checkpoint_kind == "final" and run["status"] == "in_progress":
         updates["status"] = "completed"
     _note_captured(run, updates)
-    _set(conn, run["id"], updates)
+    if apply:
+        _set(conn, run["id"], updates)
     return updates
 
 
@@ -392,38 +544,68 @@ def _final_epoch_number(conn: Connection, run_id: int, fields: dict[str, Any]) -
     return int(row["last"]) + 1 if row and row["last"] is not None else 1
 
 
+EPOCH_UPSERT = """
+    INSERT INTO epoch_results (
+        training_run_id, epoch_number, checkpoint_path, checkpoint_file_size_mb,
+        checkpoint_size_bytes, checkpoint_hash, checkpoint_mtime, checkpoint_on_disk,
+        global_step, checkpoint_metadata)
+    VALUES (%(run)s, %(epoch)s, %(path)s, %(mb)s, %(size)s, %(hash)s, %(mtime)s, true,
+            %(step)s, %(metadata)s)
+    ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
+        checkpoint_path = EXCLUDED.checkpoint_path,
+        checkpoint_file_size_mb = EXCLUDED.checkpoint_file_size_mb,
+        checkpoint_size_bytes = EXCLUDED.checkpoint_size_bytes,
+        checkpoint_hash = EXCLUDED.checkpoint_hash,
+        checkpoint_mtime = EXCLUDED.checkpoint_mtime,
+        checkpoint_on_disk = true,
+        global_step = COALESCE(EXCLUDED.global_step, epoch_results.global_step),
+        checkpoint_metadata = COALESCE(EXCLUDED.checkpoint_metadata,
+                                       epoch_results.checkpoint_metadata)
+    RETURNING id
+"""
+
+CHECKPOINT_UPSERT = """
+    INSERT INTO checkpoints (
+        training_run_id, epoch_result_id, host, path, kind, file_format, epoch_number,
+        global_step, size_bytes, content_hash, mtime, on_disk, removed_at)
+    VALUES (%(run)s, {epoch_result_id}, %(host)s, %(path)s, %(kind)s, %(format)s, %(epoch)s,
+            %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL)
+    ON CONFLICT (host, path) DO UPDATE SET
+        training_run_id = EXCLUDED.training_run_id,
+        epoch_result_id = EXCLUDED.epoch_result_id,
+        kind = EXCLUDED.kind,
+        file_format = EXCLUDED.file_format,
+        epoch_number = EXCLUDED.epoch_number,
+        global_step = EXCLUDED.global_step,
+        size_bytes = EXCLUDED.size_bytes,
+        content_hash = EXCLUDED.content_hash,
+        mtime = EXCLUDED.mtime,
+        on_disk = true,
+        removed_at = NULL
+"""
+
+# An epoch file's two rows in one statement (a backfill writes hundreds of these at once).
+EPOCH_AND_CHECKPOINT_UPSERT = "".join(  # the constants above, nothing from input
+    ("WITH epoch_row AS (", EPOCH_UPSERT, ") ",
+     CHECKPOINT_UPSERT.format(epoch_result_id="(SELECT id FROM epoch_row)"))
+)  # fmt: skip
+
+
+def _file_params(
+    run_id: int, epoch: int | None, event: CheckpointObserved, epoch_result_id: int | None = None
+) -> dict[str, Any]:
+    return {
+        "run": run_id, "epoch": epoch, "path": event.path, "host": event.host,
+        "mb": _megabytes(event.size_bytes), "size": event.size_bytes,
+        "hash": event.content_hash, "mtime": event.mtime, "step": event.step,
+        "metadata": _sqlbuild.adapt("checkpoint_metadata", event.metadata or None),
+        "kind": event.checkpoint_kind, "format": event.file_format,
+        "epoch_result_id": epoch_result_id,
+    }  # fmt: skip
+
+
 def _upsert_epoch(conn: Connection, run_id: int, epoch: int, event: CheckpointObserved) -> int:
-    row = conn.execute(
-        """
-        INSERT INTO epoch_results (
-            training_run_id, epoch_number, checkpoint_path, checkpoint_file_size_mb,
-            checkpoint_size_bytes, checkpoint_hash, checkpoint_mtime, checkpoint_on_disk,
-            global_step, checkpoint_metadata)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, true, %s, %s)
-        ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
-            checkpoint_path = EXCLUDED.checkpoint_path,
-            checkpoint_file_size_mb = EXCLUDED.checkpoint_file_size_mb,
-            checkpoint_size_bytes = EXCLUDED.checkpoint_size_bytes,
-            checkpoint_hash = EXCLUDED.checkpoint_hash,
-            checkpoint_mtime = EXCLUDED.checkpoint_mtime,
-            checkpoint_on_disk = true,
-            global_step = COALESCE(EXCLUDED.global_step, epoch_results.global_step),
-            checkpoint_metadata = COALESCE(EXCLUDED.checkpoint_metadata,
-                                           epoch_results.checkpoint_metadata)
-        RETURNING id
-        """,
-        (
-            run_id,
-            epoch,
-            event.path,
-            _megabytes(event.size_bytes),
-            event.size_bytes,
-            event.content_hash,
-            event.mtime,
-            event.step,
-            _sqlbuild.adapt("checkpoint_metadata", event.metadata or None),
-        ),
-    ).fetchone()
+    row = conn.execute(EPOCH_UPSERT, _file_params(run_id, epoch, event)).fetchone()
     assert row is not None
     return int(row["id"])
 
@@ -436,37 +618,8 @@ def _upsert_checkpoint(
     event: CheckpointObserved,
 ) -> None:
     conn.execute(
-        """
-        INSERT INTO checkpoints (
-            training_run_id, epoch_result_id, host, path, kind, file_format, epoch_number,
-            global_step, size_bytes, content_hash, mtime, on_disk, removed_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, NULL)
-        ON CONFLICT (host, path) DO UPDATE SET
-            training_run_id = EXCLUDED.training_run_id,
-            epoch_result_id = EXCLUDED.epoch_result_id,
-            kind = EXCLUDED.kind,
-            file_format = EXCLUDED.file_format,
-            epoch_number = EXCLUDED.epoch_number,
-            global_step = EXCLUDED.global_step,
-            size_bytes = EXCLUDED.size_bytes,
-            content_hash = EXCLUDED.content_hash,
-            mtime = EXCLUDED.mtime,
-            on_disk = true,
-            removed_at = NULL
-        """,
-        (
-            run_id,
-            epoch_result_id,
-            event.host,
-            event.path,
-            event.checkpoint_kind,
-            event.file_format,
-            epoch,
-            event.step,
-            event.size_bytes,
-            event.content_hash,
-            event.mtime,
-        ),
+        CHECKPOINT_UPSERT.format(epoch_result_id="%(epoch_result_id)s"),
+        _file_params(run_id, epoch, event, epoch_result_id),
     )
 
 
@@ -519,20 +672,20 @@ def _record_samples(conn: Connection, event: SamplesObserved) -> Recorded:
     return Recorded("recorded", run["run_name"], event.epoch)
 
 
+SAMPLES_ADD = """
+    INSERT INTO epoch_results (training_run_id, epoch_number, sample_images)
+    VALUES (%s, %s, %s)
+    ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
+        sample_images = ARRAY(
+            SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
+            ORDER BY 1)
+    WHERE NOT epoch_results.sample_images @> EXCLUDED.sample_images
+"""
+
+
 def _add_samples(conn: Connection, run_id: int, epoch: int, paths: list[str]) -> None:
     """Add sample images to an epoch (creating its row: samples outlive checkpoints)."""
-    conn.execute(
-        """
-        INSERT INTO epoch_results (training_run_id, epoch_number, sample_images)
-        VALUES (%s, %s, %s)
-        ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
-            sample_images = ARRAY(
-                SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
-                ORDER BY 1)
-        WHERE NOT epoch_results.sample_images @> EXCLUDED.sample_images
-        """,
-        (run_id, epoch, sorted(paths)),
-    )
+    conn.execute(SAMPLES_ADD, (run_id, epoch, sorted(paths)))
 
 
 # -- runs reported by hooks and the Python API ---------------------------------------------

@@ -167,8 +167,20 @@ class Watcher:
                 if present and known_path not in on_disk and not os.path.exists(known_path):
                     events.append(CheckpointRemoved(path=known_path))
                     stats.removed += 1
+            carried = {  # sample images the checkpoint events bring along already
+                sample
+                for event in events
+                if isinstance(event, CheckpointObserved)
+                for paths in event.samples_by_epoch.values()
+                for sample in paths
+            }
             for path in found:
-                if str(path.absolute()) not in known.samples and classify_sample(path):
+                absolute = str(path.absolute())
+                if (
+                    absolute not in known.samples
+                    and absolute not in carried
+                    and (classify_sample(path))
+                ):
                     sample = observe_sample(path)
                     if sample is not None:
                         events.append(sample)

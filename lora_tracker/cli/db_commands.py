@@ -205,11 +205,21 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
 
 
 def _versions(versions: list[str]) -> str:
-    """``0001-0006`` for a run of consecutive migrations, else a list."""
-    numbers = [int(v) for v in versions if v.isdigit()]
-    if len(numbers) == len(versions) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
-        return f"{versions[0]}-{versions[-1]}"
-    return ", ".join(versions)
+    """Consecutive migrations as a range: ``0001-0006, 0008``."""
+    parts: list[str] = []
+    start = previous = None
+    for version in [*versions, None]:
+        number = int(version) if version is not None and version.isdigit() else None
+        if number is not None and previous is not None and number == int(previous) + 1:
+            previous = version
+            continue
+        if start is not None and previous is not None:
+            parts.append(start if start == previous else f"{start}-{previous}")
+        start = previous = version
+        if version is not None and number is None:
+            parts.append(version)
+            start = previous = None
+    return ", ".join(parts)
 
 
 @db_group.command(name="url")
