@@ -7,12 +7,16 @@ a file on disk becomes an event; ``record.py`` is where an event becomes rows.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import fnmatch
 import functools
 import json
 import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,7 +34,7 @@ from .files import (
 )
 from .metadata import epoch_fields_from_metadata, trainer_of
 from .safetensors_header import CorruptCheckpoint, read_safetensors_header
-from .trainer_config import find_gui_config, load_toml
+from .trainer_config import GUI_CONFIG_GLOB, load_toml
 
 log = logging.getLogger(__name__)
 
@@ -228,11 +232,22 @@ def checkpoint_event(
         config = {**(config or {}), **extra}
     output_name = _output_name(metadata, name.output_name)
     started = _started_at(metadata)
-    others = _other_starts(output_dir, output_name, started, path) if started else []
-    samples = samples_by_epoch(
-        output_dir, output_name, since=started,
-        until=min((t for t in others if t > started), default=None) if started else None,
-        shared=bool(others), steps_per_epoch=_steps_per_epoch(metadata),
+    others = (
+        _once_while_steady(
+            ("others", output_dir, output_name, started),
+            lambda: _other_starts(output_dir, output_name, started),
+        )
+        if started
+        else []
+    )
+    steps_per_epoch = _steps_per_epoch(metadata)
+    samples = _once_while_steady(
+        ("samples", output_dir, output_name, started, steps_per_epoch),
+        lambda: samples_by_epoch(
+            output_dir, output_name, since=started,
+            until=min((t for t in others if t > started), default=None) if started else None,
+            shared=bool(others), steps_per_epoch=steps_per_epoch,
+        ),
     )  # fmt: skip
     return CheckpointObserved(
         path=str(path),
@@ -268,7 +283,7 @@ def _trainer_config(
     if config_path is not None:
         return load_toml(config_path), config_path
     if trainer in (None, "kohya"):
-        found = find_gui_config(output_dir)
+        found = _gui_config_in(output_dir)
         if found is not None:
             try:
                 return load_toml(found), found
@@ -373,7 +388,9 @@ def _listing(folder: Path, kind: str, classify: Any) -> list[tuple[str, Any]]:
     except OSError:
         return []
     cached = _LISTINGS.get((str(folder), kind))
-    settled = time.time_ns() - stamp > 2_000_000_000  # mtimes tick coarsely: be sure
+    # mtimes tick coarsely: a listing is trusted once its folder has been still a while,
+    # or while a backfill looks at folders as they are (steady_folders)
+    settled = _STEADY.get() is not None or time.time_ns() - stamp > 2_000_000_000
     if cached is not None and cached[0] == stamp and settled:
         return cached[1]
     try:
@@ -385,6 +402,44 @@ def _listing(folder: Path, kind: str, classify: Any) -> list[tuple[str, Any]]:
         _LISTINGS.clear()
     _LISTINGS[(str(folder), kind)] = (stamp, found)
     return found
+
+
+_STEADY: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar(
+    "steady", default=None
+)
+
+
+@contextlib.contextmanager
+def steady_folders() -> Iterator[None]:
+    """While a backfill observes folders as they are now, each folder is listed once and
+    what a run's checkpoints share (its samples, the other trainings beside it) is worked
+    out once per run (a file added meanwhile is seen by the live watcher, whose events
+    come after)."""
+    token = _STEADY.set({})
+    try:
+        yield
+    finally:
+        _STEADY.reset(token)
+
+
+def _once_while_steady(key: Any, compute: Any) -> Any:
+    memo = _STEADY.get()
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
+def _gui_config_in(folder: Path) -> Path | None:
+    """The newest kohya_ss GUI config beside the outputs (as find_gui_config)."""
+    found = sorted(path for path, _ in _listing(folder, "gui", _gui_config_named))
+    return Path(found[-1]) if found else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _gui_config_named(path: str) -> bool | None:
+    return fnmatch.fnmatch(os.path.basename(path), GUI_CONFIG_GLOB) or None
 
 
 @functools.lru_cache(maxsize=65536)
@@ -406,15 +461,16 @@ def _checkpoints_in(folder: Path) -> list[tuple[str, CheckpointName]]:
 
 
 def _other_starts(
-    output_dir: Path, output_name: str, started: datetime, skip: Path
+    output_dir: Path, output_name: str, started: datetime, skip: Path | None = None
 ) -> list[datetime]:
     """The starts of other trainings that wrote checkpoints of this name into the folder
-    (from their headers; the next one ends this run's sample window)."""
+    (from their headers; the next one ends this run's sample window). The run's own files
+    share its start and so never count."""
     found: list[datetime] = []
     for entry_path, name in _checkpoints_in(output_dir):
         if (
             name.file_format != "safetensors" or name.output_name != output_name
-            or entry_path == str(skip)
+            or (skip is not None and entry_path == str(skip))
         ):  # fmt: skip
             continue
         try:

@@ -263,6 +263,10 @@ class _FileBatch:
         for run_id in sorted(self.run_updates):  # one order: no deadlock between writers
             _set(self.conn, run_id, self.run_updates[run_id])
         self.run_updates = {}
+        by_epoch = {(row["run"], row["epoch"]): row for row in self.file_rows}
+        for key in [key for key in self.samples if key in by_epoch]:
+            # an epoch's images go in with its file's row: no statement of their own
+            by_epoch[key]["samples"] = sorted(self.samples.pop(key))
         with self.conn.cursor() as cur:
             if self.file_rows:
                 cur.executemany(EPOCH_AND_CHECKPOINT_UPSERT, self.file_rows)
@@ -548,10 +552,13 @@ EPOCH_UPSERT = """
     INSERT INTO epoch_results (
         training_run_id, epoch_number, checkpoint_path, checkpoint_file_size_mb,
         checkpoint_size_bytes, checkpoint_hash, checkpoint_mtime, checkpoint_on_disk,
-        global_step, checkpoint_metadata)
+        global_step, checkpoint_metadata, sample_images)
     VALUES (%(run)s, %(epoch)s, %(path)s, %(mb)s, %(size)s, %(hash)s, %(mtime)s, true,
-            %(step)s, %(metadata)s)
+            %(step)s, %(metadata)s, %(samples)s)
     ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
+        sample_images = ARRAY(
+            SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
+            ORDER BY 1),
         checkpoint_path = EXCLUDED.checkpoint_path,
         checkpoint_file_size_mb = EXCLUDED.checkpoint_file_size_mb,
         checkpoint_size_bytes = EXCLUDED.checkpoint_size_bytes,
@@ -600,7 +607,7 @@ def _file_params(
         "hash": event.content_hash, "mtime": event.mtime, "step": event.step,
         "metadata": _sqlbuild.adapt("checkpoint_metadata", event.metadata or None),
         "kind": event.checkpoint_kind, "format": event.file_format,
-        "epoch_result_id": epoch_result_id,
+        "epoch_result_id": epoch_result_id, "samples": [],
     }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from .events import (
     CheckpointRemoved,
     observe_checkpoint,
     observe_sample,
+    steady_folders,
     this_host,
 )
 from .files import classify_checkpoint, classify_sample, in_state_folder, is_temporary
@@ -149,18 +150,8 @@ class Watcher:
         checkpoints.sort(key=_mtime_order)
         stats.checkpoints = len(checkpoints)
         events: list[Event] = []
-        for index, path in enumerate(checkpoints, 1):
-            try:
-                event = self._backfill_one(path, known, stats)
-            except Exception as exc:  # one bad file never costs the others
-                log.warning("skipped %s: %s", path, _describe(exc))
-                self._state.pop(str(path.absolute()), None)
-                stats.skipped += 1
-                continue
-            if event is not None:
-                events.append(event)
-            if progress and (index % 100 == 0 or index == len(checkpoints)):
-                progress(index, len(checkpoints))
+        with steady_folders():
+            self._observe_all(checkpoints, known, stats, events, progress)
         if known is not None:
             on_disk = {str(p) for p in checkpoints}
             for known_path, (_, _, present) in known.checkpoints.items():
@@ -199,6 +190,27 @@ class Watcher:
             if event.kind == "checkpoint":
                 self.on_recorded(event, delivery, recorded)
         return stats
+
+    def _observe_all(
+        self,
+        checkpoints: list[Path],
+        known: Any,
+        stats: BackfillStats,
+        events: list[Event],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        for index, path in enumerate(checkpoints, 1):
+            try:
+                event = self._backfill_one(path, known, stats)
+            except Exception as exc:  # one bad file never costs the others
+                log.warning("skipped %s: %s", path, _describe(exc))
+                self._state.pop(str(path.absolute()), None)
+                stats.skipped += 1
+                continue
+            if event is not None:
+                events.append(event)
+            if progress and (index % 100 == 0 or index == len(checkpoints)):
+                progress(index, len(checkpoints))
 
     def _after_delivery(self, event: Event, delivery: Delivery) -> None:
         """An event neither recorded nor spooled (a full disk while the database is down)
