@@ -226,7 +226,8 @@ def _now() -> datetime:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A config as a JSON-safe dict: a dict, pydantic model, dataclass or argparse.Namespace."""
+    """A config as a JSON-safe dict: a dict, pydantic model, dataclass or argparse.Namespace,
+    with its secrets masked (``lora_tracker.secrets.mask_secrets``)."""
     if config is None:
         return {}
     if hasattr(config, "model_dump"):
@@ -242,7 +243,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             f"config must be a dict, a pydantic model, a dataclass or a namespace, "
             f"not {type(config).__name__}"
         )
-    safe: dict[str, Any] = _json_safe(raw)
+    from .secrets import mask_secrets
+
+    # a secret (--hub_token, a password in a URL) is masked before it is stored or spooled
+    safe: dict[str, Any] = mask_secrets(_json_safe(raw))
     return safe
 
 

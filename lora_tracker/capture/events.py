@@ -15,8 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
 
+from ..secrets import mask_mapping, mask_secrets, mask_text
 from ..settings import this_host as this_host
 from .files import (
     CheckpointKind,
@@ -68,6 +69,17 @@ class CheckpointObserved(_Event):
     run_key: str | None = None  # a hook's own run (its capture key)
     force: bool = False  # record even a file of a run that was deleted (record --force)
 
+    # no secret is spooled or stored: masked as the event is made (and read back)
+    @field_validator("config")
+    @classmethod
+    def _mask_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _masked_config(config)
+
+    @field_validator("metadata")
+    @classmethod
+    def _mask_metadata(cls, metadata: dict[str, str]) -> dict[str, str]:
+        return mask_mapping(metadata)
+
 
 class CheckpointRemoved(_Event):
     """A checkpoint file that disappeared (kohya's --save_last_n_epochs, or by hand)."""
@@ -110,6 +122,11 @@ class RunStarted(_RunEvent):
     # knows better may correct them (training_runs.captured_values)
     captured: bool = False
 
+    @field_validator("config")
+    @classmethod
+    def _mask_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _masked_config(config)
+
 
 class EpochLogged(_RunEvent):
     """What a trainer reported at an epoch's end: loss, other metrics, samples."""
@@ -128,6 +145,17 @@ class RunFinished(_RunEvent):
     status: Literal["completed", "failed", "cancelled"]
     failure_reason: str | None = None
     total_steps: int | None = None  # the step reached (a hook sees each step)
+
+    @field_validator("failure_reason")
+    @classmethod
+    def _mask_reason(cls, reason: str | None) -> str | None:
+        return mask_text(reason) if reason else reason
+
+
+def _masked_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A configuration with its secrets masked (see ``lora_tracker.secrets``)."""
+    masked: dict[str, Any] | None = mask_secrets(config)
+    return masked
 
 
 AnyEvent = (

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
+from ..secrets import mask_secrets
 from .metadata import _decimal, _int, _number, _resolution_text
 
 if sys.version_info >= (3, 11):
@@ -36,7 +37,8 @@ def load_toml(path: Path) -> dict[str, Any]:
             flat.update(value)  # kohya flattens sections; a later section wins
         else:
             flat[key] = value
-    return flat
+    masked: dict[str, Any] = mask_secrets(flat)  # a token in a TOML is never stored
+    return masked
 
 
 def find_gui_config(output_dir: Path) -> Path | None:
