@@ -75,6 +75,7 @@ class Dispatcher:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
+                _import_before_shutdown()
                 self._thread = threading.Thread(
                     target=self._work, name="lora-tracker-api", daemon=True
                 )
@@ -90,6 +91,10 @@ class Dispatcher:
         return self._recorders[key]
 
     def _work(self) -> None:
+        _import_exit_path()
+        self._take_jobs()
+
+    def _take_jobs(self) -> None:
         """Take what is queued, up to MAX_BATCH_EVENTS events of one target, and write
         it in one transaction: while a batch is written the queue fills, so under load
         events go in batches and alone they go at once (no waiting for company)."""
@@ -201,6 +206,25 @@ class Dispatcher:
                 spool.append(event_to_json(event))
         except Exception:
             log.exception("lora-tracker could not spool an event")
+
+
+def _import_before_shutdown() -> None:
+    """Issue 17: a module that registers a threading at-exit hook cannot be imported once
+    interpreter shutdown has begun ("can't register atexit after shutdown"). filelock 4.0.x
+    imports ``concurrent.futures.thread`` (which registers one) when the spool is first
+    used, which for a short script is at exit: both the write and the spool fallback
+    failed. Imported here, on the training thread at the first event (a few ms, once)."""
+    import concurrent.futures.thread  # noqa: F401
+
+
+def _import_exit_path() -> None:
+    """The background thread's first work: import all that delivering and spooling need,
+    so nothing is imported at exit (see ``_import_before_shutdown``)."""
+    try:
+        from . import spool  # noqa: F401
+        from .capture import delivery, events  # noqa: F401
+    except Exception as exc:  # pragma: no cover - a broken install; logged by the jobs
+        log.debug("lora-tracker: import failed: %s", exc)
 
 
 def _returning(events: list[Any]) -> Job:
