@@ -250,6 +250,12 @@ def checkpoint_event(
     output_dir = Path(output_dir_of(path))
     config, used_config = _trainer_config(output_dir, config_path, name.trainer)
     extra = _adapter_files(path) if name.trainer in ("peft", "diffusers") else {}
+    if name.trainer == "diffusers":  # issue 17: hparams.yml, the rank, the final's step
+        from .diffusers import diffusers_facts, final_step
+
+        extra.update(diffusers_facts(path, output_dir, mtime, kind))
+        if kind == "final" and step is None:
+            step = final_step(output_dir, path)
     if extra:
         config = {**(config or {}), **extra}
     output_name = _output_name(metadata, name.output_name)

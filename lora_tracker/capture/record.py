@@ -226,6 +226,8 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCac
     epoch = event.epoch
     if epoch is None and event.checkpoint_kind == "final":
         epoch = _final_epoch_number(conn, run["id"], fields)
+        if epoch == 1 and not fields.get("num_epochs") and event.trainer == "diffusers":
+            epoch = None  # issue 17: an unknown epoch count says nothing: never epoch 1
     stale = _replaced_file(conn, event)
     epoch_result_id = None
     if epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown"):
