@@ -91,3 +91,31 @@ def test_watch_waits_for_the_folder(tmp_path: Path, db_url: str) -> None:
     missing = tmp_path / "not-yet"
     result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(missing)])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_live_watch_started_before_the_folder_exists(tmp_path: Path, db_url: str) -> None:
+    """`watch OUT` started before diffusers creates OUT waits, then records its files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "sd-model-finetuned-lora"
+    log = tmp_path / "watch.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lora_tracker", "--database-url", db_url, "watch", str(out)],
+            stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy(),
+        )  # fmt: skip
+        try:
+            wait_for(lambda: "Waiting for" in log.read_text() or proc.poll() is not None, 60)
+            assert proc.poll() is None, log.read_text()
+            sim = DiffusersRun(out)
+            sim.init_trackers()
+            wait_for(lambda: "Watching" in log.read_text(), 60)
+            sim.checkpoint(4)
+            wait_for(lambda: len(rows(db_url, "SELECT id FROM checkpoints")) == 1, 30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text()
+    assert "checkpoint-4/pytorch_lora_weights.safetensors" in log.read_text()
