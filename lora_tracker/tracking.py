@@ -306,6 +306,9 @@ class TrackedRun:
         self.output_dir = output_dir
         self.enabled = enabled
         self.finished = False
+        # issue 17: the checkpoint files this run was told about (kept by the background
+        # thread): one deleted since (--checkpoints_total_limit) is reported as removed
+        self._told: dict[str, None] = {}
 
     # -- the training thread's calls -------------------------------------------------------
     def log_epoch(
@@ -327,7 +330,7 @@ class TrackedRun:
         def job() -> list[Any]:
             from .capture.events import EpochLogged
 
-            events: list[Any] = []
+            events: list[Any] = self._vanished(at)
             if checkpoint_path is not None:
                 events.extend(self._observe(os.fspath(checkpoint_path), epoch, at))
             events.append(EpochLogged(
@@ -345,7 +348,7 @@ class TrackedRun:
             return
         at = _now()
         file = os.fspath(path)
-        self._submit(lambda: self._observe(file, epoch, at))
+        self._submit(lambda: self._vanished(at) + self._observe(file, epoch, at))
 
     def log_saved(
         self,
@@ -380,7 +383,8 @@ class TrackedRun:
                 return []
             event.run_name = self.run_name
             event.observed_at = at
-            return [event]
+            self._told[file] = None
+            return [*self._vanished(at), event]
 
         self._submit(job)
 
@@ -394,6 +398,7 @@ class TrackedRun:
         def job() -> list[Any]:
             from .capture.events import CheckpointRemoved
 
+            self._told.pop(file, None)
             return [CheckpointRemoved(path=file, observed_at=at)]
 
         self._submit(job)
@@ -419,13 +424,14 @@ class TrackedRun:
             from .capture.events import RunFinished
 
             return [
+                *self._vanished(at),
                 RunFinished(
                     run_key=self.run_key,
                     run_name=self.run_name,
                     observed_at=at,
                     status=status,
                     failure_reason=reason,
-                )
+                ),
             ]
 
         self._submit(job)
@@ -469,7 +475,20 @@ class TrackedRun:
             return []
         event.run_name = self.run_name
         event.observed_at = at
+        self._told[event.path] = None
         return [event]
+
+    def _vanished(self, at: datetime) -> list[Any]:
+        """Removals of the files told about before that are gone now (one stat each, on
+        the background thread)."""
+        gone = [path for path in self._told if not os.path.exists(path)]
+        if not gone:
+            return []
+        from .capture.events import CheckpointRemoved
+
+        for path in gone:
+            del self._told[path]
+        return [CheckpointRemoved(path=path, observed_at=at) for path in gone]
 
 
 def _finite(value: float | None) -> float | None:

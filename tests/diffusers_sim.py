@@ -93,7 +93,7 @@ class DiffusersRun:
                     self.removed.append(folder / "pytorch_lora_weights.safetensors")
                     shutil.rmtree(folder)
         folder = self.out / f"checkpoint-{step}"
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)  # accelerate's save_state: os.makedirs(exist_ok=True)
         path = folder / "pytorch_lora_weights.safetensors"
         path.write_bytes(lora_bytes(self.rank, self.seed * 1000 + step, final=False))
         for name in ("optimizer.bin", "scheduler.bin", "random_states_0.pkl"):

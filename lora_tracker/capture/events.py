@@ -200,7 +200,8 @@ def observe_checkpoint(
         if header.tensor_count == 0:
             raise CorruptCheckpoint(f"{path.name}: holds no tensors")
         metadata = header.metadata
-        content_hash = metadata.get("sshs_model_hash") or f"header-sha256:{header.header_sha256}"
+        content_hash = metadata.get("sshs_model_hash") or _diffusers_hash(path, name)
+        content_hash = content_hash or f"header-sha256:{header.header_sha256}"
         size = header.file_size
         stat = path.stat()
     else:
@@ -212,6 +213,17 @@ def observe_checkpoint(
         path, size, stat.st_mtime, metadata, content_hash=content_hash, run_name=run_name,
         config_path=config_path, run_key=run_key, epoch=epoch,
     )  # fmt: skip
+
+
+def _diffusers_hash(path: Path, name: CheckpointName) -> str | None:
+    """Issue 17: a diffusers file's header (``{"format": "pt"}``, names, shapes) is the same
+    for every training into a folder: its tensors tell a rewrite apart."""
+    if name.trainer != "diffusers":
+        return None
+    from .diffusers import tensor_digest
+
+    digest = tensor_digest(path)
+    return f"tensors-sha256:{digest}" if digest else None
 
 
 def _classify(path: Path) -> CheckpointName:

@@ -38,6 +38,7 @@ from .files import (
     classify_sample,
     in_state_folder,
     is_temporary,
+    output_dir_of,
 )
 from .record import Recorded
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
@@ -520,7 +521,9 @@ def _mtime_order(path: Path) -> tuple[str, float, str]:
         mtime = path.stat().st_mtime
     except OSError:
         mtime = 0.0
-    return (str(path.parent), mtime, path.name)
+    # by trainer output folder (diffusers' checkpoint-N/ are one folder's files), then
+    # in the order they were written: a second training into the folder comes second
+    return (str(output_dir_of(path)), mtime, path.name)
 
 
 def _same_time(recorded: datetime | None, st_mtime: float) -> bool:
