@@ -220,7 +220,7 @@ def _record_checkpoint(conn: Connection, event: CheckpointObserved, runs: RunCac
             default_names=lambda: _default_names(event, fields),
         )  # fmt: skip
         runs[key] = run
-    if not by_name and event.run_key is None and _another_training(conn, run, event):  # issue 17
+    if not by_name and event.run_key is None and _another_training(conn, run, event, key):
         _detach(conn, run, runs, key)
         run = runs[key] = resolve_run(
             conn, key, event.run_name, fields, key_absent=True,
@@ -880,11 +880,14 @@ def _detach(conn: Connection, run: dict[str, Any], runs: RunCache, key: str) -> 
     runs.pop(key, None)
 
 
-def _another_training(conn: Connection, run: dict[str, Any], event: CheckpointObserved) -> bool:
-    """Whether a file found by its folder's key was written by another training than the
-    run's: accelerate's hparams.yml of another start (a new ``logs/<project>/<time>``), or
-    a step checkpoint at or below a step the run reached in an older file (a restart)."""
-    if _created_now(run):
+def _another_training(
+    conn: Connection, run: dict[str, Any], event: CheckpointObserved, key: str
+) -> bool:
+    """Whether a file found by its folder's key (files with no training id) was written by
+    another training than the run's: accelerate's hparams.yml of another start (a new
+    ``logs/<project>/<time>``), or a step checkpoint the run has, rewritten later with other
+    tensors (a training restarting in the folder; a copied folder's order does not count)."""
+    if _created_now(run) or not key.startswith("dir:"):
         return False
     mine = (event.config or {}).get("hparams_path")
     theirs = (run.get("config") or {}).get("hparams_path")
@@ -895,11 +898,10 @@ def _another_training(conn: Connection, run: dict[str, Any], event: CheckpointOb
     older = conn.execute(
         """
         SELECT 1 FROM checkpoints
-        WHERE training_run_id = %s AND global_step >= %s AND mtime < %s
-          AND (path <> %s OR content_hash IS DISTINCT FROM %s)
-        LIMIT 1
+        WHERE training_run_id = %s AND host = %s AND path = %s AND mtime < %s
+          AND content_hash IS DISTINCT FROM %s
         """,
-        (run["id"], event.step, event.mtime, event.path, event.content_hash),
+        (run["id"], event.host, event.path, event.mtime, event.content_hash),
     ).fetchone()
     return older is not None
 
