@@ -47,7 +47,7 @@ __all__ = [
 class _Input(BaseModel):
     """Base of write models: unknown fields are an error, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())  # model_type (pydantic<2.10)
 
     def given(self) -> dict[str, Any]:
         """Only the fields the caller set, for partial updates."""
@@ -184,7 +184,7 @@ class PromptResultFields(_Input):
 class _Row(BaseModel):
     """Base of read models: built from database rows, extra columns ignored."""
 
-    model_config = ConfigDict(extra="ignore", from_attributes=True)
+    model_config = ConfigDict(extra="ignore", from_attributes=True, protected_namespaces=())
 
 
 class TrainingRun(_Row):

@@ -75,6 +75,7 @@ class Dispatcher:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
+                _import_before_shutdown()
                 self._thread = threading.Thread(
                     target=self._work, name="lora-tracker-api", daemon=True
                 )
@@ -90,6 +91,10 @@ class Dispatcher:
         return self._recorders[key]
 
     def _work(self) -> None:
+        _import_exit_path()
+        self._take_jobs()
+
+    def _take_jobs(self) -> None:
         """Take what is queued, up to MAX_BATCH_EVENTS events of one target, and write
         it in one transaction: while a batch is written the queue fills, so under load
         events go in batches and alone they go at once (no waiting for company)."""
@@ -203,6 +208,25 @@ class Dispatcher:
             log.exception("lora-tracker could not spool an event")
 
 
+def _import_before_shutdown() -> None:
+    """Issue 17: a module that registers a threading at-exit hook cannot be imported once
+    interpreter shutdown has begun ("can't register atexit after shutdown"). filelock 4.0.x
+    imports ``concurrent.futures.thread`` (which registers one) when the spool is first
+    used, which for a short script is at exit: both the write and the spool fallback
+    failed. Imported here, on the training thread at the first event (a few ms, once)."""
+    import concurrent.futures.thread  # noqa: F401
+
+
+def _import_exit_path() -> None:
+    """The background thread's first work: import all that delivering and spooling need,
+    so nothing is imported at exit (see ``_import_before_shutdown``)."""
+    try:
+        from . import spool  # noqa: F401
+        from .capture import delivery, events  # noqa: F401
+    except Exception as exc:  # pragma: no cover - a broken install; logged by the jobs
+        log.debug("lora-tracker: import failed: %s", exc)
+
+
 def _returning(events: list[Any]) -> Job:
     return lambda: events
 
@@ -226,7 +250,8 @@ def _now() -> datetime:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A config as a JSON-safe dict: a dict, pydantic model, dataclass or argparse.Namespace."""
+    """A config as a JSON-safe dict: a dict, pydantic model, dataclass or argparse.Namespace,
+    with its secrets masked (``lora_tracker.secrets.mask_secrets``)."""
     if config is None:
         return {}
     if hasattr(config, "model_dump"):
@@ -242,7 +267,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             f"config must be a dict, a pydantic model, a dataclass or a namespace, "
             f"not {type(config).__name__}"
         )
-    safe: dict[str, Any] = _json_safe(raw)
+    from .secrets import mask_secrets
+
+    # a secret (--hub_token, a password in a URL) is masked before it is stored or spooled
+    safe: dict[str, Any] = mask_secrets(_json_safe(raw))
     return safe
 
 
@@ -278,6 +306,9 @@ class TrackedRun:
         self.output_dir = output_dir
         self.enabled = enabled
         self.finished = False
+        # issue 17: the checkpoint files this run was told about (kept by the background
+        # thread): one deleted since (--checkpoints_total_limit) is reported as removed
+        self._told: dict[str, None] = {}
 
     # -- the training thread's calls -------------------------------------------------------
     def log_epoch(
@@ -299,7 +330,7 @@ class TrackedRun:
         def job() -> list[Any]:
             from .capture.events import EpochLogged
 
-            events: list[Any] = []
+            events: list[Any] = self._vanished(at)
             if checkpoint_path is not None:
                 events.extend(self._observe(os.fspath(checkpoint_path), epoch, at))
             events.append(EpochLogged(
@@ -317,7 +348,7 @@ class TrackedRun:
             return
         at = _now()
         file = os.fspath(path)
-        self._submit(lambda: self._observe(file, epoch, at))
+        self._submit(lambda: self._vanished(at) + self._observe(file, epoch, at))
 
     def log_saved(
         self,
@@ -352,7 +383,8 @@ class TrackedRun:
                 return []
             event.run_name = self.run_name
             event.observed_at = at
-            return [event]
+            self._told[file] = None
+            return [*self._vanished(at), event]
 
         self._submit(job)
 
@@ -366,6 +398,7 @@ class TrackedRun:
         def job() -> list[Any]:
             from .capture.events import CheckpointRemoved
 
+            self._told.pop(file, None)
             return [CheckpointRemoved(path=file, observed_at=at)]
 
         self._submit(job)
@@ -391,13 +424,14 @@ class TrackedRun:
             from .capture.events import RunFinished
 
             return [
+                *self._vanished(at),
                 RunFinished(
                     run_key=self.run_key,
                     run_name=self.run_name,
                     observed_at=at,
                     status=status,
                     failure_reason=reason,
-                )
+                ),
             ]
 
         self._submit(job)
@@ -441,7 +475,20 @@ class TrackedRun:
             return []
         event.run_name = self.run_name
         event.observed_at = at
+        self._told[event.path] = None
         return [event]
+
+    def _vanished(self, at: datetime) -> list[Any]:
+        """Removals of the files told about before that are gone now (one stat each, on
+        the background thread)."""
+        gone = [path for path in self._told if not os.path.exists(path)]
+        if not gone:
+            return []
+        from .capture.events import CheckpointRemoved
+
+        for path in gone:
+            del self._told[path]
+        return [CheckpointRemoved(path=path, observed_at=at) for path in gone]
 
 
 def _finite(value: float | None) -> float | None:

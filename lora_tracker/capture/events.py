@@ -21,8 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
 
+from ..secrets import mask_mapping, mask_secrets, mask_text
 from ..settings import this_host as this_host
 from .files import (
     CheckpointKind,
@@ -74,6 +75,17 @@ class CheckpointObserved(_Event):
     run_key: str | None = None  # a hook's own run (its capture key)
     force: bool = False  # record even a file of a run that was deleted (record --force)
 
+    # no secret is spooled or stored: masked as the event is made (and read back)
+    @field_validator("config")
+    @classmethod
+    def _mask_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _masked_config(config)
+
+    @field_validator("metadata")
+    @classmethod
+    def _mask_metadata(cls, metadata: dict[str, str]) -> dict[str, str]:
+        return mask_mapping(metadata)
+
 
 class CheckpointRemoved(_Event):
     """A checkpoint file that disappeared (kohya's --save_last_n_epochs, or by hand)."""
@@ -116,6 +128,11 @@ class RunStarted(_RunEvent):
     # knows better may correct them (training_runs.captured_values)
     captured: bool = False
 
+    @field_validator("config")
+    @classmethod
+    def _mask_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _masked_config(config)
+
 
 class EpochLogged(_RunEvent):
     """What a trainer reported at an epoch's end: loss, other metrics, samples."""
@@ -134,6 +151,17 @@ class RunFinished(_RunEvent):
     status: Literal["completed", "failed", "cancelled"]
     failure_reason: str | None = None
     total_steps: int | None = None  # the step reached (a hook sees each step)
+
+    @field_validator("failure_reason")
+    @classmethod
+    def _mask_reason(cls, reason: str | None) -> str | None:
+        return mask_text(reason) if reason else reason
+
+
+def _masked_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A configuration with its secrets masked (see ``lora_tracker.secrets``)."""
+    masked: dict[str, Any] | None = mask_secrets(config)
+    return masked
 
 
 AnyEvent = (
@@ -178,7 +206,8 @@ def observe_checkpoint(
         if header.tensor_count == 0:
             raise CorruptCheckpoint(f"{path.name}: holds no tensors")
         metadata = header.metadata
-        content_hash = metadata.get("sshs_model_hash") or f"header-sha256:{header.header_sha256}"
+        content_hash = metadata.get("sshs_model_hash") or _diffusers_hash(path, name)
+        content_hash = content_hash or f"header-sha256:{header.header_sha256}"
         size = header.file_size
         stat = path.stat()
     else:
@@ -190,6 +219,17 @@ def observe_checkpoint(
         path, size, stat.st_mtime, metadata, content_hash=content_hash, run_name=run_name,
         config_path=config_path, run_key=run_key, epoch=epoch,
     )  # fmt: skip
+
+
+def _diffusers_hash(path: Path, name: CheckpointName) -> str | None:
+    """Issue 17: a diffusers file's header (``{"format": "pt"}``, names, shapes) is the same
+    for every training into a folder: its tensors tell a rewrite apart."""
+    if name.trainer != "diffusers":
+        return None
+    from .diffusers import tensor_digest
+
+    digest = tensor_digest(path)
+    return f"tensors-sha256:{digest}" if digest else None
 
 
 def _classify(path: Path) -> CheckpointName:
@@ -228,6 +268,12 @@ def checkpoint_event(
     output_dir = Path(output_dir_of(path))
     config, used_config = _trainer_config(output_dir, config_path, name.trainer)
     extra = _adapter_files(path) if name.trainer in ("peft", "diffusers") else {}
+    if name.trainer == "diffusers":  # issue 17: hparams.yml, the rank, the final's step
+        from .diffusers import diffusers_facts, final_step
+
+        extra.update(diffusers_facts(path, output_dir, mtime, kind))
+        if kind == "final" and step is None:
+            step = final_step(output_dir, path)
     if extra:
         config = {**(config or {}), **extra}
     output_name = _output_name(metadata, name.output_name)

@@ -357,6 +357,12 @@ def _record_checkpoint(
             default_names=lambda: _default_names(event, fields),
         )  # fmt: skip
         runs[key] = run
+    if not by_name and event.run_key is None and _another_training(conn, run, event, key):
+        _detach(conn, run, runs, key)
+        run = runs[key] = resolve_run(
+            conn, key, event.run_name, fields, key_absent=True,
+            default_names=lambda: _default_names(event, fields),
+        )  # fmt: skip
     created = _created(run)
     updates = _update_run(conn, run, event, fields, apply=files is None)
     run.update(updates)
@@ -367,7 +373,10 @@ def _record_checkpoint(
     if epoch is None and event.checkpoint_kind == "final":
         if files is not None:
             files.flush()  # the epochs queued so far count
-        epoch = _final_epoch_number(conn, run["id"], fields)
+        planned = {"num_epochs": fields.get("num_epochs") or run.get("num_epochs")}
+        epoch = _final_epoch_number(conn, run["id"], planned)
+        if epoch == 1 and not planned["num_epochs"] and event.trainer == "diffusers":
+            epoch = None  # an unknown epoch count says nothing: never epoch 1
     with_epoch = epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown")
     if files is not None and files.replaced(event) is False:
         files.add_file(run["id"], epoch, with_epoch, event)
@@ -579,11 +588,25 @@ CHECKPOINT_UPSERT = """
             %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL)
     ON CONFLICT (host, path) DO UPDATE SET
         training_run_id = EXCLUDED.training_run_id,
-        epoch_result_id = EXCLUDED.epoch_result_id,
-        kind = EXCLUDED.kind,
+        -- the same file told by another source (the API's epoch, the watcher's step)
+        -- keeps the richest facts; a new file's facts replace them
+        epoch_result_id = CASE WHEN checkpoints.training_run_id = EXCLUDED.training_run_id
+            AND checkpoints.content_hash IS NOT DISTINCT FROM EXCLUDED.content_hash
+            THEN COALESCE(EXCLUDED.epoch_result_id, checkpoints.epoch_result_id)
+            ELSE EXCLUDED.epoch_result_id END,
+        kind = CASE WHEN checkpoints.training_run_id = EXCLUDED.training_run_id
+            AND checkpoints.content_hash IS NOT DISTINCT FROM EXCLUDED.content_hash
+            AND EXCLUDED.kind IN ('step', 'unknown') AND checkpoints.kind = 'epoch'
+            THEN checkpoints.kind ELSE EXCLUDED.kind END,
         file_format = EXCLUDED.file_format,
-        epoch_number = EXCLUDED.epoch_number,
-        global_step = EXCLUDED.global_step,
+        epoch_number = CASE WHEN checkpoints.training_run_id = EXCLUDED.training_run_id
+            AND checkpoints.content_hash IS NOT DISTINCT FROM EXCLUDED.content_hash
+            THEN COALESCE(EXCLUDED.epoch_number, checkpoints.epoch_number)
+            ELSE EXCLUDED.epoch_number END,
+        global_step = CASE WHEN checkpoints.training_run_id = EXCLUDED.training_run_id
+            AND checkpoints.content_hash IS NOT DISTINCT FROM EXCLUDED.content_hash
+            THEN COALESCE(EXCLUDED.global_step, checkpoints.global_step)
+            ELSE EXCLUDED.global_step END,
         size_bytes = EXCLUDED.size_bytes,
         content_hash = EXCLUDED.content_hash,
         mtime = EXCLUDED.mtime,
@@ -644,12 +667,11 @@ def _record_removal(conn: Connection, event: CheckpointRemoved) -> Recorded:
     ).fetchone()
     if row is None:
         return Recorded("unmatched")
-    if row["epoch_result_id"] is not None:
-        conn.execute(
-            "UPDATE epoch_results SET checkpoint_on_disk = false "
-            "WHERE id = %s AND checkpoint_path = %s",
-            (row["epoch_result_id"], event.path),
-        )
+    conn.execute(  # issue 17: by path too, whichever source linked the epoch to the file
+        "UPDATE epoch_results SET checkpoint_on_disk = false "
+        "WHERE (id = %s OR training_run_id = %s) AND checkpoint_path = %s AND checkpoint_on_disk",
+        (row["epoch_result_id"], row["training_run_id"], event.path),
+    )
     name = conn.execute(
         "SELECT run_name FROM training_runs WHERE id = %s", (row["training_run_id"],)
     ).fetchone()
@@ -804,9 +826,11 @@ def _record_run_started(
         if runs is not None:  # keys moved: what the batch looked up is out of date
             runs.pop(event.previous_key, None)
             runs.pop(event.run_key, None)
+    _older_run_gives_way(conn, event, runs)  # issue 17
     run = _run_of(conn, event, fields, runs)
     created = _created(run)
     updates = _fillable(run, fields)
+    updates.update(_api_name(conn, run, event))  # issue 17
     if event.config is not None:
         updates["config"] = event.config  # the hook read it whole: newer than any file's
     if run["status"] in ("planned", "failed", "cancelled", "completed"):
@@ -1000,3 +1024,82 @@ def known_files(conn: Connection, host: str, folders: list[str]) -> KnownFiles:
         {r["path"]: (r["size_bytes"], r["mtime"], r["on_disk"]) for r in rows},
         {r["path"] for r in samples},
     )
+
+
+# -- issue 17: one run per training in a folder used before -------------------------------
+
+SAME_START_SLACK = timedelta(seconds=1)
+
+
+def _detach(conn: Connection, run: dict[str, Any], runs: RunCache, key: str) -> None:
+    """An earlier training's run gives up the folder's key (kept, suffixed, unique)."""
+    conn.execute(
+        "UPDATE training_runs SET capture_key = capture_key || '#' || id::text WHERE id = %s",
+        (run["id"],),
+    )
+    runs.pop(key, None)
+
+
+def _another_training(
+    conn: Connection, run: dict[str, Any], event: CheckpointObserved, key: str
+) -> bool:
+    """Whether a file found by its folder's key (files with no training id) was written by
+    another training than the run's: accelerate's hparams.yml of another start (a new
+    ``logs/<project>/<time>``), or a step checkpoint the run has, rewritten later with other
+    tensors (a training restarting in the folder; a copied folder's order does not count)."""
+    if _created_now(run) or not key.startswith("dir:"):
+        return False
+    mine = (event.config or {}).get("hparams_path")
+    theirs = (run.get("config") or {}).get("hparams_path")
+    if mine and theirs and mine != theirs:
+        return True
+    if event.checkpoint_kind != "step" or event.step is None:
+        return False
+    older = conn.execute(
+        """
+        SELECT 1 FROM checkpoints
+        WHERE training_run_id = %s AND host = %s AND path = %s AND mtime < %s
+          AND content_hash IS DISTINCT FROM %s
+        """,
+        (run["id"], event.host, event.path, event.mtime, event.content_hash),
+    ).fetchone()
+    return older is not None
+
+
+def _created_now(run: dict[str, Any]) -> bool:
+    return bool(run.get(NEW_RUN))
+
+
+def _older_run_gives_way(conn: Connection, event: RunStarted, runs: RunCache | None) -> None:
+    """A ``start_run`` is a new training: a run holding its folder's key with everything
+    in it (events, files) from before this start is an earlier training's, and gives up
+    the key. One whose files came after the start is this training's, recorded by a
+    watcher first: it is adopted."""
+    if event.captured or event.previous_key or not event.run_key.startswith("dir:"):
+        return
+    row = conn.execute(
+        """
+        SELECT tr.id, tr.training_finished_at AS finished,
+               GREATEST(tr.last_event_at, tr.training_started_at, tr.created_at,
+                        (SELECT max(mtime) FROM checkpoints WHERE training_run_id = tr.id)
+               ) AS latest
+        FROM training_runs tr WHERE capture_key = %s
+        """,
+        (event.run_key,),
+    ).fetchone()
+    if row is None or row["latest"] is None:
+        return
+    ended_before = row["finished"] is not None and row["finished"] <= event.observed_at
+    if not ended_before and row["latest"] >= event.observed_at - SAME_START_SLACK:
+        return
+    _detach(conn, row, runs if runs is not None else {}, event.run_key)
+
+
+def _api_name(conn: Connection, run: dict[str, Any], event: RunStarted) -> dict[str, Any]:
+    """The name given to ``start_run`` wins over the one a watcher made up (if free)."""
+    if event.captured or not event.run_name or run.get("run_name") == event.run_name:
+        return {}
+    taken = conn.execute(
+        "SELECT 1 FROM training_runs WHERE run_name = %s", (event.run_name,)
+    ).fetchone()
+    return {} if taken else {"run_name": event.run_name}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
+from ..secrets import mask_secrets
 from .metadata import _decimal, _int, _number, _resolution_text
 
 if sys.version_info >= (3, 11):
@@ -36,7 +37,8 @@ def load_toml(path: Path) -> dict[str, Any]:
             flat.update(value)  # kohya flattens sections; a later section wins
         else:
             flat[key] = value
-    return flat
+    masked: dict[str, Any] = mask_secrets(flat)  # a token in a TOML is never stored
+    return masked
 
 
 def find_gui_config(output_dir: Path) -> Path | None:
@@ -101,6 +103,12 @@ def run_fields_from_adapter_files(config: dict[str, Any]) -> dict[str, Any]:
         fields["max_train_steps"] = _int(state.get("max_steps"))
         fields["num_epochs"] = _int(state.get("num_train_epochs"))
         fields["batch_size"] = _int(state.get("train_batch_size"))
+    hparams = config.get("hparams")  # issue 17: accelerate's hparams.yml (diffusers)
+    if isinstance(hparams, dict):
+        for column, value in run_fields_from_generic_config(hparams).items():
+            fields.setdefault(column, value)
+    if fields.get("network_dim") is None:
+        fields["network_dim"] = _int(config.get("lora_rank"))  # from the tensor shapes
     if fields.get("network_dim") is not None and fields["network_dim"] <= 0:
         fields["network_dim"] = None
     return {k: v for k, v in fields.items() if v is not None}

@@ -33,7 +33,14 @@ from .events import (
     steady_folders,
     this_host,
 )
-from .files import classify_checkpoint, classify_sample, in_state_folder, is_temporary
+from .files import (
+    ADAPTER_FILES,
+    classify_checkpoint,
+    classify_sample,
+    in_state_folder,
+    is_temporary,
+    output_dir_of,
+)
 from .record import Recorded
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
 
@@ -451,7 +458,7 @@ class Watcher:
                 removal = CheckpointRemoved(path=path)
                 delivery, recorded = self.recorder.submit(removal)
                 self._after_delivery(removal, delivery)
-                log.info("removed %s (%s)", p.name, delivery)
+                log.info("removed %s%s", _shown(path), _removal_said(delivery, recorded))
             return
         identity = (st.st_size, st.st_mtime_ns)
         state = self._state.get(path)
@@ -538,7 +545,9 @@ def _mtime_order(path: Path) -> tuple[str, float, str]:
         mtime = path.stat().st_mtime
     except OSError:
         mtime = 0.0
-    return (str(path.parent), mtime, path.name)
+    # by trainer output folder (diffusers' checkpoint-N/ are one folder's files), then
+    # in the order they were written: a second training into the folder comes second
+    return (str(output_dir_of(path)), mtime, path.name)
 
 
 def _same_time(recorded: datetime | None, st_mtime: float) -> bool:
@@ -552,7 +561,7 @@ def _log_delivery(event: Event, delivery: Delivery, recorded: Recorded | None) -
     if event.kind != "checkpoint":
         return
     size_mb = event.size_bytes / (1024 * 1024)
-    name = Path(event.path).name
+    name = _shown(event.path)
     if delivery in ("recorded", "duplicate") and recorded is not None:
         where = f"run {recorded.run_name}"
         if recorded.epoch is not None and event.checkpoint_kind != "step":
@@ -573,6 +582,26 @@ def _log_delivery(event: Event, delivery: Delivery, recorded: Recorded | None) -
         pass  # the recorder said why, in one line
     else:
         log.warning("%s: %s", name, delivery)
+
+
+def _shown(path: str) -> str:
+    """A checkpoint as a log line names it: with its folder when the file name alone says
+    nothing (``checkpoint-16/pytorch_lora_weights.safetensors``)."""
+    file = Path(path)
+    if file.stem in ADAPTER_FILES and file.parent.name:
+        return f"{file.parent.name}/{file.name}"
+    return file.name
+
+
+def _removal_said(delivery: Delivery, recorded: Recorded | None) -> str:
+    if delivery in ("recorded", "duplicate") and recorded is not None:
+        where = f"run {recorded.run_name}"
+        if recorded.epoch is not None:
+            where += f" epoch {recorded.epoch}"
+        return f": marked no longer on disk in {where}"
+    if delivery == "unmatched":
+        return ": it was not recorded"
+    return f" ({delivery})"
 
 
 def _describe(exc: BaseException) -> str:

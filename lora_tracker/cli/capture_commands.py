@@ -59,10 +59,33 @@ CONFIG_OPTION = click.option(
 )  # fmt: skip
 
 
+def _wait_for_folders(missing: list[Path], stop: threading.Event) -> bool:
+    """Issue 17: a trainer (diffusers) creates its output folder itself, and the README says
+    to start the watcher first: wait for the folders to appear. False when stopped first."""
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stop.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        names = ", ".join(str(folder) for folder in missing)
+        echo(f"Waiting for {names} to be created (Ctrl-C to stop)", err=True)
+        while any(not folder.exists() for folder in missing):
+            if stop.wait(0.2):
+                click.echo("Stopped.", err=True)
+                return False
+        for folder in missing:
+            if not folder.is_dir():
+                raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDERS")
+        return True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @click.command()
 @click.argument(
     "folders", nargs=-1, required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),  # may not exist yet: waited for
 )  # fmt: skip
 @click.option("--once", is_flag=True, help="Import what is there now, then exit.")
 @RUN_OPTION
@@ -90,12 +113,17 @@ def watch(
     from ..capture.watcher import BackfillStats, Watcher
 
     _check_config(config_path)
+    missing = [folder for folder in folders if not folder.exists()]
+    if missing and once:
+        raise click.BadParameter(f"{missing[0]} does not exist", param_hint="FOLDERS")
     _log_to_stderr()
+    stop = threading.Event()
+    if missing and not _wait_for_folders(missing, stop):
+        return
     recorder = Recorder(app_context(ctx).database_url)
     watcher = Watcher(
         list(folders), recorder, run_name=run_name, config_path=config_path, poll=poll
     )
-    stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()

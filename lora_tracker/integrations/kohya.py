@@ -45,6 +45,7 @@ from pathlib import Path
 from types import CodeType, ModuleType, TracebackType
 from typing import Any
 
+from ..secrets import mask_secrets
 from ..tracking import TrackedRun, config_to_dict, start_run
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,8 @@ class KohyaTracker:
             "dataset_config": _read_toml(arguments.get("dataset_config")),
             "command_line": sys.argv,
         }
-        self._config = {k: v for k, v in self._config.items() if v is not None}
+        # issue 17: the command line and the TOMLs may hold a token: masked before stored
+        self._config = mask_secrets({k: v for k, v in self._config.items() if v is not None})
         self.run = start_run(
             self.run_name, self._config, output_dir=self.output_dir,
             output_name=self.output_name, trainer="kohya", run_key=f"hook:{uuid.uuid4()}",

@@ -247,6 +247,9 @@ def setup_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_samples", type=int, default=2)
     parser.add_argument("--config_file", type=str, default=None)
     parser.add_argument("--dataset_config", type=str, default=None)
+    # sd-scripts 48d368f library/train_util.py: the Hub upload token and the wandb key
+    parser.add_argument("--huggingface_token", type=str, default=None)
+    parser.add_argument("--wandb_api_key", type=str, default=None)
     parser.add_argument("--fail_at_step", type=int, default=None)
     parser.add_argument("--steps_per_epoch", type=int, default=3)
     parser.add_argument("--step_delay", type=float, default=0.0)
