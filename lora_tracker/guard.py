@@ -243,17 +243,32 @@ def _reason(exc: BaseException) -> str:
 # -- what the trainer's console shows ---------------------------------------------------------
 
 
-def report(result: GuardResult, mode: str, *, stops: bool) -> None:
-    """Log what the check found: the banner for a repeated failure, one line for a repeated
+def report(
+    result: GuardResult,
+    mode: str,
+    *,
+    stops: bool,
+    emit: Callable[[str], None] | None = None,
+) -> None:
+    """Say what the check found: the banner for a repeated failure, one line for a repeated
     success, one line when the check was skipped. ``stops``: this front end stops here in
-    strict mode (the watcher cannot)."""
+    strict mode (the watcher cannot). ``emit`` takes each text (default: logged as a
+    warning; the kohya launcher writes to its console, where kohya's rich log handler
+    would re-wrap a block)."""
+
+    def say(text: str) -> None:
+        if emit is None:
+            log.warning("%s", text)
+        else:
+            emit(text)
+
     if result.skipped:
-        log.warning("lora-tracker: launch check skipped: %s", escape_control(result.skipped))
+        say(f"lora-tracker: launch check skipped: {escape_control(result.skipped)}")
         return
     if result.failed:
-        log.warning("%s", banner(result, mode, stops=stops))
+        say(banner(result, mode, stops=stops))
     if result.succeeded:
-        log.warning("%s", success_line(result))
+        say(success_line(result))
 
 
 def banner(result: GuardResult, mode: str, *, stops: bool = True) -> str:
@@ -297,7 +312,7 @@ def success_line(result: GuardResult) -> str:
     more = len(result.succeeded) - 1
     text = (
         f"lora-tracker: this configuration already succeeded: run {best['run_name']} "
-        f"(quality {_quality(best)}, best epoch {_or_unknown(best.get('best_epoch'))})"
+        f"(quality {_quality(best)}, {_best_epoch(best)})"
         + (f" and {more} more" if more > 0 else "")
     )
     return escape_control(" ".join(text.split()), keep_newlines=False)
@@ -329,6 +344,11 @@ def _run_heading(run: dict[str, Any]) -> str:
 def _quality(run: dict[str, Any]) -> str:
     score = run.get("quality_score")
     return f"{score}/10" if score is not None else "not scored"
+
+
+def _best_epoch(run: dict[str, Any]) -> str:
+    epoch = run.get("best_epoch")
+    return "best epoch not chosen" if epoch is None else f"best epoch {epoch}"
 
 
 def _or_unknown(value: Any) -> str:

@@ -227,7 +227,7 @@ class KohyaTracker:
         from ..guard import EXIT_REPEATS_FAILURE, cancel_reason, report
 
         result = check.result()
-        report(result, self.guard, stops=True)
+        report(result, self.guard, stops=True, emit=_to_console)
         self._guard_done = bool(result.skipped or result.failed or result.succeeded)
         run = self.run
         if self.guard != "strict" or not result.repeats_failure or run is None:
@@ -477,6 +477,11 @@ class KohyaTracker:
         watcher.start()
         self.fallback_watcher = watcher
         log.warning("lora-tracker: watching %s for checkpoints instead", self.output_dir)
+
+
+def _to_console(text: str) -> None:
+    """The launch guard's banner, as is, on kohya's console (stderr)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def _epoch_at(epoch_ends: list[tuple[int, int]], step: int) -> int:
