@@ -156,7 +156,9 @@ def test_kohya_bad_guard_value_is_one_line(tmp_path: Path, db_url: str) -> None:
     """A mode that is not strict, warn or off: one line, exit 2, nothing recorded."""
     bad = launch("--guard", db_url, "sometimes", "train_network.py", *kohya_args(tmp_path))
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "lora-tracker: --guard must be strict, warn or off, not 'sometimes'"
+    assert (
+        bad.stderr.strip() == "lora-tracker: --guard must be strict, warn or off, not 'sometimes'"
+    )
     by_env = trained(db_url, tmp_path / "x", env={"LORA_TRACKER_GUARD": "loud"})
     assert by_env.returncode == 2 and "LORA_TRACKER_GUARD must be" in by_env.stderr
     assert rows(db_url, "SELECT * FROM training_runs") == []
@@ -175,11 +177,16 @@ def test_kohya_database_down_or_hanging(tmp_path: Path, db_url: str) -> None:
         # each in its own data folder: a spool left by the other would be replayed first
         # (against the silent server), which is not the guard's cost
         began = time.monotonic()
-        off = trained(url, tmp_path / "off", env={**env, "LORA_TRACKER_GUARD": "off",
-                                                  "LORA_TRACKER_HOME": str(tmp_path / "h1")})
+        off = trained(
+            url,
+            tmp_path / "off",
+            env={**env, "LORA_TRACKER_GUARD": "off", "LORA_TRACKER_HOME": str(tmp_path / "h1")},
+        )
         off_s = time.monotonic() - began
         began = time.monotonic()
-        hung = trained(url, tmp_path / "hung", env={**env, "LORA_TRACKER_HOME": str(tmp_path / "h2")})
+        hung = trained(
+            url, tmp_path / "hung", env={**env, "LORA_TRACKER_HOME": str(tmp_path / "h2")}
+        )
         hung_s = time.monotonic() - began
     assert off.returncode == 0 and hung.returncode == 0, hung.stderr
     assert "launch check skipped: the database did not answer within 0.8 s" in hung.stderr
@@ -201,7 +208,9 @@ def api_config(**changes: Any) -> dict[str, Any]:
             "lr": 1e-4, "epochs": 3, **changes}  # fmt: skip
 
 
-def test_api_banner_for_a_repeated_failure(db_url: str, guard_log: pytest.LogCaptureFixture) -> None:
+def test_api_banner_for_a_repeated_failure(
+    db_url: str, guard_log: pytest.LogCaptureFixture
+) -> None:
     """start_run(config=...) logs the banner for the same settings, nothing for others,
     and one line for an equivalent success."""
     failed_run(db_url)
