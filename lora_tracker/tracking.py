@@ -8,7 +8,9 @@
         run.log_epoch(epoch, loss=avg_loss, checkpoint_path=f"out/e{epoch}.safetensors")
     run.finish()                      # or: with lora_tracker.start_run(...) as run: ...
 
-Every call only puts a small job on a queue (a few microseconds on the training thread);
+Every call only puts a small job on a queue (a few microseconds on the training thread),
+but for ``start_run``'s launch check (``lora_tracker.guard``: at most 0.8 s, usually a
+few milliseconds; ``LORA_TRACKER_GUARD=off`` skips it);
 one background thread per process reads files, builds events and writes them, in order.
 Nothing raises into the training loop: failures are logged, and events that cannot reach
 the database wait in the spool. At exit, pending events get ``LORA_TRACKER_FLUSH_TIMEOUT``
@@ -576,11 +578,11 @@ def _start_guard(
 ) -> tuple[Any, str] | None:
     """The launch check on the settings this run will be recorded with (worked out on the
     check's own thread), or None when it is off."""
-    from .guard import mode_or_default, start_check
+    from .guard import COMPARED, mode_or_default, start_check
 
     mode = mode_or_default(given)
-    if mode == "off":
-        return None
+    if mode == "off" or (not config and not set(fields) & set(COMPARED)):
+        return None  # nothing to compare: no thread, no wait
 
     def settings() -> dict[str, Any]:
         from .capture.trainer_config import run_fields_from_generic_config
