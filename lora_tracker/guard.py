@@ -212,7 +212,9 @@ def _ask(target: Target, question: Callable[[Any], GuardResult]) -> GuardResult:
     conninfo = target.url
     if conninfo is None:
         conninfo = embedded.running_conninfo(target.home)
-        if conninfo is None:
+        if conninfo is None and not (embedded.pgdata_path(target.home) / "PG_VERSION").exists():
+            return GuardResult()  # a new data folder: nothing recorded, nothing to say
+        if conninfo is None:  # starting it takes seconds: the delivery thread does that
             return GuardResult(skipped="the embedded database is not running yet")
     try:
         with psycopg.connect(
@@ -298,8 +300,9 @@ def banner(result: GuardResult, mode: str, *, stops: bool = True) -> str:
     lines.append("")
     if mode == "strict" and stops:
         lines.append(f" Stopping before the first step ({GUARD_ENV}=strict).")
-    elif mode == "strict":
-        lines.append(" Training goes on (a watcher cannot stop it).")
+    elif not stops:
+        lines.append(" Seen by lora-tracker watch, which cannot stop a training (the launcher's")
+        lines.append(" --guard strict or LORA_TRACKER_GUARD=strict stops one before it starts).")
     else:
         lines.append(f" Training goes on. {GUARD_ENV}=strict stops here; =off skips this check.")
     lines.append(rule)

@@ -361,7 +361,7 @@ def test_watcher_banner_at_a_new_runs_first_checkpoint(
 
     write("second", 2, 32)
     wait_for(lambda: "ALREADY FAILED" in guard_log.text)
-    assert first["run_name"] in guard_log.text and "a watcher cannot stop it" not in guard_log.text
+    assert first["run_name"] in guard_log.text and "which cannot stop a training" in guard_log.text
     guard_log.clear()
 
     write("third", 3, 16)
@@ -369,3 +369,21 @@ def test_watcher_banner_at_a_new_runs_first_checkpoint(
     time.sleep(0.5)
     assert "ALREADY FAILED" not in guard_log.text
     assert os.path.exists(out / "third-000001.safetensors")
+
+
+def test_new_data_folder_is_silent_and_a_stopped_server_is_one_line(tmp_path: Path) -> None:
+    """The embedded default: a data folder with nothing recorded says nothing; a server that
+    exists but is not running is a skip (starting it would take seconds)."""
+    from lora_tracker.guard import start_check
+    from lora_tracker.settings import Target
+
+    home = tmp_path / "home"
+    target = Target(None, "embedded", home)
+    settings = {"network_dim": 16, "learning_rate": 1e-4}
+    result = start_check(target, lambda: settings).result()
+    assert (result.skipped, result.failed) == (None, [])
+    (home / "pgdata").mkdir(parents=True)
+    (home / "pgdata" / "PG_VERSION").write_text("18\n")
+    result = start_check(target, lambda: settings).result()
+    assert result.skipped == "the embedded database is not running yet"
+    assert not (home / "pgdata" / "postmaster.pid").exists()
