@@ -314,7 +314,7 @@ def success_line(result: GuardResult) -> str:
     best = result.succeeded[0]
     more = len(result.succeeded) - 1
     text = (
-        f"lora-tracker: this configuration already succeeded: run {best['run_name']} "
+        f"lora-tracker: these settings already succeeded: run {best['run_name']} "
         f"(quality {_quality(best)}, {_best_epoch(best)})"
         + (f" and {more} more" if more > 0 else "")
     )
@@ -351,7 +351,7 @@ def _quality(run: dict[str, Any]) -> str:
 
 def _best_epoch(run: dict[str, Any]) -> str:
     epoch = run.get("best_epoch")
-    return "best epoch not chosen" if epoch is None else f"best epoch {epoch}"
+    return "best epoch not set" if epoch is None else f"best epoch {epoch}"
 
 
 def _or_unknown(value: Any) -> str:

@@ -228,8 +228,8 @@ def test_api_banner_for_a_repeated_failure(
     guard_log.clear()
     lora_tracker.start_run("third", config=api_config(rank=32), database_url=db_url).finish()
     lines = [r.getMessage() for r in guard_log.records]
-    assert lines == ["lora-tracker: this configuration already succeeded: run other "
-                     "(quality 8/10, best epoch not chosen)"]  # fmt: skip
+    assert lines == ["lora-tracker: these settings already succeeded: run other "
+                     "(quality 8/10, best epoch not set)"]  # fmt: skip
 
 
 def test_api_strict_raises_exit_3_and_records_cancelled(db_url: str) -> None:
