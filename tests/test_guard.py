@@ -221,6 +221,7 @@ def test_api_banner_for_a_repeated_failure(
     guard_log.clear()
     other = lora_tracker.start_run("other", config=api_config(rank=32), database_url=db_url)
     other.finish()
+    assert other.flush(10)
     assert "ALREADY FAILED" not in guard_log.text and "launch check" not in guard_log.text
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE training_runs SET overall_verdict = 'success', quality_score = 8, "
