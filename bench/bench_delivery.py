@@ -4,8 +4,10 @@
 
 1. 1,000 runs x 10 epochs logged as fast as a loop can: time from the last call until
    every row has landed (target: under 3 s);
-2. the first ``start_run`` of a fresh process, on the training thread (target: median
-   under 5 ms over several fresh processes);
+2. the first ``start_run`` of a fresh process, on the training thread, without the launch
+   check (``LORA_TRACKER_GUARD=off``; target: median under 5 ms over several fresh
+   processes), and with it (the default: it waits for the guard's answer, which needs a
+   connection and one query; target: under the guard's limit of 0.8 s, never 1 s);
 3. 10,000 events queued at exit: how many land within the default exit flush (target: all).
 
 Prints a markdown table for bench/RESULTS.md.
@@ -100,18 +102,20 @@ def landing(url: str, runs: int, epochs: int) -> Row:
     )
 
 
-def first_call(url: str, home: Path, tries: int) -> Row:
+def first_call(url: str, home: Path, tries: int, guard: str = "off") -> Row:
     samples = []
-    env = {**os.environ, "URL": url, "LORA_TRACKER_HOME": str(home)}
+    env = {**os.environ, "URL": url, "LORA_TRACKER_HOME": str(home), "LORA_TRACKER_GUARD": guard}
     for _ in range(tries):
         out = subprocess.run(
             [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env, check=True
         )
         samples.append(float(out.stdout.strip().splitlines()[-1]))
+    with_check = guard != "off"
     return (
-        "first `start_run` in a fresh process (training thread)",
+        "first `start_run` in a fresh process (training thread)"
+        + (", with the launch check" if with_check else ", guard off"),
         f"median {statistics.median(samples):.2f} ms, max {max(samples):.2f} ms (n={tries})",
-        "< 5 ms",
+        "< 800 ms" if with_check else "< 5 ms",
     )
 
 
@@ -139,6 +143,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--tries", type=int, default=7)
+    parser.add_argument("--only-first-call", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="lt-delivery-"))
     os.environ["LORA_TRACKER_HOME"] = str(root / "home")
@@ -147,11 +152,19 @@ def main() -> None:
         info = embedded.read_postmaster_pid(embedded.pgdata_path(root / "server"))
         assert info is not None
         admin = embedded.conninfo_for(info, "postgres")
-        results = [
-            landing(fresh_database(admin, "landing"), args.runs, args.epochs),
+        results = (
+            []
+            if args.only_first_call
+            else [
+                landing(fresh_database(admin, "landing"), args.runs, args.epochs),
+            ]
+        )
+        results += [
             first_call(fresh_database(admin, "first"), root / "home-first", args.tries),
-            at_exit(fresh_database(admin, "exit"), root / "home-exit"),
+            first_call(fresh_database(admin, "guard"), root / "home-guard", args.tries, "warn"),
         ]
+        if not args.only_first_call:
+            results.append(at_exit(fresh_database(admin, "exit"), root / "home-exit"))
     finally:
         embedded.stop(root / "server")
         shutil.rmtree(root, ignore_errors=True)

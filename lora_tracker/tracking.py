@@ -8,7 +8,9 @@
         run.log_epoch(epoch, loss=avg_loss, checkpoint_path=f"out/e{epoch}.safetensors")
     run.finish()                      # or: with lora_tracker.start_run(...) as run: ...
 
-Every call only puts a small job on a queue (a few microseconds on the training thread);
+Every call only puts a small job on a queue (a few microseconds on the training thread),
+but for ``start_run``'s launch check (``lora_tracker.guard``: at most 0.8 s, usually a
+few milliseconds; ``LORA_TRACKER_GUARD=off`` skips it);
 one background thread per process reads files, builds events and writes them, in order.
 Nothing raises into the training loop: failures are logged, and events that cannot reach
 the database wait in the spool. At exit, pending events get ``LORA_TRACKER_FLUSH_TIMEOUT``
@@ -550,16 +552,23 @@ def start_run(
     output_name: str | None = None,
     trainer: str = "python",
     run_key: str | None = None,
+    guard: str | None = None,
     **fields: Any,
 ) -> TrackedRun:
-    """Start recording a run; returns at once.
+    """Start recording a run; returns at once, but for the launch check.
 
     ``config`` (dict, pydantic model, dataclass or argparse.Namespace) is stored whole and
     mined for known settings (network dim/rank, alpha, learning rate, resolution, ...);
     keyword ``fields`` set training_runs columns directly (``model_type="SDXL"``). With
     ``output_dir``, a watcher on the same folder records into this run, not a new one.
     Never raises: on a problem it logs and returns a run whose calls do nothing.
+
+    The launch check (``guard``: strict, warn or off; default ``$LORA_TRACKER_GUARD``, else
+    warn) logs a banner when the same settings already failed, at most 0.8 s after the
+    call (see ``lora_tracker.guard``). In strict mode that run is recorded as cancelled
+    and ``RepeatsFailedRun`` (a ``SystemExit`` with status 3) is raised.
     """
+    check = None
     try:
         # Only what must be read now happens on the training thread (the config as it is
         # at this moment); capture's imports and the mining of the config are the
@@ -575,6 +584,7 @@ def start_run(
         key = run_key
         at = _now()
         run = TrackedRun(run_key, name, target, output_dir=folder)
+        check = _start_guard(target, guard, config_dict, fields)
 
         def job() -> list[Any]:
             from .capture.events import RunStarted
@@ -599,10 +609,48 @@ def start_run(
         run.submit(job)
         _open_runs.add(run)
         _install_excepthook()
-        return run
     except Exception:
         log.exception("lora-tracker could not start recording; training goes on untracked")
         return TrackedRun("disabled", name, resolve_target(None), enabled=False)
+    if check is not None:
+        try:
+            _end_guard(run, *check)
+        except Exception:  # RepeatsFailedRun (strict mode) is a SystemExit: it goes through
+            log.exception("lora-tracker: the launch check failed; training goes on")
+    return run
+
+
+def _start_guard(
+    target: Target, given: str | None, config: dict[str, Any], fields: dict[str, Any]
+) -> tuple[Any, str] | None:
+    """The launch check on the settings this run will be recorded with (worked out on the
+    check's own thread), or None when it is off."""
+    from .guard import COMPARED, mode_or_default, start_check
+
+    mode = mode_or_default(given)
+    if mode == "off" or (not config and not set(fields) & set(COMPARED)):
+        return None  # nothing to compare: no thread, no wait
+
+    def settings() -> dict[str, Any]:
+        from .capture.trainer_config import run_fields_from_generic_config
+
+        found = run_fields_from_generic_config(config)
+        found.update(fields)
+        return found
+
+    return start_check(target, settings), mode
+
+
+def _end_guard(run: TrackedRun, check: Any, mode: str) -> None:
+    from .guard import RepeatsFailedRun, cancel_reason, report
+
+    result = check.result()
+    report(result, mode, stops=True)
+    if mode == "strict" and result.repeats_failure:
+        reason = cancel_reason(result)
+        run.finish("cancelled", reason)
+        run.flush(float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT_S)))
+        raise RepeatsFailedRun(reason)
 
 
 def _valid_fields(fields: dict[str, Any]) -> dict[str, Any]:

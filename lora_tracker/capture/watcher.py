@@ -509,6 +509,18 @@ class Watcher:
         self._state[path] = FileState(identity, "recorded")
         self._after_delivery(event, delivery)
         self.on_recorded(event, delivery, recorded)
+        if delivery == "recorded" and recorded is not None and recorded.new_run:
+            self._guard_new_run(recorded.run_name)
+
+    def _guard_new_run(self, run_name: str | None) -> None:
+        """The first checkpoint of a new run: the launch guard's banner when its settings
+        already failed (a watcher cannot stop the training; LORA_TRACKER_GUARD=off: no check)."""
+        from ..guard import check_recorded_run, mode_or_default, report
+
+        mode = mode_or_default()
+        if run_name is None or mode == "off":
+            return
+        report(check_recorded_run(self.recorder.target, run_name), mode, stops=False)
 
 
 class _Handler(FileSystemEventHandler):

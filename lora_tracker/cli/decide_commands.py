@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidInput
+from ..guard import EXIT_REPEATS_FAILURE
 from ..vocab import MODEL_TYPES
 from . import app_context
 from .options import FINITE_RATE, FINITE_ZERO_OR_MORE, choice
@@ -27,7 +28,7 @@ from .output import (
     plural,
 )
 
-EXIT_TRIED_AND_FAILED = 3
+EXIT_TRIED_AND_FAILED = EXIT_REPEATS_FAILURE  # the launch guard's strict mode exits the same
 # how it went first, then the settings: a narrow terminal leaves out the columns on the right
 TRIED_TABLE = ("run_name", "overall_verdict", "quality_score", "network_dim", "network_alpha",
                "resolution", "learning_rate", "model_type", "key_findings", "run_date",

@@ -24,27 +24,13 @@ from typing import Any, TypeVar
 
 import click
 
+from ..control_chars import escape_control as escape_control
 from ..jsonable import to_jsonable as to_jsonable
 
-# C0 and C1 control characters and DEL, and the bidirectional overrides that make a line
-# read differently from what it holds; newline and tab are handled by the caller.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_ALL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _MIN_TEXT_WIDTH = 10
 _UNCUT_WIDTH = 24
 _TEXT_WIDTH = 40  # long text gets this much before the columns after it
 _GAP = 2
-
-
-def escape_control(text: str, *, keep_newlines: bool = True) -> str:
-    """``text`` with terminal control characters shown as ``\\xNN`` (newline and tab kept)."""
-    pattern = _CONTROL if keep_newlines else _CONTROL_ALL
-    return pattern.sub(_escaped, text)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def echo(text: Any = "", *, err: bool = False, nl: bool = True) -> None:

@@ -21,10 +21,15 @@ that main block itself. What each kohya call records (sd-scripts main, 2026-02):
   the last save (``--save_last_n_epochs`` / ``--save_last_n_steps``). The per-step call
   costs a comparison unless kohya sampled or saved at that step.
 
+At ``train(args)`` (and again at ``update_metadata`` when kohya's account names the
+settings otherwise) the launch guard asks whether the same configuration already failed
+(``lora_tracker.guard``; ``--guard`` / ``LORA_TRACKER_GUARD``): a banner, or in strict
+mode the run cancelled and exit status 3 before the first step; at most 0.8 s each.
+
 Everything the hooks do is queued for a background thread; a hook never raises into
-kohya, and a failure is logged once per kind, then counted. Only the main process
-records. A method missing in this kohya version is reported and replaced by watching the
-output folder.
+kohya (but for the guard's strict stop), and a failure is logged once per kind, then
+counted. Only the main process records. A method missing in this kohya version is
+reported and replaced by watching the output folder.
 """
 
 from __future__ import annotations
@@ -102,9 +107,14 @@ def _read_toml(path: Any) -> Any:
 class KohyaTracker:
     """State of one kohya training process as seen by the hooks."""
 
-    def __init__(self, run_name: str | None = None, *, enabled: bool = True) -> None:
+    def __init__(
+        self, run_name: str | None = None, *, enabled: bool = True, guard: str = "warn"
+    ) -> None:
         self.run_name = run_name
         self.enabled = enabled
+        self.guard = guard  # strict / warn / off: the launch check (lora_tracker.guard)
+        self._guard_settings: dict[str, Any] | None = None  # the settings checked; None: not yet
+        self._guard_done = False  # found a repeat, or could not ask: no second check
         self.run: TrackedRun | None = None
         self.args: Any = None
         self.output_dir: str | None = None
@@ -181,16 +191,52 @@ class KohyaTracker:
             "dataset_config": _read_toml(arguments.get("dataset_config")),
             "command_line": sys.argv,
         }
-        # issue 17: the command line and the TOMLs may hold a token: masked before stored
+        # the command line and the TOMLs may hold a token: masked before stored
         self._config = mask_secrets({k: v for k, v in self._config.items() if v is not None})
+        fields = run_fields_from_config(arguments)
+        check = self._start_guard(fields)  # runs while the run is being set up
         self.run = start_run(
             self.run_name, self._config, output_dir=self.output_dir,
             output_name=self.output_name, trainer="kohya", run_key=f"hook:{uuid.uuid4()}",
+            guard="off",  # checked here, on what kohya's arguments say
         )  # fmt: skip
         # what the command line says, until kohya's metadata and checkpoints say better
-        self._submit_fields(run_fields_from_config(arguments))
+        self._submit_fields(fields)
         if {"LoRANetwork.save_weights", "NetworkTrainer.sample_images"} & set(self.missing):
             self.start_fallback_watcher()
+        self._end_guard(check)
+
+    # -- the launch check ----------------------------------------------------------------------
+    def _start_guard(self, fields: dict[str, Any]) -> Any:
+        """Ask whether these settings failed before (None when off, already answered, or
+        the same settings were asked already)."""
+        if self.guard == "off" or self._guard_done:
+            return None
+        from ..guard import compared_settings, start_check
+        from ..settings import resolve_target
+
+        settings = compared_settings(fields)
+        if not settings or settings == self._guard_settings:
+            return None
+        self._guard_settings = settings
+        return start_check(resolve_target(None), lambda: settings)
+
+    def _end_guard(self, check: Any) -> None:
+        """Show what the check found (at most TIME_LIMIT_S after it started); in strict mode
+        a repeated failure cancels the run and stops kohya with exit status 3."""
+        if check is None:
+            return
+        from ..guard import EXIT_REPEATS_FAILURE, cancel_reason, report
+
+        result = check.result()
+        report(result, self.guard, stops=True, emit=_to_console)
+        self._guard_done = bool(result.skipped or result.failed or result.succeeded)
+        run = self.run
+        if self.guard != "strict" or not result.repeats_failure or run is None:
+            return
+        run.finish("cancelled", cancel_reason(result))
+        run.flush(float(os.environ.get("LORA_TRACKER_FLUSH_TIMEOUT", "10")))
+        raise SystemExit(EXIT_REPEATS_FAILURE)
 
     def start(self, args: Any, metadata: dict[str, Any] | None) -> None:
         """``update_metadata(metadata, args)``: kohya's own account of the run (session id,
@@ -219,6 +265,9 @@ class KohyaTracker:
         if self.fallback_watcher is not None:
             self.fallback_watcher.run_key = key
         self._submit_fields(fields, previous if key != previous else None)
+        # kohya's own account may name the settings otherwise than its command line did
+        # (the optimizer's class, the base model's file name): the record keeps these
+        self._end_guard(self._start_guard(fields))
 
     def _submit_fields(self, fields: dict[str, Any], previous_key: str | None = None) -> None:
         """The run's settings as capture read them (a later, better-informed event may
@@ -432,6 +481,11 @@ class KohyaTracker:
         log.warning("lora-tracker: watching %s for checkpoints instead", self.output_dir)
 
 
+def _to_console(text: str) -> None:
+    """The launch guard's banner, as is, on kohya's console (stderr)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def _epoch_at(epoch_ends: list[tuple[int, int]], step: int) -> int:
     """The 1-based epoch in progress at ``step``: the first epoch that ended at or after
     it, else the one after the last that ended (epoch 1 before any)."""
@@ -584,16 +638,42 @@ def main_block(script: Path) -> CodeType | None:
     return None
 
 
-USAGE = """usage: accelerate launch lora_tracker_launch.py TRAIN_SCRIPT [kohya arguments...]
+USAGE = """usage: accelerate launch lora_tracker_launch.py [--guard strict|warn|off] TRAIN_SCRIPT
+                                                      [kohya arguments...]
 
 Runs a kohya sd-scripts trainer (train_network.py, sdxl_train_network.py,
 flux_train_network.py) unchanged, recording it with lora-tracker.
+--guard: when the same configuration already failed, warn (default: a banner, training
+goes on), strict (stop before the first step, exit status 3) or off (no check); also
+LORA_TRACKER_GUARD=strict|warn|off.
 Environment: LORA_TRACKER_RUN=name (run name), LORA_TRACKER_DATABASE_URL, LORA_TRACKER_HOME,
 LORA_TRACKER_DISABLE=1 (run without recording)."""
 
 
+def _launcher_options(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--guard MODE`` / ``--guard=MODE`` before the training script (kohya's own
+    arguments come after it, untouched). ValueError for a missing value."""
+    guard = None
+    while argv and (argv[0] == "--guard" or argv[0].startswith("--guard=")):
+        if argv[0] == "--guard":
+            if len(argv) < 2:
+                raise ValueError("--guard needs a value: strict, warn or off")
+            guard, argv = argv[1], argv[2:]
+        else:
+            guard, argv = argv[0].partition("=")[2], argv[1:]
+    return guard, argv
+
+
 def main(argv: list[str]) -> int:
     """Entry point of hooks/kohya/lora_tracker_launch.py."""
+    from ..guard import resolve_mode
+
+    try:
+        guard_option, argv = _launcher_options(argv)
+        guard = resolve_mode(guard_option, source="--guard")
+    except ValueError as exc:
+        print(f"lora-tracker: {exc}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr)
         return 2
@@ -613,7 +693,7 @@ def main(argv: list[str]) -> int:
     for name, level in (("lora_tracker", logging.WARNING), ("lora_tracker.embedded", logging.INFO)):
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(level)
-    tracker = KohyaTracker(os.environ.get(RUN_NAME_ENV) or None, enabled=enabled)
+    tracker = KohyaTracker(os.environ.get(RUN_NAME_ENV) or None, enabled=enabled, guard=guard)
     code: CodeType | None = None
     module: ModuleType | None = None
     if enabled:

@@ -6,7 +6,10 @@
                       callbacks=[LoraTrackerCallback(run_name="my-lora")])
 
 - ``on_train_begin``: the run, in progress, with the TrainingArguments, the PEFT config
-  (rank, alpha, target modules) and the model's config;
+  (rank, alpha, target modules) and the model's config; and the launch check
+  (``lora_tracker.guard``): a banner when the same settings already failed, and with
+  ``guard="strict"`` (or ``LORA_TRACKER_GUARD=strict``) the run recorded as cancelled and
+  ``RepeatsFailedRun`` (``SystemExit`` status 3) raised out of ``trainer.train()``;
 - ``on_save`` (after the Trainer wrote ``checkpoint-N/``: adapter_model.safetensors,
   adapter_config.json, trainer_state.json): the checkpoint, as an epoch when saving per
   epoch, else as a step;
@@ -34,10 +37,16 @@ class LoraTrackerCallback(TrainerCallback):
     """Records a transformers Trainer run with lora-tracker."""
 
     def __init__(
-        self, run_name: str | None = None, *, database_url: str | None = None, **fields: Any
+        self,
+        run_name: str | None = None,
+        *,
+        database_url: str | None = None,
+        guard: str | None = None,
+        **fields: Any,
     ) -> None:
         self.run_name = run_name
         self.database_url = database_url
+        self.guard = guard  # strict / warn / off; None: $LORA_TRACKER_GUARD, else warn
         self.fields = fields
         self.run: TrackedRun | None = None
 
@@ -74,7 +83,7 @@ class LoraTrackerCallback(TrainerCallback):
         fields = {k: v for k, v in fields.items() if v is not None}
         self.run = start_run(
             self.run_name, config, database_url=self.database_url, output_dir=args.output_dir,
-            trainer="peft" if peft else "transformers", **fields,
+            trainer="peft" if peft else "transformers", guard=self.guard, **fields,
         )  # fmt: skip
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -1,0 +1,390 @@
+"""The launch guard: a training that repeats a failed configuration says so before its first
+step, through the kohya launcher (the stand-in trainer in real processes), the Python API,
+the transformers callback and the watcher; a database down or hanging costs under a second."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import lora_tracker
+from lora_tracker.capture.watcher import Watcher
+from lora_tracker.guard import GuardResult, RepeatsFailedRun, banner, resolve_mode
+
+from .conftest import proxied, rows, wait_for
+from .kohya_sim import checkpoint_bytes, sd15_metadata
+from .netproxy import Proxy
+from .test_hooks_kohya import kohya_args, launch
+
+TIME_LIMIT_S = 1.0  # what the issue allows the check to add
+
+
+def mark_failed(url: str, run_name: str, **extra: Any) -> None:
+    """Judge a recorded run a failure, as `lora-tracker verdict` would."""
+    values = {"overall_verdict": "failure", "quality_score": 3, "status": "completed",
+              "key_findings": "Backgrounds turn to noise from epoch 3", "issues_found":
+              ["wrong_backgrounds", "overfitting"], **extra}  # fmt: skip
+    sets = ", ".join(f"{column} = %({column})s" for column in values)
+    with psycopg.connect(url) as conn:
+        conn.execute(f"UPDATE training_runs SET {sets} WHERE run_name = %(name)s",  # type: ignore[arg-type]
+                     {**values, "name": run_name})  # fmt: skip
+
+
+def failed_run(url: str, name: str = "pixel_v1", **settings: Any) -> None:
+    """A failed run recorded by hand with these settings."""
+    values = {"run_name": name, "model_type": "SD15", "network_dim": 16, "network_alpha": 8,
+              "resolution": "512x512", "learning_rate": 1e-4, **settings}  # fmt: skip
+    columns = ", ".join(values)
+    marks = ", ".join(f"%({c})s" for c in values)
+    with psycopg.connect(url) as conn:
+        conn.execute(f"INSERT INTO training_runs ({columns}) VALUES ({marks})", values)  # type: ignore[arg-type]
+    mark_failed(url, name)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP listener that accepts connections and never answers: a hanging database."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def hanging_url(port: int) -> str:
+    return f"postgresql://lora:secret-pw@127.0.0.1:{port}/lora_tracker"
+
+
+def down_url(db_url: str) -> str:
+    proxy = Proxy(("127.0.0.1", 9))  # never put up: connection refused
+    return proxied(db_url, proxy)
+
+
+# -- the kohya launcher ------------------------------------------------------------------------
+
+
+def trained(url: str, out: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
+    done = launch("train_network.py", url, *kohya_args(out, *extra, epochs=2), env=env)
+    return done
+
+
+def test_kohya_banner_for_a_repeated_failure_only(tmp_path: Path, db_url: str) -> None:
+    """A relaunch of a failed configuration shows the banner before the first step and
+    trains on; a different network_dim shows nothing."""
+    first = trained(db_url, tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    assert "ALREADY FAILED" not in first.stderr
+    [run] = rows(db_url, "SELECT run_name FROM training_runs")
+    mark_failed(db_url, run["run_name"], key_findings="faces melt\x1b[31m at epoch 2")
+
+    again = trained(db_url, tmp_path / "b")
+    assert again.returncode == 0, again.stderr
+    console = again.stderr
+    assert "THIS CONFIGURATION ALREADY FAILED (1 earlier run)" in console
+    assert run["run_name"] in console and "quality 3/10" in console
+    assert "faces melt\\x1b[31m at epoch 2" in console and "\x1b" not in console
+    assert "issues: wrong_backgrounds, overfitting" in console
+    assert "Training goes on" in console
+    banner_at = (again.stdout + again.stderr).find("ALREADY FAILED")
+    assert banner_at >= 0 and "epoch 1/2" in again.stdout  # trained, after the banner
+    block = console[console.index("=" * 20) : console.rindex("=" * 20) + 20]
+    assert max(len(line) for line in block.splitlines()) <= 100
+
+    other = trained(db_url, tmp_path / "c", "--network_dim", "32")
+    assert other.returncode == 0, other.stderr
+    assert "ALREADY FAILED" not in other.stderr and "launch check" not in other.stderr
+
+    off = trained(db_url, tmp_path / "d", env={"LORA_TRACKER_GUARD": "off"})
+    assert off.returncode == 0 and "ALREADY FAILED" not in off.stderr
+
+
+def test_kohya_strict_stops_before_the_first_step(tmp_path: Path, db_url: str) -> None:
+    """--guard strict: exit 3 before the first step, the run recorded as cancelled with the
+    reason; LORA_TRACKER_GUARD=strict does the same."""
+    first = trained(db_url, tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    [run] = rows(db_url, "SELECT run_name FROM training_runs")
+    mark_failed(db_url, run["run_name"])
+
+    out = tmp_path / "b"
+    command = ["--guard", "strict", "train_network.py", *kohya_args(out, epochs=2)]
+    stopped = launch(command[0], db_url, *command[1:])
+    assert stopped.returncode == 3, stopped.stderr
+    assert "Stopping before the first step" in stopped.stderr
+    assert "epoch 1/" not in stopped.stdout and not out.exists()
+    assert "Traceback" not in stopped.stderr
+    cancelled = rows(db_url, "SELECT * FROM training_runs WHERE status = 'cancelled'")
+    assert len(cancelled) == 1
+    assert "already failed in " + run["run_name"] in cancelled[0]["failure_reason"]
+    assert cancelled[0]["network_dim"] == 16
+
+    by_env = trained(db_url, tmp_path / "c", env={"LORA_TRACKER_GUARD": "strict"})
+    assert by_env.returncode == 3 and not (tmp_path / "c").exists()
+    different = trained(db_url, tmp_path / "d", "--network_alpha", "16",
+                        env={"LORA_TRACKER_GUARD": "strict"})  # fmt: skip
+    assert different.returncode == 0, different.stderr
+
+
+def test_kohya_bad_guard_value_is_one_line(tmp_path: Path, db_url: str) -> None:
+    """A mode that is not strict, warn or off: one line, exit 2, nothing recorded."""
+    bad = launch("--guard", db_url, "sometimes", "train_network.py", *kohya_args(tmp_path))
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.strip() == "lora-tracker: --guard must be strict, warn or off, not 'sometimes'"
+    )
+    by_env = trained(db_url, tmp_path / "x", env={"LORA_TRACKER_GUARD": "loud"})
+    assert by_env.returncode == 2 and "LORA_TRACKER_GUARD must be" in by_env.stderr
+    assert rows(db_url, "SELECT * FROM training_runs") == []
+
+
+def test_kohya_database_down_or_hanging(tmp_path: Path, db_url: str) -> None:
+    """An unreachable or silent database: one skip line, no traceback, training runs, and
+    the check adds under a second (compared with the guard off)."""
+    env = {"LORA_TRACKER_FLUSH_TIMEOUT": "0"}
+    down = trained(down_url(db_url), tmp_path / "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert down.stderr.count("launch check skipped") == 1 and "Traceback" not in down.stderr
+    assert "secret" not in down.stderr
+    with silent_server() as port:
+        url = hanging_url(port)
+        # each in its own data folder: a spool left by the other would be replayed first
+        # (against the silent server), which is not the guard's cost
+        began = time.monotonic()
+        off = trained(
+            url,
+            tmp_path / "off",
+            env={**env, "LORA_TRACKER_GUARD": "off", "LORA_TRACKER_HOME": str(tmp_path / "h1")},
+        )
+        off_s = time.monotonic() - began
+        began = time.monotonic()
+        hung = trained(
+            url, tmp_path / "hung", env={**env, "LORA_TRACKER_HOME": str(tmp_path / "h2")}
+        )
+        hung_s = time.monotonic() - began
+    assert off.returncode == 0 and hung.returncode == 0, hung.stderr
+    assert "launch check skipped: the database did not answer within 0.8 s" in hung.stderr
+    assert "Traceback" not in hung.stderr and "secret-pw" not in hung.stderr
+    assert hung_s - off_s < TIME_LIMIT_S, (hung_s, off_s)
+
+
+# -- the Python API ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def guard_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.WARNING, logger="lora_tracker")
+    return caplog
+
+
+def api_config(**changes: Any) -> dict[str, Any]:
+    return {"model_type": "SD15", "rank": 16, "lora_alpha": 8, "resolution": 512,
+            "lr": 1e-4, "epochs": 3, **changes}  # fmt: skip
+
+
+def test_api_banner_for_a_repeated_failure(
+    db_url: str, guard_log: pytest.LogCaptureFixture
+) -> None:
+    """start_run(config=...) logs the banner for the same settings, nothing for others,
+    and one line for an equivalent success."""
+    failed_run(db_url)
+    run = lora_tracker.start_run("again", config=api_config(), database_url=db_url)
+    assert "THIS CONFIGURATION ALREADY FAILED" in guard_log.text and "pixel_v1" in guard_log.text
+    run.finish()
+    assert run.flush(10)
+    guard_log.clear()
+    other = lora_tracker.start_run("other", config=api_config(rank=32), database_url=db_url)
+    other.finish()
+    assert other.flush(10)
+    assert "ALREADY FAILED" not in guard_log.text and "launch check" not in guard_log.text
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE training_runs SET overall_verdict = 'success', quality_score = 8, "
+                     "status = 'completed' WHERE run_name = 'other'")  # fmt: skip
+    guard_log.clear()
+    lora_tracker.start_run("third", config=api_config(rank=32), database_url=db_url).finish()
+    lines = [r.getMessage() for r in guard_log.records]
+    assert lines == ["lora-tracker: these settings already succeeded: run other "
+                     "(quality 8/10, best epoch not set)"]  # fmt: skip
+
+
+def test_api_strict_raises_exit_3_and_records_cancelled(db_url: str) -> None:
+    """guard="strict": RepeatsFailedRun (SystemExit 3) before training, the run cancelled."""
+    failed_run(db_url)
+    with pytest.raises(RepeatsFailedRun) as stopped:
+        lora_tracker.start_run("repeat", config=api_config(), database_url=db_url, guard="strict")
+    assert isinstance(stopped.value, SystemExit) and stopped.value.code == 3
+    [run] = rows(db_url, "SELECT * FROM training_runs WHERE run_name = 'repeat'")
+    assert run["status"] == "cancelled" and "pixel_v1" in run["failure_reason"]
+
+
+@pytest.mark.parametrize("problem", ["down", "hanging"])
+def test_api_database_down_or_hanging_costs_under_a_second(
+    problem: str, db_url: str, guard_log: pytest.LogCaptureFixture
+) -> None:
+    """start_run returns within the time limit with one skip line and no traceback."""
+    with silent_server() as port:
+        url = down_url(db_url) if problem == "down" else hanging_url(port)
+        began = time.monotonic()
+        run = lora_tracker.start_run("unreachable", config=api_config(), database_url=url)
+        took = time.monotonic() - began
+    assert took < TIME_LIMIT_S, took
+    skipped = [r for r in guard_log.records if "launch check skipped" in r.getMessage()]
+    assert len(skipped) == 1 and skipped[0].exc_info is None
+    assert "secret-pw" not in guard_log.text
+    run.finish()
+
+
+def test_modes() -> None:
+    """strict, warn and off (any case); anything else is a one-line error."""
+    assert resolve_mode("STRICT") == "strict" and resolve_mode("off") == "off"
+    with pytest.raises(ValueError, match="must be strict, warn or off"):
+        resolve_mode("loud")
+
+
+def test_banner_fits_100_columns_and_escapes() -> None:
+    """Long findings wrap under 100 columns; control characters are escaped."""
+    result = GuardResult(
+        settings={"model_type": "SD15", "network_dim": 16, "learning_rate": 1e-4},
+        failed=[{"id": 1, "run_name": "bad\x1b]0;x\x07run", "run_date": None,
+                 "overall_verdict": "failure", "quality_score": None,
+                 "key_findings": "word " * 60, "issues_found": ["a\u202eb"]}] * 7,
+    )  # fmt: skip
+    text = banner(result, "warn")
+    assert all(len(line) <= 100 for line in text.splitlines())
+    assert "\x1b" not in text and "\u202e" not in text and "bad\\x1b]0;x\\x07run" in text
+    assert "... and 2 more" in text
+
+
+# -- the transformers callback -----------------------------------------------------------------
+
+
+def tiny_trainer(out: Path, url: str, guard: str | None = None) -> Any:
+    peft = pytest.importorskip("peft")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from lora_tracker.integrations.transformers import LoraTrackerCallback
+
+    from .test_hooks_hf import TinyTextDataset
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+    model = peft.get_peft_model(
+        transformers.GPT2LMHeadModel(config),
+        peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], task_type="CAUSAL_LM"),
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(out), num_train_epochs=1, per_device_train_batch_size=4,
+        save_strategy="epoch", logging_steps=1, report_to=[], use_cpu=True,
+        learning_rate=1e-3, seed=7, disable_tqdm=True,
+    )  # fmt: skip
+    return transformers.Trainer(
+        model=model, args=args, train_dataset=TinyTextDataset(8, 16, 64),
+        callbacks=[LoraTrackerCallback(database_url=url, guard=guard)],
+    )  # fmt: skip
+
+
+def test_transformers_callback_banner_and_strict(
+    tmp_path: Path, db_url: str, guard_log: pytest.LogCaptureFixture
+) -> None:
+    """The callback's run repeats a failed one: banner and training in warn mode; in strict
+    mode SystemExit 3 out of trainer.train() before the first step, the run cancelled."""
+    tiny_trainer(tmp_path / "first", db_url).train()
+    assert "ALREADY FAILED" not in guard_log.text
+    [first] = rows(db_url, "SELECT run_name, network_dim, learning_rate FROM training_runs")
+    assert (first["network_dim"], first["learning_rate"]) == (4, 1e-3)
+    mark_failed(db_url, first["run_name"])
+
+    tiny_trainer(tmp_path / "second", db_url).train()
+    assert "THIS CONFIGURATION ALREADY FAILED" in guard_log.text
+    assert list((tmp_path / "second").glob("checkpoint-*"))
+
+    trainer = tiny_trainer(tmp_path / "third", db_url, guard="strict")
+    with pytest.raises(SystemExit) as stopped:
+        trainer.train()
+    assert stopped.value.code == 3
+    assert trainer.state.global_step == 0 and not list((tmp_path / "third").glob("checkpoint-*"))
+    cancelled = rows(db_url, "SELECT * FROM training_runs WHERE status = 'cancelled'")
+    assert len(cancelled) == 1 and first["run_name"] in cancelled[0]["failure_reason"]
+
+
+# -- the watcher -------------------------------------------------------------------------------
+
+
+def test_watcher_banner_at_a_new_runs_first_checkpoint(
+    tmp_path: Path,
+    db_url: str,
+    start_watcher: Callable[..., Watcher],
+    guard_log: pytest.LogCaptureFixture,
+) -> None:
+    """`watch` logs the banner when a new run's first checkpoint repeats a failed run, and
+    nothing for a run with other settings."""
+    out = tmp_path / "out"
+    out.mkdir()
+    start_watcher(out, db_url)
+    now = time.time()
+
+    def write(name: str, session: int, dim: int) -> None:
+        meta = sd15_metadata(name, session, now, dim=dim) | {"ss_epoch": "1"}
+        path = out / f"{name}-000001.safetensors"
+        path.write_bytes(checkpoint_bytes(meta, dim, seed=session))
+
+    write("first", 1, 32)
+    wait_for(lambda: len(rows(db_url, "SELECT id FROM training_runs")) == 1)
+    [first] = rows(db_url, "SELECT run_name FROM training_runs")
+    mark_failed(db_url, first["run_name"])
+    assert "ALREADY FAILED" not in guard_log.text
+
+    write("second", 2, 32)
+    wait_for(lambda: "ALREADY FAILED" in guard_log.text)
+    assert first["run_name"] in guard_log.text and "which cannot stop a training" in guard_log.text
+    guard_log.clear()
+
+    write("third", 3, 16)
+    wait_for(lambda: len(rows(db_url, "SELECT id FROM training_runs")) == 3)
+    time.sleep(0.5)
+    assert "ALREADY FAILED" not in guard_log.text
+    assert os.path.exists(out / "third-000001.safetensors")
+
+
+def test_new_data_folder_is_silent_and_a_stopped_server_is_one_line(tmp_path: Path) -> None:
+    """The embedded default: a data folder with nothing recorded says nothing; a server that
+    exists but is not running is a skip (starting it would take seconds)."""
+    from lora_tracker.guard import start_check
+    from lora_tracker.settings import Target
+
+    home = tmp_path / "home"
+    target = Target(None, "embedded", home)
+    settings = {"network_dim": 16, "learning_rate": 1e-4}
+    result = start_check(target, lambda: settings).result()
+    assert (result.skipped, result.failed) == (None, [])
+    (home / "pgdata").mkdir(parents=True)
+    (home / "pgdata" / "PG_VERSION").write_text("18\n")
+    result = start_check(target, lambda: settings).result()
+    assert result.skipped == "the embedded database is not running yet"
+    assert not (home / "pgdata" / "postmaster.pid").exists()
