@@ -625,6 +625,8 @@ def _start_guard(
 ) -> tuple[Any, str] | None:
     """The launch check on the settings this run will be recorded with (worked out on the
     check's own thread), or None when it is off."""
+    if (given or os.environ.get("LORA_TRACKER_GUARD") or "").strip().lower() == "off":
+        return None  # off: not even the guard's import on the training thread
     from .guard import COMPARED, mode_or_default, start_check
 
     mode = mode_or_default(given)
