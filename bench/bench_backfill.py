@@ -30,12 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from common import machine, table
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from common import fresh_database, machine, table
 
 from lora_tracker import embedded
-from lora_tracker.migrations import migrate
 from tests.kohya_sim import PNG, checkpoint_bytes, sd15_metadata
 
 LIMIT = """
@@ -70,18 +67,6 @@ def make_folder(folder: Path, runs: int, epochs: int) -> int:
             (folder / "sample" / f"{name}_e{epoch:06d}_00_{stamp}.png").write_bytes(PNG)
             count += 1
     return count
-
-
-def fresh(admin: str, name: str) -> str:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(admin)
-    params["dbname"] = name
-    url = make_conninfo(**params)  # type: ignore[arg-type]
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        migrate(conn)
-    return url
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -140,11 +125,11 @@ def main() -> None:
         env = {**os.environ, "LORA_TRACKER_HOME": str(root / "home")}
         watch, limit = [], []
         for n in range(args.repeat):
-            url = fresh(admin, f"watch{n}")
+            url = fresh_database(admin, f"watch{n}")
             watch.append(timed([sys.executable, "-m", "lora_tracker", "--database-url", url,
                                 "watch", "--once", str(folder)], env))  # fmt: skip
             limit.append(timed([sys.executable, "-c", LIMIT, str(folder)], {**env, "URL": url}))
-        statements = count_statements(fresh(admin, "count"), folder)
+        statements = count_statements(fresh_database(admin, "count"), folder)
     finally:
         embedded.stop(root / "server")
         shutil.rmtree(root, ignore_errors=True)

@@ -29,12 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from common import machine, table
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from common import fresh_database, machine, table
 
 from lora_tracker import embedded
-from lora_tracker.migrations import migrate
 
 Row = tuple[str, str, str]
 
@@ -56,18 +53,6 @@ for run in runs:
         run.log_epoch(epoch, loss=0.1)
 # leaving now: the exit flush has LORA_TRACKER_FLUSH_TIMEOUT (default 10 s)
 """
-
-
-def fresh_database(admin: str, name: str) -> str:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(admin)
-    params["dbname"] = name
-    url = make_conninfo(**params)  # type: ignore[arg-type]
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        migrate(conn)
-    return url
 
 
 def count(url: str, query: str) -> int:

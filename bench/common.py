@@ -55,3 +55,23 @@ def table(rows: list[tuple[str, str, str]]) -> str:
     lines = ["| measurement | result | target |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
+
+
+def fresh_database(admin: str, name: str) -> str:
+    """A new database ``name`` on the server ``admin`` reaches, with lora-tracker's schema."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.rows import dict_row
+
+    from lora_tracker.migrations import migrate
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(admin)
+    params["dbname"] = name
+    url = make_conninfo(**params)  # type: ignore[arg-type]
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        migrate(conn)
+    return url

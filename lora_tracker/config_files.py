@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from .capture.trainer_config import flatten_sections
 from .errors import InvalidInput
 
 if sys.version_info >= (3, 11):
@@ -94,24 +95,14 @@ def load_config_file(path: Path) -> tuple[str, dict[str, Any]]:
             raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
         if not isinstance(document, dict):
             raise InvalidInput(f"{path} holds no settings (expected a JSON object)")
-        return "kohya_ss GUI JSON", _flatten(document)
+        return "kohya_ss GUI JSON", flatten_sections(document)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
-    flat = _flatten(document)
+    flat = flatten_sections(document)
     gui = any(isinstance(v, dict) for v in document.values()) or "max_resolution" in flat
     return ("kohya_ss GUI TOML" if gui else "sd-scripts TOML"), flat
-
-
-def _flatten(document: dict[str, Any]) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in document.items():
-        if isinstance(value, dict):
-            flat.update(value)  # kohya flattens sections; a later section wins
-        else:
-            flat[key] = value
-    return flat
 
 
 def planned_from_config(path: Path) -> PlannedConfig:

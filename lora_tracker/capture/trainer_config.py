@@ -31,14 +31,21 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise InvalidInput(f"{path} is not a text file (expected a kohya TOML)") from None
+    masked: dict[str, Any] = mask_secrets(
+        flatten_sections(document)
+    )  # a token in a TOML is never stored
+    return masked
+
+
+def flatten_sections(document: dict[str, Any]) -> dict[str, Any]:
+    """A kohya TOML's keys at one level: kohya flattens sections; a later section wins."""
     flat: dict[str, Any] = {}
     for key, value in document.items():
         if isinstance(value, dict):
-            flat.update(value)  # kohya flattens sections; a later section wins
+            flat.update(value)
         else:
             flat[key] = value
-    masked: dict[str, Any] = mask_secrets(flat)  # a token in a TOML is never stored
-    return masked
+    return flat
 
 
 def find_gui_config(output_dir: Path) -> Path | None:
