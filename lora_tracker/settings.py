@@ -51,6 +51,24 @@ class Target:
     def embedded(self) -> bool:
         return self.url is None
 
+    @property
+    def spool_tag(self) -> str:
+        """Which database a spooled event is for: the embedded server of this data
+        folder, or a URL's database name (a proxy or pooler in front of the same
+        database, or a new password, still matches)."""
+        if self.url is None:
+            return "embedded"
+        found = re.search(r"(?:^|\s)dbname\s*=\s*'?([^'\s]+)", self.url)
+        if found:
+            return f"url:{found.group(1)}"
+        from urllib.parse import urlsplit
+
+        try:
+            path = urlsplit(self.url).path if "://" in self.url else ""
+        except ValueError:  # a malformed URL: its connection fails and says why
+            path = ""
+        return f"url:{path.lstrip('/') or mask_password(self.url)}"
+
     def display(self) -> str:
         """A printable description of the target, never showing a password."""
         if self.url is None:

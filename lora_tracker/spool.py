@@ -33,6 +33,10 @@ class SpoolWriteError(LoraTrackerError):
     """The spool file could not be written (a full or read-only disk)."""
 
 
+class ForAnotherDatabase(LoraTrackerError):
+    """An event spooled for another database than the one replaying: it stays."""
+
+
 class Unappliable(LoraTrackerError):
     """An event the database will never accept; it goes to rejected.jsonl."""
 
@@ -43,6 +47,7 @@ class ReplayResult:
     rejected: int = 0
     remaining: int = 0
     stopped_by: str | None = None  # why replay stopped early (the database's error)
+    elsewhere: int = 0  # events kept for another database (counted in remaining)
 
 
 class Spool:
@@ -121,6 +126,7 @@ class Spool:
         try:
             lines, torn = self._read_lines()
             done = 0
+            kept: list[str] = []  # events for another database, in order
             try:
                 for line in lines:
                     try:
@@ -129,14 +135,17 @@ class Spool:
                     except Unappliable as exc:
                         self._reject(line, str(exc))
                         result.rejected += 1
+                    except ForAnotherDatabase:
+                        kept.append(line)
+                        result.elsewhere += 1
                     done += 1
             except DatabaseUnavailable as exc:
                 log.debug("replay stopped, %d events still wait: %s", len(lines) - done, exc)
                 result.stopped_by = str(exc)
             finally:
-                if done or torn:  # a torn line, once set aside, must not be seen again
-                    self._rewrite_or_explain(lines[done:], done)
-            result.remaining = len(lines) - done
+                if done > len(kept) or torn:  # a torn line, once set aside, is gone
+                    self._rewrite_or_explain(kept + lines[done:], done - len(kept))
+            result.remaining = len(kept) + len(lines) - done
             return result
         finally:
             self._lock.release()

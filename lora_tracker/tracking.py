@@ -199,13 +199,13 @@ class Dispatcher:
                 recorder.close()
 
     def _run_job_to_spool(self, target: Target, job: Job) -> None:
-        from .capture.events import event_to_json
+        from .capture.delivery import spooled_line
         from .spool import spool_for
 
         try:
             spool = spool_for(target.home)
             for event in job():
-                spool.append(event_to_json(event))
+                spool.append(spooled_line(event, target))
         except Exception:
             log.exception("lora-tracker could not spool an event")
 

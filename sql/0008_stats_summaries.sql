@@ -47,7 +47,7 @@ LANGUAGE sql AS $$
         learning_rate double precision, optimizer text)
     CROSS JOIN LATERAL (VALUES
         ('model_type', r.model_type, NULL, NULL),
-        ('parameters', r.network_dim::text, r.network_alpha::text, r.resolution),
+        ('parameters', r.network_dim::text, trim_scale(r.network_alpha)::text, r.resolution),
         ('network_dim', r.network_dim::text, NULL, NULL),
         ('network_alpha', r.network_alpha::float8::text, NULL, NULL),
         ('resolution', r.resolution, NULL, NULL),

@@ -428,3 +428,23 @@ def test_unreadable_folder_is_one_line_and_read_later(tmp_path: Path, db_url: st
     text = log.read_text()
     assert "Traceback" not in text, text
     assert len([line for line in text.splitlines() if "cannot read" in line]) == 1, text
+
+
+# -- the spool remembers which database an event is for --------------------------------------
+
+
+def test_events_spooled_for_a_database_wait_for_it(tmp_path: Path, db_url: str) -> None:
+    """Events spooled while a shared database was down are not replayed into the embedded
+    one by a plain `sync`; they land once in their own database."""
+    proxy = Proxy(proxy_target(db_url))
+    url = proxied(db_url, proxy)  # same database, through a proxy that is down
+    KohyaRun(tmp_path, epochs=2, save_last_n=None, samples_per_epoch=0).run()
+    CliRunner().invoke(cli, ["--database-url", url, "record", str(tmp_path)])
+    assert Spool(spool_dir()).pending() == 2
+    plain = CliRunner().invoke(cli, ["sync"])  # no URL: the embedded database of the folder
+    assert plain.exit_code == 0, plain.output
+    assert "2 events waiting are for another database" in plain.output
+    assert Spool(spool_dir()).pending() == 2
+    synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
+    assert "Replayed 2 events, 0 still waiting" in synced.output
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2

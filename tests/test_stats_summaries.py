@@ -28,7 +28,7 @@ def random_run(rng: random.Random, n: int) -> dict[str, Any]:
         "run_name": f"r{n}",
         "model_type": rng.choice(MODEL_TYPES),
         "network_dim": rng.choice([8, 16, 32, None]),
-        "network_alpha": rng.choice([4, 8.5, 16.0, None]),
+        "network_alpha": rng.choice([4, 8.5, 16.0, "16", "16.00", None]),  # one value, 3 ways
         "resolution": rng.choice(["512x512", "1024x1024", "768x512", None]),
         "caption_version": rng.choice(["v1", "v2", None]),
         "learning_rate": rng.choice([1e-4, 5e-5, 0.0001, None]),

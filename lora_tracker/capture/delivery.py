@@ -7,6 +7,7 @@ replayed, in order, before new ones whenever the database answers again.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -19,7 +20,14 @@ import pydantic
 from ..db import Database, translate_errors
 from ..errors import DatabaseUnavailable, LoraTrackerError, SchemaNotInitialized
 from ..settings import Target, resolve_target
-from ..spool import ReplayResult, Spool, SpoolWriteError, Unappliable, spool_for
+from ..spool import (
+    ForAnotherDatabase,
+    ReplayResult,
+    Spool,
+    SpoolWriteError,
+    Unappliable,
+    spool_for,
+)
 from .events import AnyEvent, event_from_json, event_to_json
 from .nul_safe import make_nul_safe
 from .record import KnownFiles, Recorded, known_files, record_event, record_events
@@ -96,12 +104,16 @@ class Recorder:
         pending = list(events)
         if not pending:
             return result
-        if not self.database_down and self.spool.pending():
-            try:
-                self.replay()
-            except SpoolWriteError as exc:  # applied events stay in it: skipped next time
-                log.warning("%s", exc)
-        if self.database_down or self.spool.pending():
+        blocked = False  # older events for this database wait: new ones queue behind
+        if self.spool.pending():
+            blocked = True
+            if not self.database_down:
+                try:
+                    replayed = self.replay()
+                    blocked = replayed.remaining > replayed.elsewhere
+                except SpoolWriteError as exc:  # applied events stay in it: skipped later
+                    log.warning("%s", exc)
+        if self.database_down or blocked:
             # keep order: while older events wait, new ones queue behind them
             for event in pending:
                 result.outcomes.append((event, *self._spool(event)))
@@ -162,7 +174,7 @@ class Recorder:
 
     def _spool(self, event: Event) -> tuple[Delivery, None]:
         try:
-            self.spool.append(event_to_json(event))
+            self.spool.append(spooled_line(event, self.target))
         except OSError as exc:  # a full or read-only disk: say so once, the caller retries
             reason = f"{exc.strerror or exc}"
             if self._spool_error != reason:
@@ -209,6 +221,9 @@ class Recorder:
         """Apply spooled events in order; stops (keeping the rest) if the database fails."""
 
         def apply(line: str) -> None:
+            spooled_for = _spooled_for(line)
+            if spooled_for is not None and spooled_for != self.target.spool_tag:
+                raise ForAnotherDatabase(spooled_for)
             try:
                 event = event_from_json(line)
             except (pydantic.ValidationError, ValueError) as exc:
@@ -275,3 +290,18 @@ def _log_new_runs(outcomes: list[tuple[Event, Delivery, Recorded | None]]) -> No
     for _, _, recorded in outcomes:
         if recorded is not None and recorded.new_run:
             log.info("new run %s", recorded.run_name)
+
+
+def spooled_line(event: Event, target: Target) -> str:
+    """An event's spool line, naming the database it is for (``spooled_for``, which the
+    event model ignores), so a replay into another database leaves it waiting."""
+    document = event_to_json(event)
+    return '{"spooled_for": ' + json.dumps(target.spool_tag) + ", " + document[1:]
+
+
+def _spooled_for(line: str) -> str | None:
+    try:
+        found = json.loads(line).get("spooled_for")
+    except (ValueError, AttributeError):
+        return None  # unreadable: the replay says why
+    return found if isinstance(found, str) else None

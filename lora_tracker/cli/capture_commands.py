@@ -278,7 +278,15 @@ def sync(ctx: click.Context) -> None:
         f"Replayed {plural(result.applied, 'event')}, {result.remaining} still waiting"
         + (f", {result.rejected} rejected" if result.rejected else "")
     )
-    if result.remaining:
+    if result.elsewhere:
+        verb = "is" if result.elsewhere == 1 else "are"
+        echo(
+            f"{plural(result.elsewhere, 'event')} waiting {verb} for another database than "
+            "this one: `lora-tracker --database-url URL sync` with its URL replays them there",
+            err=True,
+        )
+    if result.remaining > result.elsewhere:
+        left = result.remaining - result.elsewhere
         raise DatabaseUnavailable(
-            f"{plural(result.remaining, 'event')} still waiting: the database is unavailable"
+            f"{plural(left, 'event')} still waiting: the database is unavailable"
         )
