@@ -18,7 +18,15 @@ from tests.kohya_sim import KohyaRun
 
 
 def main() -> None:
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/kohya_output")
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Write a small kohya-style output folder (3 epochs, samples) to try "
+        "`lora-tracker watch` on."
+    )
+    parser.add_argument("folder", nargs="?", default="examples/kohya_output",
+                        help="where to write it (default: examples/kohya_output)")  # fmt: skip
+    target = Path(parser.parse_args().folder)
     KohyaRun(
         target,
         output_name="pixelbaby_demo",

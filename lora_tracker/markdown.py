@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from .control_chars import escape_control
+
 # ASCII punctuation that can start inline structure anywhere in a line
 _ALWAYS = frozenset("\\`*[]<|~")
 # an HTML entity or numeric character reference, which would be decoded
@@ -31,7 +33,7 @@ def text(value: Any) -> str:
     Runs of whitespace, newlines included, become one space (a table cell, a heading or a
     list item holds one line).
     """
-    line = " ".join(str(value).split())
+    line = " ".join(escape_control(str(value)).split())
     return _escape_line(line)
 
 
@@ -41,7 +43,7 @@ def paragraph(value: Any, indent: str = "") -> str:
     ``indent`` goes before every line after the first (inside a list item). Blank lines
     are dropped so the text stays one paragraph.
     """
-    lines = [" ".join(line.split()) for line in str(value).splitlines()]
+    lines = [" ".join(line.split()) for line in escape_control(str(value)).splitlines()]
     kept = [_escape_line(line) for line in lines if line]
     return ("\\\n" + indent).join(kept)
 
@@ -72,7 +74,7 @@ def code(value: Any, *, in_table: bool = False) -> str:
     must be written ``\\|`` even inside a code span (GFM splits cells first); text that
     also holds a backslash before a pipe cannot be written so and falls back to ``text``.
     """
-    content = " ".join(str(value).split())
+    content = " ".join(escape_control(str(value)).split())
     if not content:
         return DASH
     if in_table and "|" in content:

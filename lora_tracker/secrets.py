@@ -31,7 +31,10 @@ _SECRET_WORDS = frozenset({
     "credentials", "auth", "authorization", "cookie", "cookies", "bearer",
 })  # fmt: skip
 # word pairs that do (``api_key``, ``aws_secret_access_key``, ``private_key``)
-_SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key")})
+_SECRET_PAIRS = frozenset({
+    ("api", "key"), ("access", "key"), ("private", "key"), ("wandb", "key"), ("hf", "key"),
+    ("openai", "key"), ("civitai", "key"), ("comet", "key"), ("neptune", "key"),
+})  # fmt: skip
 # a key ending in one of these words (``hub_token``, ``hf_token``, ``token``); a key that
 # merely contains "token" (``max_token_length``, ``tokenizer_name``) is no secret
 _SECRET_LAST_WORDS = frozenset({"token", "tokens", "pat"})

@@ -448,3 +448,24 @@ def test_events_spooled_for_a_database_wait_for_it(tmp_path: Path, db_url: str) 
     synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
     assert "Replayed 2 events, 0 still waiting" in synced.output
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
+
+
+def test_a_deleted_copy_leaves_the_epoch_on_disk(tmp_path: Path, db_url: str) -> None:
+    """A run's folder copied and watched, then the copy deleted: the epochs still point at
+    a file that exists."""
+    out = tmp_path / "out"
+    KohyaRun(out, epochs=2, save_last_n=None, samples_per_epoch=0).run()
+    runner = CliRunner()
+    runner.invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    runner.invoke(cli, ["--database-url", db_url, "watch", "--once", str(copy)])
+    assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 1
+    shutil.rmtree(copy)
+    runner.invoke(cli, ["--database-url", db_url, "watch", "--once", str(copy.parent)])
+    epochs = rows(
+        db_url, "SELECT checkpoint_path, checkpoint_on_disk FROM epoch_results ORDER BY 1"
+    )
+    assert len(epochs) == 2
+    assert all(e["checkpoint_on_disk"] for e in epochs), epochs
+    assert all(Path(e["checkpoint_path"]).exists() for e in epochs), epochs

@@ -661,17 +661,26 @@ def _record_removal(conn: Connection, event: CheckpointRemoved) -> Recorded:
         """
         UPDATE checkpoints SET on_disk = false, removed_at = %s
         WHERE host = %s AND path = %s AND on_disk
-        RETURNING training_run_id, epoch_result_id, epoch_number
+        RETURNING training_run_id, epoch_result_id, epoch_number, content_hash
         """,
         (event.observed_at, event.host, event.path),
     ).fetchone()
     if row is None:
         return Recorded("unmatched")
-    conn.execute(  # issue 17: by path too, whichever source linked the epoch to the file
-        "UPDATE epoch_results SET checkpoint_on_disk = false "
+    # A copy of the same file still on disk (the folder was copied, or the file is also in
+    # a UI's LoRA folder) keeps the epoch on disk: the epoch points at the copy instead.
+    copy = conn.execute(
+        "SELECT path FROM checkpoints WHERE training_run_id = %s AND on_disk "
+        "AND content_hash = %s AND path <> %s ORDER BY mtime, path LIMIT 1",
+        (row["training_run_id"], row["content_hash"], event.path),
+    ).fetchone()
+    conn.execute(  # by path too, whichever source linked the epoch to the file
+        "UPDATE epoch_results SET checkpoint_path = COALESCE(%s, checkpoint_path), "
+        "checkpoint_on_disk = %s "
         "WHERE (id = %s OR training_run_id = %s) AND checkpoint_path = %s AND checkpoint_on_disk",
-        (row["epoch_result_id"], row["training_run_id"], event.path),
-    )
+        (copy["path"] if copy else None, copy is not None, row["epoch_result_id"],
+         row["training_run_id"], event.path),
+    )  # fmt: skip
     name = conn.execute(
         "SELECT run_name FROM training_runs WHERE id = %s", (row["training_run_id"],)
     ).fetchone()

@@ -240,7 +240,8 @@ class Watcher:
                 return None
         try:
             event = self._observe(path)
-        except IncompleteCheckpoint:
+        except IncompleteCheckpoint as exc:
+            log.info("not complete yet, %s (recorded once it is)", exc)
             self._state[key] = FileState(identity, "incomplete")
             self.schedule(key, self.retry_s)  # perhaps still being written
             stats.skipped += 1

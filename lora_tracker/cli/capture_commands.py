@@ -234,6 +234,8 @@ def record(
             if recorded.epoch is not None:
                 where += f" epoch {recorded.epoch}"
             echo(f"{delivery} {name} -> {where}")
+        elif delivery == "deleted":
+            echo(f"left out {name}: its run was deleted (--force records it again)")
         else:
             echo(f"{delivery} {name}")
     spooled = result.count("spooled")
@@ -243,12 +245,7 @@ def record(
             "`lora-tracker sync` replays them",
             err=True,
         )
-    if result.count("deleted"):
-        click.echo(
-            f"{result.count('deleted')} files belong to runs deleted with `cleanup` and were "
-            "left out; --force records them again",
-            err=True,
-        )
+
     if result.count("unsaved"):
         raise click.ClickException(
             "database unavailable and the spool cannot be written: nothing was recorded; "
