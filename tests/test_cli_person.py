@@ -597,3 +597,20 @@ def test_fit_columns_uses_the_room_it_has(naturals: list[int], width: int) -> No
     for i in set(range(len(columns))) - set(chosen):
         narrowest = natural[i] if natural[i] <= 24 else 10
         assert total + 2 + narrowest > width, (i, chosen, widths)
+
+
+def test_new_takes_a_resolution_as_tried_does(db_url: str) -> None:
+    """`new --resolution 512` is 512x512 (as `tried` reads it); nonsense is one line."""
+    from click.testing import CliRunner
+
+    from lora_tracker.cli import cli
+
+    made = CliRunner().invoke(cli, ["--database-url", db_url, "new", "r512", "--resolution", "512"])
+    assert made.exit_code == 0, made.output
+    bad = CliRunner().invoke(cli, ["--database-url", db_url, "new", "rbad", "--resolution", "big"])
+    assert bad.exit_code == 2 and "is not like 512x512" in bad.output
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        found = conn.execute("SELECT run_name, resolution FROM training_runs").fetchall()
+    assert found == [("r512", "512x512")]

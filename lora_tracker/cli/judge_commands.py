@@ -9,7 +9,7 @@ import click
 
 from ..vocab import EPOCH_VERDICTS, MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
 from . import app_context
-from .options import EPOCH, FINITE_RATE, FINITE_ZERO_OR_MORE, choice
+from .options import EPOCH, FINITE_RATE, FINITE_ZERO_OR_MORE, choice, resolution
 from .output import echo, escape_control, human_number
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ def register(cli: click.Group) -> None:
 @click.option("--base-model", metavar="MODEL")
 @click.option("--network-dim", type=click.IntRange(min=1))
 @click.option("--network-alpha", type=FINITE_ZERO_OR_MORE)
-@click.option("--resolution", metavar="WxH", help="e.g. 512x512")
+@click.option("--resolution", metavar="WxH", callback=resolution,
+              help="e.g. 512x512 (512 alone means 512x512)")  # fmt: skip
 @click.option("--num-images", type=click.IntRange(min=0))
 @click.option("--caption-version", metavar="NAME")
 @click.option("--learning-rate", type=FINITE_RATE)
