@@ -372,6 +372,42 @@ def test_watcher_banner_at_a_new_runs_first_checkpoint(
     assert os.path.exists(out / "third-000001.safetensors")
 
 
+def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
+    tmp_path: Path, db_url: str, guard_log: pytest.LogCaptureFixture
+) -> None:
+    """`watch --once` (a backfill) checks the runs it records for the first time; runs it
+    had recorded before stay quiet."""
+    from lora_tracker.capture.delivery import Recorder
+
+    now = time.time()
+
+    def folder(name: str, session: int, dim: int) -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        meta = sd15_metadata(name, session, now, dim=dim) | {"ss_epoch": "1"}
+        (out / f"{name}-000001.safetensors").write_bytes(checkpoint_bytes(meta, dim, seed=session))
+        return out
+
+    def backfill(out: Path) -> None:
+        recorder = Recorder(db_url)
+        try:
+            Watcher([out], recorder).backfill()
+        finally:
+            recorder.close()
+
+    first = folder("first", 1, 32)
+    backfill(first)
+    [recorded] = rows(db_url, "SELECT run_name FROM training_runs")
+    mark_failed(db_url, recorded["run_name"])
+    backfill(first)  # nothing new: no banner
+    assert "ALREADY FAILED" not in guard_log.text
+    backfill(folder("second", 2, 32))
+    assert "ALREADY FAILED" in guard_log.text and recorded["run_name"] in guard_log.text
+    guard_log.clear()
+    backfill(folder("third", 3, 16))
+    assert "ALREADY FAILED" not in guard_log.text
+
+
 def test_new_data_folder_is_silent_and_a_stopped_server_is_one_line(tmp_path: Path) -> None:
     """The embedded default: a data folder with nothing recorded says nothing; a server that
     exists but is not running is a skip (starting it would take seconds)."""

@@ -55,6 +55,7 @@ Status = Literal[
 IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
+GUARDED_NEW_RUNS = 5  # a backfill checks the first few runs it records for the first time
 UNREADABLE_CHECK_S = 10.0  # how often folders skipped for their permissions are tried again
 FOLDER_MARK = "\x00folder:"  # a queued folder rescan (no path holds a NUL)
 
@@ -182,6 +183,7 @@ class Watcher:
                     sample = observe_sample(path)
                     if sample is not None:
                         events.append(sample)
+        new_runs: list[str | None] = []
         for event, delivery, recorded in self.recorder.submit_many(events).outcomes:
             if delivery == "spooled":
                 stats.spooled += 1
@@ -196,6 +198,10 @@ class Watcher:
             self._after_delivery(event, delivery)
             if event.kind == "checkpoint":
                 self.on_recorded(event, delivery, recorded)
+            if delivery == "recorded" and recorded is not None and recorded.new_run:
+                new_runs.append(recorded.run_name)
+        for run_name in new_runs[:GUARDED_NEW_RUNS]:  # trainings found for the first time
+            self._guard_new_run(run_name)
         return stats
 
     def _observe_all(
