@@ -111,10 +111,16 @@ def _existing_epoch(conn: Connection, run: TrainingRun, number: int) -> EpochRes
         return None
 
 
+def _epochs_word(recorded: list[int]) -> str:
+    return "epoch" if len(recorded) == 1 else "epochs"
+
+
 def _refuse_unrecorded(conn: Connection, run: TrainingRun, number: int) -> None:
     recorded = recorded_epochs(conn, run.id)
     have = (
-        f"has epochs {number_ranges(recorded)} recorded" if recorded else "has no epochs recorded"
+        f"has {_epochs_word(recorded)} {number_ranges(recorded)} recorded"
+        if recorded
+        else "has no epochs recorded"
     )
     raise NotFound(f"{run.run_name} {have}; --add records epoch {number} by hand")
 
@@ -149,7 +155,12 @@ def epoch_removal_preview(
     epoch = _existing_epoch(conn, run, epoch_number)
     if epoch is None:
         recorded = recorded_epochs(conn, run.id)
-        have = f"epochs {number_ranges(recorded)} are recorded" if recorded else "none recorded"
+        have = (
+            f"{_epochs_word(recorded)} {number_ranges(recorded)} "
+            f"{'is' if len(recorded) == 1 else 'are'} recorded"
+            if recorded
+            else "none recorded"
+        )
         raise NotFound(f"{run.run_name} has no epoch {epoch_number} ({have})")
     row = conn.execute(
         "SELECT count(*) AS n FROM prompt_test_results WHERE epoch_result_id = %s", (epoch.id,)
