@@ -16,8 +16,9 @@ from typing import Literal
 import psycopg
 import pydantic
 
-from ..db import Database, translate_errors
+from ..db import Database
 from ..errors import DatabaseUnavailable, LoraTrackerError, SchemaNotInitialized
+from ..pg import translate_errors
 from ..settings import Target, resolve_target
 from ..spool import ReplayResult, Spool, SpoolWriteError, Unappliable, spool_for
 from .events import AnyEvent, event_from_json, event_to_json

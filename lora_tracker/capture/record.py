@@ -30,8 +30,8 @@ from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from .. import _sqlbuild
-from ..db import Connection
 from ..models import RunFields
+from ..pg import Connection
 from .events import (
     AnyEvent,
     CheckpointObserved,
