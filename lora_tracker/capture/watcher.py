@@ -37,9 +37,12 @@ from .files import (
     ADAPTER_FILES,
     classify_checkpoint,
     classify_sample,
+    in_skipped_folder,
     in_state_folder,
+    is_candidate,
     is_temporary,
     output_dir_of,
+    skipped_folder_name,
 )
 from .record import Recorded
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
@@ -95,11 +98,11 @@ def scan(
 
     for folder in folders:
         for root, dirs, files in os.walk(folder, onerror=unreadable or say):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith("-state"))
+            dirs[:] = sorted(d for d in dirs if not skipped_folder_name(d))
             base = Path(root)
             for filename in sorted(files):
                 path = base / filename
-                if classify_checkpoint(path) is not None or classify_sample(path) is not None:
+                if is_candidate(path):
                     yield path
 
 
@@ -375,11 +378,7 @@ class Watcher:
 
     def skipped_folder(self, folder: Path) -> bool:
         """A hidden or trainer-state folder inside a watched one (as the scan skips)."""
-        for root in self.folders:
-            if folder.is_relative_to(root):
-                parts = folder.relative_to(root).parts
-                return any(p.startswith(".") or p.endswith("-state") for p in parts)
-        return True
+        return all(in_skipped_folder(folder, root) for root in self.folders)
 
     def folder_changed(self, folder: str) -> None:
         """A folder appeared, moved in, or had its permissions changed: look inside."""
@@ -548,7 +547,7 @@ class _Handler(FileSystemEventHandler):
             pure = Path(path)
             if is_temporary(pure) or in_state_folder(pure):
                 continue
-            if classify_checkpoint(pure) is not None or classify_sample(pure) is not None:
+            if is_candidate(pure) and not self.watcher.skipped_folder(pure.parent):
                 self.watcher.schedule(path)
 
 
