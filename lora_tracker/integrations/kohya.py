@@ -28,8 +28,10 @@ mode the run cancelled and exit status 3 before the first step; at most 0.8 s ea
 
 Everything the hooks do is queued for a background thread; a hook never raises into
 kohya (but for the guard's strict stop), and a failure is logged once per kind, then
-counted. Only the main process records. A method missing in this kohya version is
-reported and replaced by watching the output folder.
+counted. Only the main process records. A method missing in this kohya version, or one
+whose leading parameters are not named as the hook expects (``EXPECTED_PARAMETERS``: the
+hooks read arguments by position), is reported once and replaced by watching the output
+folder.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -56,6 +59,16 @@ from ..tracking import TrackedRun, config_to_dict, start_run
 log = logging.getLogger(__name__)
 
 TRAINER_METHODS = ("train", "update_metadata", "epoch_logging", "sample_images")
+# The leading parameters (after self) each wrapped method must take, by name: the hooks read
+# their arguments by position, so a kohya that renamed or reordered them would feed the hooks
+# the wrong values. As in sd-scripts main (commit 48d368fa, 2026-02-16).
+EXPECTED_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "train": ("args",),
+    "update_metadata": ("metadata", "args"),
+    "epoch_logging": ("accelerator", "logs", "global_step", "epoch"),
+    "sample_images": ("accelerator", "args", "epoch", "global_step"),
+    "save_weights": ("file", "dtype", "metadata"),
+}
 NETWORK_MODULES = ("networks.lora", "networks.lora_flux")
 RUN_NAME_ENV = "LORA_TRACKER_RUN"
 DISABLE_ENV = "LORA_TRACKER_DISABLE"
@@ -551,6 +564,7 @@ def install(tracker: KohyaTracker, module: ModuleType) -> list[str]:
     """
     trainers = _trainer_classes(module)
     missing: list[str] = []
+    unexpected: list[str] = []  # there, but not taking the parameters the hooks read
     hooks: dict[str, Callable[..., None]] = {
         "update_metadata": lambda self, metadata, args, *a, **k: tracker.start(args, metadata),
         "epoch_logging": lambda self, accelerator, logs, global_step, epoch, *a, **k:
@@ -567,6 +581,11 @@ def install(tracker: KohyaTracker, module: ModuleType) -> list[str]:
         for cls in defined:
             original = cls.__dict__[name]
             if getattr(original, "__lora_tracker_wrapped__", False):
+                continue
+            if _unexpected_signature(cls.__name__, original, name):
+                unexpected.append(f"NetworkTrainer.{name}")
+                if f"NetworkTrainer.{name}" not in missing:
+                    missing.append(f"NetworkTrainer.{name}")
                 continue
             if name == "train":
                 setattr(cls, name, _wrap_train(tracker, original))
@@ -590,16 +609,43 @@ def install(tracker: KohyaTracker, module: ModuleType) -> list[str]:
         original = getattr(network, "__dict__", {}).get("save_weights")
         if original is None:
             continue
-        if not getattr(original, "__lora_tracker_wrapped__", False):
+        if getattr(original, "__lora_tracker_wrapped__", False):
+            networks += 1
+        elif _unexpected_signature(f"{module_name}.LoRANetwork", original, "save_weights"):
+            unexpected.append("LoRANetwork.save_weights")
+        else:
             network.save_weights = saved_hook(original)  # type: ignore[union-attr]
-        networks += 1
-    if networks == 0:
-        missing.append("LoRANetwork.save_weights")
+            networks += 1
+    if networks == 0 or "LoRANetwork.save_weights" in unexpected:
+        missing.append("LoRANetwork.save_weights")  # another network's hook may still work
     # without update_metadata the run starts from train(args); others need the watcher
     tracker.missing = missing
     for what in missing:
-        log.warning("lora-tracker: this kohya version has no %s; recording files instead", what)
+        if what not in unexpected:  # those were warned about with their signature
+            log.warning("lora-tracker: this kohya version has no %s; recording files instead", what)
     return missing
+
+
+def _unexpected_signature(where: str, method: Any, name: str) -> bool:
+    """Whether ``method`` does not take the parameters its hook reads (then it counts as
+    missing: warned about once, here, and left unwrapped)."""
+    expected = EXPECTED_PARAMETERS[name]
+    try:
+        parameters = list(inspect.signature(method).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C method: nothing to compare, trust it
+        return False
+    positional = [
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ][1 : 1 + len(expected)]  # after self
+    if tuple(positional) == expected:
+        return False
+    log.warning(
+        "lora-tracker: this kohya version's %s.%s takes (%s), not (%s); recording files instead",
+        where, name, ", ".join(positional), ", ".join(expected),
+    )  # fmt: skip
+    return True
 
 
 def _trainer_classes(module: ModuleType) -> list[type]:
