@@ -27,10 +27,9 @@ from typing import Any, Literal
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pydantic import ValidationError
 
 from .. import _sqlbuild
-from ..models import RunFields
+from ..models import valid_run_fields
 from ..pg import Connection
 from .events import (
     AnyEvent,
@@ -313,19 +312,7 @@ def run_fields(event: CheckpointObserved) -> dict[str, Any]:
         fields["checkpoint_metadata"] = event.metadata
     if event.step is not None:
         fields["total_steps"] = max(event.step, fields.get("total_steps") or 0)
-    return _drop_invalid(fields)
-
-
-def _drop_invalid(fields: dict[str, Any]) -> dict[str, Any]:
-    """Leave out values the schema would refuse (a negative alpha in odd metadata, ...):
-    one bad key must not cost the whole checkpoint. The raw metadata keeps them all."""
-    try:
-        return RunFields.model_validate(fields).model_dump(exclude_unset=True)
-    except ValidationError as exc:
-        bad = {str(error["loc"][0]) for error in exc.errors() if error.get("loc")}
-    log.warning("ignoring invalid values for %s", ", ".join(sorted(bad)))
-    kept = {k: v for k, v in fields.items() if k not in bad}
-    return RunFields.model_validate(kept).model_dump(exclude_unset=True)
+    return valid_run_fields(fields)
 
 
 def _megabytes(size_bytes: int) -> Decimal:
@@ -819,7 +806,7 @@ def _record_run_started(
     fields.setdefault("host", event.host)
     if event.config is not None:
         fields["config"] = event.config
-    fields = _drop_invalid(fields)
+    fields = valid_run_fields(fields)
     fields["last_event_at"] = event.observed_at  # a run made now is made complete
     if event.previous_key:
         _take_key(conn, event.previous_key, event.run_key)

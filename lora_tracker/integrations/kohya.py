@@ -54,7 +54,7 @@ from types import CodeType, ModuleType, TracebackType
 from typing import Any
 
 from ..secrets import mask_secrets
-from ..tracking import TrackedRun, config_to_dict, start_run
+from ..tracking import TrackedRun, config_to_dict, end_status, flush_timeout, start_run
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class KohyaTracker:
         if self.guard != "strict" or not result.repeats_failure or run is None:
             return
         run.finish("cancelled", cancel_reason(result))
-        run.flush(float(os.environ.get("LORA_TRACKER_FLUSH_TIMEOUT", "10")))
+        run.flush(flush_timeout())
         raise SystemExit(EXIT_REPEATS_FAILURE)
 
     def start(self, args: Any, metadata: dict[str, Any] | None) -> None:
@@ -289,7 +289,7 @@ class KohyaTracker:
         if run is None or not run.enabled:
             return
         from ..capture.events import RunStarted, this_host
-        from ..tracking import _valid_fields
+        from ..models import valid_run_fields
 
         fields = dict(fields)
         fields.pop("output_name", None)
@@ -297,8 +297,9 @@ class KohyaTracker:
             trainer="kohya", host=this_host(), output_dir=self.output_dir,
             output_name=self.output_name,
         )  # fmt: skip
+        valid = valid_run_fields(fields, mode="json")
         event = RunStarted(
-            run_key=run.run_key, run_name=run.run_name, fields=_valid_fields(fields),
+            run_key=run.run_key, run_name=run.run_name, fields=valid,
             config=self._config or None, default_name=self.output_name,
             previous_key=previous_key, captured=True,
         )  # fmt: skip
@@ -447,12 +448,7 @@ class KohyaTracker:
         if run is None:
             return
         self._submit_scan("final sample lookup", True)
-        if error is None or (isinstance(error, SystemExit) and error.code in (None, 0)):
-            status = "completed"
-        elif isinstance(error, KeyboardInterrupt):
-            status = "cancelled"
-        else:
-            status = "failed"
+        status = end_status(error)
         if run.enabled and not run.finished:
             from ..capture.events import RunFinished
             from ..tracking import _describe
@@ -471,7 +467,7 @@ class KohyaTracker:
         repeated = {what: n - 1 for what, n in self._failures.items() if n > 1}
         for what, n in repeated.items():
             log.warning("lora-tracker: %s failed %d more times", what, n)
-        run.flush(float(os.environ.get("LORA_TRACKER_FLUSH_TIMEOUT", "10")))
+        run.flush(flush_timeout())
         if self.fallback_watcher is not None:
             self.fallback_watcher.stop()
 
