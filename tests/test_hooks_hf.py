@@ -19,6 +19,8 @@ except ImportError as exc:  # pragma: no cover - CI installs them
         raise
     pytest.skip(f"transformers/peft/torch not installed: {exc}", allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # a real transformers Trainer run
+
 
 class TinyTextDataset(torch.utils.data.Dataset):  # type: ignore[misc]
     def __init__(self, count: int, length: int, vocab: int) -> None:
