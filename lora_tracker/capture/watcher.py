@@ -59,6 +59,7 @@ IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
 UNREADABLE_CHECK_S = 10.0  # how often folders skipped for their permissions are tried again
+REPLAY_EVERY_S = 5.0  # how often the spool and unsaved events are offered to the database
 FOLDER_MARK = "\x00folder:"  # a queued folder rescan (no path holds a NUL)
 
 # Folder events that may bring files no file event announced: a folder moved in, or one
@@ -121,6 +122,7 @@ class Watcher:
         settle_s: float = 1.0,
         retry_s: float = 0.2,
         stuck_after_s: float = 10.0,
+        replay_every_s: float = REPLAY_EVERY_S,
         on_recorded: Callable[[Event, Delivery, Recorded | None], None] | None = None,
     ) -> None:
         self.folders = [folder.absolute() for folder in folders]
@@ -132,6 +134,7 @@ class Watcher:
         self.settle_s = settle_s
         self.retry_s = retry_s
         self.stuck_after_s = stuck_after_s
+        self.replay_every_s = replay_every_s
         self.on_recorded = on_recorded or _log_delivery
         self.host = this_host()
         self._state: dict[str, FileState] = {}
@@ -423,7 +426,7 @@ class Watcher:
 
     def _maybe_replay(self) -> None:
         now = time.monotonic()
-        if now - self._last_replay < 5.0 or self.recorder.database_down:
+        if now - self._last_replay < self.replay_every_s or self.recorder.database_down:
             return
         self._last_replay = now
         if self._unsaved:
