@@ -166,28 +166,7 @@ class Watcher:
         with steady_folders():
             self._observe_all(checkpoints, known, stats, events, progress)
         if known is not None:
-            on_disk = {str(p) for p in checkpoints}
-            for known_path, (_, _, present) in known.checkpoints.items():
-                if present and known_path not in on_disk and not os.path.exists(known_path):
-                    events.append(CheckpointRemoved(path=known_path))
-                    stats.removed += 1
-            carried = {  # sample images the checkpoint events bring along already
-                sample
-                for event in events
-                if isinstance(event, CheckpointObserved)
-                for paths in event.samples_by_epoch.values()
-                for sample in paths
-            }
-            for path in found:
-                absolute = str(path.absolute())
-                if (
-                    absolute not in known.samples
-                    and absolute not in carried
-                    and (classify_sample(path))
-                ):
-                    sample = observe_sample(path)
-                    if sample is not None:
-                        events.append(sample)
+            self._vanished_and_samples(found, checkpoints, known, stats, events)
         for event, delivery, recorded in self.recorder.submit_many(events).outcomes:
             if delivery == "spooled":
                 stats.spooled += 1
@@ -203,6 +182,39 @@ class Watcher:
             if event.kind == "checkpoint":
                 self.on_recorded(event, delivery, recorded)
         return stats
+
+    def _vanished_and_samples(
+        self,
+        found: list[Path],
+        checkpoints: list[Path],
+        known: Any,
+        stats: BackfillStats,
+        events: list[Event],
+    ) -> None:
+        """Add removals of known checkpoints gone from disk, and sample images not known
+        yet (nor carried by a checkpoint event), to ``events``."""
+        on_disk = {str(p) for p in checkpoints}
+        for known_path, (_, _, present) in known.checkpoints.items():
+            if present and known_path not in on_disk and not os.path.exists(known_path):
+                events.append(CheckpointRemoved(path=known_path))
+                stats.removed += 1
+        carried = {  # sample images the checkpoint events bring along already
+            sample
+            for event in events
+            if isinstance(event, CheckpointObserved)
+            for paths in event.samples_by_epoch.values()
+            for sample in paths
+        }
+        for path in found:
+            absolute = str(path.absolute())
+            if (
+                absolute not in known.samples
+                and absolute not in carried
+                and (classify_sample(path))
+            ):
+                sample = observe_sample(path)
+                if sample is not None:
+                    events.append(sample)
 
     def _observe_all(
         self,
@@ -446,41 +458,21 @@ class Watcher:
         p = Path(path)
         name = classify_checkpoint(p)
         if name is None:
-            if os.path.exists(path):
-                sample = observe_sample(p)
-                if sample is not None:
-                    delivery, _ = self.recorder.submit(sample)
-                    self._after_delivery(sample, delivery)
+            self._check_sample(p)
             return
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            state = self._state.pop(path, None)
-            if state is not None and state.status == "recorded":
-                removal = CheckpointRemoved(path=path)
-                delivery, recorded = self.recorder.submit(removal)
-                self._after_delivery(removal, delivery)
-                log.info("removed %s%s", _shown(path), _removal_said(delivery, recorded))
+            self._check_removed(path)
             return
         identity = (st.st_size, st.st_mtime_ns)
         state = self._state.get(path)
         now = time.monotonic()
         unchanged = state is not None and state.identity == identity
-        if unchanged and state is not None and state.status in ("recorded", "corrupt", "stuck"):
+        if unchanged and state is not None and self._settled(state, now):
             return
-        if unchanged and state is not None and state.status == "failed":
-            backoff = min(MAX_BACKOFF_S, self.retry_s * 2**state.failures)
-            if now - state.since < backoff * 0.9:
-                return  # its back-off check is scheduled
-        if name.file_format != "safetensors":
-            # no header to tell: complete once the size holds still
-            if not unchanged or state is None:
-                self._state[path] = FileState(identity, "settling")
-                self.schedule(path, self.settle_s)
-                return
-            if now - state.since < self.settle_s:
-                self.schedule(path, self.settle_s - (now - state.since))
-                return
+        if name.file_format != "safetensors" and self._settling(path, identity, state, now):
+            return  # no header to tell: complete once the size holds still
         try:
             event = self._observe(p)
         except IncompleteCheckpoint as exc:
@@ -513,6 +505,45 @@ class Watcher:
         self.on_recorded(event, delivery, recorded)
         if delivery == "recorded" and recorded is not None and recorded.new_run:
             self._guard_new_run(recorded.run_name)
+
+    def _settled(self, state: FileState, now: float) -> bool:
+        """For a file unchanged since its last check: nothing to do now (recorded, judged
+        corrupt or stuck, or its back-off check is scheduled)."""
+        if state.status in ("recorded", "corrupt", "stuck"):
+            return True
+        if state.status == "failed":
+            backoff = min(MAX_BACKOFF_S, self.retry_s * 2.0**state.failures)
+            return now - state.since < backoff * 0.9
+        return False
+
+    def _check_sample(self, p: Path) -> None:
+        if os.path.exists(p):
+            sample = observe_sample(p)
+            if sample is not None:
+                delivery, _ = self.recorder.submit(sample)
+                self._after_delivery(sample, delivery)
+
+    def _check_removed(self, path: str) -> None:
+        state = self._state.pop(path, None)
+        if state is not None and state.status == "recorded":
+            removal = CheckpointRemoved(path=path)
+            delivery, recorded = self.recorder.submit(removal)
+            self._after_delivery(removal, delivery)
+            log.info("removed %s%s", _shown(path), _removal_said(delivery, recorded))
+
+    def _settling(
+        self, path: str, identity: tuple[int, int], state: FileState | None, now: float
+    ) -> bool:
+        """Whether a file without a header is still to hold its size for ``settle_s``
+        (then its next check is scheduled)."""
+        if state is None or state.identity != identity:
+            self._state[path] = FileState(identity, "settling")
+            self.schedule(path, self.settle_s)
+            return True
+        if now - state.since < self.settle_s:
+            self.schedule(path, self.settle_s - (now - state.since))
+            return True
+        return False
 
     def _guard_new_run(self, run_name: str | None) -> None:
         """The first checkpoint of a new run: the launch guard's banner when its settings
