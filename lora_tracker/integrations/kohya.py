@@ -558,9 +558,21 @@ def install(tracker: KohyaTracker, module: ModuleType) -> list[str]:
 
     Returns what could not be wrapped (the tracker then watches files instead).
     """
-    trainers = _trainer_classes(module)
     missing: list[str] = []
     unexpected: list[str] = []  # there, but not taking the parameters the hooks read
+    _hook_trainers(tracker, _trainer_classes(module), missing, unexpected)
+    _hook_networks(tracker, missing, unexpected)
+    # without update_metadata the run starts from train(args); others need the watcher
+    tracker.missing = missing
+    for what in missing:
+        if what not in unexpected:  # those were warned about with their signature
+            log.warning("lora-tracker: this kohya version has no %s; recording files instead", what)
+    return missing
+
+
+def _hook_trainers(
+    tracker: KohyaTracker, trainers: list[type], missing: list[str], unexpected: list[str]
+) -> None:
     hooks: dict[str, Callable[..., None]] = {
         "update_metadata": lambda self, metadata, args, *a, **k: tracker.start(args, metadata),
         "epoch_logging": lambda self, accelerator, logs, global_step, epoch, *a, **k:
@@ -582,12 +594,13 @@ def install(tracker: KohyaTracker, module: ModuleType) -> list[str]:
                 unexpected.append(f"NetworkTrainer.{name}")
                 if f"NetworkTrainer.{name}" not in missing:
                     missing.append(f"NetworkTrainer.{name}")
-                continue
-            if name == "train":
+            elif name == "train":
                 setattr(cls, name, _wrap_train(tracker, original))
             else:
                 setattr(cls, name, _after(tracker, name, hooks[name])(original))
 
+
+def _hook_networks(tracker: KohyaTracker, missing: list[str], unexpected: list[str]) -> None:
     def on_saved(
         self: Any, file: Any, dtype: Any = None, metadata: Any = None, *a: Any, **k: Any
     ) -> None:
@@ -614,12 +627,6 @@ def install(tracker: KohyaTracker, module: ModuleType) -> list[str]:
             networks += 1
     if networks == 0 or "LoRANetwork.save_weights" in unexpected:
         missing.append("LoRANetwork.save_weights")  # another network's hook may still work
-    # without update_metadata the run starts from train(args); others need the watcher
-    tracker.missing = missing
-    for what in missing:
-        if what not in unexpected:  # those were warned about with their signature
-            log.warning("lora-tracker: this kohya version has no %s; recording files instead", what)
-    return missing
 
 
 def _unexpected_signature(where: str, method: Any, name: str) -> bool:
@@ -728,27 +735,9 @@ def main(argv: list[str]) -> int:
     if folder not in sys.path:
         sys.path.insert(0, folder)
     enabled = is_main_process() and os.environ.get(DISABLE_ENV, "") in ("", "0")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    # kohya's root logger is at INFO: lora-tracker says only what needs saying in its
-    # console (warnings, and the one line when the embedded server is first created)
-    for name, level in (("lora_tracker", logging.WARNING), ("lora_tracker.embedded", logging.INFO)):
-        if logging.getLogger(name).level == logging.NOTSET:
-            logging.getLogger(name).setLevel(level)
+    _quiet_logging()
     tracker = KohyaTracker(os.environ.get(RUN_NAME_ENV) or None, enabled=enabled, guard=guard)
-    code: CodeType | None = None
-    module: ModuleType | None = None
-    if enabled:
-        try:
-            module = importlib.import_module(script.stem)
-            code = main_block(script)
-            if code is None:
-                log.warning("lora-tracker: %s has no main block; running it untracked", script.name)
-            else:
-                install(tracker, module)
-        except Exception:
-            log.exception("lora-tracker: could not hook %s; running it untracked", script.name)
-            code = None
+    code, module = _hooked(tracker, script) if enabled else (None, None)
     if code is None or module is None:
         import runpy
 
@@ -766,6 +755,32 @@ def main(argv: list[str]) -> int:
         sys.excepthook(type(error), error, trimmed)
         return 1
     return 0
+
+
+def _quiet_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # kohya's root logger is at INFO: lora-tracker says only what needs saying in its
+    # console (warnings, and the one line when the embedded server is first created)
+    for name, level in (("lora_tracker", logging.WARNING), ("lora_tracker.embedded", logging.INFO)):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(level)
+
+
+def _hooked(tracker: KohyaTracker, script: Path) -> tuple[CodeType | None, ModuleType | None]:
+    """The script imported as a module with the hooks installed, and its main block
+    (None: run it untracked)."""
+    try:
+        module = importlib.import_module(script.stem)
+        code = main_block(script)
+        if code is None:
+            log.warning("lora-tracker: %s has no main block; running it untracked", script.name)
+            return None, module
+        install(tracker, module)
+    except Exception:
+        log.exception("lora-tracker: could not hook %s; running it untracked", script.name)
+        return None, None
+    return code, module
 
 
 def _without_our_frames(tb: TracebackType | None) -> TracebackType | None:
