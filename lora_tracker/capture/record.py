@@ -356,14 +356,7 @@ def _record_checkpoint(
     if files is not None:
         files.update_run(run["id"], updates)
 
-    epoch = event.epoch
-    if epoch is None and event.checkpoint_kind == "final":
-        if files is not None:
-            files.flush()  # the epochs queued so far count
-        planned = {"num_epochs": fields.get("num_epochs") or run.get("num_epochs")}
-        epoch = _final_epoch_number(conn, run["id"], planned)
-        if epoch == 1 and not planned["num_epochs"] and event.trainer == "diffusers":
-            epoch = None  # an unknown epoch count says nothing: never epoch 1
+    epoch = _epoch_of(conn, event, run, fields, files)
     with_epoch = epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown")
     if files is not None and files.replaced(event) is False:
         files.add_file(run["id"], epoch, with_epoch, event)
@@ -383,6 +376,25 @@ def _record_checkpoint(
     for sample_epoch, paths in event.samples_by_epoch.items():
         _add_samples(conn, run["id"], sample_epoch, paths)
     return Recorded("recorded", run["run_name"], epoch, new_run=created)
+
+
+def _epoch_of(
+    conn: Connection,
+    event: CheckpointObserved,
+    run: dict[str, Any],
+    fields: dict[str, Any],
+    files: _FileBatch | None,
+) -> int | None:
+    """The epoch a checkpoint belongs to; an unnumbered final file comes after the last."""
+    if event.epoch is not None or event.checkpoint_kind != "final":
+        return event.epoch
+    if files is not None:
+        files.flush()  # the epochs queued so far count
+    planned = {"num_epochs": fields.get("num_epochs") or run.get("num_epochs")}
+    epoch = _final_epoch_number(conn, run["id"], planned)
+    if epoch == 1 and not planned["num_epochs"] and event.trainer == "diffusers":
+        return None  # an unknown epoch count says nothing: never epoch 1
+    return epoch
 
 
 NEW_RUN = "_new_run"
