@@ -202,7 +202,7 @@ def run_cli(
 
 def rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -45,7 +45,7 @@ def test_start_log_finish(tmp_path: Path, db_url: str) -> None:
         run.log_epoch(
             epoch,
             loss=0.5 / epoch,
-            metrics={"lr": 1e-4, "note": "text"},
+            metrics={"lr": 1e-4, "note": "text"},  # type: ignore[dict-item]  # text is left out
             checkpoint_path=path,
             sample_images=[sample],
         )
@@ -116,7 +116,10 @@ def test_bad_values_never_raise_into_training(
         no_such_column=1,
     )
     run.log_epoch(
-        1, loss=float("nan"), metrics={"x": "y"}, checkpoint_path=tmp_path / "missing.safetensors"
+        1,
+        loss=float("nan"),
+        metrics={"x": "y"},  # type: ignore[dict-item]  # a bad value on purpose
+        checkpoint_path=tmp_path / "missing.safetensors",
     )
     run.log_checkpoint(tmp_path / "also-missing.safetensors")
     run.finish()

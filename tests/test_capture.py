@@ -40,7 +40,7 @@ def test_live_kohya_run(tmp_path: Path, db_url: str, start_watcher: Callable[...
         samples = rows(
             db_url, "SELECT count(*) AS n FROM epoch_results WHERE cardinality(sample_images) = 2"
         )
-        return found[0]["n"] == 1 and removed[0]["n"] == 2 and samples[0]["n"] == 5
+        return bool(found[0]["n"] == 1 and removed[0]["n"] == 2 and samples[0]["n"] == 5)
 
     wait_for(final_recorded)
     runs = rows(db_url, "SELECT * FROM training_runs")
