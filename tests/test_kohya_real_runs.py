@@ -281,6 +281,7 @@ def test_failure_before_the_first_step(
     trace = done.stderr[done.stderr.index("Traceback") :]
     assert f'File "{FAKE / "train_network.py"}"' in trace
     assert "lora_tracker_launch.py" not in trace and "integrations/kohya.py" not in trace
+    assert "integrations/kohya_patching.py" not in trace  # the wrapper around train()
     (run,) = runs(db_url)
     assert run["status"] == "failed" and message in run["failure_reason"]
     assert (run["network_dim"], run["seed"]) == (16, 42)
