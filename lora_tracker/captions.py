@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 
 from . import _sqlbuild
-from .db import Connection
 from .errors import AlreadyExists, InvalidInput, NotFound
 from .models import CaptionVersion, CaptionVersionCreate
+from .pg import Connection
 
 
 def create_caption_version(conn: Connection, version: CaptionVersionCreate) -> CaptionVersion:

@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg import sql
 
-from .db import Connection
+from .pg import Connection
 from .runs import run_conditions
 
 # settings compared by `tried`, with how "nearby" is judged

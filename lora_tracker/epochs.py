@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from . import _sqlbuild
-from .db import Connection
 from .errors import InvalidInput, NotFound
+from .pg import Connection
 
 if TYPE_CHECKING:  # pydantic is not imported by the commands that only read epochs
     from .models import EpochFields, EpochResult

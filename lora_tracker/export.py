@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg.rows import tuple_row
 
-from .db import Connection
+from .pg import Connection
 
 EXPORTS: dict[str, str] = {
     "runs": "SELECT * FROM training_runs ORDER BY run_date DESC, id DESC",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import epochs, prompts, runs
-from .db import Connection
 from .errors import NotFound
+from .pg import Connection
 
 if TYPE_CHECKING:
     from .models import EpochFields, EpochResult, PromptResultFields, RunFields, TrainingRun

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from .db import Connection, first_line, translate_errors
 from .errors import MigrationError
+from .pg import Connection, first_line, translate_errors
 
 log = logging.getLogger(__name__)
 

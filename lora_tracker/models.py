@@ -292,3 +292,27 @@ def render_validation_error(exc: Any) -> str:
         location = ".".join(str(part) for part in error.get("loc", ())) or "value"
         lines.append(f"{location}: {error.get('msg', 'invalid')}")
     return "; ".join(lines)
+
+
+def valid_run_fields(
+    fields: dict[str, Any], *, mode: Literal["python", "json"] = "python"
+) -> dict[str, Any]:
+    """The fields training_runs accepts, validated; unknown keys and values the schema would
+    refuse (a negative alpha in odd metadata, ...) are logged and dropped: one bad key must
+    not cost a whole run or checkpoint. ``mode="json"``: JSON-ready values (for events)."""
+    import logging
+
+    from pydantic import ValidationError
+
+    log = logging.getLogger(__name__)
+    known = {k: v for k, v in fields.items() if k in RunFields.model_fields}
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        log.warning("lora-tracker: ignoring unknown run fields %s", ", ".join(unknown))
+    try:
+        return RunFields.model_validate(known).model_dump(exclude_unset=True, mode=mode)
+    except ValidationError as exc:
+        bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
+    log.warning("lora-tracker: ignoring invalid run fields %s", ", ".join(sorted(bad)))
+    kept = {k: v for k, v in known.items() if k not in bad}
+    return RunFields.model_validate(kept).model_dump(exclude_unset=True, mode=mode)

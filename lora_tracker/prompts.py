@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import _sqlbuild
-from .db import Connection
 from .errors import AmbiguousName, NotFound
+from .pg import Connection
 
 if TYPE_CHECKING:
     from .models import PromptResultFields, TestPromptCreate

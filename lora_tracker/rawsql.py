@@ -10,8 +10,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from .db import Connection, translate_errors
 from .errors import SQLError
+from .pg import Connection, translate_errors
 
 
 @dataclass

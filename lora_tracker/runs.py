@@ -10,8 +10,8 @@ import psycopg
 from psycopg import sql
 
 from . import _sqlbuild
-from .db import Connection
 from .errors import AlreadyExists, AmbiguousName, InvalidInput, NotFound
+from .pg import Connection
 
 if TYPE_CHECKING:
     from .models import RunCreate, RunFields, TrainingRun

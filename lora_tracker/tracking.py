@@ -41,6 +41,25 @@ log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_ENV = "LORA_TRACKER_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT_S = 10.0
+
+EndStatus = Literal["completed", "failed", "cancelled"]
+
+
+def flush_timeout() -> float:
+    """Seconds pending events get before exit: ``LORA_TRACKER_FLUSH_TIMEOUT``, default 10."""
+    return float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT_S))
+
+
+def end_status(error: BaseException | None) -> EndStatus:
+    """How a run ends, by what ended it: nothing, or ``SystemExit`` with status 0 (a script's
+    ``sys.exit()``), completed; Ctrl-C cancelled; any other exception failed."""
+    if error is None or (isinstance(error, SystemExit) and error.code in (None, 0)):
+        return "completed"
+    if isinstance(error, KeyboardInterrupt):
+        return "cancelled"
+    return "failed"
+
+
 MAX_BATCH_EVENTS = 500  # events written in one transaction by the background thread
 
 Job = Callable[[], Iterable[Any]]  # builds events (run on the background thread)
@@ -173,7 +192,7 @@ class Dispatcher:
         if self._closed:
             return
         if timeout is None:
-            timeout = float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT_S))
+            timeout = flush_timeout()
         flushed = self.flush(timeout)
         self._closed = True
         self._queue.put(None)
@@ -452,12 +471,8 @@ class TrackedRun:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: object
     ) -> None:
-        if error is None:
-            self.finish("completed")
-        elif isinstance(error, KeyboardInterrupt):
-            self.finish("cancelled", error)
-        else:
-            self.finish("failed", error)
+        status = end_status(error)
+        self.finish(status, error if status != "completed" else None)
 
     # -- internals ---------------------------------------------------------------------------
     def _submit(self, job: Job) -> None:
@@ -535,7 +550,7 @@ def _install_excepthook() -> None:
         try:
             for run in list(_open_runs):
                 if not run.finished:
-                    run.finish("cancelled" if kind is KeyboardInterrupt else "failed", error)
+                    run.finish(end_status(error), error)
         except Exception:  # never hide the real error
             pass
         previous(kind, error, tb)
@@ -589,6 +604,7 @@ def start_run(
         def job() -> list[Any]:
             from .capture.events import RunStarted
             from .capture.trainer_config import run_fields_from_generic_config
+            from .models import valid_run_fields
 
             found = run_fields_from_generic_config(config_dict)
             found.update(fields)
@@ -600,7 +616,7 @@ def start_run(
                     run_key=key,
                     run_name=name,
                     observed_at=at,
-                    fields=_valid_fields(found),
+                    fields=valid_run_fields(found, mode="json"),
                     config=config_dict or None,
                     default_name=output_name or trainer,
                 )
@@ -651,24 +667,5 @@ def _end_guard(run: TrackedRun, check: Any, mode: str) -> None:
     if mode == "strict" and result.repeats_failure:
         reason = cancel_reason(result)
         run.finish("cancelled", reason)
-        run.flush(float(os.environ.get(FLUSH_TIMEOUT_ENV, DEFAULT_FLUSH_TIMEOUT_S)))
+        run.flush(flush_timeout())
         raise RepeatsFailedRun(reason)
-
-
-def _valid_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Keep the keyword fields training_runs accepts; log and drop the rest."""
-    from pydantic import ValidationError
-
-    from .models import RunFields
-
-    known = {k: v for k, v in fields.items() if k in RunFields.model_fields}
-    unknown = sorted(set(fields) - set(known))
-    if unknown:
-        log.warning("lora-tracker: ignoring unknown run fields %s", ", ".join(unknown))
-    try:
-        return RunFields.model_validate(known).model_dump(exclude_unset=True, mode="json")
-    except ValidationError as exc:
-        bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
-        log.warning("lora-tracker: ignoring invalid run fields %s", ", ".join(sorted(bad)))
-        kept = {k: v for k, v in known.items() if k not in bad}
-        return RunFields.model_validate(kept).model_dump(exclude_unset=True, mode="json")

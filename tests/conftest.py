@@ -202,7 +202,7 @@ def run_cli(
 
 def rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -233,7 +233,9 @@ def start_watcher(no_thread_leak: None) -> Iterator[Callable[..., Watcher]]:
     started: list[Watcher] = []
 
     def start(folder: Path, url: str, **options: Any) -> Watcher:
-        watcher = Watcher([folder], Recorder(url), **options)
+        # short intervals: a test waits half a second for a retry or a replay, not five
+        recorder = Recorder(url, retry_after_s=options.pop("retry_after_s", 0.5))
+        watcher = Watcher([folder], recorder, **{"replay_every_s": 0.5, **options})
         watcher.start()
         assert watcher.wait_backfilled(30) is not None
         started.append(watcher)

@@ -45,7 +45,7 @@ def test_start_log_finish(tmp_path: Path, db_url: str) -> None:
         run.log_epoch(
             epoch,
             loss=0.5 / epoch,
-            metrics={"lr": 1e-4, "note": "text"},
+            metrics={"lr": 1e-4, "note": "text"},  # type: ignore[dict-item]  # text is left out
             checkpoint_path=path,
             sample_images=[sample],
         )
@@ -81,6 +81,28 @@ def test_context_manager_records_failure_and_reraises(db_url: str) -> None:
     assert r["failure_reason"] == "ValueError: loss is NaN"
 
 
+def test_context_manager_ends_like_the_kohya_hook(db_url: str) -> None:
+    """One end-status rule everywhere: sys.exit(0) in the block completes the run (as in the
+    kohya hook), sys.exit(2) fails it, Ctrl-C cancels it."""
+    for name, error in (
+        ("exit_zero", SystemExit(0)),
+        ("exit_two", SystemExit(2)),
+        ("ctrl_c", KeyboardInterrupt()),
+    ):
+        with (
+            pytest.raises(type(error)),
+            lora_tracker.start_run(name, {"rank": 4}, database_url=db_url) as run,
+        ):
+            raise error
+        assert run.flush(30)
+    found = rows(db_url, "SELECT run_name, status FROM training_runs ORDER BY run_name")
+    assert found == [
+        {"run_name": "ctrl_c", "status": "cancelled"},
+        {"run_name": "exit_two", "status": "failed"},
+        {"run_name": "exit_zero", "status": "completed"},
+    ]
+
+
 def test_bad_values_never_raise_into_training(
     tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -94,7 +116,10 @@ def test_bad_values_never_raise_into_training(
         no_such_column=1,
     )
     run.log_epoch(
-        1, loss=float("nan"), metrics={"x": "y"}, checkpoint_path=tmp_path / "missing.safetensors"
+        1,
+        loss=float("nan"),
+        metrics={"x": "y"},  # type: ignore[dict-item]  # a bad value on purpose
+        checkpoint_path=tmp_path / "missing.safetensors",
     )
     run.log_checkpoint(tmp_path / "also-missing.safetensors")
     run.finish()

@@ -132,7 +132,7 @@ def test_model_refuses_score_out_of_range() -> None:
     with pytest.raises(ValidationError, match="visual_quality_score"):
         EpochFields(visual_quality_score=-1)
     with pytest.raises(ValidationError, match="overall_verdict"):
-        RunFields(overall_verdict="great")  # type: ignore[arg-type]
+        RunFields(overall_verdict="great")
     with pytest.raises(ValidationError, match="extra"):
         RunFields(qualty_score=3)  # type: ignore[call-arg]
 

@@ -7,6 +7,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def test_live_kohya_run(tmp_path: Path, db_url: str, start_watcher: Callable[...
         samples = rows(
             db_url, "SELECT count(*) AS n FROM epoch_results WHERE cardinality(sample_images) = 2"
         )
-        return found[0]["n"] == 1 and removed[0]["n"] == 2 and samples[0]["n"] == 5
+        return bool(found[0]["n"] == 1 and removed[0]["n"] == 2 and samples[0]["n"] == 5)
 
     wait_for(final_recorded)
     runs = rows(db_url, "SELECT * FROM training_runs")
@@ -147,6 +148,27 @@ def test_bad_files_are_logged_and_the_daemon_goes_on(
     # and a good file afterwards is still recorded
     KohyaRun(out, output_name="after", epochs=1).run()
     wait_for(lambda: rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 1)
+
+
+def test_hidden_folders_are_skipped_at_start_and_live(
+    tmp_path: Path, db_url: str, start_watcher: Callable[..., Watcher]
+) -> None:
+    """A file under ``out/.trash/`` is left out by the backfill and by live watching alike."""
+    out = tmp_path / "out"
+    trash = out / ".trash"
+    trash.mkdir(parents=True)
+    KohyaRun(trash, output_name="binned_before", epochs=1, save_last_n=None).run()
+    start_watcher(out, db_url, settle_s=0.2)
+    live_trash = trash / "later"
+    live_trash.mkdir()
+    KohyaRun(live_trash, output_name="binned_live", epochs=1, save_last_n=None).run()
+    # a file written after the hidden ones: once it is in, the hidden ones had their turn
+    KohyaRun(out, output_name="kept", epochs=1, save_last_n=None).run()
+    wait_for(lambda: rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] >= 1)
+    time.sleep(1.0)  # five times the settle delay: a hidden file seen live would be in
+    paths = [r["path"] for r in rows(db_url, "SELECT path FROM checkpoints")]
+    assert paths == [str(out / "kept.safetensors")]
+    assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 1
 
 
 def test_backfill_skips_bad_files(tmp_path: Path, db_url: str) -> None:

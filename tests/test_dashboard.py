@@ -138,7 +138,7 @@ def test_report_renders(browser: Any, examples_url: str, tmp_path: Path, server:
 @pytest.fixture
 def live_server(examples_url: str) -> Iterator[str]:
     home = Path(os.environ["LORA_TRACKER_HOME"])
-    server = make_server(Target(examples_url, "--database-url", home), port=0)
+    server = make_server(Target(examples_url, "--database-url", home), port=0, poll_s=0.5)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
     thread.start()
     try:

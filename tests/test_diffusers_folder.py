@@ -76,7 +76,12 @@ def test_live_log_lines_name_the_folder_and_removals(
     start_watcher(sim.out, db_url)
     for step in (4, 8, 12):
         sim.checkpoint(step)
-        wait_for(lambda s=step: f"checkpoint-{s}/pytorch_lora_weights.safetensors" in caplog.text)
+        line = f"checkpoint-{step}/pytorch_lora_weights.safetensors"
+
+        def logged(line: str = line) -> bool:
+            return line in caplog.text
+
+        wait_for(logged)
     wait_for(lambda: "removed checkpoint-4/pytorch_lora_weights.safetensors" in caplog.text)
     on_disk = rows(db_url, "SELECT global_step, on_disk FROM checkpoints ORDER BY global_step")
     assert on_disk == [

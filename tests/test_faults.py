@@ -339,6 +339,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.slow  # measures the idle CPU over 30 s
 @pytest.mark.parametrize("server", ["embedded"], indirect=True)
 def test_lone_watcher_with_poison_files_stays_idle(tmp_path: Path, db_url: str) -> None:
     """A refused file, a NUL file, a torn file and a corrupt one beside good ones: the

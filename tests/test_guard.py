@@ -36,7 +36,7 @@ def mark_failed(url: str, run_name: str, **extra: Any) -> None:
               ["wrong_backgrounds", "overfitting"], **extra}  # fmt: skip
     sets = ", ".join(f"{column} = %({column})s" for column in values)
     with psycopg.connect(url) as conn:
-        conn.execute(f"UPDATE training_runs SET {sets} WHERE run_name = %(name)s",  # type: ignore[arg-type]
+        conn.execute(f"UPDATE training_runs SET {sets} WHERE run_name = %(name)s",
                      {**values, "name": run_name})  # fmt: skip
 
 
@@ -47,7 +47,7 @@ def failed_run(url: str, name: str = "pixel_v1", **settings: Any) -> None:
     columns = ", ".join(values)
     marks = ", ".join(f"%({c})s" for c in values)
     with psycopg.connect(url) as conn:
-        conn.execute(f"INSERT INTO training_runs ({columns}) VALUES ({marks})", values)  # type: ignore[arg-type]
+        conn.execute(f"INSERT INTO training_runs ({columns}) VALUES ({marks})", values)
     mark_failed(url, name)
 
 

@@ -19,8 +19,10 @@ except ImportError as exc:  # pragma: no cover - CI installs them
         raise
     pytest.skip(f"transformers/peft/torch not installed: {exc}", allow_module_level=True)
 
+pytestmark = pytest.mark.slow  # a real transformers Trainer run
 
-class TinyTextDataset(torch.utils.data.Dataset):  # type: ignore[misc]
+
+class TinyTextDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     def __init__(self, count: int, length: int, vocab: int) -> None:
         generator = torch.Generator().manual_seed(0)
         self.items = torch.randint(0, vocab, (count, length), generator=generator)
@@ -43,7 +45,7 @@ def test_trainer_with_peft_lora_is_recorded(tmp_path: Path, db_url: str) -> None
     lora = peft.LoraConfig(
         r=4, lora_alpha=8, target_modules=["c_attn"], lora_dropout=0.0, task_type="CAUSAL_LM"
     )
-    model = peft.get_peft_model(model, lora)
+    peft_model = peft.get_peft_model(model, lora)
     out = tmp_path / "peft-out"
     args = transformers.TrainingArguments(
         output_dir=str(out), num_train_epochs=2, per_device_train_batch_size=4,
@@ -51,7 +53,7 @@ def test_trainer_with_peft_lora_is_recorded(tmp_path: Path, db_url: str) -> None
         learning_rate=1e-3, seed=7, disable_tqdm=True,
     )  # fmt: skip
     trainer = transformers.Trainer(
-        model=model, args=args, train_dataset=TinyTextDataset(16, 16, 64),
+        model=peft_model, args=args, train_dataset=TinyTextDataset(16, 16, 64),
         callbacks=[LoraTrackerCallback("tiny-gpt2-lora", database_url=db_url)],
     )  # fmt: skip
     trainer.train()

@@ -4,6 +4,7 @@ processes, the way `accelerate launch` would."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,14 +23,19 @@ LAUNCHER = ROOT / "hooks" / "kohya" / "lora_tracker_launch.py"
 
 
 def launch(
-    script: str, url: str, *args: str, env: dict[str, str] | None = None, hooked: bool = True
+    script: str,
+    url: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    hooked: bool = True,
+    scripts: Path = FAKE,
 ) -> subprocess.CompletedProcess[str]:
     full_env = os.environ.copy()
     full_env["LORA_TRACKER_DATABASE_URL"] = url
     full_env.update(env or {})
     command = [sys.executable, *([str(LAUNCHER)] if hooked else []), script, *args]
     return subprocess.run(
-        command, cwd=FAKE, env=full_env, capture_output=True, text=True, timeout=120
+        command, cwd=scripts, env=full_env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -172,6 +178,38 @@ def test_old_kohya_without_hooked_methods(tmp_path: Path, db_url: str) -> None:
     assert run == [{"status": "completed", "network_dim": 16}]
     files = rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"]
     assert files == 3
+
+
+def test_kohya_with_a_changed_signature(tmp_path: Path, db_url: str) -> None:
+    """A kohya whose sample_images takes other parameters than the hook reads: one warning
+    naming them, the method left alone, and the files recorded by watching the folder."""
+    scripts = tmp_path / "sd-scripts"
+    shutil.copytree(FAKE, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    trainer = scripts / "train_network.py"
+    source = trainer.read_text(encoding="utf-8")
+    old = (
+        "        self, accelerator, args, epoch, global_step, device, vae, tokenizers,"
+        " text_encoder, unet\n    ):\n        train_util.sample_images(\n"
+        "            accelerator, args, epoch, global_step,"
+    )
+    assert source.count(old) == 1
+    trainer.write_text(
+        source.replace(old, old.replace("epoch, global_step", "epoch_index, global_step")),
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    done = launch("train_network.py", db_url, *kohya_args(out, epochs=3), scripts=scripts)
+    assert done.returncode == 0, done.stderr
+    warning = (
+        "NetworkTrainer.sample_images takes (accelerator, args, epoch_index, global_step), "
+        "not (accelerator, args, epoch, global_step); recording files instead"
+    )
+    assert done.stderr.count(warning) == 1, done.stderr
+    assert "has no NetworkTrainer.sample_images" not in done.stderr
+    assert f"watching {out} for checkpoints instead" in done.stderr
+    run = rows(db_url, "SELECT status, network_dim FROM training_runs")
+    assert run == [{"status": "completed", "network_dim": 16}]
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 3
 
 
 def test_hook_and_watcher_on_one_run(

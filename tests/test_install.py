@@ -16,6 +16,8 @@ from lora_tracker import embedded
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow  # a fresh venv and `pip install .`: ~30 s
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:

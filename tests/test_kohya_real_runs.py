@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -62,7 +63,7 @@ def samples_of(url: str, run_id: int) -> dict[int, list[str]]:
     return {r["epoch_number"]: [Path(p).name for p in r["sample_images"]] for r in found}
 
 
-def runs(url: str) -> list[dict]:
+def runs(url: str) -> list[dict[str, Any]]:
     return rows(url, "SELECT * FROM training_runs ORDER BY training_started_at, id")
 
 
@@ -280,6 +281,7 @@ def test_failure_before_the_first_step(
     trace = done.stderr[done.stderr.index("Traceback") :]
     assert f'File "{FAKE / "train_network.py"}"' in trace
     assert "lora_tracker_launch.py" not in trace and "integrations/kohya.py" not in trace
+    assert "integrations/kohya_patching.py" not in trace  # the wrapper around train()
     (run,) = runs(db_url)
     assert run["status"] == "failed" and message in run["failure_reason"]
     assert (run["network_dim"], run["seed"]) == (16, 42)

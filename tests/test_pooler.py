@@ -63,7 +63,7 @@ def start(*args: str, home: Path) -> subprocess.Popen[str]:
 
 def finish(proc: subprocess.Popen[str]) -> str:
     out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 0, f"{proc.args}: {out}{err}"
+    assert proc.returncode == 0, f"{proc.args!r}: {out}{err}"
     assert "Traceback" not in err, err
     return out
 

@@ -105,7 +105,7 @@ def test_inconsistent_offsets_are_corrupt(tmp_path: Path, entry: object) -> None
 def test_overlapping_tensors_are_corrupt(tmp_path: Path) -> None:
     """Two tensors sharing bytes are corrupt."""
     path = tmp_path / "overlap.safetensors"
-    document = {
+    document: dict[str, object] = {
         "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
         "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
     }

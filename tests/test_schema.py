@@ -414,7 +414,7 @@ def _as_role(conn: psycopg.Connection[Any], role: str, statement: str) -> int:
     """Run one statement as ``role`` in a transaction that is rolled back; its row count."""
     with conn.transaction(force_rollback=True):
         conn.execute(psycopg.sql.SQL("SET LOCAL ROLE {}").format(psycopg.sql.Identifier(role)))
-        return conn.execute(statement).rowcount  # type: ignore[arg-type]
+        return conn.execute(statement).rowcount
 
 
 def test_supabase_api_roles_can_change_nothing(
@@ -445,7 +445,7 @@ def test_supabase_api_roles_can_change_nothing(
         conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated")
         for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
             conn.execute(
-                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} "  # type: ignore[arg-type]
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} "
                 "TO anon, authenticated"
             )
         migrate(conn)

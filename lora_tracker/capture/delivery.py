@@ -17,8 +17,9 @@ from typing import Literal
 import psycopg
 import pydantic
 
-from ..db import Database, translate_errors
+from ..db import Database
 from ..errors import DatabaseUnavailable, LoraTrackerError, SchemaNotInitialized
+from ..pg import translate_errors
 from ..settings import Target, resolve_target
 from ..spool import (
     ForAnotherDatabase,
@@ -55,8 +56,15 @@ class BatchResult:
 class Recorder:
     """Delivers capture events to one database target, spooling what cannot go through."""
 
-    def __init__(self, database_url: str | None = None, *, target: Target | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        target: Target | None = None,
+        retry_after_s: float = RETRY_AFTER_S,
+    ) -> None:
         self.target = target or resolve_target(database_url)
+        self.retry_after_s = retry_after_s
         self.spool: Spool = spool_for(self.target.home)
         self._db: Database | None = None
         self._down_until = 0.0
@@ -73,7 +81,7 @@ class Recorder:
         if not self._said_down:  # once per outage, not at every retry
             log.warning("database unavailable, events go to the spool: %s", exc)
             self._said_down = True
-        self._down_until = time.monotonic() + RETRY_AFTER_S
+        self._down_until = time.monotonic() + self.retry_after_s
         if self._db is not None:
             self._db.close()
             self._db = None

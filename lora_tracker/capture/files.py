@@ -70,6 +70,26 @@ def in_state_folder(path: PurePath) -> bool:
     return any(part.endswith("-state") or part == "state" for part in path.parts[:-1])
 
 
+def skipped_folder_name(name: str) -> bool:
+    """A folder inside a watched one whose files are never recorded: hidden (``.trash``,
+    ``.git``, a sync tool's cache) or trainer state (``*-state``)."""
+    return name.startswith(".") or name.endswith("-state")
+
+
+def in_skipped_folder(path: PurePath, root: PurePath) -> bool:
+    """Whether ``path`` (a folder, or a file's folder) lies in a skipped folder below
+    ``root``, the watched folder; a path outside ``root`` counts as skipped. The one filter
+    both the backfill scan and live watching apply."""
+    if not path.is_relative_to(root):
+        return True
+    return any(skipped_folder_name(part) for part in path.relative_to(root).parts)
+
+
+def is_candidate(path: PurePath) -> bool:
+    """A file name that may hold a checkpoint or a sample (its folder aside)."""
+    return classify_checkpoint(path) is not None or classify_sample(path) is not None
+
+
 def classify_checkpoint(path: PurePath) -> CheckpointName | None:
     """The checkpoint a path names, or None when it is not a LoRA checkpoint."""
     if is_temporary(path) or in_state_folder(path):

@@ -27,11 +27,10 @@ from typing import Any, Literal
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pydantic import ValidationError
 
 from .. import _sqlbuild
-from ..db import Connection
-from ..models import RunFields
+from ..models import valid_run_fields
+from ..pg import Connection
 from .events import (
     AnyEvent,
     CheckpointObserved,
@@ -313,19 +312,7 @@ def run_fields(event: CheckpointObserved) -> dict[str, Any]:
         fields["checkpoint_metadata"] = event.metadata
     if event.step is not None:
         fields["total_steps"] = max(event.step, fields.get("total_steps") or 0)
-    return _drop_invalid(fields)
-
-
-def _drop_invalid(fields: dict[str, Any]) -> dict[str, Any]:
-    """Leave out values the schema would refuse (a negative alpha in odd metadata, ...):
-    one bad key must not cost the whole checkpoint. The raw metadata keeps them all."""
-    try:
-        return RunFields.model_validate(fields).model_dump(exclude_unset=True)
-    except ValidationError as exc:
-        bad = {str(error["loc"][0]) for error in exc.errors() if error.get("loc")}
-    log.warning("ignoring invalid values for %s", ", ".join(sorted(bad)))
-    kept = {k: v for k, v in fields.items() if k not in bad}
-    return RunFields.model_validate(kept).model_dump(exclude_unset=True)
+    return valid_run_fields(fields)
 
 
 def _megabytes(size_bytes: int) -> Decimal:
@@ -369,14 +356,7 @@ def _record_checkpoint(
     if files is not None:
         files.update_run(run["id"], updates)
 
-    epoch = event.epoch
-    if epoch is None and event.checkpoint_kind == "final":
-        if files is not None:
-            files.flush()  # the epochs queued so far count
-        planned = {"num_epochs": fields.get("num_epochs") or run.get("num_epochs")}
-        epoch = _final_epoch_number(conn, run["id"], planned)
-        if epoch == 1 and not planned["num_epochs"] and event.trainer == "diffusers":
-            epoch = None  # an unknown epoch count says nothing: never epoch 1
+    epoch = _epoch_of(conn, event, run, fields, files)
     with_epoch = epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown")
     if files is not None and files.replaced(event) is False:
         files.add_file(run["id"], epoch, with_epoch, event)
@@ -396,6 +376,25 @@ def _record_checkpoint(
     for sample_epoch, paths in event.samples_by_epoch.items():
         _add_samples(conn, run["id"], sample_epoch, paths)
     return Recorded("recorded", run["run_name"], epoch, new_run=created)
+
+
+def _epoch_of(
+    conn: Connection,
+    event: CheckpointObserved,
+    run: dict[str, Any],
+    fields: dict[str, Any],
+    files: _FileBatch | None,
+) -> int | None:
+    """The epoch a checkpoint belongs to; an unnumbered final file comes after the last."""
+    if event.epoch is not None or event.checkpoint_kind != "final":
+        return event.epoch
+    if files is not None:
+        files.flush()  # the epochs queued so far count
+    planned = {"num_epochs": fields.get("num_epochs") or run.get("num_epochs")}
+    epoch = _final_epoch_number(conn, run["id"], planned)
+    if epoch == 1 and not planned["num_epochs"] and event.trainer == "diffusers":
+        return None  # an unknown epoch count says nothing: never epoch 1
+    return epoch
 
 
 NEW_RUN = "_new_run"
@@ -828,7 +827,7 @@ def _record_run_started(
     fields.setdefault("host", event.host)
     if event.config is not None:
         fields["config"] = event.config
-    fields = _drop_invalid(fields)
+    fields = valid_run_fields(fields)
     fields["last_event_at"] = event.observed_at  # a run made now is made complete
     if event.previous_key:
         _take_key(conn, event.previous_key, event.run_key)

@@ -37,9 +37,12 @@ from .files import (
     ADAPTER_FILES,
     classify_checkpoint,
     classify_sample,
+    in_skipped_folder,
     in_state_folder,
+    is_candidate,
     is_temporary,
     output_dir_of,
+    skipped_folder_name,
 )
 from .record import Recorded
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
@@ -57,6 +60,7 @@ IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
 GUARDED_NEW_RUNS = 5  # a backfill checks the first few runs it records for the first time
 UNREADABLE_CHECK_S = 10.0  # how often folders skipped for their permissions are tried again
+REPLAY_EVERY_S = 5.0  # how often the spool and unsaved events are offered to the database
 FOLDER_MARK = "\x00folder:"  # a queued folder rescan (no path holds a NUL)
 
 # Folder events that may bring files no file event announced: a folder moved in, or one
@@ -96,11 +100,11 @@ def scan(
 
     for folder in folders:
         for root, dirs, files in os.walk(folder, onerror=unreadable or say):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith("-state"))
+            dirs[:] = sorted(d for d in dirs if not skipped_folder_name(d))
             base = Path(root)
             for filename in sorted(files):
                 path = base / filename
-                if classify_checkpoint(path) is not None or classify_sample(path) is not None:
+                if is_candidate(path):
                     yield path
 
 
@@ -119,6 +123,7 @@ class Watcher:
         settle_s: float = 1.0,
         retry_s: float = 0.2,
         stuck_after_s: float = 10.0,
+        replay_every_s: float = REPLAY_EVERY_S,
         on_recorded: Callable[[Event, Delivery, Recorded | None], None] | None = None,
     ) -> None:
         self.folders = [folder.absolute() for folder in folders]
@@ -130,6 +135,7 @@ class Watcher:
         self.settle_s = settle_s
         self.retry_s = retry_s
         self.stuck_after_s = stuck_after_s
+        self.replay_every_s = replay_every_s
         self.on_recorded = on_recorded or _log_delivery
         self.host = this_host()
         self._state: dict[str, FileState] = {}
@@ -161,28 +167,7 @@ class Watcher:
         with steady_folders():
             self._observe_all(checkpoints, known, stats, events, progress)
         if known is not None:
-            on_disk = {str(p) for p in checkpoints}
-            for known_path, (_, _, present) in known.checkpoints.items():
-                if present and known_path not in on_disk and not os.path.exists(known_path):
-                    events.append(CheckpointRemoved(path=known_path))
-                    stats.removed += 1
-            carried = {  # sample images the checkpoint events bring along already
-                sample
-                for event in events
-                if isinstance(event, CheckpointObserved)
-                for paths in event.samples_by_epoch.values()
-                for sample in paths
-            }
-            for path in found:
-                absolute = str(path.absolute())
-                if (
-                    absolute not in known.samples
-                    and absolute not in carried
-                    and (classify_sample(path))
-                ):
-                    sample = observe_sample(path)
-                    if sample is not None:
-                        events.append(sample)
+            self._vanished_and_samples(found, checkpoints, known, stats, events)
         new_runs: list[str | None] = []
         for event, delivery, recorded in self.recorder.submit_many(events).outcomes:
             if delivery == "spooled":
@@ -203,6 +188,39 @@ class Watcher:
         for run_name in new_runs[:GUARDED_NEW_RUNS]:  # trainings found for the first time
             self._guard_new_run(run_name)
         return stats
+
+    def _vanished_and_samples(
+        self,
+        found: list[Path],
+        checkpoints: list[Path],
+        known: Any,
+        stats: BackfillStats,
+        events: list[Event],
+    ) -> None:
+        """Add removals of known checkpoints gone from disk, and sample images not known
+        yet (nor carried by a checkpoint event), to ``events``."""
+        on_disk = {str(p) for p in checkpoints}
+        for known_path, (_, _, present) in known.checkpoints.items():
+            if present and known_path not in on_disk and not os.path.exists(known_path):
+                events.append(CheckpointRemoved(path=known_path))
+                stats.removed += 1
+        carried = {  # sample images the checkpoint events bring along already
+            sample
+            for event in events
+            if isinstance(event, CheckpointObserved)
+            for paths in event.samples_by_epoch.values()
+            for sample in paths
+        }
+        for path in found:
+            absolute = str(path.absolute())
+            if (
+                absolute not in known.samples
+                and absolute not in carried
+                and (classify_sample(path))
+            ):
+                sample = observe_sample(path)
+                if sample is not None:
+                    events.append(sample)
 
     def _observe_all(
         self,
@@ -382,11 +400,7 @@ class Watcher:
 
     def skipped_folder(self, folder: Path) -> bool:
         """A hidden or trainer-state folder inside a watched one (as the scan skips)."""
-        for root in self.folders:
-            if folder.is_relative_to(root):
-                parts = folder.relative_to(root).parts
-                return any(p.startswith(".") or p.endswith("-state") for p in parts)
-        return True
+        return all(in_skipped_folder(folder, root) for root in self.folders)
 
     def folder_changed(self, folder: str) -> None:
         """A folder appeared, moved in, or had its permissions changed: look inside."""
@@ -431,7 +445,7 @@ class Watcher:
 
     def _maybe_replay(self) -> None:
         now = time.monotonic()
-        if now - self._last_replay < 5.0 or self.recorder.database_down:
+        if now - self._last_replay < self.replay_every_s or self.recorder.database_down:
             return
         self._last_replay = now
         if self._unsaved:
@@ -451,41 +465,21 @@ class Watcher:
         p = Path(path)
         name = classify_checkpoint(p)
         if name is None:
-            if os.path.exists(path):
-                sample = observe_sample(p)
-                if sample is not None:
-                    delivery, _ = self.recorder.submit(sample)
-                    self._after_delivery(sample, delivery)
+            self._check_sample(p)
             return
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            state = self._state.pop(path, None)
-            if state is not None and state.status == "recorded":
-                removal = CheckpointRemoved(path=path)
-                delivery, recorded = self.recorder.submit(removal)
-                self._after_delivery(removal, delivery)
-                log.info("removed %s%s", _shown(path), _removal_said(delivery, recorded))
+            self._check_removed(path)
             return
         identity = (st.st_size, st.st_mtime_ns)
         state = self._state.get(path)
         now = time.monotonic()
         unchanged = state is not None and state.identity == identity
-        if unchanged and state is not None and state.status in ("recorded", "corrupt", "stuck"):
+        if unchanged and state is not None and self._settled(state, now):
             return
-        if unchanged and state is not None and state.status == "failed":
-            backoff = min(MAX_BACKOFF_S, self.retry_s * 2**state.failures)
-            if now - state.since < backoff * 0.9:
-                return  # its back-off check is scheduled
-        if name.file_format != "safetensors":
-            # no header to tell: complete once the size holds still
-            if not unchanged or state is None:
-                self._state[path] = FileState(identity, "settling")
-                self.schedule(path, self.settle_s)
-                return
-            if now - state.since < self.settle_s:
-                self.schedule(path, self.settle_s - (now - state.since))
-                return
+        if name.file_format != "safetensors" and self._settling(path, identity, state, now):
+            return  # no header to tell: complete once the size holds still
         try:
             event = self._observe(p)
         except IncompleteCheckpoint as exc:
@@ -518,6 +512,45 @@ class Watcher:
         self.on_recorded(event, delivery, recorded)
         if delivery == "recorded" and recorded is not None and recorded.new_run:
             self._guard_new_run(recorded.run_name)
+
+    def _settled(self, state: FileState, now: float) -> bool:
+        """For a file unchanged since its last check: nothing to do now (recorded, judged
+        corrupt or stuck, or its back-off check is scheduled)."""
+        if state.status in ("recorded", "corrupt", "stuck"):
+            return True
+        if state.status == "failed":
+            backoff = min(MAX_BACKOFF_S, self.retry_s * 2.0**state.failures)
+            return now - state.since < backoff * 0.9
+        return False
+
+    def _check_sample(self, p: Path) -> None:
+        if os.path.exists(p):
+            sample = observe_sample(p)
+            if sample is not None:
+                delivery, _ = self.recorder.submit(sample)
+                self._after_delivery(sample, delivery)
+
+    def _check_removed(self, path: str) -> None:
+        state = self._state.pop(path, None)
+        if state is not None and state.status == "recorded":
+            removal = CheckpointRemoved(path=path)
+            delivery, recorded = self.recorder.submit(removal)
+            self._after_delivery(removal, delivery)
+            log.info("removed %s%s", _shown(path), _removal_said(delivery, recorded))
+
+    def _settling(
+        self, path: str, identity: tuple[int, int], state: FileState | None, now: float
+    ) -> bool:
+        """Whether a file without a header is still to hold its size for ``settle_s``
+        (then its next check is scheduled)."""
+        if state is None or state.identity != identity:
+            self._state[path] = FileState(identity, "settling")
+            self.schedule(path, self.settle_s)
+            return True
+        if now - state.since < self.settle_s:
+            self.schedule(path, self.settle_s - (now - state.since))
+            return True
+        return False
 
     def _guard_new_run(self, run_name: str | None) -> None:
         """The first checkpoint of a new run: the launch guard's banner when its settings
@@ -555,7 +588,7 @@ class _Handler(FileSystemEventHandler):
             pure = Path(path)
             if is_temporary(pure) or in_state_folder(pure):
                 continue
-            if classify_checkpoint(pure) is not None or classify_sample(pure) is not None:
+            if is_candidate(pure) and not self.watcher.skipped_folder(pure.parent):
                 self.watcher.schedule(path)
 
 

@@ -8,12 +8,17 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InvalidInput
 from . import app_context
 from .output import echo, plural
+
+if TYPE_CHECKING:  # the capture stack is imported when a command runs, not for --help
+    from ..capture.events import CheckpointObserved
+    from ..capture.watcher import BackfillStats, Watcher
 
 
 def register(cli: click.Group) -> None:
@@ -130,33 +135,14 @@ def watch(
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        bar = None
-        if once and sys.stderr.isatty():
-            bar = click.progressbar(length=0, label="Importing", file=sys.stderr)
-
-        def progress(done: int, total: int) -> None:
-            if bar is not None:
-                bar.length = total
-                bar.update(done - bar.pos)
-
         if once:
-            stats = watcher.backfill(progress if bar is not None else None)
-            if bar is not None:
-                bar.render_finish()
+            stats = _import_once(watcher)
         else:
             watcher.start()
             while (found := watcher.wait_backfilled(0.5)) is None and not stop.is_set():
                 pass
             stats = found or BackfillStats()
-        click.echo(
-            f"{plural(stats.checkpoints, 'checkpoint')} found: {stats.recorded} recorded, "
-            f"{stats.unchanged} already recorded, {stats.spooled} spooled, "
-            f"{stats.skipped} skipped, {stats.removed} marked removed"
-            + (f", {stats.rejected} refused" if stats.rejected else "")
-            + (f", {stats.deleted} of deleted runs left out" if stats.deleted else "")
-            + (f", {stats.unsaved} not saved yet (disk full)" if stats.unsaved else ""),
-            err=True,
-        )
+        click.echo(_backfill_line(stats), err=True)
         if once:
             return
         echo(f"Watching {', '.join(str(f) for f in folders)} (Ctrl-C to stop)", err=True)
@@ -168,6 +154,32 @@ def watch(
         watcher.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _import_once(watcher: Watcher) -> BackfillStats:
+    """``watch --once``: the backfill, with a progress bar on a terminal."""
+    if not sys.stderr.isatty():
+        return watcher.backfill(None)
+    bar = click.progressbar(length=0, label="Importing", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.length = total
+        bar.update(done - bar.pos)
+
+    stats = watcher.backfill(progress)
+    bar.render_finish()
+    return stats
+
+
+def _backfill_line(stats: BackfillStats) -> str:
+    return (
+        f"{plural(stats.checkpoints, 'checkpoint')} found: {stats.recorded} recorded, "
+        f"{stats.unchanged} already recorded, {stats.spooled} spooled, "
+        f"{stats.skipped} skipped, {stats.removed} marked removed"
+        + (f", {stats.rejected} refused" if stats.rejected else "")
+        + (f", {stats.deleted} of deleted runs left out" if stats.deleted else "")
+        + (f", {stats.unsaved} not saved yet (disk full)" if stats.unsaved else "")
+    )
 
 
 @click.command()
@@ -196,9 +208,7 @@ def record(
     incomplete or not a valid checkpoint, nothing is recorded.
     """
     from ..capture.delivery import Recorder
-    from ..capture.events import observe_checkpoint
     from ..capture.files import classify_checkpoint
-    from ..capture.safetensors_header import CheckpointError
     from ..capture.watcher import scan
 
     _check_config(config_path)
@@ -210,18 +220,7 @@ def record(
             files.append(path)
     if not files:
         raise InvalidInput("no checkpoint files found in " + ", ".join(map(str, paths)))
-    events = []
-    for path in files:
-        try:
-            observed = observe_checkpoint(path, run_name=run_name, config_path=config_path)
-            observed.force = force
-            events.append(observed)
-        except CheckpointError as exc:
-            raise InvalidInput(f"not recorded: {exc}") from None
-        except ValueError as exc:
-            raise InvalidInput(f"not recorded: {exc}") from None
-        except OSError as exc:
-            raise InvalidInput(f"not recorded: cannot read {path}: {exc.strerror}") from None
+    events = _observed(files, run_name, config_path, force)
     recorder = Recorder(app_context(ctx).database_url)
     try:
         result = recorder.submit_many(events)
@@ -287,3 +286,25 @@ def sync(ctx: click.Context) -> None:
         raise DatabaseUnavailable(
             f"{plural(left, 'event')} still waiting: the database is unavailable"
         )
+
+
+def _observed(
+    files: list[Path], run_name: str | None, config_path: Path | None, force: bool
+) -> list[CheckpointObserved]:
+    """Each file read as a checkpoint event; the first that cannot be is a one-line error."""
+    from ..capture.events import observe_checkpoint
+    from ..capture.safetensors_header import CheckpointError
+
+    events = []
+    for path in files:
+        try:
+            observed = observe_checkpoint(path, run_name=run_name, config_path=config_path)
+            observed.force = force
+            events.append(observed)
+        except CheckpointError as exc:
+            raise InvalidInput(f"not recorded: {exc}") from None
+        except ValueError as exc:
+            raise InvalidInput(f"not recorded: {exc}") from None
+        except OSError as exc:
+            raise InvalidInput(f"not recorded: cannot read {path}: {exc.strerror}") from None
+    return events

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import epochs, prompts
-from ..db import Connection
+from ..pg import Connection
 
 # what the page shows of an epoch (not its raw checkpoint metadata)
 EPOCH_COLUMNS = (

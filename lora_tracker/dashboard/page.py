@@ -31,11 +31,19 @@ def _script_json(data: Any) -> str:
     return text.replace("</", "<\\/")  # never close the <script> early
 
 
+POLL_S = 5.0  # how often the live page asks whether the data changed
+
+
 def render_page(
-    *, data: dict[str, Any] | None, plotly: str | None, live: bool, title: str = "lora-tracker"
+    *,
+    data: dict[str, Any] | None,
+    plotly: str | None,
+    live: bool,
+    title: str = "lora-tracker",
+    poll_s: float = POLL_S,
 ) -> str:
     """The page. ``plotly``: inline bundle (report) or None to load ``static/plotly.min.js``;
-    ``data``: inline data (report) or None to fetch it (live)."""
+    ``data``: inline data (report) or None to fetch it (live), then every ``poll_s``."""
     plotly_tag = (
         f"<script>{plotly}</script>" if plotly is not None
         else '<script src="static/plotly.min.js"></script>'
@@ -46,6 +54,7 @@ def render_page(
     )  # fmt: skip
     template = (resources.files("lora_tracker.dashboard") / "page.html").read_text("utf-8")
     template = template.replace("__TITLE__", title).replace("__LIVE__", "true" if live else "false")
+    template = template.replace("__POLL_MS__", str(max(100, round(poll_s * 1000))))
     # insert the (large, arbitrary) bundle and data last, so nothing in them is rescanned
     head, _, rest = template.partition("__PLOTLY__")
     middle, _, tail = rest.partition("__DATA__")

@@ -22,7 +22,7 @@ from ..errors import LoraTrackerError
 from ..jsonable import to_jsonable
 from ..settings import Target
 from . import data
-from .page import plotly_js, render_page
+from .page import POLL_S, plotly_js, render_page
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ class DashboardServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], target: Target) -> None:
+    def __init__(self, address: tuple[str, int], target: Target, *, poll_s: float = POLL_S) -> None:
         super().__init__(address, _Handler)
         self.target = target
-        self.page = render_page(data=None, plotly=None, live=True)
+        self.page = render_page(data=None, plotly=None, live=True, poll_s=poll_s)
         self._plotly: bytes | None = None
         self._lock = threading.Lock()
 
@@ -123,9 +123,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def make_server(target: Target, host: str = "127.0.0.1", port: int = 8765) -> DashboardServer:
-    """A dashboard server bound to host:port (port 0: any free port)."""
-    return DashboardServer((host, port), target)
+def make_server(
+    target: Target, host: str = "127.0.0.1", port: int = 8765, *, poll_s: float = POLL_S
+) -> DashboardServer:
+    """A dashboard server bound to host:port (port 0: any free port); the page checks for
+    new data every ``poll_s`` seconds."""
+    return DashboardServer((host, port), target, poll_s=poll_s)
 
 
 def write_report(

@@ -28,596 +28,34 @@ mode the run cancelled and exit status 3 before the first step; at most 0.8 s ea
 
 Everything the hooks do is queued for a background thread; a hook never raises into
 kohya (but for the guard's strict stop), and a failure is logged once per kind, then
-counted. Only the main process records. A method missing in this kohya version is
-reported and replaced by watching the output folder.
+counted. Only the main process records. A method missing in this kohya version, or one
+whose leading parameters are not named as the hook expects (``EXPECTED_PARAMETERS``: the
+hooks read arguments by position), is reported once and replaced by watching the output
+folder.
+
+Split by job: this module launches (the script imported, its main block run, a traceback
+shown as kohya's own); ``kohya_patching`` wraps kohya's methods; ``kohya_tracker`` is the
+per-run tracker the wrappers call.
 """
 
 from __future__ import annotations
 
 import ast
-import functools
 import importlib
-import json
 import logging
 import os
 import sys
-import threading
-import time
-import uuid
-from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from types import CodeType, ModuleType, TracebackType
-from typing import Any
 
-from ..secrets import mask_secrets
-from ..tracking import TrackedRun, config_to_dict, start_run
+from . import kohya_patching, kohya_tracker
+from .kohya_patching import EXPECTED_PARAMETERS, _after, install
+from .kohya_tracker import KohyaTracker, is_main_process
 
 log = logging.getLogger(__name__)
 
-TRAINER_METHODS = ("train", "update_metadata", "epoch_logging", "sample_images")
-NETWORK_MODULES = ("networks.lora", "networks.lora_flux")
 RUN_NAME_ENV = "LORA_TRACKER_RUN"
 DISABLE_ENV = "LORA_TRACKER_DISABLE"
-
-
-def is_main_process() -> bool:
-    """accelerate gives each process RANK (global) and LOCAL_RANK; rank 0 records."""
-    for variable in ("RANK", "LOCAL_RANK"):
-        value = os.environ.get(variable)
-        if value is not None:
-            return value.strip() in ("", "0")
-    return True
-
-
-def _stringify(metadata: dict[str, Any]) -> dict[str, str]:
-    """kohya's metadata values before it converts them: str() them as kohya later does."""
-    found = {}
-    for key, value in metadata.items():
-        if isinstance(value, str):
-            found[key] = value
-        elif isinstance(value, (dict, list)):
-            found[key] = json.dumps(value)
-        else:
-            found[key] = str(value)
-    return found
-
-
-def _read_toml(path: Any) -> Any:
-    """A TOML file, nested as written (None if unreadable): for the stored configuration."""
-    if not path:
-        return None
-    if isinstance(path, (list, tuple)):
-        return [_read_toml(p) for p in path]
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    file = Path(str(path))
-    if not file.suffix:
-        file = file.with_suffix(".toml")  # kohya adds .toml to --config_file itself
-    try:
-        with open(file, "rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, ValueError) as exc:
-        log.warning("lora-tracker: could not read %s: %s", file, exc)
-        return None
-
-
-class KohyaTracker:
-    """State of one kohya training process as seen by the hooks."""
-
-    def __init__(
-        self, run_name: str | None = None, *, enabled: bool = True, guard: str = "warn"
-    ) -> None:
-        self.run_name = run_name
-        self.enabled = enabled
-        self.guard = guard  # strict / warn / off: the launch check (lora_tracker.guard)
-        self._guard_settings: dict[str, Any] | None = None  # the settings checked; None: not yet
-        self._guard_done = False  # found a repeat, or could not ask: no second check
-        self.run: TrackedRun | None = None
-        self.args: Any = None
-        self.output_dir: str | None = None
-        self.output_name: str | None = None
-        self.saved: list[str] = []
-        self._saved_lock = threading.Lock()
-        self._depth = threading.local()
-        self.missing: list[str] = []
-        self.fallback_watcher: Any = None
-        self.began_at = 0.0  # time.time() when train() was entered
-        self.step = 0  # the global step reached
-        self.epoch_ends: list[tuple[int, int]] = []  # (epoch, global step at its end)
-        self._removal_due = False  # a checkpoint was saved: kohya may remove an old one next
-        self._samples_before: set[str] = set()  # sample files already there at launch
-        self._samples_seen: set[str] = set()
-        self._failures: dict[str, int] = {}
-        self._config: dict[str, Any] = {}
-
-    # -- safety ------------------------------------------------------------------------------
-    def safely(self, what: str, action: Callable[[], Any]) -> None:
-        """Run a hook body; a failure is logged (once per kind, then counted), never raised
-        into kohya."""
-        if not self.enabled:
-            return
-        try:
-            action()
-        except Exception:
-            self._failed(what)
-
-    def _failed(self, what: str) -> None:
-        count = self._failures.get(what, 0)
-        self._failures[what] = count + 1
-        if count == 0:
-            log.exception("lora-tracker: %s failed (training goes on; said once)", what)
-
-    def _guarded(self, what: str, job: Callable[[], list[Any]]) -> Callable[[], list[Any]]:
-        """A background job that, like a hook, reports a failure once per kind."""
-
-        def run() -> list[Any]:
-            try:
-                return job()
-            except Exception:
-                self._failed(what)
-                return []
-
-        return run
-
-    def enter(self, name: str) -> int:
-        depth = getattr(self._depth, name, 0)
-        setattr(self._depth, name, depth + 1)
-        return int(depth)
-
-    def leave(self, name: str) -> None:
-        setattr(self._depth, name, getattr(self._depth, name, 1) - 1)
-
-    # -- what the hooks do ---------------------------------------------------------------------
-    def begin(self, args: Any) -> None:
-        """``train(args)`` was entered: the run exists from now on, with the parsed arguments
-        and TOML files, so a failure while loading the model or caching latents (before
-        kohya's ``update_metadata``) is recorded too."""
-        if self.run is not None:
-            return
-        from ..capture.trainer_config import run_fields_from_config
-
-        self.began_at = time.time()
-        self.args = args
-        arguments = config_to_dict(args)
-        self.output_dir = os.path.abspath(str(arguments.get("output_dir") or "."))
-        self.output_name = str(arguments.get("output_name") or "last")
-        self._samples_before = set(self._sample_files())
-        self._config = {
-            "args": arguments,
-            "config_file": _read_toml(arguments.get("config_file")),
-            "dataset_config": _read_toml(arguments.get("dataset_config")),
-            "command_line": sys.argv,
-        }
-        # the command line and the TOMLs may hold a token: masked before stored
-        self._config = mask_secrets({k: v for k, v in self._config.items() if v is not None})
-        fields = run_fields_from_config(arguments)
-        check = self._start_guard(fields)  # runs while the run is being set up
-        self.run = start_run(
-            self.run_name, self._config, output_dir=self.output_dir,
-            output_name=self.output_name, trainer="kohya", run_key=f"hook:{uuid.uuid4()}",
-            guard="off",  # checked here, on what kohya's arguments say
-        )  # fmt: skip
-        # what the command line says, until kohya's metadata and checkpoints say better
-        self._submit_fields(fields)
-        if {"LoRANetwork.save_weights", "NetworkTrainer.sample_images"} & set(self.missing):
-            self.start_fallback_watcher()
-        self._end_guard(check)
-
-    # -- the launch check ----------------------------------------------------------------------
-    def _start_guard(self, fields: dict[str, Any]) -> Any:
-        """Ask whether these settings failed before (None when off, already answered, or
-        the same settings were asked already)."""
-        if self.guard == "off" or self._guard_done:
-            return None
-        from ..guard import compared_settings, start_check
-        from ..settings import resolve_target
-
-        settings = compared_settings(fields)
-        if not settings or settings == self._guard_settings:
-            return None
-        self._guard_settings = settings
-        return start_check(resolve_target(None), lambda: settings)
-
-    def _end_guard(self, check: Any) -> None:
-        """Show what the check found (at most TIME_LIMIT_S after it started); in strict mode
-        a repeated failure cancels the run and stops kohya with exit status 3."""
-        if check is None:
-            return
-        from ..guard import EXIT_REPEATS_FAILURE, cancel_reason, report
-
-        result = check.result()
-        report(result, self.guard, stops=True, emit=_to_console)
-        self._guard_done = bool(result.skipped or result.failed or result.succeeded)
-        run = self.run
-        if self.guard != "strict" or not result.repeats_failure or run is None:
-            return
-        run.finish("cancelled", cancel_reason(result))
-        run.flush(float(os.environ.get("LORA_TRACKER_FLUSH_TIMEOUT", "10")))
-        raise SystemExit(EXIT_REPEATS_FAILURE)
-
-    def start(self, args: Any, metadata: dict[str, Any] | None) -> None:
-        """``update_metadata(metadata, args)``: kohya's own account of the run (session id,
-        base model, resolved settings). The run started at launch takes kohya's session key,
-        so a watcher on the same folder finds it."""
-        if self.run is None:
-            self.begin(args)
-        run = self.run
-        if run is None or not metadata or not run.enabled:
-            return
-        from ..capture.metadata import run_fields_from_metadata
-        from ..capture.trainer_config import run_fields_from_config
-
-        strings = _stringify(metadata)
-        fields = run_fields_from_config(config_to_dict(args))
-        found = run_fields_from_metadata(strings)
-        if not {"ss_dataset_dirs", "ss_datasets"} & set(strings):
-            # kohya adds the dataset keys after this call; ss_num_train_images counts
-            # repeats: the image count comes with the first checkpoint
-            found.pop("num_images", None)
-        fields.update(found)
-        session = strings.get("ss_session_id")
-        previous = run.run_key
-        key = f"session:{session}" if session else previous
-        run.run_key = key  # every later event finds the run by kohya's session
-        if self.fallback_watcher is not None:
-            self.fallback_watcher.run_key = key
-        self._submit_fields(fields, previous if key != previous else None)
-        # kohya's own account may name the settings otherwise than its command line did
-        # (the optimizer's class, the base model's file name): the record keeps these
-        self._end_guard(self._start_guard(fields))
-
-    def _submit_fields(self, fields: dict[str, Any], previous_key: str | None = None) -> None:
-        """The run's settings as capture read them (a later, better-informed event may
-        correct them; a value a person typed stays)."""
-        run = self.run
-        if run is None or not run.enabled:
-            return
-        from ..capture.events import RunStarted, this_host
-        from ..tracking import _valid_fields
-
-        fields = dict(fields)
-        fields.pop("output_name", None)
-        fields.update(
-            trainer="kohya", host=this_host(), output_dir=self.output_dir,
-            output_name=self.output_name,
-        )  # fmt: skip
-        event = RunStarted(
-            run_key=run.run_key, run_name=run.run_name, fields=_valid_fields(fields),
-            config=self._config or None, default_name=self.output_name,
-            previous_key=previous_key, captured=True,
-        )  # fmt: skip
-        run.submit(lambda: [event])
-
-    def after_save(self, file: Any, metadata: Any) -> None:
-        if self.run is None:
-            return
-        path = os.path.abspath(os.fspath(file))
-        with self._saved_lock:
-            if path not in self.saved:
-                self.saved.append(path)
-        self._removal_due = True
-        # save_weights was handed the metadata it wrote (and added the sshs hashes to it):
-        # no need to read the file, which kohya may delete a moment later. One stat() here.
-        run = self.run
-        at = datetime.now(timezone.utc)
-        stat = os.stat(path)
-        written = metadata if isinstance(metadata, dict) else {}
-        meta = {str(k): v if isinstance(v, str) else str(v) for k, v in written.items()}
-
-        def job() -> list[Any]:
-            from ..capture.events import checkpoint_event
-
-            event = checkpoint_event(
-                Path(path), stat.st_size, stat.st_mtime, meta, run_key=run.run_key
-            )
-            event.run_name, event.observed_at = run.run_name, at
-            event.samples_by_epoch = {}  # the hook reports the samples its process wrote
-            return [event]
-
-        run.submit(self._guarded("recording a checkpoint", job))
-
-    def after_epoch_logging(self, logs: dict[str, Any], epoch: int) -> None:
-        if self.run is None or not isinstance(logs, dict):
-            return
-        loss = logs.get("loss/epoch_average")
-        metrics = {k: v for k, v in logs.items() if k != "loss/epoch_average"}
-        self.run.log_epoch(int(epoch), loss=loss, metrics=metrics)
-
-    def after_samples(self, epoch: Any, global_step: Any) -> None:
-        """``sample_images`` is called after every optimisation step (epoch None) and once
-        per epoch end (after the epoch's save and removal). The per-step path is cheap: it
-        notes the step and looks at the disk only when kohya may have sampled or removed."""
-        if self.run is None:
-            return
-        step = global_step if isinstance(global_step, int) else None
-        if step is not None and step > self.step:
-            self.step = step
-        removals = self._removal_due
-        if epoch is None:
-            if not removals and not self._samples_at_step(step):
-                return
-        elif (
-            isinstance(epoch, int) and epoch > 0 and step is not None
-            and (not self.epoch_ends or epoch > self.epoch_ends[-1][0])
-        ):  # fmt: skip
-            self.epoch_ends.append((epoch, step))
-        self._removal_due = False
-        self._submit_scan("sample lookup", removals)
-
-    def _samples_at_step(self, step: int | None) -> bool:
-        """kohya's own rule: step samples only with --sample_every_n_steps and without
-        --sample_every_n_epochs."""
-        every = getattr(self.args, "sample_every_n_steps", None)
-        if not step or not isinstance(every, int) or every <= 0:
-            return False
-        return getattr(self.args, "sample_every_n_epochs", None) is None and step % every == 0
-
-    def _submit_scan(self, what: str, removals: bool) -> None:
-        run = self.run
-        if run is None:
-            return
-        saved = self._saved_so_far() if removals else []  # now: later saves are not ours
-        ends = list(self.epoch_ends)
-        step = self.step
-
-        def job() -> list[Any]:
-            events = self._removed_events(saved)  # never lost to a failing sample lookup
-            try:
-                events += self._sample_events(run, ends, step)
-            except Exception:
-                self._failed(what)
-            return events
-
-        run.submit(self._guarded("removal check", job))
-
-    def _saved_so_far(self) -> list[str]:
-        with self._saved_lock:
-            return list(self.saved)
-
-    def _removed_events(self, candidates: list[str]) -> list[Any]:
-        """Removals among checkpoints saved before the hook that asks (kohya removes the
-        old file right after saving the new one)."""
-        from ..capture.events import CheckpointRemoved
-
-        with self._saved_lock:
-            gone = [p for p in candidates if p in self.saved and not os.path.exists(p)]
-            self.saved = [p for p in self.saved if p not in gone]
-        return [CheckpointRemoved(path=p) for p in gone]
-
-    def _sample_files(self) -> list[str]:
-        try:
-            return [e.path for e in os.scandir(Path(self.output_dir or ".") / "sample")]
-        except OSError:
-            return []
-
-    def _sample_events(
-        self, run: TrackedRun, epoch_ends: list[tuple[int, int]], upto: int
-    ) -> list[Any]:
-        """This process's new sample images, by epoch: files that were not there at launch,
-        written (kohya's timestamp) since train() began. Step samples count for the epoch
-        in progress at their step (those past ``upto``, the step when this lookup was asked
-        for, wait for a later lookup that knows their epoch)."""
-        from ..capture.events import EpochLogged
-        from ..capture.files import classify_sample
-
-        since = datetime.fromtimestamp(int(self.began_at), tz=timezone.utc)
-        found: dict[int, list[str]] = {}
-        for path in self._sample_files():
-            if path in self._samples_before or path in self._samples_seen:
-                continue
-            sample = classify_sample(Path(path))
-            if sample is None or sample.output_name != self.output_name:
-                continue
-            if sample.written_at is not None and sample.written_at < since:
-                continue
-            epoch = sample.epoch
-            if epoch is None and sample.step is not None:
-                if sample.step > upto:
-                    continue
-                epoch = _epoch_at(epoch_ends, sample.step)
-            if epoch is None:
-                continue
-            self._samples_seen.add(path)
-            found.setdefault(epoch, []).append(os.path.abspath(path))
-        return [
-            EpochLogged(
-                run_key=run.run_key, run_name=run.run_name, epoch=e, sample_images=sorted(images)
-            )
-            for e, images in sorted(found.items())
-        ]
-
-    def finish(self, error: BaseException | None) -> None:
-        run = self.run
-        if run is None:
-            return
-        self._submit_scan("final sample lookup", True)
-        if error is None or (isinstance(error, SystemExit) and error.code in (None, 0)):
-            status = "completed"
-        elif isinstance(error, KeyboardInterrupt):
-            status = "cancelled"
-        else:
-            status = "failed"
-        if run.enabled and not run.finished:
-            from ..capture.events import RunFinished
-            from ..tracking import _describe
-
-            run.finished = True
-            reason = _describe(error) if status != "completed" and error is not None else None
-            steps = self.step or None
-            run.submit(
-                lambda: [
-                    RunFinished(
-                        run_key=run.run_key, run_name=run.run_name, status=status,
-                        failure_reason=reason, total_steps=steps,
-                    )
-                ]
-            )  # fmt: skip
-        repeated = {what: n - 1 for what, n in self._failures.items() if n > 1}
-        for what, n in repeated.items():
-            log.warning("lora-tracker: %s failed %d more times", what, n)
-        run.flush(float(os.environ.get("LORA_TRACKER_FLUSH_TIMEOUT", "10")))
-        if self.fallback_watcher is not None:
-            self.fallback_watcher.stop()
-
-    def start_fallback_watcher(self) -> None:
-        """Record files by watching the output folder, for what the hooks cannot see."""
-        if self.fallback_watcher is not None or self.output_dir is None:
-            return
-        from ..capture.delivery import Recorder
-        from ..capture.watcher import Watcher
-
-        os.makedirs(self.output_dir, exist_ok=True)
-        run = self.run
-        watcher = Watcher(
-            [Path(self.output_dir)],
-            Recorder(target=run.target) if run else Recorder(),
-            run_key=run.run_key if run else None,
-        )
-        watcher.start()
-        self.fallback_watcher = watcher
-        log.warning("lora-tracker: watching %s for checkpoints instead", self.output_dir)
-
-
-def _to_console(text: str) -> None:
-    """The launch guard's banner, as is, on kohya's console (stderr)."""
-    print(text, file=sys.stderr, flush=True)
-
-
-def _epoch_at(epoch_ends: list[tuple[int, int]], step: int) -> int:
-    """The 1-based epoch in progress at ``step``: the first epoch that ended at or after
-    it, else the one after the last that ended (epoch 1 before any)."""
-    for epoch, end in epoch_ends:
-        if step <= end:
-            return epoch
-    return epoch_ends[-1][0] + 1 if epoch_ends else 1
-
-
-# -- installing the hooks -----------------------------------------------------------------------
-
-
-def _after(
-    tracker: KohyaTracker, name: str, hook: Callable[..., None]
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: call ``hook(self, *args)`` after the original method returns (outermost
-    call only, so a subclass calling super() does not record twice)."""
-
-    def decorate(original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            depth = tracker.enter(name)
-            try:
-                result = original(self, *args, **kwargs)
-            finally:
-                tracker.leave(name)
-            if depth == 0:
-                tracker.safely(name, lambda: hook(self, *args, **kwargs))
-            return result
-
-        wrapper.__lora_tracker_wrapped__ = True  # type: ignore[attr-defined]
-        return wrapper
-
-    return decorate
-
-
-def _wrap_train(tracker: KohyaTracker, original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def train(self: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
-        depth = tracker.enter("train")
-        if depth == 0:
-            tracker.safely("start", lambda: tracker.begin(args))
-        try:
-            result = original(self, args, *rest, **kwargs)
-        except BaseException as error:
-            tracker.leave("train")
-            if depth == 0:
-                tracker.safely("finish", functools.partial(tracker.finish, error))
-            raise
-        tracker.leave("train")
-        if depth == 0:
-            tracker.safely("finish", lambda: tracker.finish(None))
-        return result
-
-    train.__lora_tracker_wrapped__ = True  # type: ignore[attr-defined]
-    return train
-
-
-def install(tracker: KohyaTracker, module: ModuleType) -> list[str]:
-    """Wrap the trainer classes of ``module`` and kohya's LoRA network classes.
-
-    Returns what could not be wrapped (the tracker then watches files instead).
-    """
-    trainers = _trainer_classes(module)
-    missing: list[str] = []
-    hooks: dict[str, Callable[..., None]] = {
-        "update_metadata": lambda self, metadata, args, *a, **k: tracker.start(args, metadata),
-        "epoch_logging": lambda self, accelerator, logs, global_step, epoch, *a, **k:
-            tracker.after_epoch_logging(logs, epoch),
-        "sample_images": lambda self, accelerator, args, epoch, global_step=None, *a, **k:
-            tracker.after_samples(epoch, global_step),
-    }  # fmt: skip
-    if not trainers:
-        missing.append("NetworkTrainer")
-    for name in TRAINER_METHODS:
-        defined = [cls for cls in trainers if name in cls.__dict__]
-        if trainers and not defined:
-            missing.append(f"NetworkTrainer.{name}")
-        for cls in defined:
-            original = cls.__dict__[name]
-            if getattr(original, "__lora_tracker_wrapped__", False):
-                continue
-            if name == "train":
-                setattr(cls, name, _wrap_train(tracker, original))
-            else:
-                setattr(cls, name, _after(tracker, name, hooks[name])(original))
-
-    def on_saved(
-        self: Any, file: Any, dtype: Any = None, metadata: Any = None, *a: Any, **k: Any
-    ) -> None:
-        tracker.after_save(file, metadata)
-
-    saved_hook = _after(tracker, "save_weights", on_saved)
-    networks = 0
-    for module_name in NETWORK_MODULES:
-        try:
-            network_module = importlib.import_module(module_name)
-        except Exception as exc:  # not every kohya version has lora_flux
-            log.info("lora-tracker: %s not importable: %s", module_name, exc)
-            continue
-        network = getattr(network_module, "LoRANetwork", None)
-        original = getattr(network, "__dict__", {}).get("save_weights")
-        if original is None:
-            continue
-        if not getattr(original, "__lora_tracker_wrapped__", False):
-            network.save_weights = saved_hook(original)  # type: ignore[union-attr]
-        networks += 1
-    if networks == 0:
-        missing.append("LoRANetwork.save_weights")
-    # without update_metadata the run starts from train(args); others need the watcher
-    tracker.missing = missing
-    for what in missing:
-        log.warning("lora-tracker: this kohya version has no %s; recording files instead", what)
-    return missing
-
-
-def _trainer_classes(module: ModuleType) -> list[type]:
-    base = None
-    try:
-        base = importlib.import_module("train_network").NetworkTrainer
-    except Exception:
-        base = getattr(module, "NetworkTrainer", None)
-    found: list[type] = []
-    for candidate in [base, *vars(module).values()]:
-        if (
-            isinstance(candidate, type)
-            and base is not None
-            and issubclass(candidate, base)
-            and candidate not in found
-        ):
-            found.append(candidate)
-    return found
 
 
 def main_block(script: Path) -> CodeType | None:
@@ -686,27 +124,9 @@ def main(argv: list[str]) -> int:
     if folder not in sys.path:
         sys.path.insert(0, folder)
     enabled = is_main_process() and os.environ.get(DISABLE_ENV, "") in ("", "0")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    # kohya's root logger is at INFO: lora-tracker says only what needs saying in its
-    # console (warnings, and the one line when the embedded server is first created)
-    for name, level in (("lora_tracker", logging.WARNING), ("lora_tracker.embedded", logging.INFO)):
-        if logging.getLogger(name).level == logging.NOTSET:
-            logging.getLogger(name).setLevel(level)
+    _quiet_logging()
     tracker = KohyaTracker(os.environ.get(RUN_NAME_ENV) or None, enabled=enabled, guard=guard)
-    code: CodeType | None = None
-    module: ModuleType | None = None
-    if enabled:
-        try:
-            module = importlib.import_module(script.stem)
-            code = main_block(script)
-            if code is None:
-                log.warning("lora-tracker: %s has no main block; running it untracked", script.name)
-            else:
-                install(tracker, module)
-        except Exception:
-            log.exception("lora-tracker: could not hook %s; running it untracked", script.name)
-            code = None
+    code, module = _hooked(tracker, script) if enabled else (None, None)
     if code is None or module is None:
         import runpy
 
@@ -726,14 +146,41 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _quiet_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # kohya's root logger is at INFO: lora-tracker says only what needs saying in its
+    # console (warnings, and the one line when the embedded server is first created)
+    for name, level in (("lora_tracker", logging.WARNING), ("lora_tracker.embedded", logging.INFO)):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(level)
+
+
+def _hooked(tracker: KohyaTracker, script: Path) -> tuple[CodeType | None, ModuleType | None]:
+    """The script imported as a module with the hooks installed, and its main block
+    (None: run it untracked)."""
+    try:
+        module = importlib.import_module(script.stem)
+        code = main_block(script)
+        if code is None:
+            log.warning("lora-tracker: %s has no main block; running it untracked", script.name)
+            return None, module
+        install(tracker, module)
+    except Exception:
+        log.exception("lora-tracker: could not hook %s; running it untracked", script.name)
+        return None, None
+    return code, module
+
+
 def _without_our_frames(tb: TracebackType | None) -> TracebackType | None:
-    """The traceback without frames of this module and the launcher script (None if it
-    cannot be rebuilt: then it is shown whole)."""
+    """The traceback without frames of the hook's modules and the launcher script (None if
+    it cannot be rebuilt: then it is shown whole)."""
+    ours = {__file__, kohya_patching.__file__, kohya_tracker.__file__}
     try:
         frames = []
         while tb is not None:
             filename = tb.tb_frame.f_code.co_filename
-            if filename != __file__ and not filename.endswith("lora_tracker_launch.py"):
+            if filename not in ours and not filename.endswith("lora_tracker_launch.py"):
                 frames.append(tb)
             tb = tb.tb_next
         rebuilt: TracebackType | None = None
@@ -742,3 +189,6 @@ def _without_our_frames(tb: TracebackType | None) -> TracebackType | None:
         return rebuilt
     except Exception:
         return None
+
+
+__all__ = ["EXPECTED_PARAMETERS", "KohyaTracker", "_after", "install", "main", "main_block"]

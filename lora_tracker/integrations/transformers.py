@@ -27,7 +27,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..tracking import TrackedRun, config_to_dict, start_run
+from ..tracking import TrackedRun, config_to_dict, flush_timeout, start_run
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin",
                  "pytorch_lora_weights.safetensors")  # fmt: skip
@@ -117,4 +117,4 @@ class LoraTrackerCallback(TrainerCallback):
         if self.run is None or not state.is_world_process_zero:
             return
         self.run.finish("completed")
-        self.run.flush(float(os.environ.get("LORA_TRACKER_FLUSH_TIMEOUT", "10")))
+        self.run.flush(flush_timeout())

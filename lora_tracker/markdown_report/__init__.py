@@ -10,7 +10,7 @@ record does.
 
 from __future__ import annotations
 
-from ..db import Connection
+from ..pg import Connection
 from .analysis import analysis_markdown
 from .data import ReportData, ReportScope, collect
 from .timeline import timeline_markdown

@@ -9,8 +9,8 @@ from datetime import datetime, time, timezone
 from typing import Any
 
 from .. import decisions, epochs, runs
-from ..db import Connection
 from ..markdown import code, text
+from ..pg import Connection
 
 RUN_EXTRA_COLUMNS = (
     "num_epochs", "issues_found", "strengths", "network_module", "unet_lr", "text_encoder_lr",
