@@ -81,6 +81,18 @@ BEGIN
         FROM (SELECT overall_verdict, quality_score, model_type, network_dim, network_alpha,
                      resolution, caption_version, learning_rate, optimizer FROM old_rows) o;
     ELSE
+        IF NOT EXISTS (  -- what capture updates all the time (times, sizes): nothing to do
+            SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
+            WHERE (n.overall_verdict, n.quality_score, n.model_type, n.network_dim,
+                   n.network_alpha, n.resolution, n.caption_version, n.learning_rate,
+                   n.optimizer)
+                  IS DISTINCT FROM
+                  (o.overall_verdict, o.quality_score, o.model_type, o.network_dim,
+                   o.network_alpha, o.resolution, o.caption_version, o.learning_rate,
+                   o.optimizer)
+        ) THEN
+            RETURN NULL;
+        END IF;
         SELECT jsonb_agg(c) INTO changes FROM (
             SELECT jsonb_build_object('sign', sum(d.sign)) || to_jsonb(d.row) AS c
             FROM (
@@ -125,6 +137,23 @@ BEGIN
         UPDATE stats_epoch_flags SET epochs_scored = 0, wrong_backgrounds = 0,
                                      random_pixels = 0, photorealistic = 0;
         RETURN NULL;
+    END IF;
+    -- (each transition table is named only where the trigger has it)
+    IF TG_OP = 'INSERT' THEN
+        IF NOT EXISTS (SELECT 1 FROM new_rows WHERE visual_quality_score IS NOT NULL) THEN
+            RETURN NULL;  -- capture's rows: nothing scored yet
+        END IF;
+    ELSIF TG_OP = 'UPDATE' THEN
+        IF NOT EXISTS (
+            SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
+            WHERE (n.visual_quality_score IS NULL, n.has_wrong_backgrounds,
+                   n.has_random_pixels, n.is_photorealistic)
+                  IS DISTINCT FROM
+                  (o.visual_quality_score IS NULL, o.has_wrong_backgrounds,
+                   o.has_random_pixels, o.is_photorealistic)
+        ) THEN
+            RETURN NULL;  -- no scored epoch or flag changed
+        END IF;
     END IF;
     IF TG_OP = 'INSERT' THEN
         SELECT count(*) AS scored,

@@ -290,3 +290,34 @@ def test_exit_is_bounded_when_the_database_hangs(tmp_path: Path) -> None:
     spool = Path(os.environ["LORA_TRACKER_HOME"]) / "spool" / "events.jsonl"
     kinds = sorted(json.loads(line)["kind"] for line in spool.read_text().splitlines())
     assert kinds == ["epoch_logged", "epoch_logged", "epoch_logged", "run_started"]
+
+
+def test_one_epoch_reported_twice_in_a_batch(db_url: str) -> None:
+    """Reports of the same epoch in one batch land in order: the later loss, both metrics,
+    every sample image (a statement may not touch a row twice: they go in waves)."""
+    from lora_tracker.capture.delivery import Recorder
+    from lora_tracker.capture.events import EpochLogged, RunStarted
+
+    key = "api:twice"
+    events: list[RunStarted | EpochLogged] = [
+        RunStarted(run_key=key, run_name="twice"),
+        EpochLogged(run_key=key, epoch=1, loss=0.5, metrics={"a": 1.0}, sample_images=["/s/1"]),
+        EpochLogged(run_key=key, epoch=2, loss=0.4),
+        EpochLogged(run_key=key, epoch=1, loss=0.3, metrics={"b": 2.0}, sample_images=["/s/2"]),
+        EpochLogged(run_key=key, epoch=1, loss=None, metrics={"a": 3.0}),
+    ]
+    recorder = Recorder(db_url)
+    try:
+        outcomes = recorder.submit_many(events).outcomes
+    finally:
+        recorder.close()
+    assert [delivery for _, delivery, _ in outcomes] == ["recorded"] * 5
+    found = rows(
+        db_url,
+        "SELECT epoch_number, loss, metrics, sample_images FROM epoch_results ORDER BY 1",
+    )
+    assert found == [
+        {"epoch_number": 1, "loss": 0.3, "metrics": {"a": 3.0, "b": 2.0},
+         "sample_images": ["/s/1", "/s/2"]},
+        {"epoch_number": 2, "loss": 0.4, "metrics": None, "sample_images": []},
+    ]  # fmt: skip

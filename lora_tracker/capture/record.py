@@ -793,10 +793,24 @@ class _EpochWriter:
         return Recorded("recorded", run["run_name"], event.epoch, new_run=created)
 
     def flush(self) -> None:
-        if self.rows:
-            with self.conn.cursor() as cur:
-                cur.executemany(EPOCH_LOGGED_UPSERT, self.rows)
-            self.rows = []
+        # One statement per wave: a wave holds each (run, epoch) once (a statement may not
+        # update a row twice), later reports of an epoch in later waves, in order.
+        waves: list[list[tuple[Any, ...]]] = []
+        seen: dict[tuple[Any, Any], int] = {}
+        for row in self.rows:
+            wave = seen.get((row[0], row[1]), 0)
+            seen[(row[0], row[1])] = wave + 1
+            if wave == len(waves):
+                waves.append([])
+            waves[wave].append(row)
+        for rows in waves:
+            runs, epochs, losses, metrics, samples = zip(*rows, strict=True)
+            self.conn.execute(
+                EPOCH_LOGGED_MANY,
+                (list(runs), list(epochs), list(losses), list(metrics),
+                 [Jsonb(list(paths)) for paths in samples]),
+            )  # fmt: skip
+        self.rows = []
         if self.heard:
             self.conn.execute(
                 "UPDATE training_runs tr SET last_event_at = v.at "
@@ -853,9 +867,7 @@ def _record_run_started(
     return Recorded("recorded", run["run_name"], new_run=created)
 
 
-EPOCH_LOGGED_UPSERT = """
-    INSERT INTO epoch_results (training_run_id, epoch_number, loss, metrics, sample_images)
-    VALUES (%s, %s, %s, %s, %s)
+_EPOCH_LOGGED_MERGE = """
     ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
         loss = COALESCE(EXCLUDED.loss, epoch_results.loss),
         metrics = COALESCE(epoch_results.metrics, '{}'::jsonb)
@@ -864,6 +876,26 @@ EPOCH_LOGGED_UPSERT = """
             SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
             ORDER BY 1)
 """
+
+# Many epoch reports at once (no (run, epoch) twice): what a batch of hooks' events needs.
+EPOCH_LOGGED_MANY = "".join((  # the constants here, nothing from input
+    """
+    INSERT INTO epoch_results (training_run_id, epoch_number, loss, metrics, sample_images)
+    SELECT v.run, v.epoch, v.loss, v.metrics,
+           ARRAY(SELECT jsonb_array_elements_text(v.samples))
+    FROM unnest(%s::bigint[], %s::integer[], %s::float8[], %s::jsonb[], %s::jsonb[])
+         AS v(run, epoch, loss, metrics, samples)
+    """,
+    _EPOCH_LOGGED_MERGE,
+))  # fmt: skip
+
+EPOCH_LOGGED_UPSERT = "".join((  # one report: the same merge as EPOCH_LOGGED_MANY's
+    """
+    INSERT INTO epoch_results (training_run_id, epoch_number, loss, metrics, sample_images)
+    VALUES (%s, %s, %s, %s, %s)
+    """,
+    _EPOCH_LOGGED_MERGE,
+))  # fmt: skip
 
 
 def _epoch_logged_row(run_id: int, event: EpochLogged) -> tuple[Any, ...]:
