@@ -150,8 +150,11 @@ def record_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> l
             results.append(Recorded("duplicate"))
             continue
         claimed.discard(event.event_id)  # the same event twice in a batch lands once
-        if isinstance(event, EpochLogged):
-            results.append(writer.add(event))
+        if isinstance(event, (EpochLogged, RunFinished)):
+            files.flush()  # what the files queued comes first
+            results.append(
+                writer.add(event) if isinstance(event, EpochLogged) else writer.finish(event)
+            )
             continue
         writer.flush()
         if isinstance(event, CheckpointObserved):
@@ -776,13 +779,29 @@ def _prefill(conn: Connection, events: list[AnyEvent], runs: RunCache) -> None:
 
 
 class _EpochWriter:
-    """Epoch reports of one batch, written in one pipelined ``executemany``."""
+    """The epoch reports and run ends (hooks, the Python API) of one batch, written
+    together: a statement per wave of epoch reports, one for the runs' last word, one for
+    the runs that ended."""
 
     def __init__(self, conn: Connection, runs: RunCache) -> None:
         self.conn = conn
         self.runs = runs
         self.rows: list[tuple[Any, ...]] = []
         self.heard: dict[int, datetime] = {}  # run id -> its latest event
+        self.ended: dict[int, dict[str, Any]] = {}  # run id -> its end (the last one given)
+
+    def finish(self, event: RunFinished) -> Recorded:
+        run = _run_of(self.conn, event, runs=self.runs)
+        created = _created(run)
+        updates = _finish_updates(run, event)
+        earlier = self.ended.get(run["id"], {})
+        if "failure_reason" not in updates and "failure_reason" in earlier:
+            updates["failure_reason"] = earlier["failure_reason"]
+        if "total_steps" not in updates and "total_steps" in earlier:
+            updates["total_steps"] = earlier["total_steps"]
+        self.ended[run["id"]] = updates
+        run.update(updates)
+        return Recorded("recorded", run["run_name"], new_run=created)
 
     def add(self, event: EpochLogged) -> Recorded:
         run = _run_of(self.conn, event, runs=self.runs)
@@ -818,6 +837,23 @@ class _EpochWriter:
                 (list(self.heard), list(self.heard.values())),
             )
             self.heard = {}
+        if self.ended:
+            ended = [self.ended[run_id] for run_id in sorted(self.ended)]
+            self.conn.execute(
+                """
+                UPDATE training_runs tr SET
+                    status = v.status, training_finished_at = v.at, last_event_at = v.at,
+                    failure_reason = COALESCE(v.reason, tr.failure_reason),
+                    total_steps = COALESCE(v.steps, tr.total_steps)
+                FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[],
+                            %s::integer[]) AS v(id, status, at, reason, steps)
+                WHERE tr.id = v.id
+                """,
+                (sorted(self.ended), [e["status"] for e in ended],
+                 [e["training_finished_at"] for e in ended],
+                 [e.get("failure_reason") for e in ended], [e.get("total_steps") for e in ended]),
+            )  # fmt: skip
+            self.ended = {}
 
 
 _ONE_US = timedelta(microseconds=1)
@@ -921,6 +957,13 @@ def _record_run_finished(
 ) -> Recorded:
     run = _run_of(conn, event, runs=runs)
     created = _created(run)
+    updates = _finish_updates(run, event)
+    _set(conn, run["id"], updates)
+    run.update(updates)
+    return Recorded("recorded", run["run_name"], new_run=created)
+
+
+def _finish_updates(run: dict[str, Any], event: RunFinished) -> dict[str, Any]:
     updates: dict[str, Any] = {
         "status": event.status,
         "training_finished_at": event.observed_at,
@@ -930,9 +973,7 @@ def _record_run_finished(
         updates["failure_reason"] = event.failure_reason
     if event.total_steps is not None and event.total_steps > (run.get("total_steps") or 0):
         updates["total_steps"] = event.total_steps  # the step reached, not the last file's
-    _set(conn, run["id"], updates)
-    run.update(updates)
-    return Recorded("recorded", run["run_name"], new_run=created)
+    return updates
 
 
 # -- issue 10: completing what capture wrote, rekeyed runs, overwritten files ---------------
