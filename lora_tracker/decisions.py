@@ -174,6 +174,11 @@ SUMMARY_QUERIES: dict[str, str] = {
                  network_dim NULLS LAST, network_alpha NULLS LAST, resolution NULLS LAST
         LIMIT 20
     """,
+    "issue_frequency": """
+        SELECT g1 AS issue, SUM(runs)::bigint AS frequency
+        FROM stats_run_groups WHERE kind = 'issue' AND overall_verdict = 'failure'
+        GROUP BY g1 ORDER BY frequency DESC, issue LIMIT 20
+    """,
     "epoch_flags": """
         SELECT epochs_scored, wrong_backgrounds, random_pixels, photorealistic
         FROM stats_epoch_flags

@@ -5,14 +5,14 @@
 -- Append-only: never edit this file once applied anywhere; add 0009_... instead.
 --
 -- `stats` answers the reference document's dashboard queries (success rate, best
--- parameters, outcome by setting, flags on scored epochs). On a long history each is a scan
--- of every run or every epoch; these tables hold the same counts, kept current by
--- statement-level triggers, so `stats` reads a few hundred rows instead. The queries in
--- the reference document still run unchanged on the tables themselves.
+-- parameters, issue frequency, outcome by setting, flags on scored epochs). On a long
+-- history each is a scan of every run or every epoch; these tables hold the same counts,
+-- kept current by statement-level triggers, so `stats` reads a few hundred rows instead.
+-- The queries in the reference document still run unchanged on the tables themselves.
 
 -- How many runs have each (verdict, quality score), per group: per model type, per
--- (network dim, alpha, resolution), and per value of each setting. Values are kept as
--- text, written as the dashboard queries write them.
+-- (network dim, alpha, resolution), per value of each setting, and per issue found.
+-- Values are kept as text, written as the dashboard queries write them.
 CREATE TABLE stats_run_groups (
     kind             text    NOT NULL,
     g1               text,
@@ -44,8 +44,8 @@ LANGUAGE sql AS $$
     FROM jsonb_to_recordset(changes) AS r(
         sign integer, overall_verdict text, quality_score integer, model_type text,
         network_dim integer, network_alpha numeric, resolution text, caption_version text,
-        learning_rate double precision, optimizer text)
-    CROSS JOIN LATERAL (VALUES
+        learning_rate double precision, optimizer text, issues_found text[])
+    CROSS JOIN LATERAL (SELECT * FROM (VALUES
         ('model_type', r.model_type, NULL, NULL),
         ('parameters', r.network_dim::text, trim_scale(r.network_alpha)::text, r.resolution),
         ('network_dim', r.network_dim::text, NULL, NULL),
@@ -54,6 +54,9 @@ LANGUAGE sql AS $$
         ('caption_version', r.caption_version, NULL, NULL),
         ('learning_rate', r.learning_rate::text, NULL, NULL),
         ('optimizer', r.optimizer, NULL, NULL)
+    ) AS v
+    UNION ALL  -- each issue found, as often as it is listed (as UNNEST counts it)
+    SELECT 'issue', issue, NULL, NULL FROM unnest(r.issues_found) AS issue
     ) AS k(kind, g1, g2, g3)
     GROUP BY k.kind, k.g1, k.g2, k.g3, r.overall_verdict, r.quality_score
     HAVING sum(r.sign) <> 0
@@ -75,21 +78,21 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         SELECT jsonb_agg(jsonb_build_object('sign', 1) || to_jsonb(n)) INTO changes
         FROM (SELECT overall_verdict, quality_score, model_type, network_dim, network_alpha,
-                     resolution, caption_version, learning_rate, optimizer FROM new_rows) n;
+                     resolution, caption_version, learning_rate, optimizer, issues_found FROM new_rows) n;
     ELSIF TG_OP = 'DELETE' THEN
         SELECT jsonb_agg(jsonb_build_object('sign', -1) || to_jsonb(o)) INTO changes
         FROM (SELECT overall_verdict, quality_score, model_type, network_dim, network_alpha,
-                     resolution, caption_version, learning_rate, optimizer FROM old_rows) o;
+                     resolution, caption_version, learning_rate, optimizer, issues_found FROM old_rows) o;
     ELSE
         IF NOT EXISTS (  -- what capture updates all the time (times, sizes): nothing to do
             SELECT 1 FROM new_rows n JOIN old_rows o ON o.id = n.id
             WHERE (n.overall_verdict, n.quality_score, n.model_type, n.network_dim,
                    n.network_alpha, n.resolution, n.caption_version, n.learning_rate,
-                   n.optimizer)
+                   n.optimizer, n.issues_found)
                   IS DISTINCT FROM
                   (o.overall_verdict, o.quality_score, o.model_type, o.network_dim,
                    o.network_alpha, o.resolution, o.caption_version, o.learning_rate,
-                   o.optimizer)
+                   o.optimizer, o.issues_found)
         ) THEN
             RETURN NULL;
         END IF;
@@ -99,12 +102,12 @@ BEGIN
                 SELECT 1 AS sign, n AS row FROM (
                     SELECT overall_verdict, quality_score, model_type, network_dim,
                            network_alpha, resolution, caption_version, learning_rate,
-                           optimizer FROM new_rows) n
+                           optimizer, issues_found FROM new_rows) n
                 UNION ALL
                 SELECT -1, o FROM (
                     SELECT overall_verdict, quality_score, model_type, network_dim,
                            network_alpha, resolution, caption_version, learning_rate,
-                           optimizer FROM old_rows) o
+                           optimizer, issues_found FROM old_rows) o
             ) d
             GROUP BY to_jsonb(d.row)
             HAVING sum(d.sign) <> 0
@@ -212,7 +215,7 @@ FROM (SELECT count(*) AS scored,
       FROM epoch_results WHERE visual_quality_score IS NOT NULL) s;
 SELECT stats_run_groups_add(coalesce(jsonb_agg(jsonb_build_object('sign', 1) || to_jsonb(r)), '[]'))
 FROM (SELECT overall_verdict, quality_score, model_type, network_dim, network_alpha,
-             resolution, caption_version, learning_rate, optimizer FROM training_runs) r;
+             resolution, caption_version, learning_rate, optimizer, issues_found FROM training_runs) r;
 
 ALTER TABLE stats_run_groups ENABLE ROW LEVEL SECURITY;
 ALTER TABLE stats_epoch_flags ENABLE ROW LEVEL SECURITY;

@@ -35,6 +35,7 @@ def random_run(rng: random.Random, n: int) -> dict[str, Any]:
         "optimizer": rng.choice(["AdamW8bit", "Prodigy", None]),
         "overall_verdict": rng.choice(VERDICTS),
         "quality_score": rng.choice([None, 0, 4, 9, 10]),
+        "issues_found": rng.choice([[], ["noise"], ["noise", "noise"], ["drift", "noise"]]),
     }
 
 
@@ -64,7 +65,7 @@ def test_summaries_follow_every_change(conn: psycopg.Connection[dict[str, Any]])
     both(conn)
     for _ in range(80):
         run_id = rng.choice(ids)
-        change = rng.choice(["verdict", "settings", "score", "flags", "other", "delete"])
+        change = rng.choice(["verdict", "settings", "score", "flags", "issues", "other", "delete"])
         if change == "verdict":
             conn.execute(
                 "UPDATE training_runs SET overall_verdict = %s, quality_score = %s WHERE id = %s",
@@ -88,6 +89,11 @@ def test_summaries_follow_every_change(conn: psycopg.Connection[dict[str, Any]])
                 "UPDATE epoch_results SET has_random_pixels = NOT has_random_pixels "
                 "WHERE training_run_id = %s AND epoch_number <= 2",
                 (run_id,),
+            )
+        elif change == "issues":
+            conn.execute(
+                "UPDATE training_runs SET issues_found = issues_found || %s WHERE id = %s",
+                (["late " + rng.choice("ab")], run_id),
             )
         elif change == "other":  # what capture does all the time: no summary moves
             conn.execute("UPDATE training_runs SET last_event_at = now() WHERE id = %s", (run_id,))
