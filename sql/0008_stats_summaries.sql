@@ -203,6 +203,12 @@ CREATE TRIGGER stats_epochs_deleted AFTER DELETE ON epoch_results
 CREATE TRIGGER stats_epochs_truncated AFTER TRUNCATE ON epoch_results
     FOR EACH STATEMENT EXECUTE FUNCTION stats_epochs_changed();
 
+-- The failure patterns (grouped failed runs with an example name) are read from the
+-- table itself; this index lets that be an index-only walk over the failed runs.
+CREATE INDEX training_runs_failure_patterns_idx
+    ON training_runs (model_type, network_dim, resolution, caption_version, run_name)
+    WHERE overall_verdict = 'failure';
+
 -- What is already there.
 INSERT INTO stats_epoch_flags (only_row) VALUES (true);
 UPDATE stats_epoch_flags SET
