@@ -101,6 +101,11 @@ def test_sql_from_stdin_and_status_lines(examples_url: str) -> None:
         input="UPDATE training_runs SET notes = 'x' WHERE model_type = 'SD15';\n",
     )
     assert code == 0 and out.strip() == "UPDATE 2"
+    with psycopg.connect(examples_url) as conn:  # and the two rows were changed, for real
+        changed = conn.execute(
+            "SELECT model_type, notes FROM training_runs WHERE notes = 'x'"
+        ).fetchall()
+    assert changed == [("SD15", "x"), ("SD15", "x")]
 
 
 def test_sql_errors(examples_url: str) -> None:
