@@ -614,3 +614,27 @@ def test_new_takes_a_resolution_as_tried_does(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         found = conn.execute("SELECT run_name, resolution FROM training_runs").fetchall()
     assert found == [("r512", "512x512")]
+
+
+def test_a_deadlock_is_one_line_and_says_to_run_again() -> None:
+    """Concurrent writers (a watcher's batch and a verdict) can deadlock on the stats
+    summaries; PostgreSQL rolls one back whole: that command says so in one line."""
+    import psycopg
+    from click.testing import CliRunner
+
+    from lora_tracker.cli import TrackerGroup
+
+    group = TrackerGroup(name="t")  # the error boundary every lora-tracker command goes through
+
+    @group.command()
+    def busy() -> None:
+        error = psycopg.errors.DeadlockDetected("deadlock detected")
+        assert error.sqlstate == "40P01"
+        raise error
+
+    result = CliRunner().invoke(group, ["busy"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: another writer was changing the same rows at the same moment (a deadlock): "
+        "nothing was changed; run the command again"
+    ]

@@ -147,7 +147,9 @@ class Recorder:
         for attempt in range(attempts):
             try:
                 return self._record_batch(batch)
-            except psycopg.errors.TransactionRollback as exc:
+            except psycopg.Error as exc:
+                if not _write_conflict(exc):
+                    raise
                 if attempt == attempts - 1:
                     raise DatabaseUnavailable(f"conflicting writers: {exc}") from None
                 time.sleep(0.05 * (attempt + 1))
@@ -268,7 +270,7 @@ def _raise_if_transient(exc: Exception) -> None:
     """Re-raise what a later attempt may get through; return for a refusal of this event."""
     if isinstance(exc, (DatabaseUnavailable, SchemaNotInitialized)):
         raise exc
-    if isinstance(exc, psycopg.errors.TransactionRollback):
+    if isinstance(exc, psycopg.Error) and _write_conflict(exc):
         raise exc  # the batch is retried
     if not isinstance(exc, psycopg.Error):
         return
@@ -277,6 +279,13 @@ def _raise_if_transient(exc: Exception) -> None:
             raise DatabaseUnavailable(f"database connection lost: {_reason(exc)}") from None
     elif exc.sqlstate[:2] in TRANSIENT_CLASSES:
         raise DatabaseUnavailable(f"database error: {_reason(exc)}") from None
+
+
+def _write_conflict(exc: psycopg.Error) -> bool:
+    """A deadlock or serialization failure (SQLSTATE class 40): the transaction was rolled
+    back whole and may simply run again. (psycopg's DeadlockDetected is no subclass of
+    TransactionRollback: the SQLSTATE says it.)"""
+    return (exc.sqlstate or "").startswith("40")
 
 
 def _reason(exc: Exception) -> str:

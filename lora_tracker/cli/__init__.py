@@ -85,7 +85,21 @@ class TrackerGroup(click.Group):
                 from ..models import render_validation_error
 
                 raise click.ClickException(_one_line(render_validation_error(exc))) from None
+            if _is_write_conflict(exc):
+                raise click.ClickException(
+                    "another writer was changing the same rows at the same moment (a "
+                    "deadlock): nothing was changed; run the command again"
+                ) from None
             raise
+
+
+def _is_write_conflict(exc: Exception) -> bool:
+    """A deadlock or serialization failure: the transaction was rolled back whole."""
+    import psycopg
+
+    # class 40: serialization failure, deadlock (psycopg's DeadlockDetected is no
+    # TransactionRollback subclass, so the SQLSTATE says it)
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40")
 
 
 def _one_line(message: str) -> str:
