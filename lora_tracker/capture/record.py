@@ -227,20 +227,11 @@ class _FileBatch:
             return None
         if key in self.deleted_keys:
             return True
-        row = self.deleted.get(f"{event.host}\0{event.path}")
-        return row is not None and (
-            row["size_bytes"] == event.size_bytes and row["mtime"] == event.mtime
-            and (row["content_hash"] is None or event.content_hash is None
-                 or row["content_hash"] == event.content_hash)
-        )  # fmt: skip
+        return _still_the_deleted_file(self.deleted.get(f"{event.host}\0{event.path}"), event)
 
     def replaced(self, event: CheckpointObserved) -> bool | None:
         """As `_replaced_file` when nothing changes on disk (None: ask the database)."""
-        row = self.known.get(f"{event.host}\0{event.path}")
-        if (
-            row is None or row["content_hash"] is None or event.content_hash is None
-            or row["content_hash"] == event.content_hash
-        ):  # fmt: skip
+        if _same_model(self.known.get(f"{event.host}\0{event.path}"), event):
             return False
         return None  # another model at this path: the careful way
 
@@ -274,7 +265,7 @@ class _FileBatch:
                 cur.executemany(EPOCH_AND_CHECKPOINT_UPSERT, self.file_rows)
             if self.step_rows:
                 cur.executemany(
-                    CHECKPOINT_UPSERT.format(epoch_result_id="%(epoch_result_id)s"),
+                    CHECKPOINT_ONLY_UPSERT,
                     self.step_rows,
                 )
             if self.samples:
@@ -420,18 +411,35 @@ def _of_a_deleted_run(conn: Connection, event: CheckpointObserved, key: str) -> 
         return False
     row = conn.execute(
         """
-        SELECT 1 FROM deleted_checkpoints
-        WHERE host = %(host)s AND path = %(path)s
-          AND size_bytes = %(size)s AND mtime = %(mtime)s
-          AND (content_hash IS NULL OR %(hash)s::text IS NULL OR content_hash = %(hash)s)
-        UNION ALL
-        SELECT 1 FROM deleted_runs WHERE capture_key = %(key)s
-        LIMIT 1
+        SELECT EXISTS (SELECT 1 FROM deleted_runs WHERE capture_key = %s) AS run_deleted,
+               d.size_bytes, d.mtime, d.content_hash
+        FROM (SELECT 1) AS one
+        LEFT JOIN deleted_checkpoints d ON d.host = %s AND d.path = %s
         """,
-        {"host": event.host, "path": event.path, "hash": event.content_hash,
-         "size": event.size_bytes, "mtime": event.mtime, "key": key},
-    ).fetchone()  # fmt: skip
-    return row is not None
+        (key, event.host, event.path),
+    ).fetchone()
+    assert row is not None
+    if row["run_deleted"]:
+        return True
+    return row["size_bytes"] is not None and _still_the_deleted_file(row, event)
+
+
+def _still_the_deleted_file(row: dict[str, Any] | None, event: CheckpointObserved) -> bool:
+    """A deleted run's file (``deleted_checkpoints`` row) that has not changed since."""
+    return row is not None and (
+        row["size_bytes"] == event.size_bytes and row["mtime"] == event.mtime
+        and (row["content_hash"] is None or event.content_hash is None
+             or row["content_hash"] == event.content_hash)
+    )  # fmt: skip
+
+
+def _same_model(row: dict[str, Any] | None, event: CheckpointObserved) -> bool:
+    """Whether the ``checkpoints`` row of this path (if any) may hold the event's model: no
+    row, or a content hash missing on either side, or the same hash."""
+    return (
+        row is None or row["content_hash"] is None or event.content_hash is None
+        or row["content_hash"] == event.content_hash
+    )  # fmt: skip
 
 
 def resolve_run(
@@ -616,6 +624,9 @@ CHECKPOINT_UPSERT = """
         removed_at = NULL
 """
 
+# A file without an epoch row, or whose epoch row is written first (its id given).
+CHECKPOINT_ONLY_UPSERT = CHECKPOINT_UPSERT.format(epoch_result_id="%(epoch_result_id)s")
+
 # An epoch file's two rows in one statement (a backfill writes hundreds of these at once).
 EPOCH_AND_CHECKPOINT_UPSERT = "".join(  # the constants above, nothing from input
     ("WITH epoch_row AS (", EPOCH_UPSERT, ") ",
@@ -650,7 +661,7 @@ def _upsert_checkpoint(
     event: CheckpointObserved,
 ) -> None:
     conn.execute(
-        CHECKPOINT_UPSERT.format(epoch_result_id="%(epoch_result_id)s"),
+        CHECKPOINT_ONLY_UPSERT,
         _file_params(run_id, epoch, event, epoch_result_id),
     )
 
@@ -1056,11 +1067,9 @@ def _replaced_file(conn: Connection, event: CheckpointObserved) -> bool:
         "WHERE host = %s AND path = %s",
         (event.host, event.path),
     ).fetchone()
-    if (
-        row is None or row["content_hash"] is None or event.content_hash is None
-        or row["content_hash"] == event.content_hash
-    ):  # fmt: skip
+    if _same_model(row, event):
         return False
+    assert row is not None
     if row["mtime"] is not None and event.mtime < row["mtime"]:
         return True
     _epoch_file_gone(conn, row["epoch_result_id"], event.path)
