@@ -478,7 +478,8 @@ def _once_while_steady(key: Any, compute: Any) -> Any:
 
 
 def _gui_config_in(folder: Path) -> Path | None:
-    """The newest kohya_ss GUI config beside the outputs (as find_gui_config)."""
+    """The newest kohya_ss GUI config (``config_lora-*.toml``) beside the outputs, from
+    the folder's listing (shared with the checkpoints and samples)."""
     found = sorted(path for path, _ in _listing(folder, "gui", _gui_config_named))
     return Path(found[-1]) if found else None
 

@@ -48,15 +48,6 @@ def flatten_sections(document: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def find_gui_config(output_dir: Path) -> Path | None:
-    """The newest kohya_ss GUI config beside the outputs, if any."""
-    try:
-        found = sorted(output_dir.glob(GUI_CONFIG_GLOB))
-    except OSError:
-        return None
-    return found[-1] if found else None
-
-
 def run_fields_from_config(config: dict[str, Any]) -> dict[str, Any]:
     """Columns of training_runs found in kohya arguments."""
     module = str(config.get("network_module") or "")
