@@ -253,7 +253,7 @@ class Recorder:
         except DatabaseUnavailable as exc:  # pragma: no cover - replay catches it itself
             self._mark_down(exc)
             return ReplayResult(remaining=self.spool.pending())
-        if result.remaining:
+        if result.remaining > result.elsewhere:  # what waits for this database: it is down
             self._mark_down(DatabaseUnavailable(result.stopped_by or "replay stopped"))
         elif result.applied:
             self._mark_up()
