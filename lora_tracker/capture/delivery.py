@@ -245,6 +245,9 @@ class Recorder:
             except SchemaNotInitialized as exc:
                 raise DatabaseUnavailable(str(exc)) from None
             except Exception as exc:
+                if isinstance(exc, psycopg.Error) and _write_conflict(exc):
+                    # another writer: this event stays first in line, replayed next time
+                    raise DatabaseUnavailable(f"conflicting writers: {_reason(exc)}") from None
                 _raise_if_transient(exc)
                 raise Unappliable(_reason(exc)) from None
 
@@ -261,9 +264,10 @@ class Recorder:
         return result
 
 
-# SQLSTATE classes that say "not now" rather than "never": connection (08), deadlock or
-# serialization (40), out of disk or memory (53), cancelled or shutting down (57), I/O (58).
-TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+# SQLSTATE classes that say "not now" rather than "never": connection (08), out of disk or
+# memory (53), cancelled or shutting down (57), I/O (58). A deadlock or serialization
+# failure (40) is retried at once instead: see _write_conflict.
+TRANSIENT_CLASSES = ("08", "53", "57", "58")
 
 
 def _raise_if_transient(exc: Exception) -> None:
