@@ -200,7 +200,8 @@ def score_prompt(
     if epoch is None:
         epoch = epochs.upsert_epoch(conn, run.id, epoch_number, EpochFields())
     before = conn.execute(
-        "SELECT * FROM prompt_test_results WHERE epoch_result_id = %s AND test_prompt_id = %s",
+        "SELECT * FROM prompt_test_results"
+        " WHERE epoch_result_id = %s AND test_prompt_id = %s AND result_key = ''",
         (epoch.id, test_prompt["id"]),
     ).fetchone()
     row = prompts.record_result(conn, epoch.id, test_prompt["id"], fields)

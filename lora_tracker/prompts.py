@@ -68,10 +68,11 @@ def set_active(conn: Connection, ref: str, active: bool) -> dict[str, Any]:
 def record_result(
     conn: Connection, epoch_result_id: int, prompt_id: int, fields: PromptResultFields
 ) -> dict[str, Any]:
-    """Create or update the result of one epoch on one prompt (only the given fields)."""
+    """Create or update the person's own result of one epoch on one prompt (only the given
+    fields): the row with ``result_key = ''`` (images linked by capture have their own)."""
     query, params = _sqlbuild.upsert(
         "prompt_test_results",
-        {"epoch_result_id": epoch_result_id, "test_prompt_id": prompt_id},
+        {"epoch_result_id": epoch_result_id, "test_prompt_id": prompt_id, "result_key": ""},
         fields.given(),
     )
     row = conn.execute(query, params).fetchone()
