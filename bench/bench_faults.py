@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from lora_tracker import embedded
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
 from lora_tracker.migrations import migrate
@@ -208,7 +208,7 @@ def full_disk(bench: Bench) -> Result | None:
         down, proxy = down_url(url)
         out = bench.root / "full"
         out.mkdir()
-        watcher = Watcher([out], Recorder(down))
+        watcher = Watcher([out], EventDelivery(down))
         watcher.start()
         watcher.wait_backfilled(30)
         KohyaRun(out, epochs=4, save_last_n=2, samples_per_epoch=0).run(pause=0.2)

@@ -75,7 +75,7 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[Target, Job] | _Flush | None] = queue.SimpleQueue()
-        self._recorders: dict[tuple[str | None, str], Any] = {}
+        self._deliveries: dict[tuple[str | None, str], Any] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -103,13 +103,13 @@ class Dispatcher:
                 self._thread.start()
                 atexit.register(self.close)
 
-    def _recorder(self, target: Target) -> Any:
-        from .capture.delivery import Recorder
+    def _delivery(self, target: Target) -> Any:
+        from .capture.delivery import EventDelivery
 
         key = (target.url, str(target.home))
-        if key not in self._recorders:
-            self._recorders[key] = Recorder(target=target)
-        return self._recorders[key]
+        if key not in self._deliveries:
+            self._deliveries[key] = EventDelivery(target=target)
+        return self._deliveries[key]
 
     def _work(self) -> None:
         _import_exit_path()
@@ -173,7 +173,7 @@ class Dispatcher:
         waiting = self._unsaved.pop(key, [])
         events = waiting + events
         self._inflight = (target, events)
-        result = self._recorder(target).submit_many(events, batch_size=MAX_BATCH_EVENTS)
+        result = self._delivery(target).submit_many(events, batch_size=MAX_BATCH_EVENTS)
         unsaved = [event for event, delivery, _ in result.outcomes if delivery == "unsaved"]
         if unsaved:
             self._unsaved[key] = unsaved
@@ -213,9 +213,9 @@ class Dispatcher:
         for key, events in list(self._unsaved.items()):  # last chance: the spool
             self._run_job_to_spool(self._targets[key], _returning(events))
         self._unsaved.clear()
-        for recorder in self._recorders.values():
+        for delivery in self._deliveries.values():
             with contextlib.suppress(Exception):
-                recorder.close()
+                delivery.close()
 
     def _run_job_to_spool(self, target: Target, job: Job) -> None:
         from .capture.delivery import spooled_line

@@ -208,7 +208,7 @@ class KohyaTracker:
         run = self.run
         if run is None or not metadata or not run.enabled:
             return
-        from ..capture.metadata import run_fields_from_metadata
+        from ..capture.checkpoint_metadata import run_fields_from_metadata
         from ..capture.trainer_config import run_fields_from_config
 
         strings = _stringify(metadata)
@@ -423,14 +423,14 @@ class KohyaTracker:
         """Record files by watching the output folder, for what the hooks cannot see."""
         if self.fallback_watcher is not None or self.output_dir is None:
             return
-        from ..capture.delivery import Recorder
+        from ..capture.delivery import EventDelivery
         from ..capture.watcher import Watcher
 
         os.makedirs(self.output_dir, exist_ok=True)
         run = self.run
         watcher = Watcher(
             [Path(self.output_dir)],
-            Recorder(target=run.target) if run else Recorder(),
+            EventDelivery(target=run.target) if run else EventDelivery(),
             run_key=run.run_key if run else None,
         )
         watcher.start()
