@@ -208,7 +208,8 @@ def full_disk(bench: Bench) -> Result | None:
         down, proxy = down_url(url)
         out = bench.root / "full"
         out.mkdir()
-        watcher = Watcher([out], EventDelivery(down))
+        delivery = EventDelivery(down)
+        watcher = Watcher([out], delivery)
         watcher.start()
         watcher.wait_backfilled(30)
         KohyaRun(out, epochs=4, save_last_n=2, samples_per_epoch=0).run(pause=0.2)
@@ -218,6 +219,7 @@ def full_disk(bench: Bench) -> Result | None:
         watcher.schedule("/wake.safetensors")
         _wait(lambda: count(url, "SELECT count(*) FROM checkpoints WHERE NOT on_disk") == 1, 30)
         watcher.stop()
+        delivery.close()
         proxy.down()
         removals = count(url, "SELECT count(*) FROM checkpoints WHERE NOT on_disk")
         scenario = "disk full and database down during a 4-epoch run, then back"

@@ -233,6 +233,7 @@ def start_watcher(no_thread_leak: None) -> Iterator[Callable[..., Watcher]]:
     started: list[Watcher] = []
 
     def start(folder: Path, url: str, **options: Any) -> Watcher:
+        # the fixture creates each watcher's delivery, so it closes it after stop()
         # short intervals: a test waits half a second for a retry or a replay, not five
         delivery = EventDelivery(url, retry_after_s=options.pop("retry_after_s", 0.5))
         watcher = Watcher([folder], delivery, **{"replay_every_s": 0.5, **options})
@@ -244,6 +245,7 @@ def start_watcher(no_thread_leak: None) -> Iterator[Callable[..., Watcher]]:
     yield start
     for watcher in started:
         watcher.stop()
+        watcher.delivery.close()
 
 
 def proxied(url: str, proxy: Proxy) -> str:

@@ -3,12 +3,20 @@
 ``EventDelivery.submit`` never raises for a database problem: the event is either recorded or
 durably spooled, and the caller (a watcher, a hook, the CLI) carries on. Spooled events are
 replayed, in order, before new ones whenever the database answers again.
+
+This is the one door to the spool: sources (the watcher, the Python API's background
+thread, the kohya hook) hand events to an ``EventDelivery`` and ask it to replay; none of
+them opens the spool. One ``EventDelivery`` per process and target is shared by the API's
+thread and the kohya hook's fallback watcher (``tracking.Dispatcher.delivery``); its
+operations take turns on its one connection. Whoever creates an ``EventDelivery`` closes
+it (a ``Watcher`` given one does not).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -70,6 +78,9 @@ class EventDelivery:
         self._down_until = 0.0
         self._spool_error: str | None = None  # the spool's last write failure, until one works
         self._said_down = False  # the outage was logged (a line per outage, not per retry)
+        # one thread at a time on the connection (the API's thread and a fallback watcher
+        # may share this object); spooling alone and close() do not wait for it
+        self._turn = threading.RLock()
 
     # -- database ------------------------------------------------------------------------
     def _database(self) -> Database:
@@ -96,9 +107,25 @@ class EventDelivery:
         return time.monotonic() < self._down_until
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Close the connection (never waits: at exit, another thread may be stuck on it)."""
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    # -- the spool, seen from outside --------------------------------------------------------
+    def pending(self) -> int:
+        """How many events wait in the spool (for this database or another)."""
+        return self.spool.pending()
+
+    def nothing_spooled(self) -> bool:
+        """No spool file at all: nothing waits, nothing cut off by a crash to set aside."""
+        return not self.spool.path.exists()
+
+    def keep(self, events: Iterable[Event]) -> list[DeliveryOutcome]:
+        """Spool events without trying the database (at exit, when time has run out):
+        ``spooled``, or ``unsaved`` if the spool cannot be written (said once in the log).
+        Does not wait for another thread delivering through this object."""
+        return [self._spool(event)[0] for event in events]
 
     # -- delivery -----------------------------------------------------------------------
     def submit(self, event: Event) -> tuple[DeliveryOutcome, Applied | None]:
@@ -108,6 +135,10 @@ class EventDelivery:
 
     def submit_many(self, events: Iterable[Event], batch_size: int = 200) -> BatchResult:
         """Record events in order, in transactions of up to ``batch_size`` events."""
+        with self._turn:
+            return self._submit_many(list(events), batch_size)
+
+    def _submit_many(self, events: list[Event], batch_size: int) -> BatchResult:
         result = BatchResult()
         pending = list(events)
         if not pending:
@@ -221,16 +252,24 @@ class EventDelivery:
         """What the database already holds under these folders (None if unreachable)."""
         if self.database_down:
             return None
-        try:
-            db = self._database()
-            with db.transaction() as conn:
-                return known_files(conn, host, folders)
-        except (DatabaseUnavailable, SchemaNotInitialized) as exc:
-            self._mark_down(exc)
-            return None
+        with self._turn:
+            try:
+                db = self._database()
+                with db.transaction() as conn:
+                    return known_files(conn, host, folders)
+            except (DatabaseUnavailable, SchemaNotInitialized) as exc:
+                self._mark_down(exc)
+                return None
 
     def replay(self, *, wait: bool = False) -> ReplayResult:
-        """Apply spooled events in order; stops (keeping the rest) if the database fails."""
+        """Apply spooled events in order; stops (keeping the rest) if the database fails.
+        Cheap when nothing is spooled: a watcher calls it every few seconds."""
+        if self.nothing_spooled():
+            return ReplayResult()
+        with self._turn:
+            return self._replay(wait)
+
+    def _replay(self, wait: bool) -> ReplayResult:
 
         def apply(line: str) -> None:
             spooled_for = _spooled_for(line)

@@ -312,7 +312,8 @@ class Watcher:
         return self.backfill_stats if self._backfilled.is_set() else None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop watching and wait for the worker (pending checks are dropped)."""
+        """Stop watching and wait for the worker (pending checks are dropped). The
+        delivery stays open: whoever created it closes it."""
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
@@ -321,7 +322,6 @@ class Watcher:
             self._observer.join(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
-        self.delivery.close()
 
     @property
     def alive(self) -> bool:
@@ -450,8 +450,7 @@ class Watcher:
         self._last_replay = now
         if self._unsaved:
             self._offer_unsaved()
-        if self.delivery.spool.pending():
-            self.delivery.replay()
+        self.delivery.replay()  # the spool is the delivery's: it knows whether anything waits
 
     def _offer_unsaved(self) -> None:
         events, self._unsaved = self._unsaved, []

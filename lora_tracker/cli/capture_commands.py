@@ -152,6 +152,7 @@ def watch(
         click.echo("Stopped.", err=True)
     finally:
         watcher.stop()
+        delivery.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -263,8 +264,7 @@ def sync(ctx: click.Context) -> None:
 
     delivery = EventDelivery(app_context(ctx).database_url)
     try:
-        waiting = delivery.spool.pending()
-        if not waiting and not delivery.spool.path.exists():
+        if delivery.nothing_spooled():
             click.echo("Spool is empty: nothing to replay")
             return
         result = delivery.replay(wait=True)
