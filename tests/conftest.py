@@ -39,7 +39,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from lora_tracker import embedded
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.migrations import load_examples, migrate
 
@@ -266,9 +266,10 @@ def start_watcher(no_thread_leak: None) -> Iterator[Callable[..., Watcher]]:
     started: list[Watcher] = []
 
     def start(folder: Path, url: str, **options: Any) -> Watcher:
+        # the fixture creates each watcher's delivery, so it closes it after stop()
         # short intervals: a test waits half a second for a retry or a replay, not five
-        recorder = Recorder(url, retry_after_s=options.pop("retry_after_s", 0.5))
-        watcher = Watcher([folder], recorder, **{"replay_every_s": 0.5, **options})
+        delivery = EventDelivery(url, retry_after_s=options.pop("retry_after_s", 0.5))
+        watcher = Watcher([folder], delivery, **{"replay_every_s": 0.5, **options})
         watcher.start()
         assert watcher.wait_backfilled(30) is not None
         started.append(watcher)
@@ -277,6 +278,7 @@ def start_watcher(no_thread_leak: None) -> Iterator[Callable[..., Watcher]]:
     yield start
     for watcher in started:
         watcher.stop()
+        watcher.delivery.close()
 
 
 def proxied(url: str, proxy: Proxy) -> str:

@@ -378,7 +378,7 @@ def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
 ) -> None:
     """`watch --once` (a backfill) checks the runs it records for the first time; runs it
     had recorded before stay quiet."""
-    from lora_tracker.capture.delivery import Recorder
+    from lora_tracker.capture.delivery import EventDelivery
 
     now = time.time()
 
@@ -390,11 +390,11 @@ def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
         return out
 
     def backfill(out: Path) -> None:
-        recorder = Recorder(db_url)
+        delivery = EventDelivery(db_url)
         try:
-            Watcher([out], recorder).backfill()
+            Watcher([out], delivery).backfill()
         finally:
-            recorder.close()
+            delivery.close()
 
     first = folder("first", 1, 32)
     backfill(first)
