@@ -1,5 +1,6 @@
-"""Decisions from the record: "has this been tried?" and the success statistics.
-All SQL of these questions lives here."""
+"""Decisions from the record: "has this been tried?", the settings a comparison finds
+different, and the success statistics (`stats`, the dashboard's charts and the Markdown
+report all read them from here: one query per statistic)."""
 
 from __future__ import annotations
 
@@ -229,18 +230,52 @@ def stats(
     themselves stay as written: a WITH clause named after each table stands in for it
     (a non-recursive WITH query cannot see its own name, so inside it the name is the table).
     """
+    return {name: statistic(conn, name, filters, since=since) for name in STATS_QUERIES}
+
+
+def statistic(
+    conn: Connection,
+    name: str,
+    filters: dict[str, Any] | None = None,
+    *,
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """One of the STATS_QUERIES (by name), as `stats` gives it."""
+    query = STATS_QUERIES[name]
     where, params = run_conditions(filters, since=since)
     if not params:  # the whole history: from the summaries where there is one
-        return {
-            name: conn.execute(SUMMARY_QUERIES.get(name, query)).fetchall()
-            for name, query in STATS_QUERIES.items()
-        }
+        return conn.execute(SUMMARY_QUERIES.get(name, query)).fetchall()
     narrowed = sql.SQL(
         "WITH training_runs AS (SELECT * FROM training_runs {where}), "
         "epoch_results AS (SELECT * FROM epoch_results "
         "WHERE training_run_id IN (SELECT id FROM training_runs)) "
     ).format(where=where)
-    return {
-        name: conn.execute(narrowed + sql.SQL(query), params).fetchall()
-        for name, query in STATS_QUERIES.items()
-    }
+    return conn.execute(narrowed + sql.SQL(query), params).fetchall()
+
+
+def success_rate(
+    conn: Connection, filters: dict[str, Any] | None = None, *, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per model type: total_runs, successful, success_pct, avg_quality; most runs first.
+
+    What counts, the same for `stats`, the dashboard and the report:
+    - every run counts in ``total_runs``, judged or not: a run still ``pending`` or with no
+      verdict at all (NULL) is a run that has not (yet) succeeded, as in the reference
+      document's query, so the rate is successes among all runs tried;
+    - runs with no model type form their own row, ``model_type`` None (the dashboard shows
+      it as "unknown"), rather than vanishing or merging with a type;
+    - ``avg_quality`` averages the runs that have a quality score (None when none has).
+    """
+    return statistic(conn, "success_rate", filters, since=since)
+
+
+def issue_frequency(
+    conn: Connection, filters: dict[str, Any] | None = None, *, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The issues recorded on failed runs (``overall_verdict = 'failure'``), with how many
+    failed runs name each: the 20 most frequent, then by name.
+
+    A run without a verdict is not a failure and a run without issues (NULL or empty list)
+    adds nothing. The same rows for `stats`, the dashboard and the report.
+    """
+    return statistic(conn, "issue_frequency", filters, since=since)

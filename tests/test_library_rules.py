@@ -5,6 +5,7 @@ the dashboard and `stats` share."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -46,3 +47,44 @@ def test_vocabulary_tuples_follow_the_literals() -> None:
     assert models.RunStatus is vocab.RunStatus
     assert get_args(models.ModelType) == vocab.MODEL_TYPES
     assert get_args(vocab.EpochVerdict) == models.EPOCH_VERDICTS
+
+
+def _run(conn: psycopg.Connection[Any], name: str, **values: Any) -> None:
+    from lora_tracker import runs
+    from lora_tracker.models import RunCreate
+
+    runs.create_run(conn, RunCreate(run_name=name, **values))
+
+
+def test_dashboard_and_stats_give_the_same_statistics(conn: psycopg.Connection[Any]) -> None:
+    """Success rate and issue frequency: the dashboard's numbers are `stats`' numbers, runs
+    without a model type, a verdict or a quality score included, over 20 issues cut alike."""
+    from lora_tracker import decisions
+    from lora_tracker.dashboard import data
+
+    _run(conn, "a", model_type="SD15", overall_verdict="success", quality_score=8)
+    _run(conn, "b", model_type="SD15", overall_verdict="failure", quality_score=2,
+         issues_found=[f"issue {i:02}" for i in range(25)])  # fmt: skip
+    _run(conn, "c", model_type="SD15")  # not judged yet: pending
+    _run(conn, "d", overall_verdict="success")  # no model type, no quality
+    _run(conn, "e", overall_verdict="failure", issues_found=["issue 03"])
+    _run(conn, "f", model_type="SDXL", overall_verdict="failure")  # issues_found NULL
+    shown = data.snapshot(conn)
+    found = decisions.stats(conn)
+    assert shown["success_rate"] == found["success_rate"]
+    assert shown["issue_frequency"] == found["issue_frequency"]
+    rates = {r["model_type"]: r for r in found["success_rate"]}
+    assert [r["model_type"] for r in found["success_rate"]] == ["SD15", None, "SDXL"]
+    assert (rates["SD15"]["total_runs"], rates["SD15"]["successful"]) == (3, 1)
+    assert str(rates["SD15"]["success_pct"]) == "33.3"
+    assert str(rates["SD15"]["avg_quality"]) == "5.00"
+    assert (rates[None]["total_runs"], rates[None]["successful"]) == (2, 1)
+    assert rates[None]["avg_quality"] is None
+    assert str(rates["SDXL"]["success_pct"]) == "0.0"
+    issues = found["issue_frequency"]
+    assert len(issues) == 20 and issues[0] == {"issue": "issue 03", "frequency": 2}
+    # the narrowed path (a filter that keeps everything) reads the runs, not the summaries,
+    # and agrees with them
+    long_ago = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    assert decisions.success_rate(conn, since=long_ago) == found["success_rate"]
+    assert decisions.issue_frequency(conn, since=long_ago) == issues
