@@ -1,4 +1,5 @@
-"""caption_versions: which caption set a run was trained on. All SQL about captions here."""
+"""caption_versions: which caption set a run was trained on (`status` and `export` read
+the table too)."""
 
 from __future__ import annotations
 

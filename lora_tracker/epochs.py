@@ -1,4 +1,5 @@
-"""epoch_results: one row per (run, epoch). All SQL about epochs lives here."""
+"""epoch_results: one row per (run, epoch): read, set, list (capture/record.py writes the
+epochs it captures, judging.py removes a mistaken one)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """test_prompts and prompt_test_results: the fixed prompts every checkpoint is judged on,
-and each epoch's result on each. All SQL about prompts lives here."""
+and each epoch's result on each (judging.py sets a result's scores through these and reads
+the row it changes)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from . import _sqlbuild
-from .errors import AmbiguousName, NotFound
+from .lookup import find_by_ref
 from .pg import Connection
 
 if TYPE_CHECKING:
@@ -34,26 +35,12 @@ def list_prompts(conn: Connection, *, include_inactive: bool = False) -> list[di
     ).fetchall()
 
 
-def get_prompt(conn: Connection, ref: str) -> dict[str, Any]:
-    """A prompt by id, exact name, or unique name prefix."""
-    text = ref.strip()
-    if text.isdigit():
-        row = conn.execute("SELECT * FROM test_prompts WHERE id = %s", (int(text),)).fetchone()
-        if row:
-            return row
-    row = conn.execute("SELECT * FROM test_prompts WHERE prompt_name = %s", (text,)).fetchone()
-    if row:
-        return row
-    rows = conn.execute(
-        "SELECT * FROM test_prompts WHERE prompt_name LIKE %s ORDER BY prompt_name LIMIT 11",
-        (_sqlbuild.like_prefix(text),),
-    ).fetchall()
-    if len(rows) == 1:
-        return rows[0]
-    if not rows:
-        raise NotFound(f"no test prompt named {text!r} (see `lora-tracker prompt list`)")
-    names = ", ".join(r["prompt_name"] for r in rows[:10])
-    raise AmbiguousName(f"{text!r} matches several prompts: {names}")
+def get_prompt(conn: Connection, ref: str | int) -> dict[str, Any]:
+    """A prompt by id, exact name, or unique name prefix (found as runs are)."""
+    return find_by_ref(
+        conn, "test_prompts", "prompt_name", ref, noun="test prompt", nouns="prompts",
+        not_found_hint=lambda _: " (see `lora-tracker prompt list`)",
+    )  # fmt: skip
 
 
 def set_active(conn: Connection, ref: str, active: bool) -> dict[str, Any]:

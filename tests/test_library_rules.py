@@ -88,3 +88,35 @@ def test_dashboard_and_stats_give_the_same_statistics(conn: psycopg.Connection[A
     long_ago = datetime(2000, 1, 1, tzinfo=timezone.utc)
     assert decisions.success_rate(conn, since=long_ago) == found["success_rate"]
     assert decisions.issue_frequency(conn, since=long_ago) == issues
+
+
+def test_runs_and_prompts_are_found_alike(conn: psycopg.Connection[Any]) -> None:
+    """By id, exact name or unique prefix, with the same refusals for runs and prompts;
+    a LIKE wildcard in the reference matches only itself."""
+    import pytest
+
+    from lora_tracker import prompts, runs
+    from lora_tracker.errors import AmbiguousName, InvalidInput, NotFound
+    from lora_tracker.models import TestPromptCreate
+
+    for name in ("SD15_a", "SD15_b", "SDXL_x"):
+        _run(conn, name)
+        prompts.add_prompt(conn, TestPromptCreate(prompt_name=name, prompt_text="a cat"))
+    for get, plural in ((runs.run_row, "runs"), (prompts.get_prompt, "prompts")):
+        name_column = "run_name" if get is runs.run_row else "prompt_name"
+        one = get(conn, "SDXL")
+        assert one[name_column] == "SDXL_x"
+        assert get(conn, str(one["id"]))[name_column] == "SDXL_x"
+        assert get(conn, " SD15_a ")[name_column] == "SD15_a"
+        with pytest.raises(
+            AmbiguousName, match=f"'SD15' matches several {plural}: SD15_a, SD15_b$"
+        ):
+            get(conn, "SD15")
+        with pytest.raises(NotFound, match=r"^no .* named 'SD_'"):
+            get(conn, "SD_")
+        with pytest.raises(InvalidInput, match="name or id is required"):
+            get(conn, " ")
+    with pytest.raises(NotFound, match=r"\(did you mean SDXL_x"):
+        runs.get_run(conn, "SDXL_y")
+    with pytest.raises(NotFound, match=r"see `lora-tracker prompt list`"):
+        prompts.get_prompt(conn, "nope")
