@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
+
 from . import _sqlbuild
+from .errors import NotFound
 from .lookup import find_by_ref
 from .pg import Connection
 
@@ -64,6 +67,24 @@ def record_result(
     )
     row = conn.execute(query, params).fetchone()
     assert row is not None
+    return row
+
+
+def update_result(conn: Connection, result_id: int, fields: PromptResultFields) -> dict[str, Any]:
+    """Set only the given fields of one prompt result (by id); NotFound when it is gone."""
+    values = fields.given()
+    if values:
+        assignments, params = _sqlbuild.assignments(values)
+        query = sql.SQL("UPDATE prompt_test_results SET {} WHERE id = %s RETURNING *").format(
+            assignments
+        )
+        row = conn.execute(query, [*params, result_id]).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT * FROM prompt_test_results WHERE id = %s", (result_id,)
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no prompt result with id {result_id}")
     return row
 
 

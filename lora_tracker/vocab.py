@@ -30,6 +30,13 @@ CHECKPOINT_KINDS: tuple[str, ...] = get_args(CheckpointKind)
 CHECKPOINT_FORMATS: tuple[str, ...] = get_args(CheckpointFormat)
 IMAGE_GENERATORS: tuple[str, ...] = get_args(ImageGenerator)
 
+# the problem flags of an epoch, by the name a person uses, and their columns
+EPOCH_FLAGS: dict[str, str] = {
+    "wrong-backgrounds": "has_wrong_backgrounds",
+    "random-pixels": "has_random_pixels",
+    "photorealistic": "is_photorealistic",
+}
+
 # table, column -> vocabulary: what the schema's CHECK constraints must allow, no more
 SCHEMA_VOCABULARIES: dict[tuple[str, str], tuple[str, ...]] = {
     ("training_runs", "status"): RUN_STATUSES,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
 
-from ..vocab import CheckpointKind
+from ..vocab import CheckpointKind as CheckpointKind  # re-exported: events.py uses it
 
 CHECKPOINT_SUFFIXES = {".safetensors": "safetensors", ".ckpt": "ckpt", ".pt": "pt"}
 ADAPTER_FILES = {"pytorch_lora_weights", "adapter_model"}
