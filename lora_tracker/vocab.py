@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 RunStatus = Literal["planned", "in_progress", "completed", "failed", "cancelled"]
+EndStatus = Literal["completed", "failed", "cancelled"]  # the statuses a run ends with
 ModelType = Literal["SD15", "SD2", "SDXL", "SD3", "Flux", "Chroma", "other"]
 OverallVerdict = Literal["success", "failure", "partial", "pending"]
 EpochVerdict = Literal["best", "good", "acceptable", "skip", "failure"]
@@ -21,6 +22,7 @@ CheckpointFormat = Literal["safetensors", "ckpt", "pt", "bin"]
 ImageGenerator = Literal["kohya", "a1111", "forge", "sdnext", "comfyui", "other"]
 
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+END_STATUSES: tuple[str, ...] = get_args(EndStatus)
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
 OVERALL_VERDICTS: tuple[str, ...] = get_args(OverallVerdict)
 EPOCH_VERDICTS: tuple[str, ...] = get_args(EpochVerdict)

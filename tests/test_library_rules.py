@@ -47,6 +47,7 @@ def test_vocabulary_tuples_follow_the_literals() -> None:
     assert models.RunStatus is vocab.RunStatus
     assert get_args(models.ModelType) == vocab.MODEL_TYPES
     assert get_args(vocab.EpochVerdict) == models.EPOCH_VERDICTS
+    assert set(vocab.END_STATUSES) < set(vocab.RUN_STATUSES)  # a run ends in a run status
 
 
 def _run(conn: psycopg.Connection[Any], name: str, **values: Any) -> None:
