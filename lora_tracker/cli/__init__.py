@@ -7,14 +7,16 @@ library's InvalidRequest: a request that contradicts itself) exit 2.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
-from ..errors import InvalidValue, LoraTrackerError
+from ..errors import InvalidRequest, InvalidValue, LoraTrackerError
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -44,6 +46,20 @@ class AppContext:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Around a library call inside a command: the library's InvalidRequest (the request
+    contradicts itself) becomes a click usage error raised in the command, so the message
+    points at the command's --help; InvalidValue names the option of its field."""
+    try:
+        yield
+    except InvalidValue as exc:
+        option = "--" + exc.field.replace("_", "-")
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    except InvalidRequest as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def app_context(ctx: click.Context) -> AppContext:

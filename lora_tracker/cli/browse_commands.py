@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..vocab import MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
-from . import app_context
+from . import app_context, usage_errors
 from .options import choice
 from .output import (
     Layout,
@@ -235,7 +235,7 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool, wide
     """Runs side by side: configuration (differences marked *), verdicts, scores per epoch."""
     from ..decisions import compare_runs
 
-    with app_context(ctx).db.transaction() as conn:
+    with usage_errors(), app_context(ctx).db.transaction() as conn:
         found = compare_runs(conn, runs_given, (*CONFIG_FIELDS, *VERDICT_FIELDS),
                              COMPARED_EPOCH_COLUMNS)  # fmt: skip
     names = [r["run_name"] for r in found.runs]

@@ -13,7 +13,7 @@ import click
 
 from ..guard import EXIT_REPEATS_FAILURE
 from ..vocab import MODEL_TYPES
-from . import app_context
+from . import app_context, usage_errors
 from .options import FINITE_RATE, FINITE_ZERO_OR_MORE, choice
 from .output import (
     Layout,
@@ -80,7 +80,8 @@ def tried(
     from ..decisions import tried as find_tried
 
     layout = Layout(columns, wide)
-    planned = planned_settings(options, config_path)
+    with usage_errors():
+        planned = planned_settings(options, config_path)
     settings = planned.settings
     read_from = ""
     if planned.config is not None:
