@@ -37,7 +37,7 @@ def list_prompts(conn: Connection, *, include_inactive: bool = False) -> list[di
 def get_prompt(conn: Connection, ref: str) -> dict[str, Any]:
     """A prompt by id, exact name, or unique name prefix."""
     text = ref.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True, int("²") fails
         row = conn.execute("SELECT * FROM test_prompts WHERE id = %s", (int(text),)).fetchone()
         if row:
             return row

@@ -78,7 +78,7 @@ def _find(conn: Connection, ref: str | int) -> dict[str, Any]:
     text = str(ref).strip()
     if not text:
         raise InvalidInput("a run name or id is required")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True, int("²") fails
         row = conn.execute("SELECT * FROM training_runs WHERE id = %s", (int(text),)).fetchone()
         if row:
             return row

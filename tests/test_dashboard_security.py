@@ -348,3 +348,29 @@ def test_dashboard_refuses_unsafe_options(examples_url: str, args: list[str], me
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "\uff11", "1\u00b2"])
+def test_non_ascii_digits_are_not_numbers(examples_url: str, text: str) -> None:
+    """Digits str.isdigit accepts but int refuses ("²") or reads ("٣" is 3): never an id,
+    an epoch or a size; one line, never a traceback."""
+    from lora_tracker import prompts
+    from lora_tracker.capture.metadata import _resolution_text
+    from lora_tracker.config_files import _whole
+    from lora_tracker.errors import NotFound
+
+    with Database(examples_url) as db, db.transaction() as conn:
+        with pytest.raises(NotFound):
+            runs.get_run(conn, text)
+        with pytest.raises(NotFound):
+            prompts.get_prompt(conn, text)
+    assert _resolution_text(text) is None
+    with pytest.raises(ValueError, match="whole number"):
+        _whole(text)
+    result = CliRunner().invoke(
+        cli, ["--database-url", examples_url, "score", RUN, text, "--visual", "5"]
+    )
+    assert result.exit_code == 2 and "must be a whole number" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["--database-url", examples_url, "show", text])
+    assert result.exit_code == 1 and "Traceback" not in result.output
