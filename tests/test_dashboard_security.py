@@ -48,10 +48,11 @@ def test_route(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Served:
-    def __init__(self, server: DashboardServer) -> None:
-        self.server = server
-        self.port = int(server.server_address[1])
-        self.host = f"127.0.0.1:{self.port}"
+    """Plain HTTP requests to a dashboard listening on 127.0.0.1:port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.host = f"127.0.0.1:{port}"
 
     def request(
         self,
@@ -97,7 +98,7 @@ def serve(examples_url: str) -> Iterator[Any]:
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
         thread.start()
         started.append((server, thread))
-        return Served(server)
+        return Served(int(server.server_address[1]))
 
     yield start
     for server, thread in started:
@@ -374,3 +375,38 @@ def test_non_ascii_digits_are_not_numbers(examples_url: str, text: str) -> None:
     assert len(result.output.strip().splitlines()) == 1
     result = CliRunner().invoke(cli, ["--database-url", examples_url, "show", text])
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_dashboard_on_every_address_read_only(examples_url: str, tmp_path: Path) -> None:
+    """`dashboard --host 0.0.0.0 --read-only`, as a real process: it warns that the whole
+    database is readable, serves the page by address (no DNS name but the machine's own),
+    and refuses every write."""
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lora_tracker", "--database-url", examples_url, "dashboard",
+         "--host", "0.0.0.0", "--port", str(port), "--read-only"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        warning = process.stderr.readline()
+        assert warning.startswith("Warning: listening on 0.0.0.0: anyone who can reach")
+        assert "read the whole database" in warning
+        assert "(read-only;" in process.stderr.readline()
+        served = Served(port)
+        status, _, page = served.request("GET", "/")
+        assert status == 200 and b'<meta name="lt-writes" content="off">' in page
+        status, _, _ = served.request("GET", "/", headers={"Host": f"rebound.example:{port}"})
+        assert status == 403
+        status, _, body = served.request(
+            "POST", ROUTE, b"{}", {"Content-Type": "application/json", "X-LT-Token": "x"}
+        )
+        assert status == 404 and b"read-only" in body
+    finally:
+        process.terminate()
+        process.wait(10)
