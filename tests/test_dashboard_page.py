@@ -66,6 +66,17 @@ def _set_epochs(url: str, run_name: str, **per_epoch: Any) -> None:
             upsert_epoch(conn, run.id, number, EpochFields(**fields))
 
 
+# whether the epoch table is wider than its section, and which cells cut their text
+EPOCH_TABLE_OVERFLOW = """() => {
+  const table = document.getElementById("epochs");
+  const box = table.closest("section");
+  const cut = [...table.querySelectorAll("td")].filter((td) =>
+    td.scrollWidth > td.clientWidth + 1 || td.scrollHeight > td.clientHeight + 1);
+  const right = (node) => node.getBoundingClientRect().right;
+  return { wider: right(table) > right(box), cut: cut.map((td) => td.textContent) };
+}"""
+
+
 def _ticks(page: Any, axis: str) -> list[str]:
     texts: list[str] = page.page.eval_on_selector_all(
         f"#chart-curves g.{axis}tick text", "nodes => nodes.map((n) => n.textContent)"
@@ -103,17 +114,11 @@ def test_run_chart_epoch_table_and_links(serve: Any, browser: Any, examples_url:
         assert "loss" in legend and "visual" in legend
         # the epoch table: every epoch a row, nothing wider than its section, no cut text
         assert page.page.locator("#epochs tbody tr").count() == 8
-        overflow = page.page.evaluate(
-            """() => {
-              const table = document.getElementById("epochs");
-              const box = table.closest("section");
-              const cut = [...table.querySelectorAll("td")].filter((td) =>
-                td.scrollWidth > td.clientWidth + 1 || td.scrollHeight > td.clientHeight + 1);
-              const right = (node) => node.getBoundingClientRect().right;
-              return { wider: right(table) > right(box), cut: cut.map((td) => td.textContent) };
-            }"""
-        )
-        assert overflow == {"wider": False, "cut": []}
+        for width in (1400, 800):  # a wide screen and a small laptop's
+            page.page.set_viewport_size({"width": width, "height": 1000})
+            page.page.wait_for_timeout(100)
+            overflow = page.page.evaluate(EPOCH_TABLE_OVERFLOW)
+            assert overflow == {"wider": False, "cut": []}, width
         observations = page.page.inner_text("#epochs tbody tr:nth-child(6)")
         assert "Best SDXL epoch so far, but not production quality: edges never crisp." in (
             observations

@@ -71,11 +71,16 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: 
     if not is_loopback(host):
         click.echo(
             f"Warning: listening on {host}: anyone who can reach this machine can read the "
-            "whole database" + ("." if read_only else ", and write with the token."),
+            "whole database" + ("." if read_only else "; writes need the token."),
             err=True,
         )
     mode = "read-only" if read_only else "writes need the token" if token else "writable"
-    click.echo(f"Dashboard on {server.url} ({mode}; Ctrl-C to stop)", err=True)
+    url = server.url
+    if host in ("0.0.0.0", "::"):  # every address: name one a browser can open
+        import socket
+
+        url = f"http://{socket.gethostname()}:{server.server_address[1]}/"
+    click.echo(f"Dashboard on {url} ({mode}; Ctrl-C to stop)", err=True)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
