@@ -209,15 +209,15 @@ def test_given_token_is_entered_not_inlined(
     serve: Any, examples_url: str, test_route: None
 ) -> None:
     """--token VALUE: the page does not carry it (it asks); a write with it is served."""
-    served = serve(token="correct horse battery")
+    served = serve(token="correct-horse-battery")
     status, _, page = served.request("GET", "/")
     assert b'<meta name="lt-writes" content="ask">' in page
-    assert b"correct horse" not in page
+    assert b"correct-horse" not in page
     assert served.token() == ""
     status, _ = served.post({"run": RUN, "epoch": 7, "visual": 2}, **{"X-LT-Token": "wrong"})
     assert status == 403
     status, payload = served.post(
-        {"run": RUN, "epoch": 7, "visual": 2}, **{"X-LT-Token": "correct horse battery"}
+        {"run": RUN, "epoch": 7, "visual": 2}, **{"X-LT-Token": "correct-horse-battery"}
     )
     assert (status, payload) == (200, {"visual": 2})
     assert _visual(examples_url) == 2
@@ -341,6 +341,8 @@ def test_idle_connection_times_out(serve: Any, monkeypatch: pytest.MonkeyPatch) 
         (["--host", "192.168.1.10"], "add --read-only, or --token VALUE"),
         (["--read-only", "--token", "a-long-enough-token"], "exclude each other"),
         (["--token", "short"], "at least 12 characters"),
+        (["--token", "correct horse battery"], "no spaces or accents"),
+        (["--token", "mot-de-passe-été"], "no spaces or accents"),
     ],
 )
 def test_dashboard_refuses_unsafe_options(examples_url: str, args: list[str], message: str) -> None:

@@ -56,6 +56,12 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: 
         raise click.UsageError("--read-only and --token exclude each other")
     if token is not None and len(token.strip()) < MIN_TOKEN_CHARS:
         raise click.BadParameter(f"use at least {MIN_TOKEN_CHARS} characters", param_hint="--token")
+    if token is not None and not re.fullmatch(r"[!-~]+", token.strip()):
+        # it travels in an HTTP header, which a browser only sends in plain ASCII
+        raise click.BadParameter(
+            "use letters, digits and punctuation only (no spaces or accents)",
+            param_hint="--token",
+        )
     if not is_loopback(host) and not read_only and token is None:
         raise click.UsageError(
             f"--host {host} makes the whole database readable from the network: add "
