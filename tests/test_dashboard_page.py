@@ -196,6 +196,10 @@ def test_report_with_script_in_a_note_renders(
     assert inlined is not None
     assert not re.search("[<>&\u2028\u2029]", inlined.group(1))
     assert NASTY_NOTE in json.dumps(json.loads(inlined.group(1)), ensure_ascii=False)
+    # a file has no headers: the report's own policy runs only its own scripts
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
+    assert policy is not None and "script-src 'sha256-" in policy.group(1)
+    assert html.index(policy.group(0)) < html.index("<script")
     page = Page(browser, target.as_uri() + "#run=SD15_PERFECT_Nov9")
     try:
         _wait_title(page, "SD15_PERFECT_Nov9")
