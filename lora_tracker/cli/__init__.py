@@ -8,9 +8,10 @@ library's InvalidRequest: a request that contradicts itself) exit 2.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -134,7 +135,118 @@ def _one_line(message: str) -> str:
     return escape_control(" ".join(line for line in lines if line), keep_newlines=False)
 
 
-@click.group(cls=TrackerGroup, context_settings=CONTEXT_SETTINGS)
+# Every command, by name: where it lives ("module:attribute" under lora_tracker.cli) and
+# the first paragraph of its help. `lora-tracker --help` lists them from here, and a
+# command's module is imported only when that command runs (or its own --help is asked
+# for): a command's start-up does not pay for the others' imports. Each module's
+# ``register`` names the commands it defines; tests/test_cli_lazy.py checks this table
+# against them and against each command's own help, so the two cannot drift apart.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "caption": ("catalog_commands:caption",
+                "Caption versions: which captions a run was trained on."),
+    "cleanup": ("decide_commands:cleanup",
+                "Delete old runs (with their epochs and prompt results), after showing them."),
+    "compare": ("browse_commands:compare",
+                "Runs side by side: configuration (differences marked *), verdicts, scores "
+                "per epoch."),
+    "dashboard": ("dashboard_commands:dashboard",
+                  "Serve the dashboard page: it refreshes as runs record new epochs, and "
+                  "judging in the page writes through the same rules as the CLI (unless "
+                  "--read-only)."),
+    "db": ("db_commands:db_group",
+           "The database target: status, connection URL, embedded server control."),
+    "epoch": ("judge_commands:epoch_group", "Epochs recorded by mistake."),
+    "export": ("decide_commands:export", "Export a table or view as CSV or JSON."),
+    "init": ("db_commands:init",
+             "Create or upgrade the schema (safe to run again), optionally with example "
+             "data."),
+    "new": ("judge_commands:new_run",
+            "Record a run by hand (before or while training, without a watcher or hook)."),
+    "prompt": ("catalog_commands:prompt", "Test prompts, and each epoch's result on them."),
+    "record": ("capture_commands:record",
+               "Record checkpoint files (or every checkpoint in a folder) once, now."),
+    "report": ("dashboard_commands:report",
+               "Write the record to share: the dashboard as one self-contained HTML file "
+               "(charts, data and images inlined), or with --format md the reference "
+               "document's two Markdown files, TRAINING_TIMELINE_TABLE.md (--timeline-only) "
+               "and TRAINING_COMPARISON_ANALYSIS.md (--analysis-only)."),
+    "runs": ("browse_commands:runs_command",
+             "List runs, newest first, with their epoch statistics (the training_comparison "
+             "view)."),
+    "score": ("judge_commands:score",
+              "Score a recorded epoch of RUN: sets only what is given, and says what changed."),
+    "show": ("browse_commands:show",
+             "One run: its configuration, judgement, epochs (scores, flags, loss, samples) "
+             "and the epoch x prompt grid."),
+    "sql": ("db_commands:sql_command", "Run SQL on the current database and print the result."),
+    "stats": ("decide_commands:stats",
+              "Success rate per model type, best parameters, issue frequency, failure "
+              "patterns."),
+    "sync": ("capture_commands:sync",
+             "Replay events waiting in the local spool (the watcher also does this by "
+             "itself)."),
+    "tried": ("decide_commands:tried",
+              "Before you train: has this configuration been tried, and how did it go?"),
+    "verdict": ("judge_commands:verdict",
+                "Record the verdict on RUN: sets only what is given, and says what changed."),
+    "watch": ("capture_commands:watch",
+              "Record every checkpoint in FOLDERS (recursively), then each new one as it is "
+              "saved."),
+}  # fmt: skip
+
+
+class LazyTrackerGroup(TrackerGroup):
+    """The root group: knows its commands by name (``COMMANDS``) and imports a command's
+    module only when that command is looked up to run; its --help lists them from the
+    table (the same one-line help click would cut from each command's docstring)."""
+
+    def __init__(
+        self, *args: Any, lazy_commands: Mapping[str, tuple[str, str]], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands)
+        self._listing_only = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in self.lazy_commands:
+            return self.commands.get(cmd_name)
+        where, help_text = self.lazy_commands[cmd_name]
+        if self._listing_only:  # --help of the root: the name and its help are enough
+            return click.Command(cmd_name, help=help_text)
+        return self._load(cmd_name, where)
+
+    def _load(self, cmd_name: str, where: str) -> click.Command:
+        module_name, attribute = where.split(":")
+        module = importlib.import_module(f"{__name__}.{module_name}")
+        command = getattr(module, attribute)
+        if not isinstance(command, click.Command) or command.name != cmd_name:
+            raise RuntimeError(
+                f"lora_tracker.cli.COMMANDS: {where} is not the {cmd_name!r} command"
+            )
+        self.commands[cmd_name] = command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing_only = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing_only = False
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and self.get_command(ctx, args[0]) is None:
+            # unknown: click's error suggests close names from the commands it holds
+            for name in self.lazy_commands:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=LazyTrackerGroup, lazy_commands=COMMANDS, context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--database-url",
     metavar="URL",
@@ -151,26 +263,6 @@ def cli(ctx: click.Context, database_url: str | None, verbose: bool) -> None:
     app = AppContext(database_url)
     ctx.obj = app
     ctx.call_on_close(app.close)
-
-
-from . import browse_commands as browse_commands  # noqa: E402  (each registers on `cli`)
-from . import capture_commands as capture_commands  # noqa: E402
-from . import catalog_commands as catalog_commands  # noqa: E402
-from . import dashboard_commands as dashboard_commands  # noqa: E402
-from . import db_commands as db_commands  # noqa: E402
-from . import decide_commands as decide_commands  # noqa: E402
-from . import judge_commands as judge_commands  # noqa: E402
-
-for _module in (
-    db_commands,
-    capture_commands,
-    browse_commands,
-    judge_commands,
-    catalog_commands,
-    decide_commands,
-    dashboard_commands,
-):
-    _module.register(cli)
 
 
 def main() -> None:
