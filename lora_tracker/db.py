@@ -86,7 +86,7 @@ class Database:
     def _check_schema(self, conn: Connection) -> None:
         from . import migrations
 
-        pending = migrations.pending_versions(conn)
+        pending = migrations.pending_at_connect(conn)
         if not pending:
             return
         if self.auto_migrate and self.target.embedded:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from .errors import MigrationError
 from .pg import Connection, first_line, translate_errors
@@ -57,6 +58,13 @@ def available() -> tuple[Migration, ...]:
     return tuple(found)
 
 
+@cache
+def available_versions() -> tuple[str, ...]:
+    """The versions of every migration shipped, in order (from the file names alone)."""
+    names = (_FILENAME.match(entry.name) for entry in sql_dir().iterdir())
+    return tuple(sorted(match[1] for match in names if match))
+
+
 def read_sql_file(name: str) -> str:
     """The text of a non-migration SQL file shipped with lora-tracker (e.g. example data)."""
     return (sql_dir() / name).read_text(encoding="utf-8")
@@ -87,6 +95,22 @@ def pending_versions(conn: Connection) -> list[str]:
     """Versions this lora-tracker ships that the database has not applied."""
     done = set(applied_versions(conn))
     return [m.version for m in available() if m.version not in done]
+
+
+def pending_at_connect(conn: Connection) -> list[str]:
+    """``pending_versions`` for a connection just opened (autocommit, idle): one query when
+    the schema is there; only a database without ``schema_migrations`` takes the longer way
+    (catalog lookup, then the versions)."""
+    if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+        return pending_versions(conn)
+    try:
+        row = conn.execute(
+            "SELECT array_agg(version) AS versions FROM schema_migrations"
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:  # a blank database (or not on the search_path)
+        return pending_versions(conn)
+    done = set((row and row["versions"]) or ())
+    return [version for version in available_versions() if version not in done]
 
 
 def migrate(conn: Connection) -> list[str]:

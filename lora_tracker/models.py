@@ -53,7 +53,11 @@ __all__ = [
 class _Input(BaseModel):
     """Base of write models: unknown fields are an error, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())  # model_type (pydantic<2.10)
+    # defer_build: a model's validator is built when first used, not at import (capture
+    # imports this module for RunFields alone; a CLI command uses one or two models)
+    model_config = ConfigDict(
+        extra="forbid", protected_namespaces=(), defer_build=True
+    )  # protected_namespaces: the model_type field (pydantic<2.10)
 
     def given(self) -> dict[str, Any]:
         """Only the fields the caller set, for partial updates."""
@@ -190,7 +194,9 @@ class PromptResultFields(_Input):
 class _Row(BaseModel):
     """Base of read models: built from database rows, extra columns ignored."""
 
-    model_config = ConfigDict(extra="ignore", from_attributes=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="ignore", from_attributes=True, protected_namespaces=(), defer_build=True
+    )
 
 
 class TrainingRun(_Row):

@@ -15,14 +15,17 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING
 
 from .errors import DatabaseUnavailable, LoraTrackerError
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,22 @@ class Spool:
         self.folder = folder
         self.path = folder / "events.jsonl"
         self.rejected_path = folder / "rejected.jsonl"
-        self._lock = FileLock(str(folder / "spool.lock"), timeout=LOCK_TIMEOUT_S)
+        self._file_lock: FileLock | None = None
+        self._making_lock = threading.Lock()
+
+    @property
+    def _lock(self) -> FileLock:
+        """The spool's inter-process lock, made when first needed: a process that finds
+        the spool empty never imports filelock."""
+        if self._file_lock is None:
+            with self._making_lock:
+                if self._file_lock is None:
+                    from filelock import FileLock
+
+                    self._file_lock = FileLock(
+                        str(self.folder / "spool.lock"), timeout=LOCK_TIMEOUT_S
+                    )
+        return self._file_lock
 
     def _ensure_folder(self) -> None:
         if not self.folder.exists():
@@ -118,6 +136,8 @@ class Spool:
         result = ReplayResult()
         if not self.path.exists():
             return result
+        from filelock import Timeout
+
         try:
             self._lock.acquire(timeout=LOCK_TIMEOUT_S if wait else 0)
         except Timeout:
