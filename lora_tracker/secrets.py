@@ -19,6 +19,7 @@ spool nor the database ever holds the secret.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from typing import Any
@@ -45,6 +46,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*:)([^\s/?#]*)(@)")
 
 
+@functools.lru_cache(maxsize=4096)  # metadata repeats its keys in every checkpoint
 def is_secret_key(key: str) -> bool:
     """Whether a configuration key (or a command-line flag) names a secret."""
     words = _WORD.findall(_CAMEL.sub(r"\1_\2", key.lstrip("-")).lower())

@@ -296,9 +296,12 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+_EPOCH_KEYS = ("ss_epoch", "ss_steps", "training_info")  # all epoch_fields_from_metadata reads
+
+
 def epoch_fields_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
     """Epoch number and global step as the checkpoint states them."""
-    meta = decode_metadata(raw)
+    meta = {key: decode_value(key, raw[key]) for key in _EPOCH_KEYS if key in raw}
     info = _training_info(meta)
     epoch = _int(meta.get("ss_epoch"))
     if epoch is None:

@@ -35,7 +35,7 @@ from .files import (
     classify_sample,
     output_dir_of,
 )
-from .safetensors_header import CorruptCheckpoint, read_safetensors_header
+from .safetensors_header import CorruptCheckpoint, SafetensorsHeader, read_safetensors_header
 from .trainer_config import GUI_CONFIG_GLOB, load_toml
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def observe_checkpoint(
     metadata: dict[str, str] = {}
     content_hash = None
     if name.file_format == "safetensors":
-        header = read_safetensors_header(path)
+        header = _steady_header(path, keep=False)
         if header.tensor_count == 0:
             raise CorruptCheckpoint(f"{path.name}: holds no tensors")
         metadata = header.metadata
@@ -508,6 +508,26 @@ def _checkpoints_in(folder: Path) -> list[tuple[str, CheckpointName]]:
     return _listing(folder, "checkpoints", _checkpoint_named)
 
 
+def _steady_header(path: Path, *, keep: bool) -> SafetensorsHeader:
+    """A file's header. During a backfill (steady_folders) a header read for
+    ``_other_starts`` is kept (``keep``) until the file's own event takes it, so each file
+    is read once; otherwise (and for a file changed since) it is read now."""
+    memo = _STEADY.get()
+    if memo is None:
+        return read_safetensors_header(path)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return read_safetensors_header(path)
+    key = ("header", str(path), stat.st_size, stat.st_mtime_ns)
+    header: SafetensorsHeader | None = memo.pop(key, None)
+    if header is None:
+        header = read_safetensors_header(path)
+    if keep and len(memo) < 4096:  # bounded: a run of thousands of files is read twice
+        memo[key] = header
+    return header
+
+
 def _other_starts(
     output_dir: Path, output_name: str, started: datetime, skip: Path | None = None
 ) -> list[datetime]:
@@ -527,7 +547,8 @@ def _other_starts(
             if key not in _START_CACHE:
                 if len(_START_CACHE) > 4096:
                     _START_CACHE.clear()
-                _START_CACHE[key] = _started_at(read_safetensors_header(Path(entry_path)).metadata)
+                header = _steady_header(Path(entry_path), keep=True)
+                _START_CACHE[key] = _started_at(header.metadata)
             other = _START_CACHE[key]
         except Exception:  # a file being written or broken: not a witness
             continue
