@@ -113,7 +113,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--no-bytecode-cache", action="store_true",
+        help="leave PYTHONDONTWRITEBYTECODE as it is (then a checkout compiles every module "
+        "in every process)",
+    )  # fmt: skip
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="lt-backfill-"))
     try:
         embedded.start(root / "server")
@@ -123,6 +129,16 @@ def main() -> None:
         folder = root / "out"
         files = make_folder(folder, args.runs, args.epochs)
         env = {**os.environ, "LORA_TRACKER_HOME": str(root / "home")}
+        if not args.no_bytecode_cache:
+            # as installed (pip compiles the modules): each process loads bytecode, not
+            # source, also where PYTHONDONTWRITEBYTECODE is set; one untimed run of each
+            # command writes it
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+            url = fresh_database(admin, "warm")
+            timed([sys.executable, "-m", "lora_tracker", "--database-url", url,
+                   "watch", "--once", str(folder)], env)  # fmt: skip
+            timed([sys.executable, "-c", LIMIT, str(folder)], {**env, "URL": url})
         watch, limit = [], []
         for n in range(args.repeat):
             url = fresh_database(admin, f"watch{n}")
@@ -139,8 +155,11 @@ def main() -> None:
                 f"({min(samples):.2f}-{max(samples):.2f} s, n={len(samples)})")  # fmt: skip
 
     ratio = statistics.median(watch) / statistics.median(limit)
-    print(f"Machine: {machine()}\n\n{files} files ({args.runs} runs x {args.epochs} epochs), "
-          "one sample image per epoch, embedded server\n")  # fmt: skip
+    load = f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    print(f"Machine: {machine()}, {load}\n\n"
+          f"{files} files ({args.runs} runs x {args.epochs} epochs), "
+          "one sample image per epoch, embedded server, "
+          f"bytecode {'not cached' if args.no_bytecode_cache else 'cached'}\n")  # fmt: skip
     print(table([
         ("`lora-tracker watch --once` (whole process)", show(watch), "< 2x the limit"),
         ("limit: read every header + one bare insert a file (whole process)", show(limit), "-"),

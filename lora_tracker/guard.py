@@ -210,6 +210,12 @@ def start_check(
 
 def check_recorded_run(target: Target, run_name: str, *, limit: float | None = None) -> GuardResult:
     """The same question for a run already recorded (the watcher's new run), by name."""
+    return start_recorded_check(target, run_name).result(limit)
+
+
+def start_recorded_check(target: Target, run_name: str) -> PendingCheck:
+    """``check_recorded_run`` started on its own thread (a backfill asks for several new
+    runs at once, then reports each in order)."""
 
     def question(conn: Any) -> GuardResult:
         from psycopg import sql
@@ -225,7 +231,7 @@ def check_recorded_run(target: Target, run_name: str, *, limit: float | None = N
         result.succeeded = [r for r in result.succeeded if r["id"] != row["id"]]
         return result
 
-    return PendingCheck(lambda: _ask(target, question)).result(limit)
+    return PendingCheck(lambda: _ask(target, question))
 
 
 def _equivalent(conn: Any, settings: dict[str, Any]) -> GuardResult:

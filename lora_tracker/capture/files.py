@@ -10,6 +10,7 @@ transformers+PEFT: ``checkpoint-{step}/adapter_model.*``. ai-toolkit:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,6 +92,11 @@ def is_candidate(path: PurePath) -> bool:
 
 def classify_checkpoint(path: PurePath) -> CheckpointName | None:
     """The checkpoint a path names, or None when it is not a LoRA checkpoint."""
+    return _classify_checkpoint(path)
+
+
+@functools.lru_cache(maxsize=16384)  # a function of the path alone; a backfill asks 7 times
+def _classify_checkpoint(path: PurePath) -> CheckpointName | None:
     if is_temporary(path) or in_state_folder(path):
         return None
     suffix = path.suffix.lower()

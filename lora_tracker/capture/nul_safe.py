@@ -37,6 +37,9 @@ def escape_nul(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
+    text = json.dumps(value)
+    if "\\u0000" not in text:  # no NUL (json writes one as \u0000): nothing to escape
+        return text
     return json.dumps(escape_nul(value))
 
 

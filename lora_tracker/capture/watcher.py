@@ -185,8 +185,7 @@ class Watcher:
                 self.on_delivered(event, outcome, applied)
             if outcome == "recorded" and applied is not None and applied.new_run:
                 new_runs.append(applied.run_name)
-        for run_name in new_runs[:GUARDED_NEW_RUNS]:  # trainings found for the first time
-            self._guard_new_run(run_name)
+        self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
         return stats
 
     def _vanished_and_samples(
@@ -560,6 +559,19 @@ class Watcher:
         if run_name is None or mode == "off":
             return
         report(check_recorded_run(self.delivery.target, run_name), mode, stops=False)
+
+    def _guard_new_runs(self, run_names: list[str | None]) -> None:
+        """``_guard_new_run`` for the new runs of a backfill: asked all at once, reported in
+        order."""
+        from ..guard import mode_or_default, report, start_recorded_check
+
+        mode = mode_or_default()
+        if mode == "off":
+            return
+        target = self.delivery.target
+        checks = [start_recorded_check(target, name) for name in run_names if name is not None]
+        for check in checks:
+            report(check.result(), mode, stops=False)
 
 
 class _Handler(FileSystemEventHandler):
