@@ -1,0 +1,75 @@
+"""What a command does before its own work: the schema check at connect is one query when
+the schema is current (and still tells a blank or outdated database apart), and a process
+that never spools does not load the spool's file lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from lora_tracker import migrations
+from lora_tracker.db import Database
+from lora_tracker.errors import SchemaNotInitialized
+from lora_tracker.settings import Target
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _statements_at_connect(url: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    sent: list[str] = []
+    original = psycopg.Connection.execute
+
+    def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", execute)
+    with Database(target=Target(url, "--database-url", ROOT)) as db:
+        db.connect()
+    monkeypatch.undo()
+    return sent
+
+
+@pytest.mark.both_servers
+def test_schema_check_is_one_query_when_current(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _statements_at_connect(db_url, monkeypatch)
+    assert len(sent) == 1 and "schema_migrations" in sent[0]
+    assert migrations.available_versions() == tuple(m.version for m in migrations.available())
+
+
+@pytest.mark.both_servers
+def test_schema_check_still_tells_blank_and_outdated_apart(blank_url: str) -> None:
+    with pytest.raises(SchemaNotInitialized, match="has no lora-tracker schema"):
+        Database(target=Target(blank_url, "--database-url", ROOT)).connect()
+    with psycopg.connect(blank_url, autocommit=True, row_factory=dict_row) as conn:
+        migrations.migrate(conn)
+        last = migrations.available_versions()[-1]
+        conn.execute("DELETE FROM schema_migrations WHERE version = %s", (last,))
+    with pytest.raises(SchemaNotInitialized, match=f"lacks migrations {last}"):
+        Database(target=Target(blank_url, "--database-url", ROOT)).connect()
+
+
+def test_spool_loads_its_file_lock_only_to_write(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from lora_tracker.spool import Spool\n"
+        "spool = Spool(Path(sys.argv[1]))\n"
+        "print(spool.pending(), spool.replay(lambda line: None).applied,\n"
+        "      'filelock' in sys.modules)\n"
+        "spool.append('{}')\n"
+        "print(spool.pending(), 'filelock' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "spool")],
+        capture_output=True, text=True, check=True, env={"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.stdout.split("\n")[:2] == ["0 0 False", "1 True"]
