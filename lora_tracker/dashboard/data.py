@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import mimetypes
-import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -133,16 +132,52 @@ def recorded_image(conn: Connection, path: str) -> bool:
     return bool(row and row["known"])
 
 
-def image_data_uri(path: str, max_bytes: int) -> str | None:
-    """A small image file as a data: URI (for the self-contained report), else None."""
+def known_image(conn: Connection, path: str) -> str | None:
+    """For an image the database knows of (a prompt result's or a sample image): the
+    SHA-256 a linked image was recorded with ('' when none was), else None."""
+    row = conn.execute(
+        """
+        SELECT (SELECT min(substr(result_key, 7)) FROM prompt_test_results
+                WHERE image_path = %s AND result_key LIKE 'image:%%') AS sha256,
+               EXISTS (SELECT 1 FROM prompt_test_results WHERE image_path = %s)
+            OR EXISTS (SELECT 1 FROM epoch_results WHERE %s = ANY(sample_images)) AS known
+        """,
+        (path, path, path),
+    ).fetchone()
+    if not row or not row["known"]:
+        return None
+    return str(row["sha256"] or "")
+
+
+SMALL_ORIGINAL_BYTES = 64 * 1024  # an image this small is shown as it is if Pillow balks
+
+
+def thumbnail(path: str, sha256: str | None = None) -> tuple[bytes, str] | None:
+    """(bytes, media type) of an image's thumbnail (made once, cached), never the full
+    file; a file Pillow cannot read but a browser may (a few KB) is given as it is. None
+    when it is not an image, is gone or is unreadable."""
+    from ..thumbnails import MEDIA_TYPE, ThumbnailError, thumbnail_path
+
     mime = mimetypes.guess_type(path)[0]
     if mime is None or not mime.startswith("image/"):
         return None
     try:
-        if os.path.getsize(path) > max_bytes:
-            return None
+        return thumbnail_path(path, sha256 or None).read_bytes(), MEDIA_TYPE
+    except (ThumbnailError, OSError):
+        pass
+    try:
         with open(path, "rb") as handle:
-            payload = handle.read()
+            payload = handle.read(SMALL_ORIGINAL_BYTES + 1)
     except OSError:
         return None
+    return (payload, mime) if 0 < len(payload) <= SMALL_ORIGINAL_BYTES else None
+
+
+def image_data_uri(path: str, max_bytes: int, sha256: str | None = None) -> str | None:
+    """An image's thumbnail as a data: URI, for the self-contained report; None when there
+    is none or it is over ``max_bytes``."""
+    found = thumbnail(path, sha256)
+    if found is None or len(found[0]) > max_bytes:
+        return None
+    payload, mime = found
     return f"data:{mime};base64,{base64.b64encode(payload).decode()}"

@@ -79,6 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
                 }))  # fmt: skip
             elif route == "/api/image":
                 self._image(parse_qs(parts.query).get("path", [""])[0])
+            elif route == "/api/thumb":
+                self._thumbnail(parse_qs(parts.query).get("path", [""])[0])
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
         except LoraTrackerError as exc:
@@ -110,6 +112,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.NOT_FOUND, "image file is gone")
             return
         self._send(body, mime, cache=True)
+
+    def _thumbnail(self, path: str) -> None:
+        """A recorded image's thumbnail (made once, cached under the data folder)."""
+        sha256 = self._query(lambda conn: data.known_image(conn, path)) if path else None
+        found = data.thumbnail(path, sha256) if sha256 is not None else None
+        if found is None:
+            self.send_error(HTTPStatus.NOT_FOUND, "not a recorded, readable image")
+            return
+        self._send(found[0], found[1], cache=True)
 
     def _send(
         self, body: bytes, content_type: str, *, status: int = HTTPStatus.OK, cache: bool = False
