@@ -446,3 +446,21 @@ def test_per_prompt_queries_see_linked_images(tmp_path: Path, db_url: str) -> No
     ]
     shown = CliRunner().invoke(cli, ["--database-url", db_url, "show", "knight"])
     assert shown.exit_code == 0, shown.output
+
+
+def test_a_refused_image_leaves_its_batch_whole(tmp_path: Path, db_url: str) -> None:
+    """An image whose metadata the database refuses (a NUL inside its EXIF text) is
+    skipped with one line; the other images of its batch are linked."""
+    run = _train(tmp_path, db_url, "knight", epochs=1)
+    short = _hash12(run.epoch_path(1))
+    out = tmp_path / "out"
+    out.mkdir()
+    for seed in (1, 2, 3):
+        negative = "blurry\x00lowres" if seed == 2 else "blurry"
+        text = a1111_infotext(f"{PROMPT} <lora:k:1>", negative=negative, seed=seed,
+                              lora_hashes={"k": short})  # fmt: skip
+        a1111_jpeg(out / f"{seed}.jpg", text, seed=seed)
+    result = _images(db_url, str(out))
+    assert result.stdout.strip() == "Linked 2 images to 1 epoch of 1 run; 1 unreadable"
+    assert "2.jpg: the database refused its metadata" in result.stderr
+    assert sorted(r["seed"] for r in _results(db_url)) == [1, 3]
