@@ -235,6 +235,8 @@ def test_comfyui_links_by_file_name(tmp_path: Path, db_url: str) -> None:
             else [("knight.safetensors", 0.9)],
             seed=epoch,
         )
+        graph["90"] = {"inputs": {"api_key": "sk-live-123", "prompt": "x"},
+                       "class_type": "OpenAIChatNode"}  # fmt: skip
         comfyui_png(out / f"ComfyUI_{counter:05}_.png", graph, seed=epoch)
     result = _images(db_url, str(out))
     assert result.exit_code == 0, result.output
@@ -256,7 +258,10 @@ def test_comfyui_links_by_file_name(tmp_path: Path, db_url: str) -> None:
         (1, "comfyui", 1, 0.9, 512, 768, "euler", "normal"),
         (3, "comfyui", 3, 0.9, 512, 768, "euler", "normal"),
     ]
-    assert set(found[0]["image_metadata"]) == {"prompt", "workflow"}
+    # the API graph is kept (the editor's workflow is not), a paid-API node's key masked
+    assert set(found[0]["image_metadata"]) == {"prompt"}
+    assert found[0]["image_metadata"]["prompt"]["90"]["inputs"]["api_key"] == "***"
+    assert "sk-live-123" not in str(rows(db_url, "SELECT * FROM prompt_test_results"))
 
 
 def test_comfyui_lora_dir_decides_by_hash(tmp_path: Path, db_url: str) -> None:
