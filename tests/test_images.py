@@ -5,6 +5,7 @@ database, then `lora-tracker images`."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -469,3 +470,21 @@ def test_a_refused_image_leaves_its_batch_whole(tmp_path: Path, db_url: str) -> 
     assert result.stdout.strip() == "Linked 2 images to 1 epoch of 1 run; 1 unreadable"
     assert "2.jpg: the database refused its metadata" in result.stderr
     assert sorted(r["seed"] for r in _results(db_url)) == [1, 3]
+
+
+def test_a_second_run_reads_only_new_or_rewritten_files(tmp_path: Path, db_url: str) -> None:
+    """A linked image not written since is skipped without being read; one rewritten in
+    place (another seed) is read again and linked as the new image it is."""
+    run = _train(tmp_path, db_url, "knight", epochs=1)
+    short = _hash12(run.epoch_path(1))
+    out = tmp_path / "out"
+    out.mkdir()
+    image = a1111_png(out / "a.png", a1111_infotext(f"{PROMPT} <lora:k:1>", seed=1,
+                                                     lora_hashes={"k": short}))  # fmt: skip
+    assert _images(db_url, str(out)).stdout.strip() == "Linked 1 image to 1 epoch of 1 run"
+    image.write_bytes(b"no longer an image")  # not read: not written since it was linked
+    os.utime(image, (1, 1))
+    assert _images(db_url, str(out)).stdout.strip() == "Linked 0 images (1 already linked)"
+    a1111_png(image, a1111_infotext(f"{PROMPT} <lora:k:1>", seed=2, lora_hashes={"k": short}))
+    assert _images(db_url, str(out)).stdout.strip() == "Linked 1 image to 1 epoch of 1 run"
+    assert sorted(r["seed"] for r in _results(db_url)) == [1, 2]

@@ -5,7 +5,9 @@ image's metadata, find its LoRAs among the tracked checkpoints, and record one
 Bad images never stop a batch: an unreadable, damaged, metadata-less or grid image is
 skipped with its reason, an image whose LoRAs are not tracked is counted as unmatched.
 Re-running over the same images writes nothing (the rows are keyed by the image's
-SHA-256, and an unchanged row is left alone).
+SHA-256, and an unchanged row is left alone), and reads only what is new: a linked image
+whose file was not written since it was linked (mtime before ``captured_at``) is not read
+again.
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ def _link_batch(
 ) -> None:
     ready: list[tuple[ReadImage, list[Match]]] = []
     outcomes: list[ImageOutcome] = []
+    linked_before = _untouched_since_linked(conn, paths)
+    outcomes.extend(ImageOutcome(p, "unchanged") for p in paths if p in linked_before)
+    paths = [p for p in paths if p not in linked_before]
     # files are read (and checkpoints hashed) outside any transaction; two readers, as
     # hashing and Pillow's checks let go of the GIL
     for path, read in zip(paths, _read_all(paths), strict=True):
@@ -159,6 +164,29 @@ def _link_batch(
                 report.unchanged += 1
         if on_outcome is not None:
             on_outcome(outcome)
+
+
+def _untouched_since_linked(conn: Connection, paths: list[Path]) -> set[Path]:
+    """The images already linked whose file has not been written since: a second run
+    skips them without reading them (a file rewritten since is read again)."""
+    rows = conn.execute(
+        "SELECT image_path, min(captured_at) AS linked_at FROM prompt_test_results"
+        " WHERE image_path = ANY(%s) AND result_key LIKE 'image:%%'"
+        " AND captured_at IS NOT NULL GROUP BY image_path",
+        ([str(p) for p in paths],),
+    ).fetchall()
+    linked = {row["image_path"]: row["linked_at"].timestamp() for row in rows}
+    untouched = set()
+    for path in paths:
+        linked_at = linked.get(str(path))
+        if linked_at is None:
+            continue
+        try:
+            if path.stat().st_mtime < linked_at:
+                untouched.add(path)
+        except OSError:
+            continue
+    return untouched
 
 
 def _read_all(paths: list[Path]) -> list[ReadImage | NotUsable]:
