@@ -28,6 +28,7 @@ class TrainConfig(BaseModel):
     pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1"
 
 
+@pytest.mark.both_servers
 def test_start_log_finish(tmp_path: Path, db_url: str) -> None:
     """A run with a pydantic config, epochs with loss, checkpoints and samples, completed."""
     sim = KohyaRun(tmp_path / "out", output_name="api_lora", epochs=2, save_last_n=None)

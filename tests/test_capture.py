@@ -76,6 +76,7 @@ def test_live_kohya_run(tmp_path: Path, db_url: str, start_watcher: Callable[...
     assert {f["path"] for f in files if not f["on_disk"]} == {str(p) for p in sim.removed}
 
 
+@pytest.mark.both_servers
 def test_backfill_sdxl_nometa_and_gui_config(tmp_path: Path, db_url: str) -> None:
     """`watch --once` records an SDXL dataset-config run and a --no_metadata run."""
     KohyaRun(
@@ -277,6 +278,7 @@ def test_database_down_for_the_whole_run_then_back(
         proxy.down()
 
 
+@pytest.mark.both_servers
 def test_replay_is_exactly_once(tmp_path: Path, db_url: str) -> None:
     """Replaying the same spooled events again (a crash before the spool was rewritten)
     changes nothing."""
@@ -333,6 +335,7 @@ def test_unreadable_spool_line_is_kept_aside(tmp_path: Path, db_url: str) -> Non
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
 
 
+@pytest.mark.both_servers
 def test_one_bad_event_in_a_batch_is_set_aside(tmp_path: Path, db_url: str) -> None:
     """A batch with an event the schema refuses records the rest; the bad one is kept aside."""
     from lora_tracker.capture.events import observe_checkpoint

@@ -208,6 +208,7 @@ def api_config(**changes: Any) -> dict[str, Any]:
             "lr": 1e-4, "epochs": 3, **changes}  # fmt: skip
 
 
+@pytest.mark.both_servers
 def test_api_banner_for_a_repeated_failure(
     db_url: str, guard_log: pytest.LogCaptureFixture
 ) -> None:
