@@ -340,6 +340,7 @@ def test_sshs_model_hash_is_a1111s_hash(tmp_path: Path, db_url: str) -> None:
     assert row["lora_hash"] == row["content_hash"] == a1111_lora_hash(run.epoch_path(1))
 
 
+@pytest.mark.both_servers  # the matching and linking SQL, on each server
 def test_several_loras_unmatched_grids_and_bad_files(tmp_path: Path, db_url: str) -> None:
     """An image with two tracked LoRAs links to both epochs; untracked ones are counted
     (and listed with --verbose); grids and bad files are skipped with one line each; a
