@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import observe_checkpoint
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
@@ -348,12 +348,12 @@ def test_deleted_run_is_not_resurrected(tmp_path: Path, db_url: str) -> None:
     assert "2 of deleted runs left out" in again.output
     assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 0
     # a watcher that sees the file again live leaves it out too
-    recorder = Recorder(db_url)
+    delivery = EventDelivery(db_url)
     try:
         event = observe_checkpoint(out / "pixelbaby-000001.safetensors")
-        assert recorder.submit(event)[0] == "deleted"
+        assert delivery.submit(event)[0] == "deleted"
     finally:
-        recorder.close()
+        delivery.close()
 
     forced = runner.invoke(cli, ["--database-url", db_url, "record", "--force", str(out)])
     assert forced.exit_code == 0, forced.output
@@ -531,16 +531,16 @@ def test_a_deadlock_during_replay_keeps_the_event_for_next_time(
     KohyaRun(tmp_path, epochs=2, save_last_n=None, samples_per_epoch=0).run()
     CliRunner().invoke(cli, ["--database-url", proxied(db_url, proxy), "record", str(tmp_path)])
     assert Spool(spool_dir()).pending() == 2
-    real = delivery.record_event  # type: ignore[attr-defined]
+    real = delivery.apply_event  # type: ignore[attr-defined]
 
     def deadlocked(*args: object, **kwargs: object) -> object:
         raise psycopg.errors.DeadlockDetected("deadlock detected")
 
-    monkeypatch.setattr(delivery, "record_event", deadlocked)
+    monkeypatch.setattr(delivery, "apply_event", deadlocked)
     blocked = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
     assert blocked.exit_code == 1 and "2 events still waiting" in blocked.output, blocked.output
     assert Spool(spool_dir()).pending() == 2 and rejected_lines() == []
-    monkeypatch.setattr(delivery, "record_event", real)
+    monkeypatch.setattr(delivery, "apply_event", real)
     synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
     assert "Replayed 2 events, 0 still waiting" in synced.output
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
