@@ -142,10 +142,10 @@ def make_cache(cache: Path) -> tuple[Path, Path, Path]:
 
 
 def capture(url: str, folder: Path) -> None:
-    from lora_tracker.capture.delivery import Recorder
+    from lora_tracker.capture.delivery import EventDelivery
     from lora_tracker.capture.events import observe_checkpoint
 
-    recorder = Recorder(url)
+    recorder = EventDelivery(url)
     try:
         events = [observe_checkpoint(p) for p in sorted(folder.glob("*.safetensors"))]
         result = recorder.submit_many(events)

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from psycopg.rows import dict_row
 from safetensors.numpy import save
 
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import observe_checkpoint
 from lora_tracker.cli import cli
 from lora_tracker.images.comfyui import parse_comfyui
@@ -51,7 +51,7 @@ def _train(tmp_path: Path, db_url: str, name: str, epochs: int = 3, session: int
     )
     for epoch in range(1, epochs + 1):
         run.save_epoch(epoch)
-    recorder = Recorder(db_url)
+    recorder = EventDelivery(db_url)
     try:
         result = recorder.submit_many([observe_checkpoint(p) for p in run.written])
         assert result.count("recorded") == epochs
@@ -306,7 +306,7 @@ def test_hash_computed_once_for_a_checkpoint_without_sshs(tmp_path: Path, db_url
         path = out / f"plain-{epoch:06d}.safetensors"
         path.write_bytes(save(tensors(16, 4, seed=epoch), metadata=nometa_metadata("plain", 16)))
         files.append(path)
-    recorder = Recorder(db_url)
+    recorder = EventDelivery(db_url)
     try:
         assert recorder.submit_many([observe_checkpoint(p) for p in files]).count("recorded") == 2
     finally:
