@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from safetensors.numpy import save
 
@@ -489,3 +491,64 @@ def test_a_second_run_reads_only_new_or_rewritten_files(tmp_path: Path, db_url: 
     a1111_png(image, a1111_infotext(f"{PROMPT} <lora:k:1>", seed=2, lora_hashes={"k": short}))
     assert _images(db_url, str(out)).stdout.strip() == "Linked 1 image to 1 epoch of 1 run"
     assert sorted(r["seed"] for r in _results(db_url)) == [1, 2]
+
+
+# -- the readers never crash on what they are given ----------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_any_infotext_is_read_or_refused(text: str) -> None:
+    """Any text in a parameters chunk gives settings or NotUsable, never a crash."""
+    try:
+        meta = parse_infotext(text)
+    except NotUsable as exc:
+        assert exc.reason in ("grid", "no metadata")
+        return
+    assert meta.prompt and meta.generator in ("a1111", "forge", "sdnext")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, _JSON)
+def test_any_comfyui_chunks_are_read_or_refused(prompt: Any, workflow: Any) -> None:
+    import json
+
+    try:
+        parse_comfyui(json.dumps(prompt), json.dumps(workflow))
+    except NotUsable as exc:
+        assert exc.reason == "no metadata"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_are_read_or_refused(data: bytes) -> None:
+    from lora_tracker.images.reader import decode_user_comment, read_metadata
+
+    try:
+        read_metadata(b"\x89PNG\r\n\x1a\n" + data)
+    except NotUsable as exc:
+        assert exc.reason in ("unreadable", "not an image", "no metadata", "grid")
+    assert isinstance(decode_user_comment(data), str)
+
+
+def test_webp_exif_user_comment(tmp_path: Path) -> None:
+    """A WebP saved with the EXIF A1111 writes (piexif.insert) is read like a JPEG."""
+    from PIL import Image
+
+    from .image_makers import EXIF_IFD, USER_COMMENT, picture
+
+    text = a1111_infotext("castle <lora:k:0.6>", lora_hashes={"k": "0123456789ab"}, seed=3)
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\x00" + text.encode("utf-16-be")
+    picture().save(tmp_path / "a.webp", format="WEBP", quality=80, exif=exif)
+    meta = read_image(tmp_path / "a.webp").metadata
+    assert (meta.prompt, meta.seed, meta.loras[0].weight) == ("castle", 3, 0.6)
