@@ -552,3 +552,39 @@ def test_webp_exif_user_comment(tmp_path: Path) -> None:
     picture().save(tmp_path / "a.webp", format="WEBP", quality=80, exif=exif)
     meta = read_image(tmp_path / "a.webp").metadata
     assert (meta.prompt, meta.seed, meta.loras[0].weight) == ("castle", 3, 0.6)
+
+
+_GOOD: dict[str, bytes] = {}
+
+
+def _good_files() -> list[bytes]:
+    """A real A1111 PNG, JPEG and ComfyUI PNG, made once."""
+    if not _GOOD:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="lt-fuzz-"))
+        text = a1111_infotext("castle <lora:k:1>", lora_hashes={"k": "0123456789ab"})
+        _GOOD["png"] = a1111_png(folder / "a.png", text).read_bytes()
+        _GOOD["jpg"] = a1111_jpeg(folder / "a.jpg", text).read_bytes()
+        graph = comfyui_graph("castle", "", [("k.safetensors", 1.0)])
+        _GOOD["comfy"] = comfyui_png(folder / "c.png", graph).read_bytes()
+        shutil.rmtree(folder)
+    return list(_GOOD.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2), st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8),
+       st.floats(0.05, 1.0))  # fmt: skip
+def test_damaged_real_images_are_read_or_refused(
+    which: int, flips: list[tuple[float, int]], keep: float
+) -> None:
+    """Real images with bytes changed and cut short: read, or refused as NotUsable."""
+    from lora_tracker.images.reader import read_metadata
+
+    data = bytearray(_good_files()[which])
+    for where, value in flips:
+        data[int(where * (len(data) - 1))] = value
+    try:
+        read_metadata(bytes(data[: max(1, int(len(data) * keep))]))
+    except NotUsable as exc:
+        assert exc.reason in ("unreadable", "not an image", "no metadata", "grid")

@@ -16,9 +16,11 @@ chunk's CRC up to IEND); a JPEG or WebP is decoded at a reduced scale.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,8 @@ def read_metadata(data: bytes, name: str = "image") -> ImageMetadata:
     """The generation metadata of an image given as bytes."""
     from PIL import Image, UnidentifiedImageError
 
+    _quiet_exif_warnings()
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind = image.format
@@ -118,6 +122,13 @@ def _texts(image: object) -> dict[str, str]:
     if text.strip():
         texts["parameters"] = text
     return texts
+
+
+@functools.cache
+def _quiet_exif_warnings() -> None:
+    """Pillow warns (UserWarning, on stderr) about each damaged EXIF block it reads; a
+    damaged image is said once, as skipped, instead."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 
 def decode_user_comment(value: bytes | str) -> str:
