@@ -332,6 +332,9 @@ def test_sshs_model_hash_is_a1111s_hash(tmp_path: Path, db_url: str) -> None:
     """kohya's sshs_model_hash (kept as the checkpoint's content hash) is the hash A1111
     computes, so a captured checkpoint needs no hashing to match."""
     run = _train(tmp_path, db_url, "knight", epochs=1)
+    # filled at capture, before any image needs it
+    (captured,) = rows(db_url, "SELECT lora_hash FROM checkpoints")
+    assert captured["lora_hash"] == a1111_lora_hash(run.epoch_path(1))
     text = a1111_infotext(f"{PROMPT} <lora:x:1>", lora_hashes={"x": _hash12(run.epoch_path(1))})
     (tmp_path / "i").mkdir()
     a1111_png(tmp_path / "i" / "a.png", text)
@@ -588,3 +591,27 @@ def test_damaged_real_images_are_read_or_refused(
         read_metadata(bytes(data[: max(1, int(len(data) * keep))]))
     except NotUsable as exc:
         assert exc.reason in ("unreadable", "not an image", "no metadata", "grid")
+
+
+def test_a_rewritten_checkpoint_loses_its_old_hash(tmp_path: Path, db_url: str) -> None:
+    """A hash computed for an image belongs to the file as it was: a new training written
+    over the same path is matched by its own hash, never by the old one."""
+    path = tmp_path / "plain-000001.safetensors"
+    path.write_bytes(save(tensors(16, 4, seed=1), metadata=nometa_metadata("plain", 16)))
+    delivery = EventDelivery(db_url)
+    try:
+        delivery.submit_many([observe_checkpoint(path)])
+        old = _hash12(path)
+        text = a1111_infotext(f"{PROMPT} <lora:p:1>", lora_hashes={"p": old})
+        (tmp_path / "i").mkdir()
+        a1111_png(tmp_path / "i" / "a.png", text)
+        assert _images(db_url, str(tmp_path / "i")).stdout.startswith("Linked 1 image")
+        meta = nometa_metadata("plain", 16) | {"ss_training_started_at": "2"}
+        path.write_bytes(save(tensors(16, 4, seed=2), metadata=meta))
+        delivery.submit_many([observe_checkpoint(path)])
+    finally:
+        delivery.close()
+    assert rows(db_url, "SELECT lora_hash FROM checkpoints") == [{"lora_hash": None}]
+    a1111_png(tmp_path / "i" / "b.png", text.replace("Seed: 1234", "Seed: 7"), seed=7)
+    result = _images(db_url, str(tmp_path / "i"))
+    assert result.stdout.strip().endswith("1 unmatched; hashed 1 checkpoint once, for matching")

@@ -614,9 +614,12 @@ EPOCH_UPSERT = """
 CHECKPOINT_UPSERT = """
     INSERT INTO checkpoints (
         training_run_id, epoch_result_id, host, path, kind, file_format, epoch_number,
-        global_step, size_bytes, content_hash, mtime, on_disk, removed_at)
+        global_step, size_bytes, content_hash, mtime, on_disk, removed_at, lora_hash)
     VALUES (%(run)s, {epoch_result_id}, %(host)s, %(path)s, %(kind)s, %(format)s, %(epoch)s,
-            %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL)
+            %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL,
+            -- kohya's sshs_model_hash (the content hash when it is one) is A1111's LoRA
+            -- hash, which test images are matched by (lora_tracker/images/matching.py)
+            CASE WHEN %(hash)s::text ~ '^[0-9a-f]{{64}}$' THEN %(hash)s::text END)
     ON CONFLICT (host, path) DO UPDATE SET
         training_run_id = EXCLUDED.training_run_id,
         -- the same file told by another source (the API's epoch, the watcher's step)
@@ -640,6 +643,9 @@ CHECKPOINT_UPSERT = """
             ELSE EXCLUDED.global_step END,
         size_bytes = EXCLUDED.size_bytes,
         content_hash = EXCLUDED.content_hash,
+        -- a hash computed for an image stays while the file is the same one
+        lora_hash = CASE WHEN checkpoints.content_hash IS NOT DISTINCT FROM EXCLUDED.content_hash
+            THEN COALESCE(EXCLUDED.lora_hash, checkpoints.lora_hash) ELSE EXCLUDED.lora_hash END,
         mtime = EXCLUDED.mtime,
         on_disk = true,
         removed_at = NULL
