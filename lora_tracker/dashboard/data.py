@@ -4,12 +4,12 @@ server holds none); the statistics it shares with `stats` come from decisions.py
 from __future__ import annotations
 
 import base64
-import mimetypes
 from datetime import datetime, timezone
 from typing import Any
 
 from .. import decisions, epochs, prompts
 from ..pg import Connection
+from .rasters import HEAD_BYTES, raster_type
 
 # what the page shows of an epoch (not its raw checkpoint metadata)
 EPOCH_COLUMNS = (
@@ -148,13 +148,10 @@ SMALL_ORIGINAL_BYTES = 64 * 1024  # an image this small is shown as it is if Pil
 
 def thumbnail(path: str, sha256: str | None = None) -> tuple[bytes, str] | None:
     """(bytes, media type) of an image's thumbnail (made once, cached), never the full
-    file; a file Pillow cannot read but a browser may (a few KB) is given as it is. None
-    when it is not an image, is gone or is unreadable."""
+    file; a raster file Pillow cannot read but a browser may (a few KB) is given as it is.
+    None when it is gone, unreadable or no raster image."""
     from ..thumbnails import MEDIA_TYPE, ThumbnailError, thumbnail_path
 
-    mime = mimetypes.guess_type(path)[0]
-    if mime is None or not mime.startswith("image/"):
-        return None
     try:
         return thumbnail_path(path, sha256 or None).read_bytes(), MEDIA_TYPE
     except (ThumbnailError, OSError):
@@ -162,14 +159,16 @@ def thumbnail(path: str, sha256: str | None = None) -> tuple[bytes, str] | None:
     try:
         with open(path, "rb") as handle:
             payload = handle.read(SMALL_ORIGINAL_BYTES + 1)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return None
-    return (payload, mime) if 0 < len(payload) <= SMALL_ORIGINAL_BYTES else None
+    mime = raster_type(payload[:HEAD_BYTES])
+    if mime is None or len(payload) > SMALL_ORIGINAL_BYTES:
+        return None
+    return payload, mime
 
 
 def image_data_uri(path: str, max_bytes: int, sha256: str | None = None) -> str | None:
-    """An image's thumbnail as a data: URI, for the self-contained report; None when there
-    is none or it is over ``max_bytes``."""
+    """An image's thumbnail as a data: URI (for the self-contained report), else None."""
     found = thumbnail(path, sha256)
     if found is None or len(found[0]) > max_bytes:
         return None

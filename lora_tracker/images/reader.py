@@ -29,6 +29,7 @@ from .infotext import parse_infotext
 from .model import ImageMetadata, NotUsable
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+FORMATS = ("PNG", "JPEG", "WEBP")  # Pillow runs no other decoder on a file given to it
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
 EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
@@ -82,7 +83,7 @@ def read_metadata(data: bytes, name: str = "image") -> ImageMetadata:
     _quiet_exif_warnings()
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             kind = image.format
             texts = _texts(image)
     except UnidentifiedImageError:
@@ -160,7 +161,7 @@ def _check_complete(data: bytes, kind: str | None) -> None:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             if kind == "PNG":
                 image.verify()
             else:
