@@ -120,6 +120,13 @@ def test_infotext_as_a1111_writes_it() -> None:
     sdnext = parse_infotext(a1111_infotext("x", version="8f6f1b0", extra={"App": "SD.Next"}))
     assert sdnext.generator == "sdnext"
     assert strip_lora_tags("<lora:a:1>, castle at dusk, <lora:b:1>") == "castle at dusk"
+    # SD.Next versions that write bare hashes, in the prompt's order
+    bare = parse_infotext(
+        a1111_infotext("x <lora:a:0.5> <lora:b:1>", version="8f6f1b0",
+                       extra={"App": "SD.Next", "LoRA hashes": "aaaaaaaaaaaa, bbbbbbbbbbbb"})
+    )  # fmt: skip
+    assert [(r.name, r.hash12, r.weight) for r in bare.loras] == [
+        ("a", "aaaaaaaaaaaa", 0.5), ("b", "bbbbbbbbbbbb", 1.0)]  # fmt: skip
 
 
 def test_xyz_grid_infotext_is_a_grid() -> None:
