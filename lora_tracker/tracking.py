@@ -8,10 +8,11 @@
         run.log_epoch(epoch, loss=avg_loss, checkpoint_path=f"out/e{epoch}.safetensors")
     run.finish()                      # or: with lora_tracker.start_run(...) as run: ...
 
-Every call only puts a small job on a queue (a few microseconds on the training thread),
-but for ``start_run``'s launch check (``lora_tracker.guard``: at most 0.8 s, usually a
-few milliseconds; ``LORA_TRACKER_GUARD=off`` skips it);
-one background thread per process reads files, builds events and writes them, in order.
+Every call only puts a small job on a queue (a few microseconds on the training thread;
+``start_run``'s launch check (``lora_tracker.guard``) runs on a thread of its own and says
+what it found when it has the answer, and only in strict mode does ``start_run`` wait for
+it, at most 0.8 s); one background thread per process reads files, builds events and
+writes them, in order.
 Nothing raises into the training loop: failures are logged, and events that cannot reach
 the database wait in the spool. At exit, pending events get ``LORA_TRACKER_FLUSH_TIMEOUT``
 seconds (default 10) to be written; whatever is left is spooled for the next sync.
@@ -26,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import traceback
 import uuid
 import weakref
@@ -179,6 +181,9 @@ class Dispatcher:
             return self._deliveries[key]
 
     def _work(self) -> None:
+        # let the training thread go on before this thread's imports take the interpreter
+        # lock (it waits in Thread.start() for each thread it starts: the launch check's too)
+        time.sleep(0.002)
         _import_exit_path()
         self._take_jobs()
 
@@ -405,6 +410,7 @@ class TrackedRun:
         # issue 17: the checkpoint files this run was told about (kept by the background
         # thread): one deleted since (--checkpoints_total_limit) is reported as removed
         self._told: dict[str, None] = {}
+        self._guard: Any = None  # warn mode's launch check, its answer on its way
 
     # -- the training thread's calls -------------------------------------------------------
     def log_epoch(
@@ -537,7 +543,10 @@ class TrackedRun:
         self.finish("failed", error)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait (at most ``timeout`` s) until everything logged so far is written or spooled."""
+        """Wait (at most ``timeout`` s) until everything logged so far is written or spooled
+        (and the launch check has said what it found)."""
+        if self._guard is not None:
+            self._guard.join(timeout)
         return dispatcher().flush(timeout)
 
     def __enter__(self) -> TrackedRun:
@@ -645,7 +654,7 @@ def start_run(
     guard: str | None = None,
     **fields: Any,
 ) -> TrackedRun:
-    """Start recording a run; returns at once, but for the launch check.
+    """Start recording a run; returns at once (in strict mode, after the launch check).
 
     ``config`` (dict, pydantic model, dataclass or argparse.Namespace) is stored whole and
     mined for known settings (network dim/rank, alpha, learning rate, resolution, ...);
@@ -655,8 +664,10 @@ def start_run(
 
     The launch check (``guard``: strict, warn or off; default ``$LORA_TRACKER_GUARD``, else
     warn) logs a banner when the same settings already failed, at most 0.8 s after the
-    call (see ``lora_tracker.guard``). In strict mode that run is recorded as cancelled
-    and ``RepeatsFailedRun`` (a ``SystemExit`` with status 3) is raised.
+    call (see ``lora_tracker.guard``); in warn mode from its own thread, while training
+    starts. In strict mode ``start_run`` waits for the answer: a repeated failure is
+    recorded as cancelled and ``RepeatsFailedRun`` (a ``SystemExit`` with status 3) is
+    raised.
     """
     check = None
     try:
@@ -718,7 +729,7 @@ def _start_guard(
     check's own thread), or None when it is off."""
     if (given or os.environ.get("LORA_TRACKER_GUARD") or "").strip().lower() == "off":
         return None  # off: not even the guard's import on the training thread
-    from .guard import COMPARED, mode_or_default, start_check
+    from .guard import COMPARED, mode_or_default, report, start_check
 
     mode = mode_or_default(given)
     if mode == "off" or (not config and not set(fields) & set(COMPARED)):
@@ -731,12 +742,20 @@ def _start_guard(
         found.update(fields)
         return found
 
-    return start_check(target, settings), mode
+    def say(result: Any) -> None:  # warn: said by the check's thread when it has the answer
+        report(result, mode, stops=True)
+
+    return start_check(target, settings, None if mode == "strict" else say), mode
 
 
 def _end_guard(run: TrackedRun, check: Any, mode: str) -> None:
+    """Strict: wait for the answer here, before training starts. Warn: the check's thread
+    says what it found when it has the answer (the training thread never waits)."""
     from .guard import RepeatsFailedRun, cancel_reason, report
 
+    if mode != "strict":
+        run._guard = check
+        return
     result = check.result()
     report(result, mode, stops=True)
     if mode == "strict" and result.repeats_failure:
