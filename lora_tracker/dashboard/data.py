@@ -146,3 +146,64 @@ def image_data_uri(path: str, max_bytes: int) -> str | None:
     except OSError:
         return None
     return f"data:{mime};base64,{base64.b64encode(payload).decode()}"
+
+
+# what the judging view shows of a run: its verdict form and what names it
+JUDGE_RUN_COLUMNS = (
+    "id", "run_name", "status", "model_type", "network_dim", "network_alpha", "resolution",
+    "overall_verdict", "quality_score", "production_ready", "best_epoch", "key_findings",
+    "issues_found", "strengths", "recommended_for", "notes", "updated_at",
+)  # fmt: skip
+
+
+def judging_view(conn: Connection, run_ref: str | int) -> dict[str, Any]:
+    """One run as the judging view needs it: the run's verdict fields, its epochs, and every
+    prompt result of its epochs with the prompt and how the image was made (seed, weight),
+    plus the version the page polls. NotFound / AmbiguousName for a bad run reference."""
+    from .. import runs
+
+    run = runs.get_run(conn, run_ref)
+    results = conn.execute(
+        """
+        SELECT ptr.id, er.epoch_number, tp.id AS prompt_id, tp.prompt_name, tp.prompt_text,
+               ptr.result_key, ptr.seed, ptr.lora_weight, ptr.width, ptr.height,
+               ptr.image_path, ptr.score, ptr.style_match_score, ptr.prompt_adherence_score,
+               ptr.verdict, ptr.notes
+        FROM prompt_test_results ptr
+        JOIN epoch_results er ON er.id = ptr.epoch_result_id
+        JOIN test_prompts tp ON tp.id = ptr.test_prompt_id
+        WHERE er.training_run_id = %s
+        ORDER BY tp.prompt_name, ptr.seed NULLS FIRST, ptr.lora_weight NULLS FIRST,
+                 er.epoch_number, ptr.result_key
+        """,
+        (run.id,),
+    ).fetchall()
+    return {
+        "run": {name: getattr(run, name) for name in JUDGE_RUN_COLUMNS if hasattr(run, name)},
+        "epochs": epochs.epochs_of_runs(conn, [run.id], EPOCH_COLUMNS)[run.id],
+        "results": results,
+        "version": judging_version(conn, run.id),
+    }
+
+
+def judging_version(conn: Connection, run_id: int) -> str:
+    """Changes whenever the run, one of its epochs or one of their prompt results is
+    added, changed or removed: the judging view polls it to show another tab's change."""
+    row = conn.execute(
+        """
+        SELECT (SELECT updated_at FROM training_runs WHERE id = %(run)s) AS run_at,
+               e.n AS epochs, e.at AS epochs_at, e.ids AS epoch_ids,
+               r.n AS results, r.at AS results_at, r.ids AS result_ids
+        FROM (SELECT count(*) AS n, max(updated_at) AS at, sum(id) AS ids
+              FROM epoch_results WHERE training_run_id = %(run)s) e,
+             (SELECT count(*) AS n, max(ptr.updated_at) AS at, sum(ptr.id) AS ids
+              FROM prompt_test_results ptr
+              JOIN epoch_results er ON er.id = ptr.epoch_result_id
+              WHERE er.training_run_id = %(run)s) r
+        """,
+        {"run": run_id},
+    ).fetchone()
+    assert row is not None
+    if row["run_at"] is None:
+        return "gone"
+    return "|".join(str(v) for v in row.values())

@@ -18,11 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from .. import epochs, prompts
 from ..db import Database
-from ..errors import LoraTrackerError
+from ..errors import AmbiguousName, InvalidInput, LoraTrackerError, NotFound
 from ..jsonable import to_jsonable
 from ..settings import Target
 from . import data
+from .judge import JUDGE_FILES, judge_file
 from .page import POLL_S, plotly_js, render_page
+from .writes import WRITE_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +79,52 @@ class _Handler(BaseHTTPRequestHandler):
                     "epochs": epochs.epochs_of_runs(conn, [run_id], data.EPOCH_COLUMNS)[run_id],
                     "prompt_results": prompts.results_of_runs(conn, [run_id])[run_id],
                 }))  # fmt: skip
+            elif route in JUDGE_FILES:
+                name, content_type = JUDGE_FILES[route]
+                self._send(judge_file(name), content_type)
+            elif route == "/api/judge":
+                ref = parse_qs(parts.query).get("run", [""])[0]
+                self._json(self._query(lambda conn: data.judging_view(conn, ref)))
+            elif route == "/api/judge/version":
+                ref = parse_qs(parts.query).get("run", [""])[0]
+                if not ref.isascii() or not ref.isdigit():
+                    self.send_error(HTTPStatus.BAD_REQUEST, "run: an id is required")
+                    return
+                version = self._query(lambda conn: data.judging_version(conn, int(ref)))
+                self._send(version.encode(), "text/plain; charset=utf-8")
             elif route == "/api/image":
                 self._image(parse_qs(parts.query).get("path", [""])[0])
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
+        except (NotFound, AmbiguousName, InvalidInput) as exc:
+            self._send(json.dumps({"error": str(exc)}).encode(), "application/json",
+                       status=HTTPStatus.NOT_FOUND)  # fmt: skip
         except LoraTrackerError as exc:
             self._send(json.dumps({"error": str(exc)}).encode(), "application/json",
                        status=HTTPStatus.SERVICE_UNAVAILABLE)  # fmt: skip
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def do_POST(self) -> None:  # stand-in until the write gate (issue 13a) lands
+        route = WRITE_ROUTES.get(urlsplit(self.path).path)
+        if route is None:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(body, dict):
+                raise InvalidInput("the request body must be a JSON object")
+            self._json(self._query(lambda conn: route(conn, body)))
+        except ValueError:
+            self._send(b'{"error": "the request body is not JSON"}', "application/json",
+                       status=HTTPStatus.BAD_REQUEST)  # fmt: skip
+        except (NotFound, AmbiguousName, InvalidInput) as exc:
+            self._send(json.dumps({"error": str(exc)}).encode(), "application/json",
+                       status=HTTPStatus.BAD_REQUEST)  # fmt: skip
+        except LoraTrackerError as exc:
+            self._send(json.dumps({"error": str(exc)}).encode(), "application/json",
+                       status=HTTPStatus.SERVICE_UNAVAILABLE)  # fmt: skip
 
     def _query(self, fetch: Any) -> Any:
         with Database(target=self.server.target) as db, db.transaction() as conn:
