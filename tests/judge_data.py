@@ -71,8 +71,8 @@ def make_judging_run(
     from lora_tracker.models import EpochFields, PromptResultFields, RunCreate, TestPromptCreate
 
     folder.mkdir(parents=True, exist_ok=True)
-    subjects = ["knight with a sword", "cat wizard", "red dragon", "robot gardener", "ghost lantern",
-                "frog bard", "owl archer", "slime king"]  # fmt: skip
+    subjects = ["knight with a sword", "cat wizard", "red dragon", "robot gardener",
+                "ghost lantern", "frog bard", "owl archer", "slime king"]  # fmt: skip
     made = JudgingRun(name, 0, list(range(1, epochs + 1)), [])
     with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
         run = runs.create_run(
@@ -88,7 +88,7 @@ def make_judging_run(
                 conn,
                 TestPromptCreate(
                     prompt_name=prompt_name,
-                    prompt_text=f"pixel art sprite, {subjects[p % len(subjects)]}, plain background",
+                    prompt_text=f"pixel art, {subjects[p % len(subjects)]}, plain background",
                     seed=1000 + p,
                 ),
             )  # fmt: skip

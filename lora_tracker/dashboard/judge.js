@@ -31,7 +31,7 @@ const LABELS = {
 };
 const HELP = [
   ["↑ ↓", "previous / next epoch"], ["← →", "previous / next prompt (or sample image)"],
-  ["0 – 9", "set the focused score"], ["+ −", "focused score one up / down (10 is 9 +)"],
+  ["0-9", "set the focused score"], ["+ −", "focused score one up / down (10 is 9 then +)"],
   ["Tab", "focus the next score: visual → style → adherence (Shift+Tab back)"],
   ["b g a s f", "epoch verdict: best, good, acceptable, skip, failure"],
   ["w r p", "toggle a flag: wrong backgrounds, random pixels, photorealistic"],
@@ -41,6 +41,8 @@ const HELP = [
   ["v", "switch view: grid, A/B compare, one prompt as a strip"],
   ["m", "A/B: compare against the focused epoch (B)"],
   ["u", "undo the last change"], ["?", "this help"],
+  ["mouse", "click a cell to focus it, the large image for the full one, a button to set it; " +
+            "the run's verdict form saves each field when you leave it"],
 ];
 
 const params = new URLSearchParams(location.hash.slice(1));
@@ -241,7 +243,7 @@ function drawAB() {
   const head = el("div", null, "ab-head");
   for (const [which, epoch] of [["A", a], ["B", b]]) {
     const d = el("div");
-    d.append(el("span", which, "which"), el("b", `epoch ${epoch.epoch_number} `));
+    d.append(el("span", which, "which"), " ", el("b", `epoch ${epoch.epoch_number}`), " ");
     d.append(SCORES.map(([key, label]) => `${label} ${scoreText(epoch[key])}`).join(" · ") + " ");
     if (epoch.verdict) d.appendChild(el("span", epoch.verdict, "verdict v-" + epoch.verdict));
     head.appendChild(d);
@@ -278,7 +280,8 @@ function drawStrip() {
   const extra = columnLabel(column);
   const strip = el("div", null, "strip");
   M.epochs.forEach((epoch, row) => {
-    const fig = figure(epoch, column, `epoch ${epoch.epoch_number}`);
+    const scores = SCORES.map(([key, label]) => label[0].toUpperCase() + scoreText(epoch[key])).join(" ");
+    const fig = figure(epoch, column, `epoch ${epoch.epoch_number} · ${scores}` + (epoch.verdict ? ` · ${epoch.verdict}` : ""));
     fig.dataset.row = row;
     fig.addEventListener("click", () => { state.row = row; markFocus(true); });
     strip.appendChild(fig);
@@ -450,8 +453,12 @@ const ROUTES = { epoch: "api/judge/epoch", prompt: "api/judge/prompt", verdict: 
 
 // Writes go one at a time, in the order they were asked for (two quick keys on the same
 // score must land in that order).
+function setPending(delta) {
+  pendingWrites += delta;
+  document.getElementById("ready").dataset.pending = String(pendingWrites);
+}
 function write(kind, body, what, undoing) {
-  pendingWrites++;
+  setPending(1);
   say(`Saving ${what}…`, "pending");
   const job = writing.then(async () => {
     try {
@@ -468,7 +475,7 @@ function write(kind, body, what, undoing) {
       await reload();  // show what the database holds (the refused change changed nothing)
       return false;
     } finally {
-      pendingWrites--;
+      setPending(-1);
     }
   });
   writing = job.catch(() => false);
@@ -477,7 +484,7 @@ function write(kind, body, what, undoing) {
 function applyWrite(kind, done) {
   if (kind === "epoch") {
     const row = M.epochs.findIndex((e) => e.epoch_number === done.epoch.epoch_number);
-    if (row >= 0) { M.epochs[row] = done.epoch; redrawEpoch(row); flash(row); }
+    if (row >= 0) { M.epochs[row] = done.epoch; redrawEpoch(row); flash(row); drawHeader(); }
   } else if (kind === "prompt") {
     const index = M.results.findIndex((r) => r.id === done.result.id);
     if (index >= 0) M.results[index] = { ...M.results[index], ...done.result };
@@ -582,11 +589,13 @@ document.getElementById("note-input").addEventListener("keydown", (e) => {
     const editor = document.getElementById("note-editor");
     const row = Number(editor.dataset.row);
     editor.hidden = true;
+    e.target.blur();  // the keys go back to the page
     state.row = row;
     setEpoch({ observations: e.target.value });
   } else if (e.key === "Escape") {
     e.preventDefault();
     document.getElementById("note-editor").hidden = true;
+    e.target.blur();
   }
   e.stopPropagation();
 });
@@ -709,7 +718,8 @@ function fillHelp() {
   table.replaceChildren(...HELP.map(([keys, what]) => {
     const tr = el("tr");
     const td = el("td");
-    keys.split(" ").forEach((k) => { td.append(el("kbd", k), " "); });
+    if (keys === "mouse") td.appendChild(el("span", "mouse", "muted"));
+    else keys.split(" ").forEach((k) => { td.append(el("kbd", k), " "); });
     tr.append(td, el("td", what));
     return tr;
   }));

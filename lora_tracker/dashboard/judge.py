@@ -3,7 +3,7 @@ are (the data comes from ``api/judge``; writes go to the routes of :mod:`.writes
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 # route -> (file in this package, content type)
@@ -14,7 +14,7 @@ JUDGE_FILES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def judge_file(name: str) -> bytes:
     """One of the view's files, read once from the package."""
     return (resources.files("lora_tracker.dashboard") / name).read_bytes()

@@ -79,19 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "epochs": epochs.epochs_of_runs(conn, [run_id], data.EPOCH_COLUMNS)[run_id],
                     "prompt_results": prompts.results_of_runs(conn, [run_id])[run_id],
                 }))  # fmt: skip
-            elif route in JUDGE_FILES:
-                name, content_type = JUDGE_FILES[route]
-                self._send(judge_file(name), content_type)
-            elif route == "/api/judge":
-                ref = parse_qs(parts.query).get("run", [""])[0]
-                self._json(self._query(lambda conn: data.judging_view(conn, ref)))
-            elif route == "/api/judge/version":
-                ref = parse_qs(parts.query).get("run", [""])[0]
-                if not ref.isascii() or not ref.isdigit():
-                    self.send_error(HTTPStatus.BAD_REQUEST, "run: an id is required")
-                    return
-                version = self._query(lambda conn: data.judging_version(conn, int(ref)))
-                self._send(version.encode(), "text/plain; charset=utf-8")
+            elif route in JUDGE_FILES or route.startswith("/api/judge"):
+                self._judge_get(route, parse_qs(parts.query).get("run", [""])[0])
             elif route == "/api/image":
                 self._image(parse_qs(parts.query).get("path", [""])[0])
             else:
@@ -125,6 +114,21 @@ class _Handler(BaseHTTPRequestHandler):
         except LoraTrackerError as exc:
             self._send(json.dumps({"error": str(exc)}).encode(), "application/json",
                        status=HTTPStatus.SERVICE_UNAVAILABLE)  # fmt: skip
+
+    def _judge_get(self, route: str, ref: str) -> None:
+        """The judging view's page and files, one run's data, and its version."""
+        if route in JUDGE_FILES:
+            name, content_type = JUDGE_FILES[route]
+            self._send(judge_file(name), content_type)
+        elif route == "/api/judge":
+            self._json(self._query(lambda conn: data.judging_view(conn, ref)))
+        elif route == "/api/judge/version" and ref.isascii() and ref.isdigit():
+            version = self._query(lambda conn: data.judging_version(conn, int(ref)))
+            self._send(version.encode(), "text/plain; charset=utf-8")
+        elif route == "/api/judge/version":
+            self.send_error(HTTPStatus.BAD_REQUEST, "run: a run id is required")
+        else:
+            self.send_error(HTTPStatus.NOT_FOUND)
 
     def _query(self, fetch: Any) -> Any:
         with Database(target=self.server.target) as db, db.transaction() as conn:
