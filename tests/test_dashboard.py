@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -76,6 +77,14 @@ class Page:
         assert shot.stat().st_size > 10_000
         text: str = self.page.inner_text("body")
         return text
+
+    def wait_true(self, expression: str, timeout_s: float = 20.0) -> None:
+        """Wait until a JavaScript expression is true. Polled from here, not with
+        wait_for_function, whose polling evals a string: the live page's CSP forbids that."""
+        deadline = time.monotonic() + timeout_s
+        while not self.page.evaluate(f"() => Boolean({expression})"):
+            assert time.monotonic() < deadline, f"still false after {timeout_s}s: {expression}"
+            self.page.wait_for_timeout(50)
 
     def close(self) -> None:
         self.context.close()
@@ -163,7 +172,7 @@ def test_live_dashboard_refreshes(
             assert name in text
         page.page.click("#runs tbody tr:has-text('SD15_PERFECT_Nov9')")
         page.page.wait_for_selector("#grid img")
-        page.page.wait_for_function("document.querySelector('#grid img').complete")
+        page.wait_true("document.querySelector('#grid img').complete")
         loaded = page.page.eval_on_selector("#grid img", "e => e.naturalWidth > 0")
         assert loaded, "the prompt-result thumbnail is served"
         runner = CliRunner()
@@ -183,9 +192,7 @@ def test_live_dashboard_refreshes(
         runner.invoke(
             cli, ["--database-url", examples_url, "score", "SD15_live_run", "1", "--visual", "10"]
         )
-        page.page.wait_for_function(
-            "document.getElementById('runs').innerText.includes('SD15_live_run')", timeout=20000
-        )
+        page.wait_true("document.getElementById('runs').innerText.includes('SD15_live_run')")
         assert page.errors == []
     finally:
         page.close()

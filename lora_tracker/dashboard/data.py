@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import mimetypes
 import os
 from datetime import datetime, timezone
 from typing import Any
 
 from .. import epochs, prompts
 from ..pg import Connection
+from .rasters import HEAD_BYTES, raster_type
 
 # what the page shows of an epoch (not its raw checkpoint metadata)
 EPOCH_COLUMNS = (
@@ -134,16 +134,16 @@ def recorded_image(conn: Connection, path: str) -> bool:
 
 
 def image_data_uri(path: str, max_bytes: int) -> str | None:
-    """A small image file as a data: URI (for the self-contained report), else None."""
-    mime = mimetypes.guess_type(path)[0]
-    if mime is None or not mime.startswith("image/"):
-        return None
+    """A small raster image file as a data: URI (for the self-contained report), else None."""
     try:
         if os.path.getsize(path) > max_bytes:
             return None
         with open(path, "rb") as handle:
             payload = handle.read()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        return None
+    mime = raster_type(payload[:HEAD_BYTES])
+    if mime is None:
         return None
     return f"data:{mime};base64,{base64.b64encode(payload).decode()}"
 

@@ -48,7 +48,6 @@ const HELP = [
 const params = new URLSearchParams(location.hash.slice(1));
 const RUN_REF = params.get("run") || "";
 const POLL_MS = Math.max(100, Number(params.get("poll")) || 2000);
-const TOKEN = (document.querySelector('meta[name="lora-tracker-token"]') || {}).content || "";
 
 const state = {
   view: VIEWS.includes(params.get("view")) ? params.get("view") : "grid",
@@ -439,17 +438,12 @@ function say(text, kind) {
 }
 
 // ---- writes -------------------------------------------------------------------------------
-async function post(route, body) {
-  const response = await fetch(route, {
-    method: "POST", headers: { "Content-Type": "application/json", "X-Lora-Tracker-Token": TOKEN },
-    body: JSON.stringify(body),
-  });
-  let payload = null;
-  try { payload = await response.json(); } catch (e) { payload = null; }
-  if (!response.ok) throw new Error((payload && payload.error) || `${response.status} ${response.statusText}`);
-  return payload;
+function post(route, body) {
+  // static/write.js: adds the server's token (or asks for it once), says a refusal in one line
+  return window.ltWrite.post(route, body);
 }
 const ROUTES = { epoch: "api/judge/epoch", prompt: "api/judge/prompt", verdict: "api/judge/verdict" };
+const READ_ONLY = !window.ltWrite || window.ltWrite.mode === "off";
 
 // Writes go one at a time, in the order they were asked for (two quick keys on the same
 // score must land in that order).
@@ -504,9 +498,13 @@ function flash(row) {
   const tr = document.querySelector(`#grid tbody tr[data-row="${row}"] td.epoch-info`);
   if (tr) { tr.classList.remove("saved"); void tr.offsetWidth; tr.classList.add("saved"); }
 }
+function readOnly() {
+  if (READ_ONLY) say("This dashboard is read-only (started with --read-only): nothing can be changed here.", "err");
+  return READ_ONLY;
+}
 function setEpoch(fields) {
   const epoch = epochAt(state.row);
-  if (!epoch) return;
+  if (!epoch || readOnly()) return;
   // show it at once; the answer (or a refusal, then the database's values) replaces it
   const row = state.row;
   M.epochs[row] = { ...epoch, ...fields };
@@ -515,6 +513,7 @@ function setEpoch(fields) {
 }
 function setPrompt(fields) {
   const epoch = epochAt(state.row), column = M.columns[state.col];
+  if (readOnly()) return;
   if (!epoch || !column) { say("No prompt results for this run: nothing to mark pass / partial / fail.", "err"); return; }
   if (!hasResults(epoch)) { say(`Epoch ${epoch.epoch_number} has no prompt results: only its sample images.`, "err"); return; }
   const result = cellAt(state.row, state.col);
@@ -524,11 +523,13 @@ function setPrompt(fields) {
   write("prompt", body, `epoch ${epoch.epoch_number} · ${column.prompt_name}`);
 }
 function setRun(fields, node) {
+  if (readOnly()) { drawForm(); return; }
   write("verdict", { run: M.run.id, fields }, "run verdict").then((ok) => {
     if (ok && node) { node.classList.remove("saved"); void node.offsetWidth; node.classList.add("saved"); }
   });
 }
 function undo() {
+  if (readOnly()) return;
   const last = undoStack.pop();
   if (!last) { say("Nothing to undo.", ""); return; }
   write(last.kind, last.body, last.what, true);
@@ -739,7 +740,12 @@ async function start() {
   const first = M.epochs.findIndex((e) => e.visual_quality_score === null);
   state.row = first >= 0 ? first : 0;
   markFocus(true);
-  say("Ready: ↑ ↓ ← → move, 0-9 score, ? lists every key.", "");
+  if (READ_ONLY) {
+    document.querySelectorAll("#verdict-form [name]").forEach((node) => { node.disabled = true; });
+    say("Read-only dashboard (--read-only): look, compare; scores cannot be changed here.", "");
+  } else {
+    say("Ready: ↑ ↓ ← → move, 0-9 score, ? lists every key.", "");
+  }
   const ready = document.getElementById("ready");
   ready.dataset.ms = String(Math.round(performance.now()));
   ready.textContent = "ready";

@@ -1,11 +1,25 @@
-"""What the dashboard may write: the judging view's changes, each through the same library
-function as the CLI (`score`, `prompt score`, `verdict`), validated the same way.
+"""The dashboard's write routes: URL path -> function, apart from the HTTP plumbing.
 
-A route is a function ``(conn, body) -> dict`` registered in :data:`WRITE_ROUTES` under its
-path; the server checks the request (token, Host, Origin, size), parses the JSON body, runs
-the route in one transaction and sends back what it returns. A refused change raises a
-:class:`~lora_tracker.errors.LoraTrackerError` with one line to show, and nothing changes.
-This module holds no SQL and no rule of its own beyond which fields the page may set.
+The server (``server.py``) serves a POST to a path found here only after `gate.Gate` let it
+through (Host, Origin, token, a JSON object body of bounded size; never on a
+``--read-only`` server). It then opens one transaction and calls the route with the
+connection and the parsed body::
+
+    def route(conn: Connection, body: dict[str, Any]) -> dict[str, Any]: ...
+
+The route validates the body and changes the record only through the library (the same
+functions as the CLI, e.g. `lora_tracker.judging`): no SQL and no rules here or in the
+server. Its result is sent back as JSON (status 200). A refusal is raised, never returned:
+`lora_tracker.errors.InvalidInput` (and the other `LoraTrackerError` s) or a pydantic
+``ValidationError`` become a 400 (`NotFound`: 404, `AlreadyExists`: 409) with a one-line
+``{"error": "..."}``, and the transaction is rolled back, so nothing changes.
+
+Paths start with ``/api/``; the page posts to them with ``ltWrite.post(path, body)``
+(``static/write.js``), which adds the token.
+
+The judging view's routes (``/api/judge/...``) are the CLI's `score`, `prompt score` and
+`verdict`, for the fields a person judges; which fields the page may set is the only rule
+kept here.
 """
 
 from __future__ import annotations
