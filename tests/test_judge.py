@@ -197,6 +197,12 @@ def test_keyboard_session_scores_a_run(
             expected_prompts
         )
         assert all(r["score"] is None and r["image_path"] for r in results)
+        # the grid shows thumbnails, made once and cached under the data folder
+        first = page.page.locator("#grid td.cell img").first
+        assert "api/thumb?" in str(first.get_attribute("src"))
+        page.wait_true("document.querySelector('#grid td.cell img').naturalWidth > 0")
+        cached = list((Path(os.environ["LORA_TRACKER_HOME"]) / "thumbnails").rglob("*.webp"))
+        assert len(cached) >= 4
         # the page shows what it saved
         assert "V 10" in page.epoch_text(10) and "failure" in page.epoch_text(10)
         assert "wrong backgrounds" in page.epoch_text(1)

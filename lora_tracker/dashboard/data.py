@@ -133,6 +133,17 @@ def recorded_image(conn: Connection, path: str) -> bool:
     return bool(row and row["known"])
 
 
+def image_sha256(conn: Connection, path: str) -> str | None:
+    """The SHA-256 of a recorded image's bytes when the database holds it (an image linked
+    by capture is keyed ``image:<sha256>``), so its cached thumbnail is found unread."""
+    row = conn.execute(
+        "SELECT substr(result_key, 7) AS sha FROM prompt_test_results"
+        " WHERE image_path = %s AND result_key LIKE 'image:%%' ORDER BY id DESC LIMIT 1",
+        (path,),
+    ).fetchone()
+    return str(row["sha"]) if row else None
+
+
 def image_data_uri(path: str, max_bytes: int) -> str | None:
     """A small raster image file as a data: URI (for the self-contained report), else None."""
     try:

@@ -66,8 +66,15 @@ function el(tag, text, cls) {
 }
 function imageUrl(path) { return "api/image?path=" + encodeURIComponent(path); }
 function thumbUrl(path, size) {
-  return M.thumbnails ? `api/thumb?path=${encodeURIComponent(path)}&size=${size}` : imageUrl(path);
+  return `api/thumb?path=${encodeURIComponent(path)}&size=${size}`;
 }
+// a thumbnail that cannot be made (an odd file): the full image instead
+document.addEventListener("error", (e) => {
+  const img = e.target;
+  if (!(img instanceof HTMLImageElement) || img.dataset.full || !img.src.includes("api/thumb?")) return;
+  img.dataset.full = "1";
+  img.src = imageUrl(new URL(img.src).searchParams.get("path"));
+}, true);
 function fmt(value) {
   if (value === null || value === undefined || value === "" ||
       (Array.isArray(value) && !value.length)) return "(none)";
@@ -483,7 +490,7 @@ function applyWrite(kind, done) {
     const index = M.results.findIndex((r) => r.id === done.result.id);
     if (index >= 0) M.results[index] = { ...M.results[index], ...done.result };
     else { reloadSoon(); return; }
-    M = { ...derive(M), thumbnails: M.thumbnails };
+    M = derive(M);
     const row = M.epochs.findIndex((e) => e.epoch_number === M.results[index].epoch_number);
     if (row >= 0) { redrawEpoch(row); flash(row); }
   } else {

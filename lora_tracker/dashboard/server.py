@@ -150,6 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
             }))  # fmt: skip
         elif route == "/api/image":
             self._image(parse_qs(parts.query).get("path", [""])[0])
+        elif route == "/api/thumb":
+            query = parse_qs(parts.query)
+            self._thumbnail(query.get("path", [""])[0], query.get("size", ["256"])[0])
         elif route == "/judge" or route in JUDGE_FILES or route.startswith("/api/judge"):
             self._judge_get(route, parse_qs(parts.query).get("run", [""])[0])
         else:
@@ -193,6 +196,28 @@ class _Handler(BaseHTTPRequestHandler):
         if mime is None or len(body) > MAX_IMAGE_BYTES:
             raise Refused(HTTPStatus.NOT_FOUND, "not a PNG, JPEG, WebP or GIF image")
         self._send(body, mime, cache=True)
+
+    def _thumbnail(self, path: str, size: str) -> None:
+        """A recorded image's thumbnail (WebP, made once and cached under the data folder);
+        the page falls back to the full image when one cannot be made."""
+        from ..thumbnails import THUMBNAIL_SIZES, ThumbnailError, thumbnail_path
+
+        if "\x00" in path or len(path) > MAX_PATH_CHARS:
+            raise Refused(HTTPStatus.BAD_REQUEST, "not a valid image path")
+        if size not in {str(s) for s in THUMBNAIL_SIZES}:
+            sizes = ", ".join(str(s) for s in THUMBNAIL_SIZES)
+            raise Refused(HTTPStatus.BAD_REQUEST, f"size: one of {sizes}")
+        known, sha = self._query(
+            lambda conn: (data.recorded_image(conn, path), data.image_sha256(conn, path))
+        )
+        if not path or not known:
+            raise Refused(HTTPStatus.NOT_FOUND, "not a recorded image")
+        try:
+            made = thumbnail_path(path, sha, int(size), home=self.server.target.home)
+            body = made.read_bytes()
+        except (ThumbnailError, OSError) as exc:
+            raise Refused(HTTPStatus.NOT_FOUND, f"no thumbnail: {exc}") from None
+        self._send(body, "image/webp", cache=True)
 
     # -- writing -----------------------------------------------------------------------
     def do_POST(self) -> None:
