@@ -20,10 +20,11 @@ PALETTES = [
 ]
 
 
-def sprite_png(path: Path, size: int, seed: int, noise: float = 0.0) -> None:
+def sprite_png(path: Path, size: int, seed: int, noise: float = 0.0, grain: bool = False) -> None:
     """A 16x16 symmetric pixel-art sprite scaled to ``size`` px, as a PNG; ``noise``
-    (0-1) sprinkles stray pixels, like an overtrained epoch."""
-    from PIL import Image
+    (0-1) sprinkles stray pixels, like an overtrained epoch; ``grain`` adds the fine noise
+    of a diffusion render, so the file is as large as a real one (1024 px: ~2 MB)."""
+    from PIL import Image, ImageChops
 
     rng = random.Random(seed)
     background, colours = PALETTES[seed % len(PALETTES)]
@@ -38,7 +39,11 @@ def sprite_png(path: Path, size: int, seed: int, noise: float = 0.0) -> None:
                 pixels[15 - x, y] = colour
     for _ in range(int(noise * 40)):
         pixels[rng.randrange(16), rng.randrange(16)] = colours[rng.randrange(len(colours))]
-    grid.resize((size, size), Image.Resampling.NEAREST).save(path, optimize=False)
+    image = grid.resize((size, size), Image.Resampling.NEAREST)
+    if grain:
+        texture = Image.effect_noise((size, size), 24).convert("RGB")
+        image = ImageChops.add(image, texture, scale=1.0, offset=-100)
+    image.save(path, optimize=False)
 
 
 @dataclass
@@ -61,13 +66,17 @@ def make_judging_run(
     prompts: int = 4,
     size: int = 256,
     samples_only: tuple[int, ...] = (),
+    grain: bool = False,
+    linked: bool = False,
 ) -> JudgingRun:
     """Record a run with ``epochs`` epochs, ``prompts`` test prompts and one image per
     (epoch, prompt); the epochs in ``samples_only`` get kohya-style sample images instead
-    of prompt results."""
+    of prompt results. ``linked``: the images are linked as capture links them (one row per
+    image, keyed by its SHA-256, with its seed), else recorded as `prompt score --image`
+    does (the person's own row)."""
     from lora_tracker import epochs as epoch_rows
+    from lora_tracker import image_results, runs
     from lora_tracker import prompts as prompt_rows
-    from lora_tracker import runs
     from lora_tracker.models import EpochFields, PromptResultFields, RunCreate, TestPromptCreate
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,6 +91,7 @@ def make_judging_run(
         )  # fmt: skip
         made.run_id = run.id
         prompt_ids: list[int] = []
+        prompt_texts: list[str] = []
         for p in range(prompts):
             prompt_name = f"{subjects[p % len(subjects)].replace(' ', '_')}{'' if p < 8 else p}"
             row = prompt_rows.add_prompt(
@@ -93,6 +103,7 @@ def make_judging_run(
                 ),
             )  # fmt: skip
             prompt_ids.append(row["id"])
+            prompt_texts.append(row["prompt_text"])
             made.prompts.append(row["prompt_name"])
         for number in made.epochs:
             loss = round(0.12 - number * 0.006, 4)
@@ -112,8 +123,19 @@ def make_judging_run(
                 continue
             for p, prompt_id in enumerate(prompt_ids):
                 path = folder / f"{name}_e{number:03d}_p{p}.png"
-                sprite_png(path, size, seed=p * 7919 + number // 3, noise=number / epochs)
+                sprite_png(path, size, seed=p * 7919 + number // 3, noise=number / epochs,
+                           grain=grain)  # fmt: skip
                 made.images.append(path)
+                if linked:
+                    image = image_results.TestImage(
+                        prompt=prompt_texts[p], seed=1000 + p, width=size, height=size,
+                        generator="kohya",
+                    )  # fmt: skip
+                    image_results.link_image(
+                        conn, epoch.id, image, image_path=str(path),
+                        image_sha256=image_results.file_sha256(path), source="bench",
+                    )  # fmt: skip
+                    continue
                 prompt_rows.record_result(
                     conn, epoch.id, prompt_id, PromptResultFields(image_path=str(path))
                 )

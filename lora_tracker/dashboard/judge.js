@@ -337,6 +337,20 @@ function markFocus(scroll) {
     if (fig) { fig.classList.add("focus-cell"); if (scroll) fig.scrollIntoView({ block: "nearest" }); }
   }
   drawPanel();
+  prefetchNeighbours();
+}
+// the large image of the epochs above and below, fetched ahead so moving there shows it
+const prefetched = new Set();
+function prefetchNeighbours() {
+  for (const row of [state.row + 1, state.row - 1]) {
+    const result = cellAt(row, state.col);
+    const path = result && result.image_path;
+    if (!path || prefetched.has(path)) continue;
+    prefetched.add(path);
+    const img = new Image();
+    img.decoding = "async";
+    img.src = thumbUrl(path, 512);
+  }
 }
 function focusedImage() {
   const epoch = epochAt(state.row);

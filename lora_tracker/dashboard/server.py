@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -53,6 +54,7 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_PATH_CHARS = 4096
 RUN_ID = re.compile(r"/api/run/([0-9]{1,18})")  # ASCII digits only ("٣".isdigit() is True)
 RUN_REF_ID = re.compile(r"[0-9]{1,18}")
+IDLE_CONNECTIONS = 4  # database connections kept open between requests
 
 
 class DashboardServer(ThreadingHTTPServer):
@@ -73,7 +75,10 @@ class DashboardServer(ThreadingHTTPServer):
         read_only: bool = False,
         token: str | None = None,
     ) -> None:
-        super().__init__(address, _Handler)
+        self._lock = threading.Lock()
+        self._idle: list[Database] = []
+        self._closing = False
+        super().__init__(address, _Handler)  # a port in use: raises, after server_close()
         self.target = target
         port = int(self.server_address[1])
         self.gate = Gate(
@@ -89,7 +94,33 @@ class DashboardServer(ThreadingHTTPServer):
         self.judge_csp = page_csp(self.judge_page.decode("utf-8"))
         self.write_js = (resources.files("lora_tracker.dashboard") / "write.js").read_bytes()
         self._plotly: bytes | None = None
-        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def database(self) -> Iterator[Database]:
+        """A connected Database, reused across requests: a page of thumbnails is dozens of
+        requests, and a new PostgreSQL connection (and schema check) each cost more than
+        the query. One that raised is closed, not kept (it may be broken)."""
+        with self._lock:
+            db = self._idle.pop() if self._idle else None
+        db = db or Database(target=self.target)
+        try:
+            yield db
+        except BaseException:
+            db.close()
+            raise
+        with self._lock:
+            if len(self._idle) < IDLE_CONNECTIONS and not self._closing:
+                self._idle.append(db)
+                return
+        db.close()
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._lock:
+            self._closing = True
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()
 
     @property
     def plotly(self) -> bytes:
@@ -179,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise Refused(HTTPStatus.NOT_FOUND, "no such page")
 
     def _query(self, fetch: Any) -> Any:
-        with Database(target=self.server.target) as db, db.transaction() as conn:
+        with self.server.database() as db, db.transaction() as conn:
             return fetch(conn)
 
     def _image(self, path: str) -> None:
@@ -231,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(body_length(self.headers))
         self._body_read = True
         body = parse_body(raw)
-        with Database(target=self.server.target) as db, db.transaction() as conn:
+        with self.server.database() as db, db.transaction() as conn:
             result = route(conn, body)
         self._json(result)
 
