@@ -431,3 +431,37 @@ def test_write_routes_call_the_judging_rules(
         )  # fmt: skip
     assert (done["result"]["verdict"], done["result"]["score"]) == ("pass", 7)
     assert done["result"]["image_path"]  # the image row was judged, not a new one made
+
+
+@needs_chromium
+@ONE_SERVER
+def test_dashboard_links_to_the_judging_view_and_read_only_judges_nothing(
+    browser: Any, judged: JudgingRun, db_url: str
+) -> None:
+    """The run view links to the judging view of its run; on a --read-only server the view
+    shows the run but a key changes nothing and says why."""
+    home = Path(os.environ["LORA_TRACKER_HOME"])
+    server = make_server(Target(db_url, "--database-url", home), port=0, read_only=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(server.url + f"#run={judged.name}")
+        page.wait_for_selector("#ready:has-text('ready')", state="attached", timeout=30000)
+        page.click("#judge-link")
+        page.wait_for_selector("#ready:has-text('ready')", state="attached", timeout=30000)
+        assert page.url.endswith(f"/judge#run={judged.name}")
+        assert page.inner_text("#title") == f"Judge {judged.name}"
+        assert "Read-only" in page.inner_text("#status")
+        page.keyboard.press("7")
+        page.keyboard.press("z")
+        assert "read-only" in page.inner_text("#status")
+        assert page.is_disabled("#verdict-form [name=overall_verdict]")
+        assert epoch_rows(db_url, judged.run_id)[1]["visual_quality_score"] is None
+        assert "V \u2013" in page.inner_text("#grid tbody tr td.epoch-info")  # no score
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
