@@ -389,7 +389,7 @@ def test_write_routes_call_the_judging_rules(
         )
     assert done["epoch"]["visual_quality_score"] == 8
     assert done["changes"] == [{"field": "visual_quality_score", "before": None, "after": 8}]
-    refused = [
+    refused: list[tuple[str, dict[str, Any], str]] = [
         ("/api/judge/epoch", {"run": judged.name, "epoch": 2,
                               "fields": {"visual_quality_score": 11}}, "11"),
         ("/api/judge/epoch", {"run": judged.name, "epoch": 2,

@@ -288,6 +288,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(exc.status, exc.message)
             except LoraTrackerError as exc:
                 self._error(_status_of(exc), str(exc))
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                raise  # the browser went away (a tab closed, a lazy image dropped): no error
             except Exception as exc:
                 from pydantic import ValidationError
 
