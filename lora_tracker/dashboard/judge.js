@@ -431,6 +431,12 @@ function drawForm() {
   set("issues_found", (run.issues_found || []).join("\n"));
   set("strengths", (run.strengths || []).join("\n"));
   set("recommended_for", run.recommended_for || "");
+  for (const area of form.querySelectorAll("textarea")) fitText(area);
+}
+function fitText(area) {
+  // as tall as its text (2 to 8 lines): findings and issue lists are read here, not scrolled
+  const lines = area.value.split("\n").reduce((n, line) => n + Math.max(1, Math.ceil(line.length / 60)), 0);
+  area.rows = Math.max(2, Math.min(8, lines));
 }
 function drawHeader() {
   const run = M.run;
@@ -696,6 +702,9 @@ document.getElementById("verdict-form").addEventListener("change", (e) => {
   setRun({ [name]: value }, node);
 });
 document.getElementById("verdict-form").addEventListener("submit", (e) => e.preventDefault());
+document.getElementById("verdict-form").addEventListener("input", (e) => {
+  if (e.target instanceof HTMLTextAreaElement) fitText(e.target);
+});
 
 // ---- loading and polling ------------------------------------------------------------------
 async function fetchView() {
