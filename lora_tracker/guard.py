@@ -88,7 +88,7 @@ def mode_or_default(given: str | None = None) -> str:
 
 def compared_settings(fields: dict[str, Any]) -> dict[str, Any]:
     """Of a run's fields, the settings `tried` compares, as the record stores them."""
-    from .capture.metadata import _decimal, _int, _number, _resolution_text
+    from .capture.checkpoint_metadata import _decimal, _int, _number, _resolution_text
 
     convert: dict[str, Callable[[Any], Any]] = {
         "network_dim": _int, "network_alpha": _decimal, "learning_rate": _number,

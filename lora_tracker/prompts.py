@@ -1,5 +1,7 @@
 """test_prompts and prompt_test_results: the fixed prompts every checkpoint is judged on,
-and each epoch's result on each. All SQL about prompts lives here."""
+and each epoch's result on each, as a person sets them (test images are linked to their
+epoch in ``image_results.py``; the rules of judging are in ``judging.py``; a run's results
+are also read by ``runs.py`` and the dashboard)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""training_runs: create, find and update runs. All SQL about runs lives here."""
+"""training_runs: create, find, update and delete runs, as a person does through the CLI or
+the library. Capture writes its runs in ``capture/apply.py``; questions across runs
+(``tried``, ``stats``) are in ``decisions.py``, the dashboard's reads in ``dashboard/data.py``."""
 
 from __future__ import annotations
 

@@ -208,6 +208,7 @@ def api_config(**changes: Any) -> dict[str, Any]:
             "lr": 1e-4, "epochs": 3, **changes}  # fmt: skip
 
 
+@pytest.mark.both_servers
 def test_api_banner_for_a_repeated_failure(
     db_url: str, guard_log: pytest.LogCaptureFixture
 ) -> None:
@@ -377,7 +378,7 @@ def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
 ) -> None:
     """`watch --once` (a backfill) checks the runs it records for the first time; runs it
     had recorded before stay quiet."""
-    from lora_tracker.capture.delivery import Recorder
+    from lora_tracker.capture.delivery import EventDelivery
 
     now = time.time()
 
@@ -389,11 +390,11 @@ def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
         return out
 
     def backfill(out: Path) -> None:
-        recorder = Recorder(db_url)
+        delivery = EventDelivery(db_url)
         try:
-            Watcher([out], recorder).backfill()
+            Watcher([out], delivery).backfill()
         finally:
-            recorder.close()
+            delivery.close()
 
     first = folder("first", 1, 32)
     backfill(first)

@@ -29,8 +29,6 @@ from .judge_data import JudgingRun, db_rows, make_judging_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "tests" / "artifacts"
-# what the browser does not depend on: one server is enough
-ONE_SERVER = pytest.mark.parametrize("server", ["embedded"], indirect=True)
 
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("CI"), reason="chromium is not installed"
@@ -129,7 +127,6 @@ SCORED = ("visual_quality_score", "style_match_score", "prompt_adherence_score",
 
 
 @needs_chromium
-@ONE_SERVER
 def test_keyboard_session_scores_a_run(
     browser: Any, live: str, judged: JudgingRun, db_url: str
 ) -> None:
@@ -232,7 +229,6 @@ def test_keyboard_session_scores_a_run(
 
 
 @needs_chromium
-@ONE_SERVER
 def test_refused_change_shows_its_error(
     browser: Any, live: str, judged: JudgingRun, db_url: str
 ) -> None:
@@ -275,7 +271,6 @@ def test_refused_change_shows_its_error(
 
 
 @needs_chromium
-@ONE_SERVER
 def test_undo_restores_the_previous_value(
     browser: Any, live: str, judged: JudgingRun, db_url: str
 ) -> None:
@@ -330,7 +325,6 @@ def test_undo_restores_the_previous_value(
 
 
 @needs_chromium
-@ONE_SERVER
 def test_second_page_sees_a_change(
     browser: Any, live: str, judged: JudgingRun, db_url: str
 ) -> None:
@@ -375,7 +369,6 @@ def wconn(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         yield conn
 
 
-@ONE_SERVER
 def test_write_routes_call_the_judging_rules(
     wconn: psycopg.Connection[dict[str, Any]], judged: JudgingRun
 ) -> None:
@@ -434,7 +427,6 @@ def test_write_routes_call_the_judging_rules(
 
 
 @needs_chromium
-@ONE_SERVER
 def test_dashboard_links_to_the_judging_view_and_read_only_judges_nothing(
     browser: Any, judged: JudgingRun, db_url: str
 ) -> None:

@@ -5,7 +5,9 @@
 - nothing below the CLI imports click;
 - the dashboard server and its write routes hold no SQL (queries live in data.py and the
   library);
-- migrations never imports db, and db reaches migrations only lazily (no import cycle).
+- migrations never imports db, and db reaches migrations only lazily (no import cycle);
+- the spool has one door, ``capture/delivery.py``: no other module opens it or reaches
+  into a delivery's spool (``db status`` only counts its lines).
 """
 
 from __future__ import annotations
@@ -112,3 +114,61 @@ def test_db_and_migrations_do_not_import_each_other() -> None:
         )
     ]
     assert eager == []
+
+
+# The spool's one door, and the one module that only counts its lines for `db status`.
+SPOOL_DOOR = PACKAGE / "capture" / "delivery.py"
+SPOOL_COUNTERS = (PACKAGE / "status.py",)
+
+
+def _spool_attributes(path: Path) -> list[str]:
+    """Where a file reaches for an object's ``spool`` attribute (``delivery.spool...``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} uses .spool"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "spool"
+    ]
+
+
+def test_only_the_delivery_opens_the_spool() -> None:
+    # the reader sees what it looks for, in the one file allowed to do it
+    assert _spool_attributes(SPOOL_DOOR)
+    assert _violations([SPOOL_DOOR], ("lora_tracker.spool",))
+    others = [p for p in _sources(PACKAGE) if p != SPOOL_DOOR and p not in SPOOL_COUNTERS]
+    assert len(others) > 20
+    assert _violations(others, ("lora_tracker.spool",)) == []
+    # the watcher, the API thread, the hooks and the CLI ask the delivery (replay, keep,
+    # pending) instead of reading its spool
+    assert [hit for path in others for hit in _spool_attributes(path)] == []
+
+
+def _layout_table() -> str:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+
+
+def test_the_readme_layout_lists_every_module() -> None:
+    table = _layout_table()
+    missing = []
+    for path in sorted(PACKAGE.iterdir()):
+        if path.suffix == ".py" and path.stem not in ("__init__", "__main__"):
+            names = (f"`lora_tracker/{path.name}`", f"`{path.name}`")
+        elif path.is_dir() and (path / "__init__.py").exists():
+            names = (f"`lora_tracker/{path.name}/`", f"`{path.name}/`")
+        else:
+            continue
+        if not any(name in table for name in names):
+            missing.append(path.name)
+    assert missing == [], f"add to the README's layout table: {missing}"
+    # capture's own table, in its package docstring, names each of its modules
+    docstring = ast.get_docstring(ast.parse((PACKAGE / "capture" / "__init__.py").read_text()))
+    assert docstring is not None
+    listed = {line.split()[0] for line in docstring.splitlines() if line.strip()}  # first words
+    unlisted = [
+        p.name
+        for p in _sources(PACKAGE / "capture")
+        if p.name != "__init__.py" and p.name not in listed
+    ]
+    assert unlisted == [], f"add to capture/__init__.py's table: {unlisted}"
