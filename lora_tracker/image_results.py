@@ -152,11 +152,20 @@ def link_image_once(
     image_sha256: str,
     source: str,
     source_run_id: int | None = None,
+    prompts: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], Change]:
     """:func:`link_image`, saying what it did: ``inserted`` a new row, ``updated`` one
     whose path or settings differed, or left it ``unchanged`` (a second read of the same
-    image writes nothing, not even ``updated_at`` / ``captured_at``)."""
-    prompt = find_or_create_prompt(conn, image, source=source, source_run_id=source_run_id)
+    image writes nothing, not even ``updated_at`` / ``captured_at``).
+
+    ``prompts``: test prompts already found in this transaction, by text (filled as they
+    are found), so a batch of images of a few prompts looks each up once. Drop it when the
+    transaction (or a savepoint that may have created one) rolls back."""
+    prompt = prompts.get(image.prompt) if prompts is not None else None
+    if prompt is None:
+        prompt = find_or_create_prompt(conn, image, source=source, source_run_id=source_run_id)
+        if prompts is not None:
+            prompts[image.prompt] = prompt
     key = image_key(image_sha256)
     metadata = Jsonb(image.metadata) if image.metadata else None
     row = conn.execute(

@@ -138,7 +138,7 @@ def workflow_of(graph: dict[str, Any]) -> dict[str, Any]:
     links: list[list[Any]] = []
     for node_id, node in graph.items():
         kind = node["class_type"]
-        values = [("randomize" if w == "*" else node["inputs"][w]) for w in widgets[kind]]
+        values = [("randomize" if w == "*" else node["inputs"][w]) for w in widgets.get(kind, [])]
         inputs: list[dict[str, Any]] = []
         for name, value in node["inputs"].items():
             if isinstance(value, list):

@@ -5,6 +5,7 @@ database, then `lora-tracker images`."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,8 @@ def test_comfyui_links_by_file_name(tmp_path: Path, db_url: str) -> None:
             else [("knight.safetensors", 0.9)],
             seed=epoch,
         )
+        graph["90"] = {"inputs": {"api_key": "sk-live-123", "prompt": "x"},
+                       "class_type": "OpenAIChatNode"}  # fmt: skip
         comfyui_png(out / f"ComfyUI_{counter:05}_.png", graph, seed=epoch)
     result = _images(db_url, str(out))
     assert result.exit_code == 0, result.output
@@ -256,7 +259,10 @@ def test_comfyui_links_by_file_name(tmp_path: Path, db_url: str) -> None:
         (1, "comfyui", 1, 0.9, 512, 768, "euler", "normal"),
         (3, "comfyui", 3, 0.9, 512, 768, "euler", "normal"),
     ]
-    assert set(found[0]["image_metadata"]) == {"prompt", "workflow"}
+    # the API graph is kept (the editor's workflow is not), a paid-API node's key masked
+    assert set(found[0]["image_metadata"]) == {"prompt"}
+    assert found[0]["image_metadata"]["prompt"]["90"]["inputs"]["api_key"] == "***"
+    assert "sk-live-123" not in str(rows(db_url, "SELECT * FROM prompt_test_results"))
 
 
 def test_comfyui_lora_dir_decides_by_hash(tmp_path: Path, db_url: str) -> None:
@@ -334,6 +340,7 @@ def test_sshs_model_hash_is_a1111s_hash(tmp_path: Path, db_url: str) -> None:
     assert row["lora_hash"] == row["content_hash"] == a1111_lora_hash(run.epoch_path(1))
 
 
+@pytest.mark.both_servers  # the matching and linking SQL, on each server
 def test_several_loras_unmatched_grids_and_bad_files(tmp_path: Path, db_url: str) -> None:
     """An image with two tracked LoRAs links to both epochs; untracked ones are counted
     (and listed with --verbose); grids and bad files are skipped with one line each; a
@@ -446,3 +453,39 @@ def test_per_prompt_queries_see_linked_images(tmp_path: Path, db_url: str) -> No
     ]
     shown = CliRunner().invoke(cli, ["--database-url", db_url, "show", "knight"])
     assert shown.exit_code == 0, shown.output
+
+
+def test_a_refused_image_leaves_its_batch_whole(tmp_path: Path, db_url: str) -> None:
+    """An image whose metadata the database refuses (a NUL inside its EXIF text) is
+    skipped with one line; the other images of its batch are linked."""
+    run = _train(tmp_path, db_url, "knight", epochs=1)
+    short = _hash12(run.epoch_path(1))
+    out = tmp_path / "out"
+    out.mkdir()
+    for seed in (1, 2, 3):
+        negative = "blurry\x00lowres" if seed == 2 else "blurry"
+        text = a1111_infotext(f"{PROMPT} <lora:k:1>", negative=negative, seed=seed,
+                              lora_hashes={"k": short})  # fmt: skip
+        a1111_jpeg(out / f"{seed}.jpg", text, seed=seed)
+    result = _images(db_url, str(out))
+    assert result.stdout.strip() == "Linked 2 images to 1 epoch of 1 run; 1 unreadable"
+    assert "2.jpg: the database refused its metadata" in result.stderr
+    assert sorted(r["seed"] for r in _results(db_url)) == [1, 3]
+
+
+def test_a_second_run_reads_only_new_or_rewritten_files(tmp_path: Path, db_url: str) -> None:
+    """A linked image not written since is skipped without being read; one rewritten in
+    place (another seed) is read again and linked as the new image it is."""
+    run = _train(tmp_path, db_url, "knight", epochs=1)
+    short = _hash12(run.epoch_path(1))
+    out = tmp_path / "out"
+    out.mkdir()
+    image = a1111_png(out / "a.png", a1111_infotext(f"{PROMPT} <lora:k:1>", seed=1,
+                                                     lora_hashes={"k": short}))  # fmt: skip
+    assert _images(db_url, str(out)).stdout.strip() == "Linked 1 image to 1 epoch of 1 run"
+    image.write_bytes(b"no longer an image")  # not read: not written since it was linked
+    os.utime(image, (1, 1))
+    assert _images(db_url, str(out)).stdout.strip() == "Linked 0 images (1 already linked)"
+    a1111_png(image, a1111_infotext(f"{PROMPT} <lora:k:1>", seed=2, lora_hashes={"k": short}))
+    assert _images(db_url, str(out)).stdout.strip() == "Linked 1 image to 1 epoch of 1 run"
+    assert sorted(r["seed"] for r in _results(db_url)) == [1, 2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -133,29 +132,56 @@ def recorded_image(conn: Connection, path: str) -> bool:
     return bool(row and row["known"])
 
 
-def image_sha256(conn: Connection, path: str) -> str | None:
-    """The SHA-256 of a recorded image's bytes when the database holds it (an image linked
-    by capture is keyed ``image:<sha256>``), so its cached thumbnail is found unread."""
+def known_image(conn: Connection, path: str) -> str | None:
+    """For an image the database knows of (a prompt result's or a sample image): the
+    SHA-256 a linked image was recorded with ('' when none was), else None."""
     row = conn.execute(
-        "SELECT substr(result_key, 7) AS sha FROM prompt_test_results"
-        " WHERE image_path = %s AND result_key LIKE 'image:%%' ORDER BY id DESC LIMIT 1",
-        (path,),
+        """
+        SELECT (SELECT min(substr(result_key, 7)) FROM prompt_test_results
+                WHERE image_path = %s AND result_key LIKE 'image:%%') AS sha256,
+               EXISTS (SELECT 1 FROM prompt_test_results WHERE image_path = %s)
+            OR EXISTS (SELECT 1 FROM epoch_results WHERE %s = ANY(sample_images)) AS known
+        """,
+        (path, path, path),
     ).fetchone()
-    return str(row["sha"]) if row else None
+    if not row or not row["known"]:
+        return None
+    return str(row["sha256"] or "")
 
 
-def image_data_uri(path: str, max_bytes: int) -> str | None:
-    """A small raster image file as a data: URI (for the self-contained report), else None."""
+SMALL_ORIGINAL_BYTES = 64 * 1024  # an image this small is shown as it is if Pillow balks
+
+
+def thumbnail(
+    path: str, sha256: str | None = None, size: int | None = None
+) -> tuple[bytes, str] | None:
+    """(bytes, media type) of an image's thumbnail (made once, cached; ``size`` one of
+    thumbnails.THUMBNAIL_SIZES, default its DEFAULT_SIZE), never the full file; a raster
+    file Pillow cannot read but a browser may (a few KB) is given as it is. None when it is
+    not a raster image, is gone or is unreadable."""
+    from ..thumbnails import DEFAULT_SIZE, MEDIA_TYPE, ThumbnailError, thumbnail_path
+
     try:
-        if os.path.getsize(path) > max_bytes:
-            return None
+        made = thumbnail_path(path, sha256 or None, size or DEFAULT_SIZE)
+        return made.read_bytes(), MEDIA_TYPE
+    except (ThumbnailError, OSError, ValueError):  # ValueError: a NUL in the path
+        pass
+    try:
         with open(path, "rb") as handle:
-            payload = handle.read()
-    except (OSError, ValueError):  # ValueError: a NUL in the path
+            payload = handle.read(SMALL_ORIGINAL_BYTES + 1)
+    except (OSError, ValueError):
         return None
-    mime = raster_type(payload[:HEAD_BYTES])
-    if mime is None:
+    mime = raster_type(payload[:HEAD_BYTES])  # never an SVG, whatever its name says
+    return (payload, mime) if mime and 0 < len(payload) <= SMALL_ORIGINAL_BYTES else None
+
+
+def image_data_uri(path: str, max_bytes: int, sha256: str | None = None) -> str | None:
+    """An image's thumbnail as a data: URI, for the self-contained report; None when there
+    is none or it is over ``max_bytes``."""
+    found = thumbnail(path, sha256)
+    if found is None or len(found[0]) > max_bytes:
         return None
+    payload, mime = found
     return f"data:{mime};base64,{base64.b64encode(payload).decode()}"
 
 

@@ -229,26 +229,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(body, mime, cache=True)
 
     def _thumbnail(self, path: str, size: str) -> None:
-        """A recorded image's thumbnail (WebP, made once and cached under the data folder);
-        the page falls back to the full image when one cannot be made."""
-        from ..thumbnails import THUMBNAIL_SIZES, ThumbnailError, thumbnail_path
+        """A recorded image's thumbnail (WebP, made once with Pillow and cached under the
+        data folder; found by the SHA-256 the database holds without reading the image),
+        never the full file in a grid."""
+        from ..thumbnails import THUMBNAIL_SIZES
 
         if "\x00" in path or len(path) > MAX_PATH_CHARS:
             raise Refused(HTTPStatus.BAD_REQUEST, "not a valid image path")
         if size not in {str(s) for s in THUMBNAIL_SIZES}:
             sizes = ", ".join(str(s) for s in THUMBNAIL_SIZES)
             raise Refused(HTTPStatus.BAD_REQUEST, f"size: one of {sizes}")
-        known, sha = self._query(
-            lambda conn: (data.recorded_image(conn, path), data.image_sha256(conn, path))
-        )
-        if not path or not known:
-            raise Refused(HTTPStatus.NOT_FOUND, "not a recorded image")
-        try:
-            made = thumbnail_path(path, sha, int(size), home=self.server.target.home)
-            body = made.read_bytes()
-        except (ThumbnailError, OSError) as exc:
-            raise Refused(HTTPStatus.NOT_FOUND, f"no thumbnail: {exc}") from None
-        self._send(body, "image/webp", cache=True)
+        sha256 = self._query(lambda conn: data.known_image(conn, path)) if path else None
+        found = data.thumbnail(path, sha256, int(size)) if sha256 is not None else None
+        if found is None:
+            raise Refused(HTTPStatus.NOT_FOUND, "not a recorded, readable image")
+        self._send(found[0], found[1], cache=True)
 
     # -- writing -----------------------------------------------------------------------
     def do_POST(self) -> None:

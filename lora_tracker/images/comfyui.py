@@ -15,6 +15,10 @@ to ``positive`` / ``negative`` (through conditioning nodes), its size the ``widt
 
 A graph whose ``prompt`` chunk is missing is read from ``workflow`` (nodes with their
 ``widgets_values`` in the editor's order; muted or bypassed nodes left out).
+
+The raw metadata kept is the API graph, with secrets masked (``lora_tracker.secrets``: a
+paid-API node's ``api_key`` input); the editor's ``workflow`` (layout, unnamed widget
+values) is not kept beside it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 from pathlib import PureWindowsPath
 from typing import Any
 
+from ..secrets import mask_secrets
 from .model import ImageMetadata, LoraRef, NotUsable
 
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
@@ -39,14 +44,15 @@ def parse_comfyui(prompt_chunk: str | None, workflow_chunk: str | None) -> Image
     if prompt_chunk:
         loaded = _json(prompt_chunk)
         if isinstance(loaded, dict):
-            raw["prompt"] = loaded
             graph = {str(k): v for k, v in loaded.items() if _is_node(v)}
-    if workflow_chunk:
+            raw["prompt"] = mask_secrets(graph)  # a node's api_key input is never kept
+    if workflow_chunk and not graph:
         loaded = _json(workflow_chunk)
         if isinstance(loaded, dict):
-            raw["workflow"] = loaded
-            if not graph:
-                graph = graph_from_workflow(loaded)
+            graph = graph_from_workflow(loaded)
+            # the editor's widgets are unnamed (a secret among them could not be told
+            # apart): what is kept is the graph read from the built-in nodes
+            raw["workflow"] = mask_secrets(graph)
     if not graph:
         raise NotUsable("no metadata", "its ComfyUI chunks hold no graph")
     sampler_id = _find_sampler(graph)

@@ -30,6 +30,7 @@ import json
 import re
 from typing import Any
 
+from ..secrets import mask_text
 from .model import ImageGenerator, ImageMetadata, LoraRef, NotUsable
 
 # key: value, where value is a JSON string in quotes or runs to the next comma
@@ -151,7 +152,7 @@ def parse_infotext(text: str) -> ImageMetadata:
     clean = strip_lora_tags(prompt)
     if not clean:
         raise NotUsable("no metadata", "its infotext has no prompt")
-    raw: dict[str, Any] = {"parameters": text}
+    raw: dict[str, Any] = {"parameters": mask_text(text)}
     return ImageMetadata(
         generator=generator_of(params),
         prompt=clean,

@@ -5,7 +5,9 @@ image's metadata, find its LoRAs among the tracked checkpoints, and record one
 Bad images never stop a batch: an unreadable, damaged, metadata-less or grid image is
 skipped with its reason, an image whose LoRAs are not tracked is counted as unmatched.
 Re-running over the same images writes nothing (the rows are keyed by the image's
-SHA-256, and an unchanged row is left alone).
+SHA-256, and an unchanged row is left alone), and reads only what is new: a linked image
+whose file was not written since it was linked (mtime before ``captured_at``) is not read
+again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -29,6 +32,7 @@ from .reader import ReadImage, is_image_file, read_image
 log = logging.getLogger(__name__)
 
 BATCH = 200  # images per transaction
+READERS = 2  # threads reading images (this machine has 2 cores)
 
 _MAX_BIGINT = 2**63 - 1
 _MAX_INT = 2**31 - 1
@@ -128,23 +132,24 @@ def _link_batch(
 ) -> None:
     ready: list[tuple[ReadImage, list[Match]]] = []
     outcomes: list[ImageOutcome] = []
-    for path in paths:  # files are read and hashes computed outside any transaction
-        try:
-            image = read_image(path)
-        except NotUsable as exc:
-            outcomes.append(ImageOutcome(path, "skipped", exc.reason, exc.detail))
+    linked_before = _untouched_since_linked(conn, paths)
+    outcomes.extend(ImageOutcome(p, "unchanged") for p in paths if p in linked_before)
+    paths = [p for p in paths if p not in linked_before]
+    # files are read (and checkpoints hashed) outside any transaction; two readers, as
+    # hashing and Pillow's checks let go of the GIL
+    for path, read in zip(paths, _read_all(paths), strict=True):
+        if isinstance(read, NotUsable):
+            outcomes.append(ImageOutcome(path, "skipped", read.reason, read.detail))
             continue
-        if not image.metadata.loras:
+        if not read.metadata.loras:
             outcomes.append(ImageOutcome(path, "unmatched", detail="made with no LoRA"))
             continue
-        resolution = index.resolve(image.metadata.loras)
+        resolution = index.resolve(read.metadata.loras)
         if not resolution.matches:
             outcomes.append(ImageOutcome(path, "unmatched", detail="; ".join(resolution.misses)))
             continue
-        ready.append((image, resolution.matches))
-    with conn.transaction():
-        for image, matches in ready:
-            outcomes.append(_link_one(conn, image, matches))
+        ready.append((read, resolution.matches))
+    outcomes.extend(_link_ready(conn, ready))
     for outcome in outcomes:
         if outcome.status == "skipped":
             report.skipped.append(outcome)
@@ -161,21 +166,81 @@ def _link_batch(
             on_outcome(outcome)
 
 
-def _link_one(conn: Connection, image: ReadImage, matches: list[Match]) -> ImageOutcome:
-    changes = set()
+def _untouched_since_linked(conn: Connection, paths: list[Path]) -> set[Path]:
+    """The images already linked whose file has not been written since: a second run
+    skips them without reading them (a file rewritten since is read again)."""
+    rows = conn.execute(
+        "SELECT image_path, min(captured_at) AS linked_at FROM prompt_test_results"
+        " WHERE image_path = ANY(%s) AND result_key LIKE 'image:%%'"
+        " AND captured_at IS NOT NULL GROUP BY image_path",
+        ([str(p) for p in paths],),
+    ).fetchall()
+    linked = {row["image_path"]: row["linked_at"].timestamp() for row in rows}
+    untouched = set()
+    for path in paths:
+        linked_at = linked.get(str(path))
+        if linked_at is None:
+            continue
+        try:
+            if path.stat().st_mtime < linked_at:
+                untouched.add(path)
+        except OSError:
+            continue
+    return untouched
+
+
+def _read_all(paths: list[Path]) -> list[ReadImage | NotUsable]:
+    def read(path: Path) -> ReadImage | NotUsable:
+        try:
+            return read_image(path)
+        except NotUsable as exc:
+            return exc
+
+    if len(paths) < 4:
+        return [read(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="lora-tracker-image") as pool:
+        return list(pool.map(read, paths))
+
+
+def _link_ready(conn: Connection, ready: list[tuple[ReadImage, list[Match]]]) -> list[ImageOutcome]:
+    """One transaction for the batch; should the database refuse one image's values, the
+    batch is done again with a savepoint per image, so only that one is skipped."""
     try:
-        with conn.transaction():  # a savepoint: one refused image leaves the batch whole
-            for match in matches:
-                _row, change = link_image_once(
-                    conn, match.epoch_result_id, test_image(image.metadata, match.lora.weight),
-                    image_path=str(image.path), image_sha256=image.sha256,
-                    source=f"{image.metadata.generator} image {image.path}",
-                    source_run_id=match.training_run_id,
-                )  # fmt: skip
-                changes.add(change)
-    except (psycopg.DataError, psycopg.IntegrityError) as exc:
-        detail = f"the database refused its metadata ({str(exc).splitlines()[0]})"
-        return ImageOutcome(image.path, "skipped", "unreadable", detail)
+        with conn.transaction():
+            prompts: dict[str, dict[str, Any]] = {}
+            return [_link_one(conn, image, matches, prompts) for image, matches in ready]
+    except (psycopg.DataError, psycopg.IntegrityError):
+        log.info("an image's values were refused; linking this batch one image at a time")
+    outcomes = []
+    with conn.transaction():
+        for image, matches in ready:
+            prompts = {}
+            try:
+                with conn.transaction():
+                    outcomes.append(_link_one(conn, image, matches, prompts))
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                detail = f"the database refused its metadata ({str(exc).splitlines()[0]})"
+                outcomes.append(ImageOutcome(image.path, "skipped", "unreadable", detail))
+    return outcomes
+
+
+def _link_one(
+    conn: Connection,
+    image: ReadImage,
+    matches: list[Match],
+    prompts: dict[str, dict[str, Any]],
+) -> ImageOutcome:
+    changes = set()
+    for match in matches:
+        _row, change = link_image_once(
+            conn, match.epoch_result_id, test_image(image.metadata, match.lora.weight),
+            image_path=str(image.path), image_sha256=image.sha256,
+            source=f"{image.metadata.generator} image {image.path}",
+            source_run_id=match.training_run_id, prompts=prompts,
+        )  # fmt: skip
+        changes.add(change)
     status = "unchanged" if changes == {"unchanged"} else "linked"
     return ImageOutcome(image.path, status, matches=matches)
 

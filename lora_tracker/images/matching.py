@@ -19,7 +19,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
-from typing import Any
+from typing import Any, Literal
 
 from ..pg import Connection
 from ..settings import this_host
@@ -28,6 +28,11 @@ from .lora_hash import NotSafetensors, a1111_lora_hash
 from .model import LoraRef
 
 log = logging.getLogger(__name__)
+
+# which checkpoints without a hash may be hashed when an image's hash matches nothing: all
+# of this host's (`lora-tracker images`), only those named like the image's LoRA (the
+# watcher: never a long pause on its path), or none
+HashMissing = Literal["all", "named", "none"]
 
 CHECKPOINTS_SQL = """
     SELECT c.id, c.host, c.path, c.size_bytes, c.lora_hash, c.file_format,
@@ -62,11 +67,17 @@ class CheckpointIndex:
     """The tracked checkpoints, loaded once for a batch of images."""
 
     def __init__(
-        self, conn: Connection, *, lora_dirs: list[Path] | None = None, host: str | None = None
+        self,
+        conn: Connection,
+        *,
+        lora_dirs: list[Path] | None = None,
+        host: str | None = None,
+        hash_missing: HashMissing = "all",
     ) -> None:
         self.conn = conn
         self.host = host or this_host()
         self.lora_dirs = list(lora_dirs or [])
+        self.hash_missing = hash_missing
         self.hashed_files = 0  # checkpoints whose hash was computed by this index
         self._tried: set[int] = set()
         self._file_hashes: dict[tuple[str, int, int], str | None] = {}
@@ -174,9 +185,11 @@ class CheckpointIndex:
         (their file still the one captured: same size), those named like the image's LoRA
         first. True when any hash was added."""
         pending = [row for row in self.rows if self._may_hash(row)]
-        if not pending:
+        if not pending or self.hash_missing == "none":
             return False
         first = [row for row in pending if _stem(row["path"]) == prefer]
+        if self.hash_missing == "named" and not first:
+            return False
         batch = first or pending
         added = False
         for row in batch:
@@ -192,6 +205,8 @@ class CheckpointIndex:
             self._add_hash(row, digest)
             self.hashed_files += 1
             added = True
+        if self.hash_missing == "named":
+            return added
         return added or (bool(first) and self._hash_pending(prefer="\0"))
 
     def _may_hash(self, row: dict[str, Any]) -> bool:
