@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from psycopg.rows import dict_row
 from safetensors.numpy import save
 
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery as Recorder  # renamed on main (issue 16)
 from lora_tracker.capture.events import observe_checkpoint
 from lora_tracker.cli import cli
 from lora_tracker.images.comfyui import parse_comfyui
