@@ -21,9 +21,7 @@ from typing import Any, Literal
 from psycopg.types.json import Jsonb
 
 from .pg import Connection
-
-Generator = Literal["kohya", "a1111", "forge", "sdnext", "comfyui", "other"]
-GENERATORS: tuple[str, ...] = ("kohya", "a1111", "forge", "sdnext", "comfyui", "other")
+from .vocab import ImageGenerator as Generator
 
 PROMPT_NAME_WORDS = 8
 PROMPT_NAME_CHARS = 48

@@ -33,9 +33,10 @@ import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .settings import Target, resolve_target, this_host
+from .vocab import EndStatus
 
 if TYPE_CHECKING:
     from .capture.delivery import EventDelivery
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_ENV = "LORA_TRACKER_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT_S = 10.0
-
-EndStatus = Literal["completed", "failed", "cancelled"]
 
 
 def flush_timeout() -> float:
@@ -433,7 +432,7 @@ class TrackedRun:
 
     def finish(
         self,
-        status: Literal["completed", "failed", "cancelled"] = "completed",
+        status: EndStatus = "completed",
         error: BaseException | str | None = None,
     ) -> None:
         """Mark the run completed, or failed/cancelled with the error."""

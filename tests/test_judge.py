@@ -52,7 +52,15 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def judged(db_url: str, tmp_path: Path) -> JudgingRun:
-    """A 10-epoch x 4-prompt run with real images; epoch 3 has sample images only."""
+    """A 10-epoch x 4-prompt run with real images linked as capture links them (one row per
+    image, keyed by its SHA-256); epoch 3 has sample images only."""
+    return make_judging_run(db_url, tmp_path / "images", samples_only=(3,), linked=True)
+
+
+@pytest.fixture
+def judged_by_hand(db_url: str, tmp_path: Path) -> JudgingRun:
+    """The same run, its images recorded as `prompt score --image` records them (the
+    person's own row per epoch and prompt)."""
     return make_judging_run(db_url, tmp_path / "images", samples_only=(3,))
 
 
@@ -370,11 +378,12 @@ def wconn(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
 
 
 def test_write_routes_call_the_judging_rules(
-    wconn: psycopg.Connection[dict[str, Any]], judged: JudgingRun
+    wconn: psycopg.Connection[dict[str, Any]], judged_by_hand: JudgingRun
 ) -> None:
     """Each route changes what it names and says what changed; a bad value, an unknown
     field, an unrecorded epoch or a missing run is refused with one line and changes
     nothing."""
+    judged = judged_by_hand
     route = writes.WRITE_ROUTES
     with wconn.transaction():
         done = route["/api/judge/epoch"](
@@ -457,3 +466,38 @@ def test_dashboard_links_to_the_judging_view_and_read_only_judges_nothing(
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_write_route_scores_a_linked_image_by_its_id(
+    wconn: psycopg.Connection[dict[str, Any]], judged: JudgingRun
+) -> None:
+    """A linked image's result is scored on its own row (no second row for the epoch and
+    prompt); a result id of another run is refused and changes nothing."""
+    from lora_tracker import runs
+    from lora_tracker.models import RunCreate
+
+    image_rows = wconn.execute(
+        "SELECT ptr.id, ptr.result_key FROM prompt_test_results ptr "
+        "JOIN epoch_results er ON er.id = ptr.epoch_result_id "
+        "WHERE er.training_run_id = %s AND er.epoch_number = 2 ORDER BY ptr.id",
+        (judged.run_id,),
+    ).fetchall()
+    assert len(image_rows) == 4 and all(r["result_key"].startswith("image:") for r in image_rows)
+    route = writes.WRITE_ROUTES["/api/judge/prompt"]
+    with wconn.transaction():
+        done = route(wconn, {"run": judged.name, "result": image_rows[1]["id"],
+                             "fields": {"verdict": "partial"}})  # fmt: skip
+    assert done["result"]["id"] == image_rows[1]["id"]
+    assert done["changes"] == [{"field": "verdict", "before": None, "after": "partial"}]
+    with wconn.transaction():
+        other = runs.create_run(wconn, RunCreate(run_name="another_run"))
+    with pytest.raises(LoraTrackerError, match="not one of another_run's"), wconn.transaction():
+        route(wconn, {"run": other.id, "result": image_rows[2]["id"],
+                      "fields": {"verdict": "fail"}})  # fmt: skip
+    after = wconn.execute(
+        "SELECT ptr.id, ptr.verdict FROM prompt_test_results ptr "
+        "JOIN epoch_results er ON er.id = ptr.epoch_result_id "
+        "WHERE er.training_run_id = %s AND er.epoch_number = 2 ORDER BY ptr.id",
+        (judged.run_id,),
+    ).fetchall()
+    assert [r["verdict"] for r in after] == [None, "partial", None, None]

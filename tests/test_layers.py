@@ -3,8 +3,8 @@
 - capture (the sources and the store below every front end) imports nothing from the CLI,
   the dashboard, the integrations or the tracking API;
 - nothing below the CLI imports click;
-- the dashboard server and its write routes hold no SQL (queries live in data.py and the
-  library);
+- the dashboard server, its write routes and the CLI hold no SQL (their queries live in
+  the library and dashboard/data.py);
 - migrations never imports db, and db reaches migrations only lazily (no import cycle);
 - the spool has one door, ``capture/delivery.py``: no other module opens it or reaches
   into a delivery's spool (``db status`` only counts its lines).
@@ -82,21 +82,55 @@ def test_nothing_below_the_cli_imports_click() -> None:
     assert _violations(below, ("click",)) == []
 
 
+def _sql_in(path: Path) -> list[str]:
+    """SQL statements written in a file (string constants other than docstrings, which may
+    show SQL as an example) and calls of ``.execute``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    statement = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE)\b.*\b(FROM|INTO|SET|WHERE)\b", re.S)
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and statement.search(node.value)
+        ):
+            found.append(f"{path.name}:{node.lineno}: {node.value[:60]!r}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("execute", "executemany")
+        ):
+            found.append(f"{path.name}:{node.lineno}: .{node.func.attr}(...)")
+    return found
+
+
+def test_sql_reader_sees_sql() -> None:
+    # the rule below is only as good as this reader: it must find the library's SQL
+    assert any("SELECT" in found for found in _sql_in(PACKAGE / "runs.py"))
+    assert any(".execute(" in found for found in _sql_in(PACKAGE / "judging.py"))
+
+
 def test_dashboard_server_holds_no_sql() -> None:
     """Neither the server nor its write routes hold SQL: reads live in dashboard/data.py and
     the library, writes go through the library (judging), as the CLI's do."""
-    statement = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE)\b")
-    sql = []
-    for name in ("server.py", "writes.py", "judge.py", "gate.py"):
-        tree = ast.parse((PACKAGE / "dashboard" / name).read_text(encoding="utf-8"))
-        sql += [
-            f"{name} line {node.lineno}: {node.value[:60]!r}"
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Constant)
-            and isinstance(node.value, str)
-            and statement.search(node.value)
-        ]
-    assert sql == []
+    names = ("server.py", "writes.py", "judge.py", "gate.py")
+    assert [line for name in names for line in _sql_in(PACKAGE / "dashboard" / name)] == []
+
+
+def test_cli_holds_no_sql() -> None:
+    """The commands parse, call the library and print: no query of their own (`lora-tracker
+    sql` hands the user's text to the library's rawsql)."""
+    found = [line for path in _sources(PACKAGE / "cli") for line in _sql_in(path)]
+    assert found == []
 
 
 def test_db_and_migrations_do_not_import_each_other() -> None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, TypeAdapter, field_validator
 
 from ..secrets import mask_mapping, mask_secrets, mask_text
 from ..settings import this_host as this_host
+from ..vocab import EndStatus
 from .checkpoint_metadata import epoch_fields_from_metadata, trainer_of
 from .files import (
     CheckpointKind,
@@ -148,7 +149,7 @@ class RunFinished(_RunEvent):
     """A run ended: completed, failed (with the error) or cancelled."""
 
     kind: Literal["run_finished"] = "run_finished"
-    status: Literal["completed", "failed", "cancelled"]
+    status: EndStatus
     failure_reason: str | None = None
     total_steps: int | None = None  # the step reached (a hook sees each step)
 

@@ -32,7 +32,7 @@ from ..pg import Connection
 from . import data
 
 if TYPE_CHECKING:
-    from ..judging import Change
+    from ..judging import Change, PromptScored
 
 WriteRoute = Callable[[Connection, dict[str, Any]], dict[str, Any]]
 
@@ -113,16 +113,28 @@ def score_epoch(conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_prompt(conn: Connection, body: dict[str, Any]) -> dict[str, Any]:
-    """``{"run", "epoch", "prompt", "fields"}``: as `lora-tracker prompt score RUN EPOCH
-    PROMPT ...` (the prompt by id or name; a recorded epoch only)."""
-    from .. import judging
+    """``{"run", "result", "fields"}``: one prompt result by its id, an image capture linked
+    or the person's own row (judging.score_prompt_result); or ``{"run", "epoch", "prompt",
+    "fields"}``: the person's own result, as `lora-tracker prompt score RUN EPOCH PROMPT
+    ...` (the prompt by id or name; a recorded epoch only)."""
+    from .. import judging, runs
     from ..models import PromptResultFields
 
     fields = _validated(PromptResultFields, _fields(body, PROMPT_FIELDS))
+    if body.get("result") is not None:
+        run = runs.get_run(conn, _run_ref(body))
+        done = judging.score_prompt_result(conn, _number(body, "result"), fields)
+        if done.run.id != run.id:  # a stale page or a wrong id: refused, rolled back
+            raise InvalidInput(f"prompt result {body['result']} is not one of {run.run_name}'s")
+        return _prompt_scored(conn, done)
     prompt = body.get("prompt")
     if isinstance(prompt, bool) or not isinstance(prompt, (str, int)) or str(prompt) == "":
         raise InvalidInput("prompt: a test prompt name or id is required")
     done = judging.score_prompt(conn, _run_ref(body), _number(body, "epoch"), str(prompt), fields)
+    return _prompt_scored(conn, done)
+
+
+def _prompt_scored(conn: Connection, done: PromptScored) -> dict[str, Any]:
     return {
         "run": done.run.run_name,
         "result": {name: done.result.get(name) for name in RESULT_COLUMNS},
