@@ -39,7 +39,7 @@ def find_by_ref(
     if not text:
         raise InvalidInput(f"a {noun} name or id is required")
     table_id, name_id = sql.Identifier(table), sql.Identifier(name_column)
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is True, int("²") fails
         row = conn.execute(
             sql.SQL("SELECT * FROM {} WHERE id = %s").format(table_id), (int(text),)
         ).fetchone()

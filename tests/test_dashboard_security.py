@@ -48,10 +48,11 @@ def test_route(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Served:
-    def __init__(self, server: DashboardServer) -> None:
-        self.server = server
-        self.port = int(server.server_address[1])
-        self.host = f"127.0.0.1:{self.port}"
+    """Plain HTTP requests to a dashboard listening on 127.0.0.1:port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.host = f"127.0.0.1:{port}"
 
     def request(
         self,
@@ -97,7 +98,7 @@ def serve(examples_url: str) -> Iterator[Any]:
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
         thread.start()
         started.append((server, thread))
-        return Served(server)
+        return Served(int(server.server_address[1]))
 
     yield start
     for server, thread in started:
@@ -208,15 +209,15 @@ def test_given_token_is_entered_not_inlined(
     serve: Any, examples_url: str, test_route: None
 ) -> None:
     """--token VALUE: the page does not carry it (it asks); a write with it is served."""
-    served = serve(token="correct horse battery")
+    served = serve(token="correct-horse-battery")
     status, _, page = served.request("GET", "/")
     assert b'<meta name="lt-writes" content="ask">' in page
-    assert b"correct horse" not in page
+    assert b"correct-horse" not in page
     assert served.token() == ""
     status, _ = served.post({"run": RUN, "epoch": 7, "visual": 2}, **{"X-LT-Token": "wrong"})
     assert status == 403
     status, payload = served.post(
-        {"run": RUN, "epoch": 7, "visual": 2}, **{"X-LT-Token": "correct horse battery"}
+        {"run": RUN, "epoch": 7, "visual": 2}, **{"X-LT-Token": "correct-horse-battery"}
     )
     assert (status, payload) == (200, {"visual": 2})
     assert _visual(examples_url) == 2
@@ -340,6 +341,8 @@ def test_idle_connection_times_out(serve: Any, monkeypatch: pytest.MonkeyPatch) 
         (["--host", "192.168.1.10"], "add --read-only, or --token VALUE"),
         (["--read-only", "--token", "a-long-enough-token"], "exclude each other"),
         (["--token", "short"], "at least 12 characters"),
+        (["--token", "correct horse battery"], "no spaces or accents"),
+        (["--token", "mot-de-passe-été"], "no spaces or accents"),
     ],
 )
 def test_dashboard_refuses_unsafe_options(examples_url: str, args: list[str], message: str) -> None:
@@ -348,3 +351,64 @@ def test_dashboard_refuses_unsafe_options(examples_url: str, args: list[str], me
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0663", "\uff11", "1\u00b2"])
+def test_non_ascii_digits_are_not_numbers(examples_url: str, text: str) -> None:
+    """Digits str.isdigit accepts but int refuses ("²") or reads ("٣" is 3): never an id,
+    an epoch or a size; one line, never a traceback."""
+    from lora_tracker import prompts
+    from lora_tracker.capture.checkpoint_metadata import _resolution_text
+    from lora_tracker.config_files import _whole
+    from lora_tracker.errors import NotFound
+
+    with Database(examples_url) as db, db.transaction() as conn:
+        with pytest.raises(NotFound):
+            runs.get_run(conn, text)
+        with pytest.raises(NotFound):
+            prompts.get_prompt(conn, text)
+    assert _resolution_text(text) is None
+    with pytest.raises(ValueError, match="whole number"):
+        _whole(text)
+    result = CliRunner().invoke(
+        cli, ["--database-url", examples_url, "score", RUN, text, "--visual", "5"]
+    )
+    assert result.exit_code == 2 and "must be a whole number" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(cli, ["--database-url", examples_url, "show", text])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_dashboard_on_every_address_read_only(examples_url: str, tmp_path: Path) -> None:
+    """`dashboard --host 0.0.0.0 --read-only`, as a real process: it warns that the whole
+    database is readable, serves the page by address (no DNS name but the machine's own),
+    and refuses every write."""
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lora_tracker", "--database-url", examples_url, "dashboard",
+         "--host", "0.0.0.0", "--port", str(port), "--read-only"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        warning = process.stderr.readline()
+        assert warning.startswith("Warning: listening on 0.0.0.0: anyone who can reach")
+        assert "read the whole database" in warning
+        assert "(read-only;" in process.stderr.readline()
+        served = Served(port)
+        status, _, page = served.request("GET", "/")
+        assert status == 200 and b'<meta name="lt-writes" content="off">' in page
+        status, _, _ = served.request("GET", "/", headers={"Host": f"rebound.example:{port}"})
+        assert status == 403
+        status, _, body = served.request(
+            "POST", ROUTE, b"{}", {"Content-Type": "application/json", "X-LT-Token": "x"}
+        )
+        assert status == 404 and b"read-only" in body
+    finally:
+        process.terminate()
+        process.wait(10)

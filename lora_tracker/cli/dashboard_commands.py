@@ -56,6 +56,12 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: 
         raise click.UsageError("--read-only and --token exclude each other")
     if token is not None and len(token.strip()) < MIN_TOKEN_CHARS:
         raise click.BadParameter(f"use at least {MIN_TOKEN_CHARS} characters", param_hint="--token")
+    if token is not None and not re.fullmatch(r"[!-~]+", token.strip()):
+        # it travels in an HTTP header, which a browser only sends in plain ASCII
+        raise click.BadParameter(
+            "use letters, digits and punctuation only (no spaces or accents)",
+            param_hint="--token",
+        )
     if not is_loopback(host) and not read_only and token is None:
         raise click.UsageError(
             f"--host {host} makes the whole database readable from the network: add "
@@ -71,11 +77,16 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: 
     if not is_loopback(host):
         click.echo(
             f"Warning: listening on {host}: anyone who can reach this machine can read the "
-            "whole database" + ("." if read_only else ", and write with the token."),
+            "whole database" + ("." if read_only else "; writes need the token."),
             err=True,
         )
     mode = "read-only" if read_only else "writes need the token" if token else "writable"
-    click.echo(f"Dashboard on {server.url} ({mode}; Ctrl-C to stop)", err=True)
+    url = server.url
+    if host in ("0.0.0.0", "::"):  # every address: name one a browser can open
+        import socket
+
+        url = f"http://{socket.gethostname()}:{server.server_address[1]}/"
+    click.echo(f"Dashboard on {url} ({mode}; Ctrl-C to stop)", err=True)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

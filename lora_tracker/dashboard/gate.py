@@ -195,13 +195,14 @@ def parse_body(body: bytes) -> dict[str, Any]:
 _SCRIPT = re.compile(r"<script(\s[^>]*)?>(.*?)</script>", re.S | re.I)
 
 
-def page_csp(html: str) -> str:
+def page_csp(html: str, *, served: bool = True) -> str:
     """The page's Content-Security-Policy: its own inline scripts (by hash) and scripts from
     its own origin; images from its origin or inlined; no plugin, frame, form or base.
 
     Styles allow 'unsafe-inline': Plotly writes <style> elements and style attributes as it
     draws (Chromium refuses them under a hash-only style-src). A style cannot run code;
-    scripts, the part that matters, stay hash-only (no 'unsafe-inline', no 'unsafe-eval')."""
+    scripts, the part that matters, stay hash-only (no 'unsafe-inline', no 'unsafe-eval').
+    ``served=False``: the report's policy, for a <meta> element of a file."""
     hashes = []
     for match in _SCRIPT.finditer(html):
         attrs, text = (match.group(1) or "").lower(), match.group(2)
@@ -209,6 +210,12 @@ def page_csp(html: str) -> str:
             continue  # a file from this origin ('self'), or data that never runs
         digest = b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
         hashes.append(f"'sha256-{digest}'")
+    if not served:  # the report: a file, in a <meta> (where frame-ancestors is an error)
+        scripts = " ".join(dict.fromkeys(hashes))
+        return (
+            f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; "
+            "img-src data:; base-uri 'none'; form-action 'none'"
+        )
     scripts = " ".join(["'self'", *dict.fromkeys(hashes)])
     return (
         f"default-src 'none'; script-src {scripts}; style-src 'self' 'unsafe-inline'; "

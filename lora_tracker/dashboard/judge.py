@@ -7,8 +7,6 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from .page import write_tags
-
 # route -> (file in this package, content type)
 JUDGE_FILES = {
     "/static/judge.js": ("judge.js", "text/javascript; charset=utf-8"),
@@ -22,8 +20,7 @@ def judge_file(name: str) -> bytes:
     return (resources.files("lora_tracker.dashboard") / name).read_bytes()
 
 
-def render_judge_page(*, writes: str, token: str) -> bytes:
-    """The page at ``/judge``: ``writes`` is off (read-only server), on (``token`` is
-    inlined) or ask (the user enters the token), as for the dashboard's page."""
-    template = judge_file("judge.html").decode("utf-8")
-    return template.replace("__WRITE__", write_tags(writes, token)).encode("utf-8")
+def render_judge_page(write_tags: str) -> str:
+    """The page at ``/judge``, with the server's ``write_tags`` (its write mode: off on a
+    read-only server, on with the token inlined, or ask for it), as the dashboard's page."""
+    return judge_file("judge.html").decode("utf-8").replace("__WRITE__", write_tags)

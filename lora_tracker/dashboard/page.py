@@ -53,6 +53,7 @@ def write_tags(writes: str, token: str) -> str:
     )
 
 
+READ_ONLY_TAG = '<meta name="lt-writes" content="off">'
 POLL_S = 5.0  # how often the live page asks whether the data changed
 
 
@@ -80,10 +81,19 @@ def render_page(
     template = (resources.files("lora_tracker.dashboard") / "page.html").read_text("utf-8")
     template = template.replace("__TITLE__", title).replace("__LIVE__", "true" if live else "false")
     template = template.replace("__POLL_MS__", str(max(100, round(poll_s * 1000))))
-    template = template.replace(
-        "__WRITE__", write_tags(writes, token) if live else '<meta name="lt-writes" content="off">'
-    )
+    template = template.replace("__WRITE__", write_tags(writes, token) if live else READ_ONLY_TAG)
     # insert the (large, arbitrary) bundle and data last, so nothing in them is rescanned
     head, _, rest = template.partition("__PLOTLY__")
     middle, _, tail = rest.partition("__DATA__")
-    return head + plotly_tag + middle + data_tag + tail
+    page = head + plotly_tag + middle + data_tag + tail
+    if live:
+        return page  # the server sends its policy as a header
+    # a file has no headers: the report carries its policy, its own scripts by hash, in the
+    # head (before anything it governs; the first "lt-writes" is the template's, in <head>)
+    from html import escape
+
+    from .gate import page_csp
+
+    policy = escape(page_csp(page, served=False), quote=False)  # no " in a policy
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
+    return page.replace(READ_ONLY_TAG, meta + READ_ONLY_TAG, 1)

@@ -44,7 +44,7 @@ from .gate import (
     parse_body,
 )
 from .judge import JUDGE_FILES, judge_file, render_judge_page
-from .page import POLL_S, plotly_js, render_page
+from .page import POLL_S, plotly_js, render_page, write_tags
 from .rasters import HEAD_BYTES, raster_type
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,8 @@ class DashboardServer(ThreadingHTTPServer):
         )
         self.page = render_page(data=None, plotly=None, live=True, poll_s=poll_s,
                                 writes=self.gate.writes, token=self.gate.page_token)  # fmt: skip
-        self.page_csp = page_csp(self.page)
-        self.judge_page = render_judge_page(writes=self.gate.writes, token=self.gate.page_token)
-        self.judge_csp = page_csp(self.judge_page.decode("utf-8"))
+        self._csp: dict[str, str] = {}
+        self.judge_page = render_judge_page(self.write_tags)
         self.write_js = (resources.files("lora_tracker.dashboard") / "write.js").read_bytes()
         self._plotly: bytes | None = None
 
@@ -121,6 +120,23 @@ class DashboardServer(ThreadingHTTPServer):
             idle, self._idle = self._idle, []
         for db in idle:
             db.close()
+
+    @property
+    def write_tags(self) -> str:
+        """The <head> tags another page of this server includes to write (the write mode,
+        the token when the page may carry it, static/write.js)."""
+        return write_tags(self.gate.writes, self.gate.page_token)
+
+    def csp_for(self, html: str) -> str:
+        """The Content-Security-Policy of one of this server's HTML pages (its own inline
+        scripts allowed by hash); computed once per page text."""
+        with self._lock:
+            policy = self._csp.get(html)
+            if policy is None:
+                if len(self._csp) >= 64:  # pages rendered per request: keep it bounded
+                    self._csp.clear()
+                policy = self._csp[html] = page_csp(html)
+            return policy
 
     @property
     def plotly(self) -> bytes:
@@ -163,8 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         route = parts.path
         run = RUN_ID.fullmatch(route)
         if route in ("/", "/index.html"):
-            self._send(self.server.page.encode("utf-8"), "text/html; charset=utf-8",
-                       csp=self.server.page_csp)  # fmt: skip
+            self._html(self.server.page)
         elif route == "/static/plotly.min.js":
             self._send(self.server.plotly, "text/javascript; charset=utf-8", cache=True)
         elif route == "/static/write.js":
@@ -192,8 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _judge_get(self, route: str, ref: str) -> None:
         """The judging view's page and files, one run's data, and its version."""
         if route == "/judge":
-            self._send(self.server.judge_page, "text/html; charset=utf-8",
-                       csp=self.server.judge_csp)  # fmt: skip
+            self._html(self.server.judge_page)
         elif route in JUDGE_FILES:
             name, content_type = JUDGE_FILES[route]
             self._send(judge_file(name), content_type)
@@ -309,6 +323,11 @@ class _Handler(BaseHTTPRequestHandler):
         line = " ".join(message.split())
         body = json.dumps({"error": line}, ensure_ascii=True).encode()
         self._send(body, "application/json", status=status)
+
+    def _html(self, html: str) -> None:
+        """One of this server's pages, with its CSP (inline scripts by hash)."""
+        self._send(html.encode("utf-8"), "text/html; charset=utf-8",
+                   csp=self.server.csp_for(html))  # fmt: skip
 
     def _json(self, payload: Any) -> None:
         body = json.dumps(to_jsonable(payload), ensure_ascii=False).encode("utf-8")
