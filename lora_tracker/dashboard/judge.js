@@ -51,7 +51,7 @@ const POLL_MS = Math.max(100, Number(params.get("poll")) || 2000);
 
 const state = {
   view: VIEWS.includes(params.get("view")) ? params.get("view") : "grid",
-  row: 0, col: 0, sample: 0, scoreKind: 0, compareWith: null,
+  row: 0, col: 0, sample: 0, scoreKind: 0, compareWith: null, gridThumb: 256,
 };
 let M = null;            // the model: run, epochs, results, version; columns and cells derived
 const undoStack = [];
@@ -157,7 +157,7 @@ function cellNode(row, col) {
     const img = el("img");
     img.loading = "lazy"; img.decoding = "async";
     img.alt = `epoch ${epochAt(row).epoch_number}, ${M.columns[col].prompt_name}`;
-    img.src = thumbUrl(result.image_path, 256);
+    img.src = thumbUrl(result.image_path, state.gridThumb);
     td.appendChild(img);
   } else {
     td.appendChild(el("div", result ? "no image" : "—", "noimg"));
@@ -183,7 +183,7 @@ function epochRow(row) {
     samples.slice(0, 12).forEach((path, i) => {
       const img = el("img");
       img.loading = "lazy"; img.decoding = "async";
-      img.src = thumbUrl(path, 256); img.alt = path.split("/").pop(); img.title = path;
+      img.src = thumbUrl(path, state.gridThumb); img.alt = path.split("/").pop(); img.title = path;
       img.dataset.sample = i;
       box.appendChild(img);
     });
@@ -198,7 +198,10 @@ function drawGrid() {
   const board = document.getElementById("board");
   const n = Math.max(1, M.columns.length);
   const width = Math.floor((board.clientWidth - 32 - 60 - 160) / n) - 8;
-  document.documentElement.style.setProperty("--thumb", Math.max(72, Math.min(200, width)) + "px");
+  const thumb = Math.max(72, Math.min(200, width));
+  document.documentElement.style.setProperty("--thumb", thumb + "px");
+  // the smallest cached thumbnail that fills a cell: fewer bytes to fetch and decode
+  state.gridThumb = thumb * (window.devicePixelRatio || 1) <= 128 ? 128 : 256;
   const head = el("tr");
   head.append(el("th", "epoch"), el("th", "scores · verdict"));
   M.columns.forEach((column) => {
