@@ -501,3 +501,46 @@ def test_write_route_scores_a_linked_image_by_its_id(
         (judged.run_id,),
     ).fetchall()
     assert [r["verdict"] for r in after] == [None, "partial", None, None]
+
+
+def test_judging_reads_refuse_bad_requests(
+    live: str, judged: JudgingRun, db_url: str, tmp_path: Path
+) -> None:
+    """The view's data, version and thumbnails: one-line JSON refusals for a bad run, a NUL,
+    a non-ASCII digit, a size not offered, an unknown or non-raster image; a recorded image's
+    thumbnail is a WebP."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    def get(path: str) -> tuple[int, str, bytes]:
+        try:
+            with urllib.request.urlopen(live + path) as response:
+                return response.status, response.headers["Content-Type"], response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+    status, kind, body = get(f"api/judge?run={judged.name}")
+    assert status == 200 and len(json.loads(body)["epochs"]) == 10
+    image = urllib.parse.quote(str(judged.images[-1]))
+    status, kind, body = get(f"api/thumb?size=128&path={image}")
+    assert (status, kind, body[:4], body[8:12]) == (200, "image/webp", b"RIFF", b"WEBP")
+    svg = tmp_path / "drawing.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "prompt", "score", judged.name,
+                                      "2", judged.prompts[0], "--image", str(svg)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    refused = {
+        "api/judge?run=no_such_run": 404,
+        "api/judge?run=%00": 400,
+        "api/judge/version?run=%D9%A3": 400,  # an Arabic-Indic 3
+        f"api/thumb?size=300&path={image}": 400,
+        "api/thumb?path=%2Fetc%2Fpasswd": 404,
+        "api/thumb?path=a%00b": 400,
+        f"api/thumb?path={urllib.parse.quote(str(svg))}": 404,
+    }
+    for path, expected in refused.items():
+        status, kind, body = get(path)
+        assert (status, kind) == (expected, "application/json"), path
+        assert "\n" not in json.loads(body)["error"]
