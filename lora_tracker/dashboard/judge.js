@@ -237,11 +237,12 @@ function figure(epoch, column, caption) {
     img.addEventListener("click", (e) => { e.stopPropagation(); openImage(result.image_path, img.alt); });
     fig.appendChild(img);
   } else {
-    fig.appendChild(el("div", result ? "no image" : "no result", "noimg-big"));
+    const why = result ? "no image" : hasResults(epoch) ? "no result" : "sample images only (grid view)";
+    fig.appendChild(el("div", why, "noimg-big"));
   }
-  const cap = el("figcaption", caption);
-  if (result) { const badge = resultBadge(result); if (badge) { badge.classList.remove("badge"); cap.append(" ", badge); } }
-  fig.appendChild(cap);
+  // the prompt result's verdict on the image, as in the grid; the epoch's in the caption
+  if (result) { const badge = resultBadge(result); if (badge) fig.appendChild(badge); }
+  fig.appendChild(el("figcaption", caption));
   return fig;
 }
 function drawAB() {
