@@ -38,6 +38,7 @@ const HELP = [
   ["y", "toggle production-ready"], ["n", "edit the epoch's note"],
   ["z x c", "the focused prompt result: pass, partial, fail"],
   ["Enter", "the full image (Esc closes)"],
+  ["Esc", "close an overlay; leave a field of the verdict form (the keys work again)"],
   ["v", "switch view: grid, A/B compare, one prompt as a strip"],
   ["m", "A/B: compare against the focused epoch (B)"],
   ["u", "undo the last change"], ["?", "this help"],

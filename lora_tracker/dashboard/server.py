@@ -1,10 +1,12 @@
 """The local web server behind `lora-tracker dashboard`.
 
 GET: the page, Plotly's bundle, the data as JSON, one run's epochs, a fingerprint the page
-polls to refresh, and images the database knows of (raster images only; never an arbitrary
+polls to refresh, the judging view (``/judge``, its data and version), and images the
+database knows of and their cached thumbnails (raster images only; never an arbitrary
 path). POST: the write routes of ``writes.WRITE_ROUTES``, each in one transaction, once
 ``gate.Gate`` let the request through (none at all on a ``--read-only`` server). Bound to
 127.0.0.1 unless told otherwise. Every request's Host header must name this server.
+Database connections are kept between requests (a few idle ones).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_PATH_CHARS = 4096
 RUN_ID = re.compile(r"/api/run/([0-9]{1,18})")  # ASCII digits only ("٣".isdigit() is True)
 RUN_REF_ID = re.compile(r"[0-9]{1,18}")
-IDLE_CONNECTIONS = 4  # database connections kept open between requests
+IDLE_CONNECTIONS = 6  # kept open between requests: a browser asks 6 at a time
 
 
 class DashboardServer(ThreadingHTTPServer):
