@@ -544,3 +544,22 @@ def test_judging_reads_refuse_bad_requests(
         status, kind, body = get(path)
         assert (status, kind) == (expected, "application/json"), path
         assert "\n" not in json.loads(body)["error"]
+
+
+def test_a_run_looked_at_has_its_thumbnails_made_ahead(live: str, judged: JudgingRun) -> None:
+    """Opening a run in the dashboard (api/run/ID) makes its judging grid's thumbnails in
+    the background, before the judging view asks for them."""
+    import urllib.request
+
+    from lora_tracker.image_results import file_sha256
+    from lora_tracker.thumbnails import cached_path
+
+    home = Path(os.environ["LORA_TRACKER_HOME"])
+    wanted = [cached_path(file_sha256(p), size, home) for p in judged.images for size in (128, 256)]
+    assert not any(p.exists() for p in wanted)
+    with urllib.request.urlopen(f"{live}api/run/{judged.run_id}") as response:
+        assert response.status == 200
+    deadline = time.monotonic() + 60
+    while not all(p.exists() for p in wanted):
+        assert time.monotonic() < deadline, [p for p in wanted if not p.exists()][:3]
+        time.sleep(0.1)

@@ -48,6 +48,7 @@ from .gate import (
 from .judge import JUDGE_FILES, judge_file, render_judge_page
 from .page import POLL_S, plotly_js, render_page, write_tags
 from .rasters import HEAD_BYTES, raster_type
+from .warm import ThumbnailWarmer
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,10 @@ class DashboardServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._idle: list[Database] = []
         self._closing = False
+        self.warmer: ThumbnailWarmer | None = None
         super().__init__(address, _Handler)  # a port in use: raises, after server_close()
         self.target = target
+        self.warmer = ThumbnailWarmer(target.home)
         port = int(self.server_address[1])
         self.gate = Gate(
             address[0],
@@ -117,6 +120,8 @@ class DashboardServer(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
+        if self.warmer is not None:
+            self.warmer.close()
         with self._lock:
             self._closing = True
             idle, self._idle = self._idle, []
@@ -192,10 +197,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(self._query(data.fingerprint).encode(), "text/plain; charset=utf-8")
         elif run is not None:
             run_id = int(run.group(1))
-            self._json(self._query(lambda conn: {
+            detail = self._query(lambda conn: {
                 "epochs": epochs.epochs_of_runs(conn, [run_id], data.EPOCH_COLUMNS)[run_id],
                 "prompt_results": prompts.results_of_runs(conn, [run_id])[run_id],
-            }))  # fmt: skip
+            })  # fmt: skip
+            self._json(detail)
+            if self.server.warmer is not None:  # its judging view's grid, made ahead
+                self.server.warmer.warm(
+                    [r["image_path"] for r in detail["prompt_results"]]
+                    + [p for e in detail["epochs"] for p in e["sample_images"] or []]
+                )
         elif route == "/api/image":
             self._image(parse_qs(parts.query).get("path", [""])[0])
         elif route == "/api/thumb":
