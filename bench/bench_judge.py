@@ -38,8 +38,8 @@ from common import machine, table
 
 from lora_tracker import embedded
 from lora_tracker.dashboard.server import make_server
-from lora_tracker.image_results import file_sha256
 from lora_tracker.db import Database
+from lora_tracker.image_results import file_sha256
 from lora_tracker.settings import Target
 from lora_tracker.thumbnails import cached_path
 from tests.judge_data import make_judging_run
