@@ -33,6 +33,7 @@ DEFAULT_SIZE = 256
 MAX_IMAGE_BYTES = 200 * 1024 * 1024  # a test image is a few MB; refuse to slurp a huge file
 MAX_IMAGE_PIXELS = 64_000_000  # an 8000x8000 grid still thumbnails; a decompression bomb not
 MEDIA_TYPE = "image/webp"
+RASTER_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -95,13 +96,17 @@ def _read(path: Path) -> bytes:
         raise ThumbnailError(f"{path}: no such file") from None
     except OSError as exc:
         raise ThumbnailError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except ValueError:  # a NUL in the path
+        raise ThumbnailError("not a valid path") from None
 
 
 def _render(data: bytes, size: int, name: str) -> bytes:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        # only the raster formats test images come in: Pillow is never asked to run an
+        # EPS (Ghostscript) or any other decoder on a file the database names
+        with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise ThumbnailError(f"{name}: {image.width}x{image.height} is too large")
             image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale

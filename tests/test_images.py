@@ -13,10 +13,12 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from safetensors.numpy import save
 
-from lora_tracker.capture.delivery import EventDelivery as Recorder  # renamed on main (issue 16)
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import observe_checkpoint
 from lora_tracker.cli import cli
 from lora_tracker.images.comfyui import parse_comfyui
@@ -51,7 +53,7 @@ def _train(tmp_path: Path, db_url: str, name: str, epochs: int = 3, session: int
     )
     for epoch in range(1, epochs + 1):
         run.save_epoch(epoch)
-    recorder = Recorder(db_url)
+    recorder = EventDelivery(db_url)
     try:
         result = recorder.submit_many([observe_checkpoint(p) for p in run.written])
         assert result.count("recorded") == epochs
@@ -118,6 +120,13 @@ def test_infotext_as_a1111_writes_it() -> None:
     sdnext = parse_infotext(a1111_infotext("x", version="8f6f1b0", extra={"App": "SD.Next"}))
     assert sdnext.generator == "sdnext"
     assert strip_lora_tags("<lora:a:1>, castle at dusk, <lora:b:1>") == "castle at dusk"
+    # SD.Next versions that write bare hashes, in the prompt's order
+    bare = parse_infotext(
+        a1111_infotext("x <lora:a:0.5> <lora:b:1>", version="8f6f1b0",
+                       extra={"App": "SD.Next", "LoRA hashes": "aaaaaaaaaaaa, bbbbbbbbbbbb"})
+    )  # fmt: skip
+    assert [(r.name, r.hash12, r.weight) for r in bare.loras] == [
+        ("a", "aaaaaaaaaaaa", 0.5), ("b", "bbbbbbbbbbbb", 1.0)]  # fmt: skip
 
 
 def test_xyz_grid_infotext_is_a_grid() -> None:
@@ -306,7 +315,7 @@ def test_hash_computed_once_for_a_checkpoint_without_sshs(tmp_path: Path, db_url
         path = out / f"plain-{epoch:06d}.safetensors"
         path.write_bytes(save(tensors(16, 4, seed=epoch), metadata=nometa_metadata("plain", 16)))
         files.append(path)
-    recorder = Recorder(db_url)
+    recorder = EventDelivery(db_url)
     try:
         assert recorder.submit_many([observe_checkpoint(p) for p in files]).count("recorded") == 2
     finally:
@@ -330,6 +339,9 @@ def test_sshs_model_hash_is_a1111s_hash(tmp_path: Path, db_url: str) -> None:
     """kohya's sshs_model_hash (kept as the checkpoint's content hash) is the hash A1111
     computes, so a captured checkpoint needs no hashing to match."""
     run = _train(tmp_path, db_url, "knight", epochs=1)
+    # filled at capture, before any image needs it
+    (captured,) = rows(db_url, "SELECT lora_hash FROM checkpoints")
+    assert captured["lora_hash"] == a1111_lora_hash(run.epoch_path(1))
     text = a1111_infotext(f"{PROMPT} <lora:x:1>", lora_hashes={"x": _hash12(run.epoch_path(1))})
     (tmp_path / "i").mkdir()
     a1111_png(tmp_path / "i" / "a.png", text)
@@ -489,3 +501,124 @@ def test_a_second_run_reads_only_new_or_rewritten_files(tmp_path: Path, db_url: 
     a1111_png(image, a1111_infotext(f"{PROMPT} <lora:k:1>", seed=2, lora_hashes={"k": short}))
     assert _images(db_url, str(out)).stdout.strip() == "Linked 1 image to 1 epoch of 1 run"
     assert sorted(r["seed"] for r in _results(db_url)) == [1, 2]
+
+
+# -- the readers never crash on what they are given ----------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_any_infotext_is_read_or_refused(text: str) -> None:
+    """Any text in a parameters chunk gives settings or NotUsable, never a crash."""
+    try:
+        meta = parse_infotext(text)
+    except NotUsable as exc:
+        assert exc.reason in ("grid", "no metadata")
+        return
+    assert meta.prompt and meta.generator in ("a1111", "forge", "sdnext")
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, _JSON)
+def test_any_comfyui_chunks_are_read_or_refused(prompt: Any, workflow: Any) -> None:
+    import json
+
+    try:
+        parse_comfyui(json.dumps(prompt), json.dumps(workflow))
+    except NotUsable as exc:
+        assert exc.reason == "no metadata"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_are_read_or_refused(data: bytes) -> None:
+    from lora_tracker.images.reader import decode_user_comment, read_metadata
+
+    try:
+        read_metadata(b"\x89PNG\r\n\x1a\n" + data)
+    except NotUsable as exc:
+        assert exc.reason in ("unreadable", "not an image", "no metadata", "grid")
+    assert isinstance(decode_user_comment(data), str)
+
+
+def test_webp_exif_user_comment(tmp_path: Path) -> None:
+    """A WebP saved with the EXIF A1111 writes (piexif.insert) is read like a JPEG."""
+    from PIL import Image
+
+    from .image_makers import EXIF_IFD, USER_COMMENT, picture
+
+    text = a1111_infotext("castle <lora:k:0.6>", lora_hashes={"k": "0123456789ab"}, seed=3)
+    exif = Image.Exif()
+    exif.get_ifd(EXIF_IFD)[USER_COMMENT] = b"UNICODE\x00" + text.encode("utf-16-be")
+    picture().save(tmp_path / "a.webp", format="WEBP", quality=80, exif=exif)
+    meta = read_image(tmp_path / "a.webp").metadata
+    assert (meta.prompt, meta.seed, meta.loras[0].weight) == ("castle", 3, 0.6)
+
+
+_GOOD: dict[str, bytes] = {}
+
+
+def _good_files() -> list[bytes]:
+    """A real A1111 PNG, JPEG and ComfyUI PNG, made once."""
+    if not _GOOD:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="lt-fuzz-"))
+        text = a1111_infotext("castle <lora:k:1>", lora_hashes={"k": "0123456789ab"})
+        _GOOD["png"] = a1111_png(folder / "a.png", text).read_bytes()
+        _GOOD["jpg"] = a1111_jpeg(folder / "a.jpg", text).read_bytes()
+        graph = comfyui_graph("castle", "", [("k.safetensors", 1.0)])
+        _GOOD["comfy"] = comfyui_png(folder / "c.png", graph).read_bytes()
+        shutil.rmtree(folder)
+    return list(_GOOD.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2), st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8),
+       st.floats(0.05, 1.0))  # fmt: skip
+def test_damaged_real_images_are_read_or_refused(
+    which: int, flips: list[tuple[float, int]], keep: float
+) -> None:
+    """Real images with bytes changed and cut short: read, or refused as NotUsable."""
+    from lora_tracker.images.reader import read_metadata
+
+    data = bytearray(_good_files()[which])
+    for where, value in flips:
+        data[int(where * (len(data) - 1))] = value
+    try:
+        read_metadata(bytes(data[: max(1, int(len(data) * keep))]))
+    except NotUsable as exc:
+        assert exc.reason in ("unreadable", "not an image", "no metadata", "grid")
+
+
+def test_a_rewritten_checkpoint_loses_its_old_hash(tmp_path: Path, db_url: str) -> None:
+    """A hash computed for an image belongs to the file as it was: a new training written
+    over the same path is matched by its own hash, never by the old one."""
+    path = tmp_path / "plain-000001.safetensors"
+    path.write_bytes(save(tensors(16, 4, seed=1), metadata=nometa_metadata("plain", 16)))
+    delivery = EventDelivery(db_url)
+    try:
+        delivery.submit_many([observe_checkpoint(path)])
+        old = _hash12(path)
+        text = a1111_infotext(f"{PROMPT} <lora:p:1>", lora_hashes={"p": old})
+        (tmp_path / "i").mkdir()
+        a1111_png(tmp_path / "i" / "a.png", text)
+        assert _images(db_url, str(tmp_path / "i")).stdout.startswith("Linked 1 image")
+        meta = nometa_metadata("plain", 16) | {"ss_training_started_at": "2"}
+        path.write_bytes(save(tensors(16, 4, seed=2), metadata=meta))
+        delivery.submit_many([observe_checkpoint(path)])
+    finally:
+        delivery.close()
+    assert rows(db_url, "SELECT lora_hash FROM checkpoints") == [{"lora_hash": None}]
+    a1111_png(tmp_path / "i" / "b.png", text.replace("Seed: 1234", "Seed: 7"), seed=7)
+    result = _images(db_url, str(tmp_path / "i"))
+    assert result.stdout.strip().endswith("1 unmatched; hashed 1 checkpoint once, for matching")

@@ -7,6 +7,8 @@ trainer_config.py       kohya TOML configs that fill what checkpoint metadata la
 diffusers.py            what a diffusers output folder says (hparams.yml, the LoRA rank)
 events.py               a file on disk -> an event (observe_checkpoint)
 apply.py                an event -> database rows, exactly once (apply_event, Applied)
+image_capture.py        a rendered test image -> an event -> its prompt results (watch --images)
+image_watch.py          the watcher's part for test image folders (watch --images)
 nul_safe.py             NUL characters kept out of text, escaped in jsonb, on capture's writes
 delivery.py             events -> database, or the durable spool when it is down (EventDelivery)
 watcher.py              the watch daemon: backfill, then live events

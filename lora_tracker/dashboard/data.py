@@ -170,8 +170,7 @@ def thumbnail(
 
 
 def image_data_uri(path: str, max_bytes: int, sha256: str | None = None) -> str | None:
-    """An image's thumbnail as a data: URI, for the self-contained report; None when there
-    is none or it is over ``max_bytes``."""
+    """An image's thumbnail as a data: URI (for the self-contained report), else None."""
     found = thumbnail(path, sha256)
     if found is None or len(found[0]) > max_bytes:
         return None

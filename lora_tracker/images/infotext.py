@@ -16,7 +16,8 @@ the last line holds ``key: value`` pairs separated by commas, a value that conta
 a colon or a newline JSON-quoted. The last line is parameters only when it holds at least
 three pairs (otherwise it is part of the prompt). ``Lora hashes`` (Lora extension,
 ``extra_networks_lora.py``) lists ``alias: shorthash`` with ``:`` and ``,`` removed from the
-alias; the short hash is the first 12 hex digits of the LoRA's SHA-256 after its
+alias (some SD.Next versions write ``LoRA hashes`` as bare hashes, in the prompt's order);
+the short hash is the first 12 hex digits of the LoRA's SHA-256 after its
 safetensors header (``network.py``: sshs_model_hash, else ``hashes.sha256`` with
 ``use_addnet_hash``). Forge writes the same with a ``Version: f2.0.1v1.10.1-...``; SD.Next
 writes ``App: SD.Next`` and ``Version: <git commit>``. X/Y/Z plot grids carry
@@ -105,15 +106,22 @@ def strip_lora_tags(prompt: str) -> str:
     return text.strip()
 
 
-def lora_hashes(value: str) -> dict[str, str]:
-    """``Lora hashes``: ``"name: 1a2b3c4d5e6f, other: ..."`` -> {name: hash} (lowercase)."""
-    found: dict[str, str] = {}
+def lora_hashes(value: str) -> tuple[dict[str, str], list[str]]:
+    """``Lora hashes``: ``"name: 1a2b3c4d5e6f, other: ..."`` -> ({name: hash}, []); the
+    bare ``"1a2b3c4d5e6f, ..."`` some SD.Next versions write (``LoRA hashes``) -> ({},
+    [hash, ...]). Hashes in lowercase."""
+    named: dict[str, str] = {}
+    bare: list[str] = []
     for part in value.split(","):
         name, sep, digest = part.rpartition(":")
         digest = digest.strip()
-        if sep and name.strip() and _HEX12.fullmatch(digest):
-            found[name.strip()] = digest.lower()
-    return found
+        if not _HEX12.fullmatch(digest):
+            continue
+        if sep and name.strip():
+            named[name.strip()] = digest.lower()
+        elif not sep:
+            bare.append(digest.lower())
+    return named, bare
 
 
 def generator_of(params: dict[str, str]) -> ImageGenerator:
@@ -140,12 +148,19 @@ def parse_infotext(text: str) -> ImageMetadata:
         raise NotUsable("no metadata", "its text holds no generation parameters")
     if is_grid(params):
         raise NotUsable("grid", f"an {params.get('Script') or 'X/Y/Z plot'} grid")
-    hashes = lora_hashes(params.get("Lora hashes", ""))
+    hashes, bare = lora_hashes(params.get("Lora hashes") or params.get("LoRA hashes") or "")
+    tags = lora_tags(prompt)
     refs: list[LoraRef] = []
-    for name, weight in lora_tags(prompt):
+    for name, weight in tags:
         key = name.replace(":", "").replace(",", "")
         refs.append(LoraRef(name, hashes.pop(key, None), weight))
     refs.extend(LoraRef(name, digest, None) for name, digest in hashes.items())
+    unhashed = [i for i, ref in enumerate(refs) if ref.hash12 is None]
+    if bare and len(bare) == len(unhashed):  # SD.Next lists them in the prompt's order
+        for i, digest in zip(unhashed, bare, strict=True):
+            refs[i] = LoraRef(refs[i].name, digest, refs[i].weight)
+    elif bare:
+        refs.extend(LoraRef(digest, digest, None) for digest in bare)
     width = height = None
     if size := _SIZE.fullmatch(params.get("Size", "").strip()):
         width, height = int(size.group(1)), int(size.group(2))

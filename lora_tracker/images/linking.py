@@ -132,7 +132,7 @@ def _link_batch(
 ) -> None:
     ready: list[tuple[ReadImage, list[Match]]] = []
     outcomes: list[ImageOutcome] = []
-    linked_before = _untouched_since_linked(conn, paths)
+    linked_before = untouched_since_linked(conn, paths)
     outcomes.extend(ImageOutcome(p, "unchanged") for p in paths if p in linked_before)
     paths = [p for p in paths if p not in linked_before]
     # files are read (and checkpoints hashed) outside any transaction; two readers, as
@@ -166,7 +166,7 @@ def _link_batch(
             on_outcome(outcome)
 
 
-def _untouched_since_linked(conn: Connection, paths: list[Path]) -> set[Path]:
+def untouched_since_linked(conn: Connection, paths: list[Path]) -> set[Path]:
     """The images already linked whose file has not been written since: a second run
     skips them without reading them (a file rewritten since is read again)."""
     rows = conn.execute(

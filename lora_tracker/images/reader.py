@@ -16,9 +16,11 @@ chunk's CRC up to IEND); a JPEG or WebP is decoded at a reduced scale.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from .infotext import parse_infotext
 from .model import ImageMetadata, NotUsable
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+FORMATS = ("PNG", "JPEG", "WEBP")  # Pillow runs no other decoder on a file given to it
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
 EXIF_IFD = 0x8769
 USER_COMMENT = 0x9286
@@ -77,8 +80,10 @@ def read_metadata(data: bytes, name: str = "image") -> ImageMetadata:
     """The generation metadata of an image given as bytes."""
     from PIL import Image, UnidentifiedImageError
 
+    _quiet_exif_warnings()
+
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             kind = image.format
             texts = _texts(image)
     except UnidentifiedImageError:
@@ -120,6 +125,13 @@ def _texts(image: object) -> dict[str, str]:
     return texts
 
 
+@functools.cache
+def _quiet_exif_warnings() -> None:
+    """Pillow warns (UserWarning, on stderr) about each damaged EXIF block it reads; a
+    damaged image is said once, as skipped, instead."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+
+
 def decode_user_comment(value: bytes | str) -> str:
     """An EXIF UserComment: 8 bytes naming the character set, then the text."""
     if isinstance(value, str):
@@ -149,7 +161,7 @@ def _check_complete(data: bytes, kind: str | None) -> None:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             if kind == "PNG":
                 image.verify()
             else:
