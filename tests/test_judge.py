@@ -563,3 +563,25 @@ def test_a_run_looked_at_has_its_thumbnails_made_ahead(live: str, judged: Judgin
     while not all(p.exists() for p in wanted):
         assert time.monotonic() < deadline, [p for p in wanted if not p.exists()][:3]
         time.sleep(0.1)
+
+
+def test_the_newest_runs_have_their_thumbnails_made_at_start(
+    db_url: str, judged: JudgingRun
+) -> None:
+    """`lora-tracker dashboard` makes the newest runs' thumbnails in the background as it
+    starts, so a judging view opened at once on a new run finds them made."""
+    from lora_tracker.image_results import file_sha256
+    from lora_tracker.thumbnails import cached_path
+
+    home = Path(os.environ["LORA_TRACKER_HOME"])
+    wanted = [cached_path(file_sha256(p), size, home) for p in judged.images for size in (128, 256)]
+    assert not any(p.exists() for p in wanted)
+    server = make_server(Target(db_url, "--database-url", home), port=0)
+    try:
+        server.warm_recent().join(10)
+        deadline = time.monotonic() + 60
+        while not all(p.exists() for p in wanted):
+            assert time.monotonic() < deadline, [p for p in wanted if not p.exists()][:3]
+            time.sleep(0.1)
+    finally:
+        server.server_close()

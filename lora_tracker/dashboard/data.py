@@ -114,6 +114,29 @@ def snapshot(conn: Connection, *, epochs_for: int | None = None) -> dict[str, An
     }
 
 
+def recent_images(conn: Connection, limit: int = 2000) -> list[str]:
+    """The images of the newest runs (linked test images and sample images), newest run
+    first: what the dashboard makes thumbnails of ahead, when it starts."""
+    rows = conn.execute(
+        """
+        SELECT path FROM (
+            SELECT tr.run_date, er.epoch_number, ptr.image_path AS path
+            FROM prompt_test_results ptr
+            JOIN epoch_results er ON er.id = ptr.epoch_result_id
+            JOIN training_runs tr ON tr.id = er.training_run_id
+            WHERE ptr.image_path IS NOT NULL
+            UNION ALL
+            SELECT tr.run_date, er.epoch_number, unnest(er.sample_images)
+            FROM epoch_results er JOIN training_runs tr ON tr.id = er.training_run_id
+        ) images
+        ORDER BY run_date DESC, epoch_number
+        LIMIT %s
+        """,
+        (limit,),
+    ).fetchall()
+    return [r["path"] for r in rows]
+
+
 def recorded_image(conn: Connection, path: str) -> bool:
     """Only images the database knows of are served (never an arbitrary file)."""
     row = conn.execute(

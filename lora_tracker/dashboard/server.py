@@ -118,6 +118,24 @@ class DashboardServer(ThreadingHTTPServer):
                 return
         db.close()
 
+    def warm_recent(self, limit: int = 2000) -> threading.Thread:
+        """Make the thumbnails of the newest runs' images ahead, in the background (a judging
+        view opened at once on a new run then finds them made); best effort."""
+
+        def run() -> None:
+            try:
+                with self.database() as db, db.transaction() as conn:
+                    paths = data.recent_images(conn, limit)
+            except Exception as exc:  # the page's own requests say what is wrong
+                log.debug("no thumbnails made ahead: %s", exc)
+                return
+            if self.warmer is not None:
+                self.warmer.warm(paths)
+
+        thread = threading.Thread(target=run, name="lora-tracker-warm-recent", daemon=True)
+        thread.start()
+        return thread
+
     def server_close(self) -> None:
         super().server_close()
         if self.warmer is not None:
