@@ -303,8 +303,10 @@ def test_prompt_export_command(db_url: str, tmp_path: Path) -> None:
     target = tmp_path / "prompts.toml"
     written = _cli(db_url, "prompt", "export", "-o", str(target))
     assert written.exit_code == 0 and "--sample_prompts" in written.stderr
-    assert [p.prompt for p in read_prompts_file(target) and parse_prompts(
-        target.read_text(), "toml")] == ["a cat on a mat", "a dog"]  # fmt: skip
+    found = read_prompts_file(target)
+    assert [p.prompt for p in parse_prompts(found.content, found.format)] == [
+        "a cat on a mat", "a dog",
+    ]  # fmt: skip
     assert _cli(db_url, "prompt", "add", "bad", "--text", "x --y").exit_code == 0
     refused = _cli(db_url, "prompt", "export", "-o", str(tmp_path / "p.txt"))
     assert refused.exit_code == 1
