@@ -63,9 +63,7 @@ def make_folder(folder: Path, runs: int, epochs: int, prompts: int) -> tuple[int
             path.write_bytes(checkpoint_bytes(meta, 4, seed=run * 1000 + epoch, pairs=1))
             files += 1
             for index, seed in enumerate(seeds):
-                stamp = time.strftime(
-                    "%Y%m%d%H%M%S", time.localtime(started + epoch * 60 + index)
-                )
+                stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(started + epoch * 60 + index))
                 suffix = "" if seed is None else f"_{seed}"
                 sample = folder / "sample" / f"{name}_e{epoch:06d}_{index:02d}_{stamp}{suffix}.png"
                 sample.write_bytes(png_bytes(sample.name))
@@ -126,7 +124,8 @@ def main() -> None:
 
     extra = statistics.median(linked) - statistics.median(plain)
     print(f"Machine: {machine()}\n\n{files} checkpoints ({args.runs} runs x {args.epochs} "
-          f"epochs), {samples} samples ({args.prompts} prompts an epoch), embedded server\n")  # fmt: skip
+          f"epochs), {samples} samples ({args.prompts} prompts an epoch), "
+          "embedded server\n")  # fmt: skip
     print(table([
         ("`watch --once` (samples as run samples only)", show(plain), "-"),
         ("`watch --once --prompts prompts.txt` (every sample linked)", show(linked), "-"),

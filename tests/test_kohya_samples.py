@@ -106,7 +106,7 @@ def test_gui_config_names_a_toml_prompts_file(tmp_path: Path, db_url: str) -> No
     format: [prompt] defaults, one [[prompt.subset]] per prompt)."""
     prompts = tmp_path / "prompts.toml"
     prompts.write_text(
-        '[prompt]\nsample_steps = 28\n\n'
+        "[prompt]\nsample_steps = 28\n\n"
         f'[[prompt.subset]]\nprompt = {json.dumps(TEXTS[0])}\nnegative_prompt = "lowres"\n'
         "seed = 42\nwidth = 512\nheight = 768\nscale = 7.0\n\n"
         f'[[prompt.subset]]\nprompt = {json.dumps(TEXTS[1])}\nsample_sampler = "euler_a"\n\n'
@@ -225,6 +225,4 @@ def test_hook_links_samples_from_a_json_prompts_file(tmp_path: Path, db_url: str
     shown = CliRunner().invoke(cli, ["--database-url", db_url, "prompt", "show", run_name,
                                      "--json"])  # fmt: skip
     assert shown.exit_code == 0, shown.output
-    assert {r["image_path"] for r in json.loads(shown.output)} == {
-        r["image_path"] for r in found
-    }
+    assert {r["image_path"] for r in json.loads(shown.output)} == {r["image_path"] for r in found}
