@@ -48,7 +48,8 @@ def watch_once(url: str, folder: Path, *extra: str) -> Any:
 
 
 def sim(out: Path, **options: Any) -> KohyaRun:
-    return KohyaRun(out, epochs=3, save_last_n=None, sample_seeds=SEEDS, **options)
+    settings: dict[str, Any] = {"epochs": 3, "save_last_n": None, "sample_seeds": SEEDS}
+    return KohyaRun(out, **{**settings, **options})
 
 
 def assert_grid(url: str, run: KohyaRun, epochs: list[int], source: str) -> list[dict[str, Any]]:
@@ -162,28 +163,30 @@ def test_step_samples_follow_the_step_checkpoint(tmp_path: Path, db_url: str) ->
     prompts.write_text(PROMPTS_TXT)
     out = tmp_path / "out"
     run = sim(out, epochs=2)
-    run.save_step(100)
-    at_checkpoint = run.write_step_samples(100)
+    run.save_step(50)  # mid-epoch 1 (the epoch files are at steps 100 and 200)
+    at_checkpoint = run.write_step_samples(50)
     between = run.write_step_samples(150)
     run.run()
-    stale = out / "sample" / f"{run.output_name}_e000002_00_20260101120000_7.png"
-    stale.write_bytes(at_checkpoint[0].read_bytes())  # seed 7: not what line 0 says
-    partial = out / "sample" / f"{run.output_name}_e000002_01_20260101120001.png"
-    partial.write_bytes(at_checkpoint[1].read_bytes()[:-12])  # no IEND yet
+    second = sorted((out / "sample").glob(f"{run.output_name}_e000002_*"))
+    stale = second[0].with_name(second[0].name.replace("_42.png", "_7.png"))
+    stale.write_bytes(second[0].read_bytes())  # seed 7: not what line 0 says
+    partial = second[1]
+    whole = partial.read_bytes()
+    partial.write_bytes(whole[:-12])  # no IEND yet: kohya is still writing it
     watch_once(db_url, out, "--prompts", str(prompts))
     found = rows(db_url, GRID)
     linked = {r["image_path"] for r in found}
     assert {str(p) for p in at_checkpoint} <= linked
     assert not {str(p) for p in between} & linked
     assert str(stale) not in linked and str(partial) not in linked
-    steps = [r for r in found if r["image_metadata"].get("step") == 100]
+    steps = [r for r in found if r["image_metadata"].get("step") == 50]
     assert [(r["epoch_number"], r["prompt_text"]) for r in steps] == [(1, t) for t in TEXTS]
     assert {r["image_metadata"]["checkpoint"] for r in steps} == {
-        str(out / f"{run.output_name}-step00000100.safetensors")
+        str(out / f"{run.output_name}-step00000050.safetensors")
     }
     samples = rows(db_url, "SELECT sample_images FROM epoch_results WHERE epoch_number = 1")
     assert {str(p) for p in between} <= set(samples[0]["sample_images"])
-    partial.write_bytes(at_checkpoint[1].read_bytes())  # kohya finished writing it
+    partial.write_bytes(whole)  # kohya finished writing it
     watch_once(db_url, out, "--prompts", str(prompts))
     assert str(partial) in {r["image_path"] for r in rows(db_url, GRID)}
 

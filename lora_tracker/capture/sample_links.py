@@ -209,3 +209,75 @@ def _test_image(
         generator="kohya",
         metadata=metadata,
     )
+
+
+class SampleLinks:
+    """Sample images to link, gathered over a batch of events and linked run by run once
+    the batch's rows are written (a backfill's checkpoint events each carry their run's
+    samples: each path is looked at once per batch)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[int, dict[str, Any]] = {}
+        self._paths: dict[int, set[str]] = {}
+        self._prompts: dict[int, SamplePromptsFile | None] = {}
+        self._steps: dict[int, set[int]] = {}
+
+    def add(
+        self,
+        run: dict[str, Any],
+        paths: Iterable[str],
+        prompts: SamplePromptsFile | None,
+        step_checkpoint: int | None = None,
+    ) -> None:
+        """Queue ``paths``; ``step_checkpoint``: the step of a step checkpoint in this batch,
+        whose step samples, recorded before it (kohya samples, then saves), are linked now."""
+        run_id = int(run["id"])
+        self._runs[run_id] = run
+        self._paths.setdefault(run_id, set()).update(paths)
+        if prompts is not None or run_id not in self._prompts:
+            self._prompts[run_id] = prompts
+        if step_checkpoint is not None:
+            self._steps.setdefault(run_id, set()).add(step_checkpoint)
+
+    def flush(self, conn: Connection) -> None:
+        runs, self._runs = self._runs, {}
+        paths, self._paths = self._paths, {}
+        prompts, self._prompts = self._prompts, {}
+        steps, self._steps = self._steps, {}
+        for run_id in sorted(runs):
+            chosen = prompts.get(run_id) or prompts_of_run(runs[run_id])
+            if chosen is None:
+                continue  # no prompts file known: the samples stay run samples
+            wanted = paths.get(run_id, set())
+            if steps.get(run_id):
+                wanted |= _step_samples(conn, run_id, steps[run_id])
+            if wanted:
+                link_samples(conn, runs[run_id], wanted, chosen)
+
+
+def _step_samples(conn: Connection, run_id: int, steps: set[int]) -> set[str]:
+    """The run's recorded step samples of these steps."""
+    rows = conn.execute(
+        "SELECT DISTINCT p FROM epoch_results er, unnest(er.sample_images) AS p "
+        "WHERE er.training_run_id = %s AND p LIKE ANY(%s)",
+        (run_id, [f"%\\_{step:06d}\\_%" for step in sorted(steps)]),
+    ).fetchall()
+    found = set()
+    for row in rows:
+        sample = classify_sample(Path(row["p"]))
+        if sample is not None and sample.epoch is None and sample.step in steps:
+            found.add(row["p"])
+    return found
+
+
+def link_event_samples(
+    conn: Connection,
+    run: dict[str, Any],
+    paths: Iterable[str],
+    prompts: SamplePromptsFile | None,
+    step_checkpoint: int | None = None,
+) -> None:
+    """Link one event's samples at once (an event applied on its own)."""
+    links = SampleLinks()
+    links.add(run, paths, prompts, step_checkpoint)
+    links.flush(conn)

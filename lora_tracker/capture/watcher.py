@@ -119,6 +119,7 @@ class Watcher:
         run_name: str | None = None,
         config_path: Path | None = None,
         run_key: str | None = None,
+        prompts_path: Path | None = None,
         poll: bool = False,
         settle_s: float = 1.0,
         retry_s: float = 0.2,
@@ -131,6 +132,7 @@ class Watcher:
         self.run_name = run_name
         self.config_path = config_path
         self.run_key = run_key
+        self.prompts_path = prompts_path  # kohya's --sample_prompts file of these runs
         self.poll = poll
         self.settle_s = settle_s
         self.retry_s = retry_s
@@ -213,13 +215,17 @@ class Watcher:
         }
         for path in found:
             absolute = str(path.absolute())
-            if (
-                absolute not in known.samples
-                and absolute not in carried
-                and (classify_sample(path))
-            ):
-                sample = observe_sample(path)
+            if absolute in carried or not classify_sample(path):
+                continue
+            if absolute not in known.samples:
+                sample = self._observe_sample(path)
                 if sample is not None:
+                    events.append(sample)
+            elif absolute not in known.linked_samples:
+                # recorded, not in the prompt grid: linked now if a prompts file is known
+                # (one written since, or a PNG that was still being written)
+                sample = self._observe_sample(path)
+                if sample is not None and sample.sample_prompts is not None:
                     events.append(sample)
 
     def _observe_all(
@@ -280,8 +286,12 @@ class Watcher:
 
     def _observe(self, path: Path) -> CheckpointObserved:
         return observe_checkpoint(
-            path, run_name=self.run_name, config_path=self.config_path, run_key=self.run_key
-        )
+            path, run_name=self.run_name, config_path=self.config_path, run_key=self.run_key,
+            prompts_path=self.prompts_path,
+        )  # fmt: skip
+
+    def _observe_sample(self, path: Path) -> Any:
+        return observe_sample(path, prompts_path=self.prompts_path, config_path=self.config_path)
 
     # -- live watching -----------------------------------------------------------------
     def start(self, *, backfill: bool = True) -> None:
@@ -525,7 +535,7 @@ class Watcher:
 
     def _check_sample(self, p: Path) -> None:
         if os.path.exists(p):
-            sample = observe_sample(p)
+            sample = self._observe_sample(p)
             if sample is not None:
                 delivery, _ = self.recorder.submit(sample)
                 self._after_delivery(sample, delivery)
