@@ -22,7 +22,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..image_results import TestImage, file_sha256, link_image
+from psycopg.types.json import Jsonb
+
+from ..image_results import TestImage, file_sha256, find_or_create_prompt, image_key
 from ..kohya_prompts import SamplePrompt, parse_prompts, prompt_for_sample
 from ..pg import Connection
 from .files import SampleName, classify_sample
@@ -70,6 +72,67 @@ def link_samples(
     if prompts is None or not parsed:
         return 0
     run_id = int(run["id"])
+    todo = _unlinked(conn, run_id, wanted, list(parsed), prompts)
+    if not todo:
+        return 0
+    epochs = _target_epochs(conn, run_id, [s for _, s, _ in todo])
+    ids = _epoch_ids(conn, run_id, sorted({e for e, _ in epochs.values()}))
+    prompt_ids: dict[str, int] = {}  # a prompt's text -> its test prompt, found once
+    params = []
+    for path, sample, prompt in todo:
+        target = epochs.get((sample.epoch, sample.step))
+        if target is None:
+            continue  # a step sample with no checkpoint at its step: a run sample only
+        digest = _complete_image_sha256(path)
+        if digest is None:
+            continue
+        epoch, checkpoint = target
+        image = _test_image(prompt, prompts, sample, checkpoint)
+        if image.prompt not in prompt_ids:
+            found = find_or_create_prompt(conn, image, source=prompts.source,
+                                          source_run_id=run_id)  # fmt: skip
+            prompt_ids[image.prompt] = int(found["id"])
+        params.append(_result_params(ids[epoch], prompt_ids[image.prompt], image, path, digest))
+    if params:
+        with conn.cursor() as cur:  # pipelined: one round trip for the batch
+            cur.executemany(RESULT_UPSERT, params)
+    return len(params)
+
+
+# what image_results.link_image writes, for many images whose prompts are found already:
+# the same image bytes update their row (path, settings), a person's judgement is kept
+RESULT_UPSERT = """
+INSERT INTO prompt_test_results (
+    epoch_result_id, test_prompt_id, result_key, image_path, generator, seed, steps,
+    cfg_scale, sampler, scheduler, width, height, lora_weight, image_metadata, captured_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+ON CONFLICT (epoch_result_id, test_prompt_id, result_key) DO UPDATE SET
+    image_path = EXCLUDED.image_path, generator = EXCLUDED.generator,
+    seed = EXCLUDED.seed, steps = EXCLUDED.steps, cfg_scale = EXCLUDED.cfg_scale,
+    sampler = EXCLUDED.sampler, scheduler = EXCLUDED.scheduler,
+    width = EXCLUDED.width, height = EXCLUDED.height,
+    lora_weight = EXCLUDED.lora_weight, image_metadata = EXCLUDED.image_metadata,
+    captured_at = EXCLUDED.captured_at
+"""
+
+
+def _result_params(
+    epoch_result_id: int, prompt_id: int, image: TestImage, path: str, digest: str
+) -> tuple[Any, ...]:
+    return (epoch_result_id, prompt_id, image_key(digest), path, image.generator, image.seed,
+            image.steps, image.cfg_scale, image.sampler, image.scheduler, image.width,
+            image.height, image.lora_weight, Jsonb(image.metadata))  # fmt: skip
+
+
+def _unlinked(
+    conn: Connection,
+    run_id: int,
+    wanted: list[str],
+    parsed: list[SamplePrompt],
+    prompts: SamplePromptsFile,
+) -> list[tuple[str, SampleName, SamplePrompt]]:
+    """The samples not linked yet, each with the prompt of its line (a sample the file no
+    longer matches is left out, said at INFO)."""
     done = {
         row["image_path"]
         for row in conn.execute(
@@ -87,32 +150,13 @@ def link_samples(
         sample = classify_sample(Path(path))
         if path in done or sample is None:
             continue
-        prompt = prompt_for_sample(list(parsed), sample.index, sample.seed)
+        prompt = prompt_for_sample(parsed, sample.index, sample.seed)
         if prompt is None:
             log.info("%s: not line %d of %s (changed since?), not linked",
                      Path(path).name, sample.index, prompts.path)  # fmt: skip
             continue
         todo.append((path, sample, prompt))
-    if not todo:
-        return 0
-    epochs = _target_epochs(conn, run_id, [s for _, s, _ in todo])
-    ids = _epoch_ids(conn, run_id, sorted({e for e, _ in epochs.values()}))
-    linked = 0
-    for path, sample, prompt in todo:
-        target = epochs.get((sample.epoch, sample.step))
-        if target is None:
-            continue  # a step sample with no checkpoint at its step: a run sample only
-        digest = _complete_image_sha256(path)
-        if digest is None:
-            continue
-        epoch, checkpoint = target
-        link_image(
-            conn, ids[epoch], _test_image(prompt, prompts, sample, checkpoint),
-            image_path=path, image_sha256=digest, source=prompts.source,
-            source_run_id=run_id,
-        )  # fmt: skip
-        linked += 1
-    return linked
+    return todo
 
 
 def _target_epochs(
