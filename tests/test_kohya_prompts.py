@@ -64,6 +64,18 @@ def test_txt_comment_is_the_raw_first_character() -> None:
     assert found[2].seed == 5
 
 
+def test_txt_byte_order_mark_is_read_as_kohya_reads_it(tmp_path: Path) -> None:
+    """kohya opens the file as plain UTF-8: a BOM (Windows Notepad) stays in the first
+    line, so a first '#' line after it is a prompt and counts for the numbering."""
+    path = tmp_path / "prompts.txt"
+    path.write_bytes("# not skipped after a BOM\na cat\n".encode("utf-8-sig"))
+    found = read_prompts_file(path)
+    prompts = parse_prompts(found.content, found.format)
+    assert [(p.index, p.prompt) for p in prompts] == [
+        (0, "\ufeff# not skipped after a BOM"), (1, "a cat"),
+    ]  # fmt: skip
+
+
 def test_line_options_like_kohya() -> None:
     """Split on ' --' only; options case-insensitive; a later one wins; steps clamped to
     1..1000; a number that does not parse is skipped; the first piece is matched too."""

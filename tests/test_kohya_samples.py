@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from lora_tracker.cli import cli
 from lora_tracker.image_results import file_sha256
 
-from .conftest import rows
+from .conftest import proxied, proxy_target, rows
 from .kohya_sim import KohyaRun
+from .netproxy import Proxy
 from .test_hooks_kohya import kohya_args, launch
 
 # kohya numbers the prompts it does not skip: '#' lines and blank lines are not prompts,
@@ -229,3 +230,36 @@ def test_hook_links_samples_from_a_json_prompts_file(tmp_path: Path, db_url: str
                                      "--json"])  # fmt: skip
     assert shown.exit_code == 0, shown.output
     assert {r["image_path"] for r in json.loads(shown.output)} == {r["image_path"] for r in found}
+
+
+def test_spooled_events_keep_the_prompts_file(tmp_path: Path, db_url: str) -> None:
+    """The database down: the events wait in the spool with the prompts file's text, so
+    with the file deleted meanwhile `sync` still links every sample, exactly once."""
+    proxy = Proxy(proxy_target(db_url))  # never up: the database is unreachable
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS_TXT)
+    run = sim(tmp_path / "out")
+    run.run()
+    down = watch_once(proxied(db_url, proxy), tmp_path / "out", "--prompts", str(prompts))
+    assert "3 spooled" in down.output
+    prompts.unlink()
+    synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
+    assert synced.exit_code == 0, synced.output
+    assert_grid(db_url, run, [1, 2, 3], str(prompts))
+    before = rows(db_url, "SELECT * FROM prompt_test_results ORDER BY id")
+    again = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
+    assert again.exit_code == 0
+    assert rows(db_url, "SELECT * FROM prompt_test_results ORDER BY id") == before
+
+
+def test_watch_refuses_a_prompts_file_kohya_cannot_read(tmp_path: Path, db_url: str) -> None:
+    """`watch --prompts` with a file kohya would not sample from: one line, exit 2."""
+    bad = tmp_path / "prompts.md"
+    bad.write_text("a cat\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once",
+                                      "--prompts", str(bad), str(out)])  # fmt: skip
+    assert result.exit_code == 2
+    assert "only from .txt, .toml or .json" in result.output
+    assert rows(db_url, "SELECT count(*) AS n FROM applied_events")[0]["n"] == 0
