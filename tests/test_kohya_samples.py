@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from lora_tracker.cli import cli
 from lora_tracker.image_results import file_sha256
 
-from .conftest import proxied, proxy_target, rows
+from .conftest import proxied, proxy_target, rows, wait_for
 from .kohya_sim import KohyaRun
 from .netproxy import Proxy
 from .test_hooks_kohya import kohya_args, launch
@@ -263,3 +264,35 @@ def test_watch_refuses_a_prompts_file_kohya_cannot_read(tmp_path: Path, db_url: 
     assert result.exit_code == 2
     assert "only from .txt, .toml or .json" in result.output
     assert rows(db_url, "SELECT count(*) AS n FROM applied_events")[0]["n"] == 0
+
+
+def test_live_watcher_links_samples_as_kohya_writes_them(
+    tmp_path: Path, db_url: str, start_watcher: Callable[..., Any]
+) -> None:
+    """A running watcher links each sample as kohya writes it."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS_TXT)
+    out = tmp_path / "out"
+    out.mkdir()
+    start_watcher(out, db_url, prompts_path=prompts)
+    run = sim(out)
+    run.run()
+    wait_for(lambda: len(rows(db_url, GRID)) == 9)
+    assert_grid(db_url, run, [1, 2, 3], str(prompts))
+
+
+def test_hook_step_samples_follow_their_step_checkpoint(tmp_path: Path, db_url: str) -> None:
+    """--sample_every_n_steps with --save_every_n_steps: kohya samples, then saves the step
+    file; each step's samples land in the epoch of the checkpoint saved at that step."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS_TXT)
+    out = tmp_path / "out"
+    done = launch("train_network.py", db_url, "--output_dir", str(out), "--output_name",
+                  "pixelbaby", "--max_train_epochs", "2", "--save_every_n_steps", "2",
+                  "--sample_every_n_steps", "2", "--sample_prompts", str(prompts))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = rows(db_url, GRID)
+    steps = sorted((r["image_metadata"]["step"], r["epoch_number"]) for r in found)
+    # 3 steps an epoch: steps 2 (epoch 1), 4 and 6 (epoch 2), three prompts each
+    assert steps == [(2, 1)] * 3 + [(4, 2)] * 3 + [(6, 2)] * 3
+    assert {r["prompt_text"] for r in found} == set(TEXTS)
