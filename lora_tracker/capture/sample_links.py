@@ -289,10 +289,12 @@ class SampleLinks:
         prompts, self._prompts = self._prompts, {}
         steps, self._steps = self._steps, {}
         for run_id in sorted(runs):
+            wanted = paths.get(run_id, set())
+            if not wanted and not steps.get(run_id):
+                continue
             chosen = prompts.get(run_id) or prompts_of_run(runs[run_id])
             if chosen is None:
                 continue  # no prompts file known: the samples stay run samples
-            wanted = paths.get(run_id, set())
             if steps.get(run_id):
                 wanted |= _step_samples(conn, run_id, steps[run_id])
             if wanted:

@@ -28,6 +28,7 @@ from .delivery import Delivery, Event, Recorder
 from .events import (
     CheckpointObserved,
     CheckpointRemoved,
+    SamplesObserved,
     observe_checkpoint,
     observe_sample,
     steady_folders,
@@ -290,7 +291,7 @@ class Watcher:
             prompts_path=self.prompts_path,
         )  # fmt: skip
 
-    def _observe_sample(self, path: Path) -> Any:
+    def _observe_sample(self, path: Path) -> SamplesObserved | None:
         return observe_sample(path, prompts_path=self.prompts_path, config_path=self.config_path)
 
     # -- live watching -----------------------------------------------------------------

@@ -14,10 +14,13 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..secrets import mask_secrets
 from ..tracking import TrackedRun, config_to_dict, end_status, flush_timeout, start_run
+
+if TYPE_CHECKING:
+    from ..capture.sample_prompts import SamplePromptsFile
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +400,7 @@ class KohyaTracker:
             for e, images in sorted(found.items())
         ]
 
-    def _sample_prompts(self) -> Any:
+    def _sample_prompts(self) -> SamplePromptsFile | None:
         """kohya's --sample_prompts file as it is now (kohya reads it again at every
         sampling: this lookup follows the sampling), or None."""
         path = getattr(self.args, "sample_prompts", None)
