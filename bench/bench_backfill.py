@@ -77,7 +77,7 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 
 def count_statements(url: str, folder: Path) -> int:
     """Statements the backfill sends, counted on psycopg's cursors (in this process)."""
-    from lora_tracker.capture.delivery import Recorder
+    from lora_tracker.capture.delivery import EventDelivery
     from lora_tracker.capture.watcher import Watcher
 
     sent = 0
@@ -95,16 +95,16 @@ def count_statements(url: str, folder: Path) -> int:
         sent += len(params_seq)
         return original_many(self, query, params_seq, **kw)
 
-    recorder = Recorder(url)
-    recorder._database().connect()  # connecting and the schema check are not the backfill's
+    delivery = EventDelivery(url)
+    delivery._database().connect()  # connecting and the schema check are not the backfill's
     psycopg.Cursor.execute = execute  # type: ignore[method-assign]
     psycopg.Cursor.executemany = executemany  # type: ignore[method-assign]
     try:
-        Watcher([folder], recorder).backfill()
+        Watcher([folder], delivery).backfill()
     finally:
         psycopg.Cursor.execute = original_execute  # type: ignore[method-assign]
         psycopg.Cursor.executemany = original_many  # type: ignore[method-assign]
-        recorder.close()
+        delivery.close()
     return sent
 
 

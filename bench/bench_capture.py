@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine, summary, table
 
 from lora_tracker import embedded
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import observe_checkpoint
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.settings import Target
@@ -67,10 +67,11 @@ def bench_latency(target: Target, work: Path, n: int) -> Row:
     done: dict[str, float] = {}
     complete: dict[str, float] = {}
 
-    def on_recorded(event: object, delivery: str, recorded: object) -> None:
+    def on_delivered(event: object, outcome: str, applied: object) -> None:
         done[str(getattr(event, "path", ""))] = time.perf_counter()
 
-    watcher = Watcher([folder], Recorder(target=target), on_recorded=on_recorded)
+    delivery = EventDelivery(target=target)
+    watcher = Watcher([folder], delivery, on_delivered=on_delivered)
     watcher.start()
     watcher.wait_backfilled(30)
     for epoch in range(1, n + 1):
@@ -88,6 +89,7 @@ def bench_latency(target: Target, work: Path, n: int) -> Row:
     while len(done) < n and time.monotonic() < deadline:
         time.sleep(0.05)
     watcher.stop()
+    delivery.close()
     latencies = [done[p] - complete[p] for p in complete if p in done]
     missing = n - len(latencies)
     result = summary(latencies) + (f", {missing} not recorded" if missing else "")
@@ -97,7 +99,7 @@ def bench_latency(target: Target, work: Path, n: int) -> Row:
 def bench_size_independence(target: Target, work: Path, n: int) -> Row:
     folder = work / "sizes"
     folder.mkdir()
-    recorder = Recorder(target=target)
+    delivery = EventDelivery(target=target)
     timings: dict[str, list[float]] = {"10MB": [], "2GB": []}
     for i in range(n):
         for label, size in (("10MB", 10 * 1024**2), ("2GB", 2 * 1024**3)):
@@ -105,10 +107,10 @@ def bench_size_independence(target: Target, work: Path, n: int) -> Row:
             path.parent.mkdir()
             sized_file(path, size, session=1000 + i * 2 + (label == "2GB"))
             start = time.perf_counter()
-            delivery, _ = recorder.submit(observe_checkpoint(path))
+            outcome, _ = delivery.submit(observe_checkpoint(path))
             timings[label].append(time.perf_counter() - start)
-            assert delivery == "recorded", delivery
-    recorder.close()
+            assert outcome == "recorded", outcome
+    delivery.close()
     small, large = (statistics.median(timings[k]) for k in ("10MB", "2GB"))
     return (
         "record a 2 GB checkpoint vs a 10 MB one (read header + commit)",
@@ -132,17 +134,20 @@ def bench_backfill(target: Target, work: Path, runs: int, epochs: int) -> list[R
                 seed=r * 100 + e,
             )
     total = runs * epochs
-    watcher = Watcher([folder], Recorder(target=target))
+    delivery = EventDelivery(target=target)
+    watcher = Watcher([folder], delivery)
     start = time.perf_counter()
     stats = watcher.backfill()
     first = time.perf_counter() - start
     assert stats.recorded == total, stats
-    watcher = Watcher([folder], Recorder(target=target))
+    delivery.close()
+    delivery = EventDelivery(target=target)
+    watcher = Watcher([folder], delivery)
     start = time.perf_counter()
     again = watcher.backfill()
     second = time.perf_counter() - start
     assert again.unchanged == total, again
-    watcher.recorder.close()
+    delivery.close()
     return [
         (f"backfill {total:,} checkpoints across {runs} runs (new)", f"{first:.1f} s", "<= 15 s"),
         (f"backfill the same {total:,} again (all unchanged)", f"{second:.1f} s", "-"),

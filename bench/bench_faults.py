@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from lora_tracker import embedded
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
 from lora_tracker.migrations import migrate
@@ -208,7 +208,8 @@ def full_disk(bench: Bench) -> Result | None:
         down, proxy = down_url(url)
         out = bench.root / "full"
         out.mkdir()
-        watcher = Watcher([out], Recorder(down))
+        delivery = EventDelivery(down)
+        watcher = Watcher([out], delivery)
         watcher.start()
         watcher.wait_backfilled(30)
         KohyaRun(out, epochs=4, save_last_n=2, samples_per_epoch=0).run(pause=0.2)
@@ -218,6 +219,7 @@ def full_disk(bench: Bench) -> Result | None:
         watcher.schedule("/wake.safetensors")
         _wait(lambda: count(url, "SELECT count(*) FROM checkpoints WHERE NOT on_disk") == 1, 30)
         watcher.stop()
+        delivery.close()
         proxy.down()
         removals = count(url, "SELECT count(*) FROM checkpoints WHERE NOT on_disk")
         scenario = "disk full and database down during a 4-epoch run, then back"

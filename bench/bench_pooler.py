@@ -28,7 +28,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import observe_checkpoint
 from lora_tracker.migrations import migrate
 from lora_tracker.settings import Target
@@ -49,16 +49,16 @@ def measure(url: str, recorders: int, files: list[list[Path]], home: Path) -> fl
     failures: list[BaseException] = []
 
     def deliver(mine: list[object]) -> None:
-        recorder = Recorder(target=Target(url, "--database-url", home))
+        delivery = EventDelivery(target=Target(url, "--database-url", home))
         try:
             for event in mine:
-                delivery, _ = recorder.submit(event)  # type: ignore[arg-type]
-                if delivery != "recorded":
-                    raise AssertionError(delivery)
+                outcome, _ = delivery.submit(event)  # type: ignore[arg-type]
+                if outcome != "recorded":
+                    raise AssertionError(outcome)
         except BaseException as exc:
             failures.append(exc)
         finally:
-            recorder.close()
+            delivery.close()
 
     threads = [threading.Thread(target=deliver, args=(m,)) for m in events]
     start = time.perf_counter()

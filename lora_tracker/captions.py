@@ -1,4 +1,5 @@
-"""caption_versions: which caption set a run was trained on. All SQL about captions here."""
+"""caption_versions: which caption set a run was trained on (written only here; ``export``
+and ``db status`` read the table whole)."""
 
 from __future__ import annotations
 

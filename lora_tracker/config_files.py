@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .capture.trainer_config import flatten_sections
-from .errors import InvalidInput
+from .errors import InvalidInput, InvalidValue
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,6 +48,16 @@ SETTING_KEYS: dict[str, tuple[str, ...]] = {
 }
 _RESOLUTION = re.compile(r"^\s*(\d+)\s*(?:[x,*]\s*(\d+)\s*)?$")
 _MIN_SIDE = 64
+
+
+def resolution_text(text: str) -> str:
+    """A typed resolution as the record writes it: ``512`` -> ``512x512``, ``512,768`` or
+    ``512 * 768`` -> ``512x768``. InvalidValue (field ``resolution``) for anything else."""
+    match = _RESOLUTION.match(text)
+    if not match:
+        raise InvalidValue("resolution", f"{text!r} is not like 512x512")
+    width = match.group(1)
+    return f"{width}x{match.group(2) or width}"
 
 
 @dataclass

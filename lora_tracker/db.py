@@ -1,4 +1,5 @@
-"""Connections, transactions, and the translation of database errors into domain errors.
+"""Connections and transactions (database errors become domain errors in ``pg.py``, whose
+names this module re-exports).
 
 ``Database`` is the one way into PostgreSQL: it resolves the target (explicit URL,
 environment, or the embedded server), connects in autocommit mode, and hands out explicit

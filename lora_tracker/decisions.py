@@ -1,16 +1,23 @@
-"""Decisions from the record: "has this been tried?" and the success statistics.
-All SQL of these questions lives here."""
+"""Decisions from the record: "has this been tried?", the settings a comparison finds
+different, and the success statistics (`stats`, the dashboard's charts and the Markdown
+report all read them from here: one query per statistic)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from .errors import InvalidInput, InvalidRequest
 from .pg import Connection
 from .runs import run_conditions
+
+if TYPE_CHECKING:
+    from .config_files import PlannedConfig
 
 # settings compared by `tried`, with how "nearby" is judged
 EXACT = ("model_type", "resolution", "caption_version", "optimizer", "base_model")
@@ -82,6 +89,103 @@ def tried(conn: Connection, settings: dict[str, Any], *, limit: int = 20) -> Tri
         else:
             result.nearby.append(row)
     return result
+
+
+@dataclass
+class PlannedSettings:
+    """The settings of a planned run, from a config file and given values (given win)."""
+
+    settings: dict[str, Any]
+    config: PlannedConfig | None = None
+
+    def config_report(self) -> dict[str, Any] | None:
+        """What was read from the config file, for a JSON answer (None without one)."""
+        if self.config is None:
+            return None
+        return {"path": str(self.config.path), "kind": self.config.kind,
+                "used": self.config.used, "not_compared": self.config.unused,
+                "overridden_by_options": self.config.unusable}  # fmt: skip
+
+
+def planned_settings(given: Mapping[str, Any], config_path: Path | None = None) -> PlannedSettings:
+    """The planned settings `tried` compares: read from a kohya config file (sd-scripts
+    TOML, kohya_ss GUI JSON or TOML) when one is named, then the given values (None or
+    absent: not given) on top; the resolution written as the record writes it.
+
+    InvalidInput when the file has a key `tried` compares that cannot be used and no
+    given value replaces it; InvalidValue (field ``resolution``) for a malformed resolution.
+    """
+    from .config_files import planned_from_config, resolution_text
+
+    values = {k: v for k, v in given.items() if v is not None}
+    settings: dict[str, Any] = {}
+    config = None
+    if config_path is not None:
+        config = planned_from_config(config_path)
+        refused = config.unusable_for(set(values))
+        if refused:
+            problems = "; ".join(f"{key} ({why})" for key, why in refused.items())
+            raise InvalidInput(
+                f"{config_path}: could not use {problems}; fix the file or give the "
+                "setting as an option"
+            )
+        settings.update(config.settings)
+    settings.update(values)
+    if settings.get("resolution"):
+        settings["resolution"] = resolution_text(str(settings["resolution"]))
+    return PlannedSettings(settings, config)
+
+
+@dataclass
+class Comparison:
+    """Runs side by side: each run's row, the settings shown (``setting``, ``differs``,
+    ``values`` in the runs' order) and the epochs (number -> run id -> epoch row)."""
+
+    runs: list[dict[str, Any]]
+    settings: list[dict[str, Any]]
+    epochs: dict[int, dict[int, dict[str, Any]]]
+
+
+def compared_settings(
+    rows: Sequence[Mapping[str, Any]], fields: Sequence[str]
+) -> list[dict[str, Any]]:
+    """For each field some run has: its values in the runs' order, and whether they differ
+    (compared as written: 16 and 16.0 differ, as the record shows them). Fields no run has
+    are left out."""
+    settings: list[dict[str, Any]] = []
+    for name in fields:
+        values = [row.get(name) for row in rows]
+        if all(v is None for v in values):
+            continue
+        differs = len({str(v) for v in values}) > 1
+        settings.append({"setting": name, "differs": differs, "values": values})
+    return settings
+
+
+def compare_runs(
+    conn: Connection,
+    refs: Sequence[str | int],
+    fields: Sequence[str],
+    epoch_columns: Sequence[str],
+) -> Comparison:
+    """Two runs or more (by id, name or prefix), their ``fields`` side by side and their
+    epochs' ``epoch_columns`` by epoch number.
+
+    InvalidRequest for fewer than two runs or a run named twice (by id and name, say).
+    """
+    from . import epochs, runs
+
+    if len(refs) < 2:
+        raise InvalidRequest("compare needs at least two runs")
+    found = [runs.run_row(conn, ref) for ref in refs]
+    ids = [r["id"] for r in found]
+    if len(set(ids)) < len(ids):
+        raise InvalidRequest("the same run is named twice")
+    by_epoch: dict[int, dict[int, dict[str, Any]]] = {}
+    for run_id, run_epochs in epochs.epochs_of_runs(conn, ids, epoch_columns).items():
+        for e in run_epochs:
+            by_epoch.setdefault(e["epoch_number"], {})[run_id] = e
+    return Comparison(found, compared_settings(found, fields), by_epoch)
 
 
 STATS_QUERIES: dict[str, str] = {
@@ -229,18 +333,52 @@ def stats(
     themselves stay as written: a WITH clause named after each table stands in for it
     (a non-recursive WITH query cannot see its own name, so inside it the name is the table).
     """
+    return {name: statistic(conn, name, filters, since=since) for name in STATS_QUERIES}
+
+
+def statistic(
+    conn: Connection,
+    name: str,
+    filters: dict[str, Any] | None = None,
+    *,
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """One of the STATS_QUERIES (by name), as `stats` gives it."""
+    query = STATS_QUERIES[name]
     where, params = run_conditions(filters, since=since)
     if not params:  # the whole history: from the summaries where there is one
-        return {
-            name: conn.execute(SUMMARY_QUERIES.get(name, query)).fetchall()
-            for name, query in STATS_QUERIES.items()
-        }
+        return conn.execute(SUMMARY_QUERIES.get(name, query)).fetchall()
     narrowed = sql.SQL(
         "WITH training_runs AS (SELECT * FROM training_runs {where}), "
         "epoch_results AS (SELECT * FROM epoch_results "
         "WHERE training_run_id IN (SELECT id FROM training_runs)) "
     ).format(where=where)
-    return {
-        name: conn.execute(narrowed + sql.SQL(query), params).fetchall()
-        for name, query in STATS_QUERIES.items()
-    }
+    return conn.execute(narrowed + sql.SQL(query), params).fetchall()
+
+
+def success_rate(
+    conn: Connection, filters: dict[str, Any] | None = None, *, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per model type: total_runs, successful, success_pct, avg_quality; most runs first.
+
+    What counts, the same for `stats`, the dashboard and the report:
+    - every run counts in ``total_runs``, judged or not: a run still ``pending`` or with no
+      verdict at all (NULL) is a run that has not (yet) succeeded, as in the reference
+      document's query, so the rate is successes among all runs tried;
+    - runs with no model type form their own row, ``model_type`` None (the dashboard shows
+      it as "unknown"), rather than vanishing or merging with a type;
+    - ``avg_quality`` averages the runs that have a quality score (None when none has).
+    """
+    return statistic(conn, "success_rate", filters, since=since)
+
+
+def issue_frequency(
+    conn: Connection, filters: dict[str, Any] | None = None, *, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The issues recorded on failed runs (``overall_verdict = 'failure'``), with how many
+    failed runs name each: the 20 most frequent, then by name.
+
+    A run without a verdict is not a failure and a run without issues (NULL or empty list)
+    adds nothing. The same rows for `stats`, the dashboard and the report.
+    """
+    return statistic(conn, "issue_frequency", filters, since=since)

@@ -1,4 +1,6 @@
-"""epoch_results: one row per (run, epoch). All SQL about epochs lives here."""
+"""epoch_results: one row per (run, epoch), as a person sets it through the CLI or the
+library. Capture writes its epochs in ``capture/apply.py``; the rules of judging them are
+in ``judging.py``."""
 
 from __future__ import annotations
 

@@ -47,3 +47,27 @@ class AmbiguousName(LoraTrackerError):
 
 class SQLError(LoraTrackerError):
     """A statement given to `lora-tracker sql` failed on the server."""
+
+
+class InvalidRequest(InvalidInput):
+    """A request that contradicts itself or asks for too little (a flag both set and
+    cleared, the same run named twice): a usage error, exit 2 at the CLI."""
+
+    exit_code = 2
+
+
+class InvalidValue(InvalidRequest):
+    """One given value is malformed; ``field`` names it, so a front end can point at its
+    input (the CLI names the option)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class FlagConflict(InvalidRequest):
+    """The same epoch flag both set and cleared in one score; ``flags`` lists them."""
+
+    def __init__(self, flags: list[str]) -> None:
+        super().__init__(f"flags both set and cleared: {', '.join(flags)}")
+        self.flags = flags

@@ -7,7 +7,8 @@ settings they are about to record to :func:`start_check`; ``lora-tracker watch``
 ``lora-tracker tried`` asks (:func:`lora_tracker.decisions.tried`: the same settings, numbers
 equal within 1e-9 relative), on a thread of their own, and give the caller at most
 :data:`TIME_LIMIT_S`: a database that is down, slow or hanging costs the training under a
-second and one log line, never a traceback.
+second and one log line, never a traceback (``LORA_TRACKER_GUARD_TIMEOUT`` sets another
+limit, in seconds, for a database far away).
 
 Modes (``LORA_TRACKER_GUARD``, or ``--guard`` / ``guard=`` where a front end takes it):
 ``warn`` (default) logs a banner and training goes on; ``strict`` also stops the training
@@ -39,6 +40,7 @@ MODES = ("strict", "warn", "off")
 DEFAULT_MODE = "warn"
 EXIT_REPEATS_FAILURE = 3  # the same status as `lora-tracker tried`
 TIME_LIMIT_S = 0.8  # the most a check may hold up its caller (thread start included)
+TIME_LIMIT_ENV = "LORA_TRACKER_GUARD_TIMEOUT"
 CONNECT_TIMEOUT_S = 2  # libpq's least; the caller has stopped waiting long before
 STATEMENT_TIMEOUT_MS = 700
 BANNER_WIDTH = 98  # fits a terminal of 100 columns
@@ -47,6 +49,18 @@ MAX_FAILED_SHOWN = 5
 # the settings `tried` compares, in the order a person reads them
 COMPARED = ("model_type", "base_model", "network_dim", "network_alpha", "resolution",
             "caption_version", "learning_rate", "optimizer")  # fmt: skip
+
+
+def time_limit() -> float:
+    """The most a check may hold up its caller, in seconds: ``LORA_TRACKER_GUARD_TIMEOUT``
+    when it is a positive number, else :data:`TIME_LIMIT_S` (a bad value is not worth
+    stopping a training for)."""
+    text = os.environ.get(TIME_LIMIT_ENV, "").strip()
+    try:
+        value = float(text) if text else TIME_LIMIT_S
+    except ValueError:
+        value = TIME_LIMIT_S
+    return value if 0 < value < float("inf") else TIME_LIMIT_S
 
 
 class RepeatsFailedRun(SystemExit):
@@ -88,7 +102,7 @@ def mode_or_default(given: str | None = None) -> str:
 
 def compared_settings(fields: dict[str, Any]) -> dict[str, Any]:
     """Of a run's fields, the settings `tried` compares, as the record stores them."""
-    from .capture.metadata import _decimal, _int, _number, _resolution_text
+    from .capture.checkpoint_metadata import _decimal, _int, _number, _resolution_text
 
     convert: dict[str, Callable[[Any], Any]] = {
         "network_dim": _int, "network_alpha": _decimal, "learning_rate": _number,
@@ -141,15 +155,17 @@ class PendingCheck:
         self._thread = threading.Thread(target=run, name="lora-tracker-guard", daemon=True)
         self._thread.start()
 
-    def result(self, time_limit: float = TIME_LIMIT_S) -> GuardResult:
-        """The answer, waiting at most what is left of ``time_limit`` since the start; a
-        check still running then is abandoned (its thread ends by its own time-outs)."""
-        left = time_limit - (time.monotonic() - self._started)
+    def result(self, limit: float | None = None) -> GuardResult:
+        """The answer, waiting at most what is left of ``limit`` (default :func:`time_limit`)
+        since the start; a check still running then is abandoned (its thread ends by its own
+        time-outs)."""
+        seconds = limit if limit is not None else time_limit()
+        left = seconds - (time.monotonic() - self._started)
         finished = self._done.wait(max(left, 0.0))
         elapsed = time.monotonic() - self._started
         if not finished or self._result is None:
             return GuardResult(
-                skipped=f"the database did not answer within {time_limit:g} s", elapsed_s=elapsed
+                skipped=f"the database did not answer within {seconds:g} s", elapsed_s=elapsed
             )
         self._result.elapsed_s = elapsed
         return self._result
@@ -168,9 +184,7 @@ def start_check(target: Target, settings: Callable[[], dict[str, Any]]) -> Pendi
     return PendingCheck(work)
 
 
-def check_recorded_run(
-    target: Target, run_name: str, *, time_limit: float = TIME_LIMIT_S
-) -> GuardResult:
+def check_recorded_run(target: Target, run_name: str, *, limit: float | None = None) -> GuardResult:
     """The same question for a run already recorded (the watcher's new run), by name."""
 
     def question(conn: Any) -> GuardResult:
@@ -187,7 +201,7 @@ def check_recorded_run(
         result.succeeded = [r for r in result.succeeded if r["id"] != row["id"]]
         return result
 
-    return PendingCheck(lambda: _ask(target, question)).result(time_limit)
+    return PendingCheck(lambda: _ask(target, question)).result(limit)
 
 
 def _equivalent(conn: Any, settings: dict[str, Any]) -> GuardResult:
@@ -199,6 +213,12 @@ def _equivalent(conn: Any, settings: dict[str, Any]) -> GuardResult:
         failed=found.failed_before,
         succeeded=[r for r in found.equivalent if r["overall_verdict"] == "success"],
     )
+
+
+def _statement_timeout_ms() -> int:
+    """Long enough for the question within the caller's time limit, never shorter than
+    :data:`STATEMENT_TIMEOUT_MS`."""
+    return max(STATEMENT_TIMEOUT_MS, int(time_limit() * 1000) - 100)
 
 
 def _ask(target: Target, question: Callable[[Any], GuardResult]) -> GuardResult:
@@ -225,7 +245,7 @@ def _ask(target: Target, question: Callable[[Any], GuardResult]) -> GuardResult:
             # local to the transaction, not a startup option: a transaction-mode pooler
             # (PgBouncer) refuses unknown startup options and keeps this
             conn.execute(
-                "SELECT set_config('statement_timeout', %s, true)", (str(STATEMENT_TIMEOUT_MS),)
+                "SELECT set_config('statement_timeout', %s, true)", (str(_statement_timeout_ms()),)
             )
             return question(conn)
     except psycopg.errors.UndefinedTable:

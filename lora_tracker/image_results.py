@@ -16,14 +16,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from .pg import Connection
-
-Generator = Literal["kohya", "a1111", "forge", "sdnext", "comfyui", "other"]
-GENERATORS: tuple[str, ...] = ("kohya", "a1111", "forge", "sdnext", "comfyui", "other")
+from .vocab import ImageGenerator as Generator
 
 PROMPT_NAME_WORDS = 8
 PROMPT_NAME_CHARS = 48

@@ -1,8 +1,9 @@
 """Pydantic models of what goes into and comes out of the database.
 
-The same rules live twice on purpose: here, so a bad value is refused with a clear message
-before any SQL runs, and as CHECK constraints in ``sql/``, so a bad value typed into psql
-or the Supabase editor is refused too.
+The rules are checked twice on purpose: here, so a bad value is refused with a clear message
+before any SQL runs, and by the CHECK constraints in ``sql/``, so a bad value typed into psql
+or the Supabase editor is refused too. The vocabularies come from ``vocab.py``; a test reads
+the CHECKs back from a migrated database and compares them with it.
 """
 
 from __future__ import annotations
@@ -13,26 +14,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Score = Annotated[int, Field(ge=0, le=10)]
-NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Resolution = Annotated[str, StringConstraints(pattern=r"^[0-9]+x[0-9]+$")]
-
-RunStatus = Literal["planned", "in_progress", "completed", "failed", "cancelled"]
-ModelType = Literal["SD15", "SD2", "SDXL", "SD3", "Flux", "Chroma", "other"]
-OverallVerdict = Literal["success", "failure", "partial", "pending"]
-EpochVerdict = Literal["best", "good", "acceptable", "skip", "failure"]
-DetailLevel = Literal["minimal", "moderate", "detailed", "very_detailed"]
-PromptVerdict = Literal["pass", "partial", "fail"]
-
-# the same vocabularies as plain tuples, for code that must not import pydantic
-from .vocab import (  # noqa: E402
+# the vocabularies live in vocab.py (one source: the SQL CHECKs are tested against it)
+from .vocab import (
     DETAIL_LEVELS,
     EPOCH_VERDICTS,
     MODEL_TYPES,
     OVERALL_VERDICTS,
     PROMPT_VERDICTS,
     RUN_STATUSES,
+    DetailLevel,
+    EpochVerdict,
+    ModelType,
+    OverallVerdict,
+    PromptVerdict,
+    RunStatus,
 )
+
+Score = Annotated[int, Field(ge=0, le=10)]
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Resolution = Annotated[str, StringConstraints(pattern=r"^[0-9]+x[0-9]+$")]
 
 __all__ = [
     "DETAIL_LEVELS",
@@ -41,6 +41,12 @@ __all__ = [
     "OVERALL_VERDICTS",
     "PROMPT_VERDICTS",
     "RUN_STATUSES",
+    "DetailLevel",
+    "EpochVerdict",
+    "ModelType",
+    "OverallVerdict",
+    "PromptVerdict",
+    "RunStatus",
 ]
 
 

@@ -1,12 +1,18 @@
 """test_prompts and prompt_test_results: the fixed prompts every checkpoint is judged on,
-and each epoch's result on each. All SQL about prompts lives here."""
+and each epoch's result on each, as a person sets them (test images are linked to their
+epoch in ``image_results.py``; the rules of judging are in ``judging.py``; a run's results
+are also read by ``runs.py`` and the dashboard; ``judging.py`` sets scores through
+these)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from psycopg import sql
+
 from . import _sqlbuild
-from .errors import AmbiguousName, NotFound
+from .errors import NotFound
+from .lookup import find_by_ref
 from .pg import Connection
 
 if TYPE_CHECKING:
@@ -34,26 +40,12 @@ def list_prompts(conn: Connection, *, include_inactive: bool = False) -> list[di
     ).fetchall()
 
 
-def get_prompt(conn: Connection, ref: str) -> dict[str, Any]:
-    """A prompt by id, exact name, or unique name prefix."""
-    text = ref.strip()
-    if text.isdigit():
-        row = conn.execute("SELECT * FROM test_prompts WHERE id = %s", (int(text),)).fetchone()
-        if row:
-            return row
-    row = conn.execute("SELECT * FROM test_prompts WHERE prompt_name = %s", (text,)).fetchone()
-    if row:
-        return row
-    rows = conn.execute(
-        "SELECT * FROM test_prompts WHERE prompt_name LIKE %s ORDER BY prompt_name LIMIT 11",
-        (_sqlbuild.like_prefix(text),),
-    ).fetchall()
-    if len(rows) == 1:
-        return rows[0]
-    if not rows:
-        raise NotFound(f"no test prompt named {text!r} (see `lora-tracker prompt list`)")
-    names = ", ".join(r["prompt_name"] for r in rows[:10])
-    raise AmbiguousName(f"{text!r} matches several prompts: {names}")
+def get_prompt(conn: Connection, ref: str | int) -> dict[str, Any]:
+    """A prompt by id, exact name, or unique name prefix (found as runs are)."""
+    return find_by_ref(
+        conn, "test_prompts", "prompt_name", ref, noun="test prompt", nouns="prompts",
+        not_found_hint=lambda _: " (see `lora-tracker prompt list`)",
+    )  # fmt: skip
 
 
 def set_active(conn: Connection, ref: str, active: bool) -> dict[str, Any]:
@@ -77,6 +69,24 @@ def record_result(
     )
     row = conn.execute(query, params).fetchone()
     assert row is not None
+    return row
+
+
+def update_result(conn: Connection, result_id: int, fields: PromptResultFields) -> dict[str, Any]:
+    """Set only the given fields of one prompt result (by id); NotFound when it is gone."""
+    values = fields.given()
+    if values:
+        assignments, params = _sqlbuild.assignments(values)
+        query = sql.SQL("UPDATE prompt_test_results SET {} WHERE id = %s RETURNING *").format(
+            assignments
+        )
+        row = conn.execute(query, [*params, result_id]).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT * FROM prompt_test_results WHERE id = %s", (result_id,)
+        ).fetchone()
+    if row is None:
+        raise NotFound(f"no prompt result with id {result_id}")
     return row
 
 

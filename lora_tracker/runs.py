@@ -1,4 +1,6 @@
-"""training_runs: create, find and update runs. All SQL about runs lives here."""
+"""training_runs: create, find, update and delete runs, as a person does through the CLI or
+the library. Capture writes its runs in ``capture/apply.py``; questions across runs
+(``tried``, ``stats``) are in ``decisions.py``, the dashboard's reads in ``dashboard/data.py``."""
 
 from __future__ import annotations
 
@@ -10,13 +12,13 @@ import psycopg
 from psycopg import sql
 
 from . import _sqlbuild
-from .errors import AlreadyExists, AmbiguousName, InvalidInput, NotFound
+from .errors import AlreadyExists, InvalidInput
+from .lookup import find_by_ref
 from .pg import Connection
 
 if TYPE_CHECKING:
     from .models import RunCreate, RunFields, TrainingRun
 
-_MAX_CANDIDATES = 10
 # PostgreSQL cannot index a name much longer than 2,700 bytes; a name is for people.
 MAX_RUN_NAME_LENGTH = 200
 
@@ -75,30 +77,14 @@ def get_run(conn: Connection, ref: str | int) -> TrainingRun:
 
 
 def _find(conn: Connection, ref: str | int) -> dict[str, Any]:
-    text = str(ref).strip()
-    if not text:
-        raise InvalidInput("a run name or id is required")
-    if text.isdigit():
-        row = conn.execute("SELECT * FROM training_runs WHERE id = %s", (int(text),)).fetchone()
-        if row:
-            return row
-    row = conn.execute("SELECT * FROM training_runs WHERE run_name = %s", (text,)).fetchone()
-    if row:
-        return row
-    pattern = _sqlbuild.like_prefix(text)
-    rows = conn.execute(
-        "SELECT * FROM training_runs WHERE run_name LIKE %s ORDER BY run_name LIMIT %s",
-        (pattern, _MAX_CANDIDATES + 1),
-    ).fetchall()
-    if len(rows) == 1:
-        return rows[0]
-    if not rows:
+    def did_you_mean(text: str) -> str:
         close = closest_names(conn, text)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise NotFound(f"no run named {text!r}{hint}")
-    names = ", ".join(r["run_name"] for r in rows[:_MAX_CANDIDATES])
-    more = " ..." if len(rows) > _MAX_CANDIDATES else ""
-    raise AmbiguousName(f"{text!r} matches several runs: {names}{more}")
+        return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+    return find_by_ref(
+        conn, "training_runs", "run_name", ref, noun="run", nouns="runs",
+        not_found_hint=did_you_mean,
+    )  # fmt: skip
 
 
 def update_run(conn: Connection, ref: str | int, fields: RunFields) -> TrainingRun:

@@ -103,7 +103,7 @@ class Spool:
         """Set an event aside in rejected.jsonl, with the reason, durably."""
         self._ensure_folder()
         with self._lock:
-            self._reject(line, reason)
+            self._reject_locked(line, reason)
 
     def rejected(self) -> int:
         """How many events were set aside as never appliable."""
@@ -133,7 +133,7 @@ class Spool:
                         apply(line)
                         result.applied += 1
                     except Unappliable as exc:
-                        self._reject(line, str(exc))
+                        self._reject_locked(line, str(exc))
                         result.rejected += 1
                     except ForAnotherDatabase:
                         kept.append(line)
@@ -159,10 +159,10 @@ class Spool:
         if torn:
             # a write cut short by a crash: never acknowledged as spooled, but keep it
             log.warning("spool ends with a partial line; it goes to %s", self.rejected_path)
-            self._reject(lines.pop(), "partial line (interrupted write)")
+            self._reject_locked(lines.pop(), "partial line (interrupted write)")
         return [line for line in lines if line.strip()], torn
 
-    def _reject(self, line: str, reason: str) -> None:
+    def _reject_locked(self, line: str, reason: str) -> None:
         record = json.dumps(
             {"rejected_at": datetime.now(timezone.utc).isoformat(), "reason": reason, "event": line}
         )

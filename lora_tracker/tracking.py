@@ -33,16 +33,18 @@ import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .settings import Target, resolve_target, this_host
+from .vocab import EndStatus
+
+if TYPE_CHECKING:
+    from .capture.delivery import EventDelivery
 
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_ENV = "LORA_TRACKER_FLUSH_TIMEOUT"
 DEFAULT_FLUSH_TIMEOUT_S = 10.0
-
-EndStatus = Literal["completed", "failed", "cancelled"]
 
 
 def flush_timeout() -> float:
@@ -75,7 +77,7 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[Target, Job] | _Flush | None] = queue.SimpleQueue()
-        self._recorders: dict[tuple[str | None, str], Any] = {}
+        self._deliveries: dict[tuple[str | None, str], EventDelivery] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -103,13 +105,16 @@ class Dispatcher:
                 self._thread.start()
                 atexit.register(self.close)
 
-    def _recorder(self, target: Target) -> Any:
-        from .capture.delivery import Recorder
+    def delivery(self, target: Target) -> EventDelivery:
+        """This process's one ``EventDelivery`` for ``target``, shared by this thread and
+        the kohya hook's fallback watcher; the dispatcher closes it at exit."""
+        from .capture.delivery import EventDelivery
 
         key = (target.url, str(target.home))
-        if key not in self._recorders:
-            self._recorders[key] = Recorder(target=target)
-        return self._recorders[key]
+        with self._lock:
+            if key not in self._deliveries:
+                self._deliveries[key] = EventDelivery(target=target)
+            return self._deliveries[key]
 
     def _work(self) -> None:
         _import_exit_path()
@@ -173,8 +178,8 @@ class Dispatcher:
         waiting = self._unsaved.pop(key, [])
         events = waiting + events
         self._inflight = (target, events)
-        result = self._recorder(target).submit_many(events, batch_size=MAX_BATCH_EVENTS)
-        unsaved = [event for event, delivery, _ in result.outcomes if delivery == "unsaved"]
+        result = self.delivery(target).submit_many(events, batch_size=MAX_BATCH_EVENTS)
+        unsaved = [event for event, outcome, _ in result.outcomes if outcome == "unsaved"]
         if unsaved:
             self._unsaved[key] = unsaved
             self._targets[key] = target
@@ -213,18 +218,15 @@ class Dispatcher:
         for key, events in list(self._unsaved.items()):  # last chance: the spool
             self._run_job_to_spool(self._targets[key], _returning(events))
         self._unsaved.clear()
-        for recorder in self._recorders.values():
+        for delivery in list(self._deliveries.values()):
             with contextlib.suppress(Exception):
-                recorder.close()
+                delivery.close()
 
     def _run_job_to_spool(self, target: Target, job: Job) -> None:
-        from .capture.delivery import spooled_line
-        from .spool import spool_for
-
+        """Events straight to the spool, through the target's delivery (which does not wait
+        for a worker stuck on the database); a spool that cannot be written is logged."""
         try:
-            spool = spool_for(target.home)
-            for event in job():
-                spool.append(spooled_line(event, target))
+            self.delivery(target).keep(job())
         except Exception:
             log.exception("lora-tracker could not spool an event")
 
@@ -242,8 +244,7 @@ def _import_exit_path() -> None:
     """The background thread's first work: import all that delivering and spooling need,
     so nothing is imported at exit (see ``_import_before_shutdown``)."""
     try:
-        from . import spool  # noqa: F401
-        from .capture import delivery, events  # noqa: F401
+        from .capture import delivery, events  # noqa: F401 (delivery imports the spool)
     except Exception as exc:  # pragma: no cover - a broken install; logged by the jobs
         log.debug("lora-tracker: import failed: %s", exc)
 
@@ -431,7 +432,7 @@ class TrackedRun:
 
     def finish(
         self,
-        status: Literal["completed", "failed", "cancelled"] = "completed",
+        status: EndStatus = "completed",
         error: BaseException | str | None = None,
     ) -> None:
         """Mark the run completed, or failed/cancelled with the error."""

@@ -28,6 +28,7 @@ class TrainConfig(BaseModel):
     pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1"
 
 
+@pytest.mark.both_servers
 def test_start_log_finish(tmp_path: Path, db_url: str) -> None:
     """A run with a pydantic config, epochs with loss, checkpoints and samples, completed."""
     sim = KohyaRun(tmp_path / "out", output_name="api_lora", epochs=2, save_last_n=None)
@@ -295,7 +296,7 @@ def test_exit_is_bounded_when_the_database_hangs(tmp_path: Path) -> None:
 def test_one_epoch_reported_twice_in_a_batch(db_url: str) -> None:
     """Reports of the same epoch in one batch land in order: the later loss, both metrics,
     every sample image (a statement may not touch a row twice: they go in waves)."""
-    from lora_tracker.capture.delivery import Recorder
+    from lora_tracker.capture.delivery import EventDelivery
     from lora_tracker.capture.events import EpochLogged, RunStarted
 
     key = "api:twice"
@@ -306,11 +307,11 @@ def test_one_epoch_reported_twice_in_a_batch(db_url: str) -> None:
         EpochLogged(run_key=key, epoch=1, loss=0.3, metrics={"b": 2.0}, sample_images=["/s/2"]),
         EpochLogged(run_key=key, epoch=1, loss=None, metrics={"a": 3.0}),
     ]
-    recorder = Recorder(db_url)
+    delivery = EventDelivery(db_url)
     try:
-        outcomes = recorder.submit_many(events).outcomes
+        outcomes = delivery.submit_many(events).outcomes
     finally:
-        recorder.close()
+        delivery.close()
     assert [delivery for _, delivery, _ in outcomes] == ["recorded"] * 5
     found = rows(
         db_url,

@@ -16,6 +16,9 @@ from lora_tracker.db import Database
 from lora_tracker.errors import AlreadyExists, InvalidInput, NotFound
 from lora_tracker.models import CaptionVersionCreate, EpochFields, RunCreate, RunFields
 
+# the server's own refusals (constraints, keys, cascades) and how they are reported
+pytestmark = pytest.mark.both_servers
+
 
 def snapshot(url: str) -> list[Any]:
     """Every row of every table, to prove a refused write changed nothing."""

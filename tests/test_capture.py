@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import event_from_json
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
@@ -76,6 +76,7 @@ def test_live_kohya_run(tmp_path: Path, db_url: str, start_watcher: Callable[...
     assert {f["path"] for f in files if not f["on_disk"]} == {str(p) for p in sim.removed}
 
 
+@pytest.mark.both_servers
 def test_backfill_sdxl_nometa_and_gui_config(tmp_path: Path, db_url: str) -> None:
     """`watch --once` records an SDXL dataset-config run and a --no_metadata run."""
     KohyaRun(
@@ -251,7 +252,7 @@ def test_database_down_for_the_whole_run_then_back(
     watcher = start_watcher(out, url)  # database down from the start
     sim = KohyaRun(out, epochs=4, save_last_n=2)
     sim.run(pause=0.3)  # training takes a while between two saves
-    spool = watcher.recorder.spool
+    spool = watcher.delivery.spool
     # 4 checkpoints, 1 removal (at epoch 3), 8 sample images
     wait_for(lambda: spool.pending() >= 13)
     status = CliRunner().invoke(cli, ["--database-url", url, "db", "status"])
@@ -277,6 +278,7 @@ def test_database_down_for_the_whole_run_then_back(
         proxy.down()
 
 
+@pytest.mark.both_servers
 def test_replay_is_exactly_once(tmp_path: Path, db_url: str) -> None:
     """Replaying the same spooled events again (a crash before the spool was rewritten)
     changes nothing."""
@@ -333,6 +335,7 @@ def test_unreadable_spool_line_is_kept_aside(tmp_path: Path, db_url: str) -> Non
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
 
 
+@pytest.mark.both_servers
 def test_one_bad_event_in_a_batch_is_set_aside(tmp_path: Path, db_url: str) -> None:
     """A batch with an event the schema refuses records the rest; the bad one is kept aside."""
     from lora_tracker.capture.events import observe_checkpoint
@@ -341,15 +344,15 @@ def test_one_bad_event_in_a_batch_is_set_aside(tmp_path: Path, db_url: str) -> N
     sim.run()
     events = [observe_checkpoint(sim.epoch_path(e)) for e in (1, 2, 3)]
     events[1] = events[1].model_copy(update={"epoch": -1})  # violates epoch_number >= 0
-    recorder = Recorder(db_url)
+    delivery = EventDelivery(db_url)
     try:
-        result = recorder.submit_many(events)
+        result = delivery.submit_many(events)
     finally:
-        recorder.close()
-    assert [delivery for _, delivery, _ in result.outcomes] == ["recorded", "rejected", "recorded"]
+        delivery.close()
+    assert [outcome for _, outcome, _ in result.outcomes] == ["recorded", "rejected", "recorded"]
     files = rows(db_url, "SELECT epoch_number FROM checkpoints ORDER BY 1")
     assert [f["epoch_number"] for f in files] == [1, 3]
-    rejected = recorder.spool.rejected_path.read_text().splitlines()
+    rejected = delivery.spool.rejected_path.read_text().splitlines()
     assert len(rejected) == 1 and "epoch_number" in json.loads(rejected[0])["reason"]
 
 

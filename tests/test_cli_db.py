@@ -8,6 +8,7 @@ import json
 import socket
 
 import psycopg
+import pytest
 from click.testing import CliRunner
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -23,6 +24,7 @@ def invoke(url: str, *args: str, input: str | None = None) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.both_servers
 def test_init_then_init_again(blank_url: str) -> None:
     """`init` applies the schema; a second `init` says it is up to date and changes nothing."""
     code, out = invoke(blank_url, "init")
@@ -35,6 +37,7 @@ def test_init_then_init_again(blank_url: str) -> None:
     assert json.loads(out) == [{"n": 13}]
 
 
+@pytest.mark.both_servers
 def test_commands_refuse_an_uninitialised_remote(blank_url: str) -> None:
     """On a configured database without the schema, commands say to run init."""
     code, out = invoke(blank_url, "sql", "SELECT 1")
@@ -93,7 +96,11 @@ def test_sql_csv_output(examples_url: str) -> None:
 
 
 def test_sql_from_stdin_and_status_lines(examples_url: str) -> None:
-    """'-' reads the statement from stdin; a statement without rows prints its status."""
+    """'-' reads the statement from stdin; a statement without rows prints its status, and
+    that status is what happened: the SD15 runs changed, the SDXL run did not."""
+    query = "SELECT run_name, model_type, notes FROM training_runs ORDER BY id"
+    with psycopg.connect(examples_url) as conn:
+        before = conn.execute(query).fetchall()
     code, out = invoke(
         examples_url,
         "sql",
@@ -101,13 +108,16 @@ def test_sql_from_stdin_and_status_lines(examples_url: str) -> None:
         input="UPDATE training_runs SET notes = 'x' WHERE model_type = 'SD15';\n",
     )
     assert code == 0 and out.strip() == "UPDATE 2"
-    with psycopg.connect(examples_url) as conn:  # and the two rows were changed, for real
-        changed = conn.execute(
-            "SELECT model_type, notes FROM training_runs WHERE notes = 'x'"
-        ).fetchall()
-    assert changed == [("SD15", "x"), ("SD15", "x")]
+    with psycopg.connect(examples_url) as conn:  # committed, seen from another connection
+        after = conn.execute(query).fetchall()
+    assert [model for _, model, _ in before] == ["SD15", "SD15", "SDXL"]
+    assert all(notes != "x" for _, _, notes in before)
+    assert after == [
+        (name, model, "x" if model == "SD15" else notes) for name, model, notes in before
+    ]
 
 
+@pytest.mark.both_servers
 def test_sql_errors(examples_url: str) -> None:
     """A syntax error is one line, exit 1; --json without rows is a usage error, exit 2."""
     code, out = invoke(examples_url, "sql", "SELEC 1")
@@ -124,6 +134,7 @@ def _with_password(url: str, password: str) -> str:
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 
+@pytest.mark.both_servers
 def test_db_status_masks_password(examples_url: str) -> None:
     """`db status` shows target, server version, migrations and counts, never the password."""
     url = _with_password(examples_url, "s3cret-pw")
@@ -162,11 +173,8 @@ def test_database_down_is_one_line_and_masked() -> None:
     assert lines[-1].startswith("Error: cannot connect to postgresql://someone:***@")
 
 
-def test_url_from_environment(examples_url: str, monkeypatch: object) -> None:
+def test_url_from_environment(examples_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """LORA_TRACKER_DATABASE_URL is used when no --database-url is given."""
-    import pytest
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
     monkeypatch.setenv("LORA_TRACKER_DATABASE_URL", examples_url)
     result = CliRunner().invoke(cli, ["sql", "--json", "SELECT count(*) AS n FROM training_runs"])
     assert result.exit_code == 0 and json.loads(result.output) == [{"n": 3}]

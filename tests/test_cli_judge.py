@@ -99,6 +99,7 @@ def test_cleanup_refused_confirmation_changes_nothing(examples_url: str) -> None
 # -- what the commands do ---------------------------------------------------------------------
 
 
+@pytest.mark.both_servers
 def test_score_sets_only_what_is_given(examples_url: str) -> None:
     """score updates the given fields, creates a missing epoch, flags and clears flags."""
     code, out = run(
@@ -168,6 +169,7 @@ def test_score_sets_only_what_is_given(examples_url: str) -> None:
     assert new == [{"epoch_number": 9, "checkpoint_path": "/runs/sdxl-000009.safetensors"}]
 
 
+@pytest.mark.both_servers
 def test_verdict_sets_and_appends(examples_url: str) -> None:
     """verdict sets the given fields; --issue and --strength append without duplicates."""
     code, out = run(
@@ -228,6 +230,7 @@ def test_verdict_sets_and_appends(examples_url: str) -> None:
     assert r == {"issues_found": ["only one"], "quality_score": 3}
 
 
+@pytest.mark.both_servers
 def test_new_run_by_hand(examples_url: str) -> None:
     """new records a planned run with its parameters (the reference's step 1)."""
     code, out = run(
@@ -260,6 +263,7 @@ def test_new_run_by_hand(examples_url: str) -> None:
     assert r == [{"status": "in_progress", "network_alpha": 16, "num_images": 203}]
 
 
+@pytest.mark.both_servers
 def test_runs_filters_and_formats(examples_url: str) -> None:
     """runs lists training_comparison's columns, filtered, as a table, JSON or CSV."""
     code, out = run(examples_url, "runs", "--model-type", "SD15", "--json")
@@ -281,6 +285,7 @@ def test_runs_filters_and_formats(examples_url: str) -> None:
     assert code == 0 and out.strip() == "No runs match."
 
 
+@pytest.mark.both_servers
 def test_show_and_compare(examples_url: str) -> None:
     """show gives configuration, judgement, epochs and prompt grid; compare marks differences."""
     run(
@@ -360,6 +365,7 @@ def test_show_and_compare(examples_url: str) -> None:
     assert [p["prompt_name"] for p in json.loads(out)] == ["baby_sitting"]
 
 
+@pytest.mark.both_servers
 def test_captions(tmp_path: Path, examples_url: str) -> None:
     """caption add from a folder (count, detail level, hash), list, show, link."""
     folder = tmp_path / "dataset"
@@ -413,6 +419,7 @@ def test_captions(tmp_path: Path, examples_url: str) -> None:
     assert snapshot(examples_url) == before
 
 
+@pytest.mark.both_servers
 def test_tried(tmp_path: Path, examples_url: str) -> None:
     """tried lists equivalent and nearby runs; an equivalent failure exits 3, loudly."""
     code, out = run(
@@ -458,6 +465,7 @@ def test_tried(tmp_path: Path, examples_url: str) -> None:
     assert "network_dim=64" in out and "resolution=512x512" in out
 
 
+@pytest.mark.both_servers
 def test_stats_and_export(tmp_path: Path, examples_url: str) -> None:
     """stats runs the dashboard queries; export writes tables and views as CSV or JSON."""
     code, out = run(examples_url, "stats", "--json")
@@ -487,6 +495,7 @@ def test_stats_and_export(tmp_path: Path, examples_url: str) -> None:
     assert code == 1 and "cannot write" in out
 
 
+@pytest.mark.both_servers
 def test_cleanup(examples_url: str) -> None:
     """cleanup shows what it deletes, asks, and cascades to epochs and prompt results."""
     run(examples_url, "prompt", "add", "p1", "--text", "a prompt")

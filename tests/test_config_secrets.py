@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import lora_tracker
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import event_to_json, observe_checkpoint
 from lora_tracker.secrets import MASK, is_secret_key, mask_secrets
 
@@ -139,11 +139,11 @@ def test_trainer_config_file_and_metadata_are_masked(tmp_path: Path, db_url: str
     event = observe_checkpoint(path)
     assert HUB_TOKEN not in event_to_json(event) and API_KEY not in event_to_json(event)
     assert URL_PASSWORD not in event_to_json(event)
-    recorder = Recorder(db_url)
+    delivery = EventDelivery(db_url)
     try:
-        assert recorder.submit(event)[0] == "recorded"
+        assert delivery.submit(event)[0] == "recorded"
     finally:
-        recorder.close()
+        delivery.close()
     stored = _everything_stored(db_url)
     assert "network_dim" in stored and "ss_huggingface_repo_id" in stored
     assert HUB_TOKEN not in stored and URL_PASSWORD not in stored and API_KEY not in stored

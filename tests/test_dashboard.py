@@ -97,6 +97,7 @@ def add_prompt_result_with_image(url: str, tmp_path: Path) -> Path:
     return image
 
 
+@pytest.mark.both_servers
 def test_report_renders(browser: Any, examples_url: str, tmp_path: Path, server: str) -> None:
     """`report` writes one self-contained file that renders offline, charts and all."""
     add_prompt_result_with_image(examples_url, tmp_path)

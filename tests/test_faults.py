@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import observe_checkpoint
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
@@ -70,6 +70,7 @@ def test_nul_in_metadata_is_recorded_without_it(tmp_path: Path, db_url: str) -> 
     assert rejected_lines() == []
 
 
+@pytest.mark.both_servers
 def test_refused_event_is_set_aside_and_the_rest_lands(
     tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -95,6 +96,46 @@ def test_refused_event_is_set_aside_and_the_rest_lands(
     assert again.exit_code == 0
     assert len(rejected_lines()) == 2  # seen again as a new observation, refused again
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 3
+
+
+def peft_checkpoint(out: Path, step: int) -> Path:
+    """A transformers+PEFT checkpoint folder (``checkpoint-<step>``), as Trainer saves it."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    folder = out / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    weights = {"base_model.model.q_proj.lora_A.weight": np.zeros((8, 16), np.float32)}
+    (folder / "adapter_model.safetensors").write_bytes(save(weights, metadata={"format": "pt"}))
+    config = {"r": 8, "lora_alpha": 16, "peft_type": "LORA", "target_modules": ["q_proj"]}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder / "adapter_model.safetensors"
+
+
+@pytest.mark.both_servers
+def test_step_beyond_an_integer_is_refused_alone(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a CHECK: a step number past PostgreSQL's integer (``checkpoint-3000000000``)
+    is the server's "integer out of range". That file alone is refused, in one log line and
+    one line of rejected.jsonl; the checkpoints beside it land, once."""
+    out = tmp_path / "out"
+    good = [peft_checkpoint(out, step) for step in (10, 20)]
+    huge = peft_checkpoint(out, 3_000_000_000)
+    caplog.set_level("INFO")
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 recorded" in result.output and "1 refused" in result.output, result.output
+    landed = rows(db_url, "SELECT path, global_step FROM checkpoints ORDER BY global_step")
+    assert [(r["path"], r["global_step"]) for r in landed] == [(str(good[0]), 10),
+                                                               (str(good[1]), 20)]  # fmt: skip
+    refused = rejected_lines()
+    assert len(refused) == 1
+    assert json.loads(refused[0]["event"])["path"] == str(huge)
+    assert "out of range" in refused[0]["reason"] and "\n" not in refused[0]["reason"]
+    refusal_logs = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusal_logs) == 1 and str(huge) in refusal_logs[0]
+    assert "\n" not in refusal_logs[0] and "Traceback" not in result.output
 
 
 def test_api_run_name_with_nul_is_recorded(db_url: str) -> None:
@@ -307,12 +348,12 @@ def test_deleted_run_is_not_resurrected(tmp_path: Path, db_url: str) -> None:
     assert "2 of deleted runs left out" in again.output
     assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 0
     # a watcher that sees the file again live leaves it out too
-    recorder = Recorder(db_url)
+    delivery = EventDelivery(db_url)
     try:
         event = observe_checkpoint(out / "pixelbaby-000001.safetensors")
-        assert recorder.submit(event)[0] == "deleted"
+        assert delivery.submit(event)[0] == "deleted"
     finally:
-        recorder.close()
+        delivery.close()
 
     forced = runner.invoke(cli, ["--database-url", db_url, "record", "--force", str(out)])
     assert forced.exit_code == 0, forced.output
@@ -490,16 +531,16 @@ def test_a_deadlock_during_replay_keeps_the_event_for_next_time(
     KohyaRun(tmp_path, epochs=2, save_last_n=None, samples_per_epoch=0).run()
     CliRunner().invoke(cli, ["--database-url", proxied(db_url, proxy), "record", str(tmp_path)])
     assert Spool(spool_dir()).pending() == 2
-    real = delivery.record_event  # type: ignore[attr-defined]
+    real = delivery.apply_event  # type: ignore[attr-defined]
 
     def deadlocked(*args: object, **kwargs: object) -> object:
         raise psycopg.errors.DeadlockDetected("deadlock detected")
 
-    monkeypatch.setattr(delivery, "record_event", deadlocked)
+    monkeypatch.setattr(delivery, "apply_event", deadlocked)
     blocked = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
     assert blocked.exit_code == 1 and "2 events still waiting" in blocked.output, blocked.output
     assert Spool(spool_dir()).pending() == 2 and rejected_lines() == []
-    monkeypatch.setattr(delivery, "record_event", real)
+    monkeypatch.setattr(delivery, "apply_event", real)
     synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
     assert "Replayed 2 events, 0 still waiting" in synced.output
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2

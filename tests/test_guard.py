@@ -167,7 +167,7 @@ def test_kohya_bad_guard_value_is_one_line(tmp_path: Path, db_url: str) -> None:
 def test_kohya_database_down_or_hanging(tmp_path: Path, db_url: str) -> None:
     """An unreachable or silent database: one skip line, no traceback, training runs, and
     the check adds under a second (compared with the guard off)."""
-    env = {"LORA_TRACKER_FLUSH_TIMEOUT": "0"}
+    env = {"LORA_TRACKER_FLUSH_TIMEOUT": "0", "LORA_TRACKER_GUARD_TIMEOUT": "0.8"}
     down = trained(down_url(db_url), tmp_path / "down", env=env)
     assert down.returncode == 0, down.stderr
     assert down.stderr.count("launch check skipped") == 1 and "Traceback" not in down.stderr
@@ -208,6 +208,7 @@ def api_config(**changes: Any) -> dict[str, Any]:
             "lr": 1e-4, "epochs": 3, **changes}  # fmt: skip
 
 
+@pytest.mark.both_servers
 def test_api_banner_for_a_repeated_failure(
     db_url: str, guard_log: pytest.LogCaptureFixture
 ) -> None:
@@ -245,9 +246,10 @@ def test_api_strict_raises_exit_3_and_records_cancelled(db_url: str) -> None:
 
 @pytest.mark.parametrize("problem", ["down", "hanging"])
 def test_api_database_down_or_hanging_costs_under_a_second(
-    problem: str, db_url: str, guard_log: pytest.LogCaptureFixture
+    problem: str, db_url: str, guard_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """start_run returns within the time limit with one skip line and no traceback."""
+    monkeypatch.setenv("LORA_TRACKER_GUARD_TIMEOUT", "0.8")  # the product's default
     with silent_server() as port:
         url = down_url(db_url) if problem == "down" else hanging_url(port)
         began = time.monotonic()
@@ -377,7 +379,7 @@ def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
 ) -> None:
     """`watch --once` (a backfill) checks the runs it records for the first time; runs it
     had recorded before stay quiet."""
-    from lora_tracker.capture.delivery import Recorder
+    from lora_tracker.capture.delivery import EventDelivery
 
     now = time.time()
 
@@ -389,11 +391,11 @@ def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
         return out
 
     def backfill(out: Path) -> None:
-        recorder = Recorder(db_url)
+        delivery = EventDelivery(db_url)
         try:
-            Watcher([out], recorder).backfill()
+            Watcher([out], delivery).backfill()
         finally:
-            recorder.close()
+            delivery.close()
 
     first = folder("first", 1, 32)
     backfill(first)
@@ -424,3 +426,15 @@ def test_new_data_folder_is_silent_and_a_stopped_server_is_one_line(tmp_path: Pa
     result = start_check(target, lambda: settings).result()
     assert result.skipped == "the embedded database is not running yet"
     assert not (home / "pgdata" / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("2.5", 2.5), ("", 0.8), ("soon", 0.8), ("-1", 0.8), ("inf", 0.8)]
+)
+def test_time_limit_setting(value: str, expected: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LORA_TRACKER_GUARD_TIMEOUT gives a far-away database longer; a bad value is the
+    default, never an error in a training."""
+    from lora_tracker.guard import time_limit
+
+    monkeypatch.setenv("LORA_TRACKER_GUARD_TIMEOUT", value)
+    assert time_limit() == expected

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from lora_tracker import epochs, image_results, prompts, runs
 from lora_tracker.image_results import TestImage
@@ -18,6 +19,7 @@ def _epoch(conn: psycopg.Connection[dict[str, Any]], number: int = 3) -> int:
     return epochs.upsert_epoch(conn, run.id, number, EpochFields()).id
 
 
+@pytest.mark.both_servers  # migration 0009's keys, on each server
 def test_seeds_are_results_and_a_second_read_is_not(
     conn: psycopg.Connection[dict[str, Any]],
 ) -> None:

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from lora_tracker import embedded
+from lora_tracker.capture.apply import apply_event
 from lora_tracker.capture.events import RunStarted
-from lora_tracker.capture.record import record_event
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
 from lora_tracker.db import Database
@@ -212,7 +212,7 @@ def test_later_events_complete_captured_values_not_typed_ones(db_url: str) -> No
 
         def started(**fields: object) -> None:
             event = RunStarted(run_key="k1", run_name="r1", fields=fields, captured=True)
-            record_event(conn, event)
+            apply_event(conn, event)
 
         started(num_images=20, max_train_steps=1600, optimizer="AdamW")
         started(num_images=4, max_train_steps=30, optimizer="AdamW8bit")
@@ -234,11 +234,11 @@ def test_run_started_at_launch_takes_the_session_key(db_url: str) -> None:
     launch-time one goes."""
     with Database(db_url) as db:
         conn = db.connect()
-        record_event(conn, RunStarted(run_key="hook:a", fields={"output_name": "one"}))
-        record_event(conn, RunStarted(run_key="session:1", previous_key="hook:a"))
-        record_event(conn, RunStarted(run_key="hook:b", fields={"output_name": "two"}))
-        record_event(conn, RunStarted(run_key="session:2", fields={"output_name": "two"}))
-        record_event(conn, RunStarted(run_key="session:2", previous_key="hook:b"))
+        apply_event(conn, RunStarted(run_key="hook:a", fields={"output_name": "one"}))
+        apply_event(conn, RunStarted(run_key="session:1", previous_key="hook:a"))
+        apply_event(conn, RunStarted(run_key="hook:b", fields={"output_name": "two"}))
+        apply_event(conn, RunStarted(run_key="session:2", fields={"output_name": "two"}))
+        apply_event(conn, RunStarted(run_key="session:2", previous_key="hook:b"))
         found = conn.execute(
             "SELECT capture_key, output_name FROM training_runs ORDER BY 1"
         ).fetchall()
@@ -478,8 +478,8 @@ def test_overwritten_file_event_replayed_late(tmp_path: Path, db_url: str) -> No
     assert older.content_hash != newer.content_hash
     with Database(db_url) as db:
         conn = db.connect()
-        record_event(conn, newer)
-        record_event(conn, older)
+        apply_event(conn, newer)
+        apply_event(conn, older)
         owner = conn.execute(
             "SELECT tr.session_id, c.content_hash FROM checkpoints c "
             "JOIN training_runs tr ON tr.id = c.training_run_id"

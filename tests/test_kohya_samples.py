@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from lora_tracker.cli import cli
@@ -74,6 +75,7 @@ def assert_grid(url: str, run: KohyaRun, epochs: list[int], source: str) -> list
     return found
 
 
+@pytest.mark.both_servers
 def test_watch_prompts_option_links_every_sample(tmp_path: Path, db_url: str) -> None:
     """`watch --prompts FILE`: a line whose text is a test prompt fills that prompt's
     cells; the other lines create prompts marked with the file and the run; a second
@@ -204,6 +206,7 @@ ORDER BY tp.prompt_name, er.epoch_number
 """
 
 
+@pytest.mark.both_servers
 def test_hook_links_samples_from_a_json_prompts_file(tmp_path: Path, db_url: str) -> None:
     """The hook sees args.sample_prompts (kohya's .json format: lines and tables); the
     README's per-prompt query and `prompt show` return the linked results, and a score
@@ -233,6 +236,7 @@ def test_hook_links_samples_from_a_json_prompts_file(tmp_path: Path, db_url: str
     assert {r["image_path"] for r in json.loads(shown.output)} == {r["image_path"] for r in found}
 
 
+@pytest.mark.both_servers
 def test_spooled_events_keep_the_prompts_file(tmp_path: Path, db_url: str) -> None:
     """The database down: the events wait in the spool with the prompts file's text, so
     with the file deleted meanwhile `sync` still links every sample, exactly once."""
@@ -281,6 +285,7 @@ def test_live_watcher_links_samples_as_kohya_writes_them(
     assert_grid(db_url, run, [1, 2, 3], str(prompts))
 
 
+@pytest.mark.both_servers
 def test_hook_step_samples_follow_their_step_checkpoint(tmp_path: Path, db_url: str) -> None:
     """--sample_every_n_steps with --save_every_n_steps: kohya samples, then saves the step
     file; each step's samples land in the epoch of the checkpoint saved at that step."""

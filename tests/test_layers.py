@@ -3,8 +3,10 @@
 - capture (the sources and the store below every front end) imports nothing from the CLI,
   the dashboard, the integrations or the tracking API;
 - nothing below the CLI imports click;
-- the dashboard server holds no SQL (its queries live in the library);
-- migrations never imports db, and db reaches migrations only lazily (no import cycle).
+- the dashboard server and the CLI hold no SQL (their queries live in the library);
+- migrations never imports db, and db reaches migrations only lazily (no import cycle);
+- the spool has one door, ``capture/delivery.py``: no other module opens it or reaches
+  into a delivery's spool (``db status`` only counts its lines).
 """
 
 from __future__ import annotations
@@ -79,17 +81,52 @@ def test_nothing_below_the_cli_imports_click() -> None:
     assert _violations(below, ("click",)) == []
 
 
-def test_dashboard_server_holds_no_sql() -> None:
-    tree = ast.parse((PACKAGE / "dashboard" / "server.py").read_text(encoding="utf-8"))
-    statement = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE)\b")
-    sql = [
-        f"line {node.lineno}: {node.value[:60]!r}"
+def _sql_in(path: Path) -> list[str]:
+    """SQL statements written in a file (string constants other than docstrings, which may
+    show SQL as an example) and calls of ``.execute``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and statement.search(node.value)
-    ]
-    assert sql == []
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    statement = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE)\b.*\b(FROM|INTO|SET|WHERE)\b", re.S)
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and statement.search(node.value)
+        ):
+            found.append(f"{path.name}:{node.lineno}: {node.value[:60]!r}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("execute", "executemany")
+        ):
+            found.append(f"{path.name}:{node.lineno}: .{node.func.attr}(...)")
+    return found
+
+
+def test_sql_reader_sees_sql() -> None:
+    # the rule below is only as good as this reader: it must find the library's SQL
+    assert any("SELECT" in found for found in _sql_in(PACKAGE / "runs.py"))
+    assert any(".execute(" in found for found in _sql_in(PACKAGE / "judging.py"))
+
+
+def test_dashboard_server_holds_no_sql() -> None:
+    assert _sql_in(PACKAGE / "dashboard" / "server.py") == []
+
+
+def test_cli_holds_no_sql() -> None:
+    """The commands parse, call the library and print: no query of their own (`lora-tracker
+    sql` hands the user's text to the library's rawsql)."""
+    found = [line for path in _sources(PACKAGE / "cli") for line in _sql_in(path)]
+    assert found == []
 
 
 def test_db_and_migrations_do_not_import_each_other() -> None:
@@ -107,3 +144,61 @@ def test_db_and_migrations_do_not_import_each_other() -> None:
         )
     ]
     assert eager == []
+
+
+# The spool's one door, and the one module that only counts its lines for `db status`.
+SPOOL_DOOR = PACKAGE / "capture" / "delivery.py"
+SPOOL_COUNTERS = (PACKAGE / "status.py",)
+
+
+def _spool_attributes(path: Path) -> list[str]:
+    """Where a file reaches for an object's ``spool`` attribute (``delivery.spool...``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} uses .spool"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "spool"
+    ]
+
+
+def test_only_the_delivery_opens_the_spool() -> None:
+    # the reader sees what it looks for, in the one file allowed to do it
+    assert _spool_attributes(SPOOL_DOOR)
+    assert _violations([SPOOL_DOOR], ("lora_tracker.spool",))
+    others = [p for p in _sources(PACKAGE) if p != SPOOL_DOOR and p not in SPOOL_COUNTERS]
+    assert len(others) > 20
+    assert _violations(others, ("lora_tracker.spool",)) == []
+    # the watcher, the API thread, the hooks and the CLI ask the delivery (replay, keep,
+    # pending) instead of reading its spool
+    assert [hit for path in others for hit in _spool_attributes(path)] == []
+
+
+def _layout_table() -> str:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+
+
+def test_the_readme_layout_lists_every_module() -> None:
+    table = _layout_table()
+    missing = []
+    for path in sorted(PACKAGE.iterdir()):
+        if path.suffix == ".py" and path.stem not in ("__init__", "__main__"):
+            names = (f"`lora_tracker/{path.name}`", f"`{path.name}`")
+        elif path.is_dir() and (path / "__init__.py").exists():
+            names = (f"`lora_tracker/{path.name}/`", f"`{path.name}/`")
+        else:
+            continue
+        if not any(name in table for name in names):
+            missing.append(path.name)
+    assert missing == [], f"add to the README's layout table: {missing}"
+    # capture's own table, in its package docstring, names each of its modules
+    docstring = ast.get_docstring(ast.parse((PACKAGE / "capture" / "__init__.py").read_text()))
+    assert docstring is not None
+    listed = {line.split()[0] for line in docstring.splitlines() if line.strip()}  # first words
+    unlisted = [
+        p.name
+        for p in _sources(PACKAGE / "capture")
+        if p.name != "__init__.py" and p.name not in listed
+    ]
+    assert unlisted == [], f"add to capture/__init__.py's table: {unlisted}"

@@ -109,6 +109,7 @@ def table_after(source: str, heading: str) -> list[list[str]]:
 # -- the reference document's data ------------------------------------------------------------
 
 
+@pytest.mark.both_servers
 def test_example_timeline(examples_url: str, tmp_path: Path) -> None:
     """The timeline lists the three runs in date order, every column filled from the record,
     the run still training marked, and the same bytes on a second run."""
@@ -148,6 +149,7 @@ def test_example_timeline(examples_url: str, tmp_path: Path) -> None:
     assert again.read_bytes() == target.read_bytes()
 
 
+@pytest.mark.both_servers
 def test_example_analysis_says_what_the_reference_says(examples_url: str, tmp_path: Path) -> None:
     """The analysis states the reference document's findings in words: dim 32 at 512x512 on
     SD15 succeeded (9/10), dim 64 failed (0/10, photorealistic), SDXL at dim 128 / 1024x1024

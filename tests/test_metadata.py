@@ -9,13 +9,13 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from lora_tracker.capture.files import classify_checkpoint, classify_sample, output_dir_of
-from lora_tracker.capture.metadata import (
+from lora_tracker.capture.checkpoint_metadata import (
     decode_value,
     epoch_fields_from_metadata,
     run_fields_from_metadata,
     trainer_of,
 )
+from lora_tracker.capture.files import classify_checkpoint, classify_sample, output_dir_of
 from lora_tracker.capture.trainer_config import load_toml, run_fields_from_config
 
 from .kohya_sim import nometa_metadata, sd15_metadata, sdxl_metadata

@@ -18,7 +18,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from lora_tracker import migrations
-from lora_tracker.capture.delivery import Recorder
+from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import observe_checkpoint
 from lora_tracker.settings import Target
 
@@ -125,18 +125,18 @@ def test_recorders_and_scorers_at_once_through_pooler(
     lock = threading.Lock()
 
     def record_one_by_one(sim: KohyaRun) -> None:
-        recorder = Recorder(target=Target(url, "--database-url", home))
+        delivery = EventDelivery(target=Target(url, "--database-url", home))
         try:
             events = [observe_checkpoint(sim.epoch_path(e)) for e in range(1, sim.epochs + 1)]
             for _ in range(2):  # the second pass is all duplicates: more statements per session
                 for event in events:
-                    delivery, _ = recorder.submit(event)
+                    outcome, _ = delivery.submit(event)
                     with lock:
-                        deliveries.append(delivery)
+                        deliveries.append(outcome)
         except BaseException as exc:  # reported below, in the test's thread
             failures.append(exc)
         finally:
-            recorder.close()
+            delivery.close()
 
     threads = [threading.Thread(target=record_one_by_one, args=(s,)) for s in library_runs]
     procs = [
@@ -214,5 +214,5 @@ def test_recorders_and_scorers_at_once_through_pooler(
         "ON tr.id = er.training_run_id WHERE run_name = 'pooled_trainer' ORDER BY 1",
     )
     assert [(t["epoch_number"], t["loss"]) for t in trained] == [(e, 1.0 / e) for e in range(1, 6)]
-    spool = Recorder(target=Target(url, "--database-url", home)).spool
+    spool = EventDelivery(target=Target(url, "--database-url", home)).spool
     assert spool.pending() == 0 and spool.rejected() == 0

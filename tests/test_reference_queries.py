@@ -17,6 +17,9 @@ from lora_tracker.cli import cli
 
 from .conftest import ROOT
 
+# the reference document's queries must run unchanged on each server
+pytestmark = pytest.mark.both_servers
+
 REFERENCE = ROOT / "tests" / "data" / "TRAINING_TRACKING_README.md"
 SHARED_REFERENCE = ROOT.parent / "shared" / "reference" / "TRAINING_TRACKING_README.md"
 # A placeholder in the document's prose, not SQL: "INSERT INTO epoch_results (...) VALUES (...)"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save
 
@@ -167,29 +167,57 @@ def test_random_bytes_never_crash(tmp_path_factory: pytest.TempPathFactory, data
 
 
 MUTATION_BASE = checkpoint_bytes({"ss_network_dim": "4"}, 4, seed=3, pairs=1)
+MUTATION_HEADER_END = 8 + struct.unpack("<Q", MUTATION_BASE[:8])[0]
+MUTATION_DOCUMENT = json.loads(MUTATION_BASE[8:MUTATION_HEADER_END])
 
 
 @settings(max_examples=300, deadline=2000)
 @given(
-    cut=st.integers(min_value=0, max_value=10_000),
-    flip=st.integers(min_value=0, max_value=10_000),
+    cut=st.integers(min_value=0, max_value=len(MUTATION_BASE) + 100),
+    flip=st.none() | st.integers(min_value=0, max_value=10_000),
     value=st.integers(min_value=0, max_value=255),
 )
-def test_mutated_checkpoints_never_crash(cut: int, flip: int, value: int) -> None:
+@example(cut=len(MUTATION_BASE), flip=None, value=0)  # the file as written
+@example(cut=MUTATION_HEADER_END + 1, flip=None, value=0)  # cut in the data
+@example(cut=len(MUTATION_BASE), flip=MUTATION_HEADER_END + 5, value=1)  # a data byte
+@example(cut=len(MUTATION_BASE), flip=20, value=0)  # a header byte
+def test_mutated_checkpoints_never_crash(cut: int, flip: int | None, value: int) -> None:
     """A real checkpoint, cut short or with one byte changed, read from a file as capture
-    reads it: a typed error or a header that fits the file, never another exception."""
+    reads it: a typed error or a header that fits the file, never another exception. What
+    is known is checked too: the whole file reads as written, a file cut short is
+    incomplete (never corrupt), and a byte changed among the tensors' data leaves the
+    header as it was (the reader reads the header alone)."""
     import tempfile
 
     good = MUTATION_BASE
-    data = bytearray(good[: max(cut, 0)] if cut < len(good) else good)
-    if data:
-        data[flip % len(data)] = value
+    data = bytearray(good[:cut])
+    where = None if flip is None or not data else flip % len(data)
+    if where is not None:
+        data[where] = value
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "m.safetensors"
         path.write_bytes(bytes(data))
         try:
             header = read_safetensors_header(path)
-        except CheckpointError:
-            return
+        except CheckpointError as exc:
+            error: CheckpointError | None = exc
+        else:
+            error = None
+    whole = len(data) == len(good)
+    if bytes(data) == good[: len(data)]:  # unchanged: whole, or cut short
+        if whole:
+            assert error is None, error
+            assert header.metadata == MUTATION_DOCUMENT["__metadata__"]
+            assert header.tensor_count == len(MUTATION_DOCUMENT) - 1
+        else:
+            assert isinstance(error, IncompleteCheckpoint), error
+        return
+    if whole and where is not None and where >= MUTATION_HEADER_END:  # data changed only
+        assert error is None, error
+        assert header.metadata == MUTATION_DOCUMENT["__metadata__"]
+        assert header.expected_size == len(good)
+        return
+    if error is not None:
+        return
     assert header.expected_size <= len(data)
     assert 8 + struct.unpack("<Q", bytes(data[:8]))[0] <= len(data)

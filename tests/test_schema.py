@@ -17,6 +17,9 @@ from lora_tracker.migrations import migrate
 
 from .conftest import ROOT
 
+# the schema, its migrations and RLS: what each server must hold
+pytestmark = pytest.mark.both_servers
+
 TABLES = {
     "training_runs",
     "epoch_results",

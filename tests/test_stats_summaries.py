@@ -50,6 +50,7 @@ def insert(conn: psycopg.Connection[dict[str, Any]], run: dict[str, Any]) -> int
     return int(row["id"])
 
 
+@pytest.mark.both_servers
 def test_summaries_follow_every_change(conn: psycopg.Connection[dict[str, Any]]) -> None:
     rng = random.Random(7)
     both(conn)  # empty
@@ -112,6 +113,7 @@ def test_summaries_follow_every_change(conn: psycopg.Connection[dict[str, Any]])
     both(conn)
 
 
+@pytest.mark.both_servers
 def test_stats_command_matches_the_tables(
     examples_conn: psycopg.Connection[dict[str, Any]],
 ) -> None:

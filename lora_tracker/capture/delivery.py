@@ -1,14 +1,22 @@
 """Getting events into the database, or into the spool when it cannot be reached.
 
-``Recorder.submit`` never raises for a database problem: the event is either recorded or
+``EventDelivery.submit`` never raises for a database problem: the event is either recorded or
 durably spooled, and the caller (a watcher, a hook, the CLI) carries on. Spooled events are
 replayed, in order, before new ones whenever the database answers again.
+
+This is the one door to the spool: sources (the watcher, the Python API's background
+thread, the kohya hook) hand events to an ``EventDelivery`` and ask it to replay; none of
+them opens the spool. One ``EventDelivery`` per process and target is shared by the API's
+thread and the kohya hook's fallback watcher (``tracking.Dispatcher.delivery``); its
+operations take turns on its one connection. Whoever creates an ``EventDelivery`` closes
+it (a ``Watcher`` given one does not).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,16 +37,16 @@ from ..spool import (
     Unappliable,
     spool_for,
 )
+from .apply import Applied, KnownFiles, apply_event, apply_events, known_files
 from .events import AnyEvent, event_from_json, event_to_json
 from .nul_safe import make_nul_safe
-from .record import KnownFiles, Recorded, known_files, record_event, record_events
 
 log = logging.getLogger(__name__)
 
 Event = AnyEvent
 # "unsaved": the database was unreachable and the spool could not be written either (a
 # full disk); the caller still has the file and must offer it again later.
-Delivery = Literal[
+DeliveryOutcome = Literal[
     "recorded", "duplicate", "unmatched", "deleted", "spooled", "rejected", "unsaved"
 ]
 
@@ -47,13 +55,13 @@ RETRY_AFTER_S = 5.0  # after a failure, how long to spool without trying the dat
 
 @dataclass
 class BatchResult:
-    outcomes: list[tuple[Event, Delivery, Recorded | None]] = field(default_factory=list)
+    outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]] = field(default_factory=list)
 
-    def count(self, delivery: Delivery) -> int:
-        return sum(1 for _, d, _ in self.outcomes if d == delivery)
+    def count(self, outcome: DeliveryOutcome) -> int:
+        return sum(1 for _, d, _ in self.outcomes if d == outcome)
 
 
-class Recorder:
+class EventDelivery:
     """Delivers capture events to one database target, spooling what cannot go through."""
 
     def __init__(
@@ -70,6 +78,9 @@ class Recorder:
         self._down_until = 0.0
         self._spool_error: str | None = None  # the spool's last write failure, until one works
         self._said_down = False  # the outage was logged (a line per outage, not per retry)
+        # one thread at a time on the connection (the API's thread and a fallback watcher
+        # may share this object); spooling alone and close() do not wait for it
+        self._turn = threading.RLock()
 
     # -- database ------------------------------------------------------------------------
     def _database(self) -> Database:
@@ -96,18 +107,38 @@ class Recorder:
         return time.monotonic() < self._down_until
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Close the connection (never waits: at exit, another thread may be stuck on it)."""
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
-    # -- delivery ------------------------------------------------------------------------
-    def submit(self, event: Event) -> tuple[Delivery, Recorded | None]:
+    # -- the spool, seen from outside --------------------------------------------------------
+    def pending(self) -> int:
+        """How many events wait in the spool (for this database or another)."""
+        return self.spool.pending()
+
+    def nothing_spooled(self) -> bool:
+        """No spool file at all: nothing waits, nothing cut off by a crash to set aside."""
+        return not self.spool.path.exists()
+
+    def keep(self, events: Iterable[Event]) -> list[DeliveryOutcome]:
+        """Spool events without trying the database (at exit, when time has run out):
+        ``spooled``, or ``unsaved`` if the spool cannot be written (said once in the log).
+        Does not wait for another thread delivering through this object."""
+        return [self._spool(event)[0] for event in events]
+
+    # -- delivery -----------------------------------------------------------------------
+    def submit(self, event: Event) -> tuple[DeliveryOutcome, Applied | None]:
         """Record one event, or spool it. Never raises for a database problem."""
-        _, delivery, recorded = self.submit_many([event]).outcomes[0]
-        return delivery, recorded
+        _, outcome, applied = self.submit_many([event]).outcomes[0]
+        return outcome, applied
 
     def submit_many(self, events: Iterable[Event], batch_size: int = 200) -> BatchResult:
         """Record events in order, in transactions of up to ``batch_size`` events."""
+        with self._turn:
+            return self._submit_many(list(events), batch_size)
+
+    def _submit_many(self, events: list[Event], batch_size: int) -> BatchResult:
         result = BatchResult()
         pending = list(events)
         if not pending:
@@ -129,7 +160,7 @@ class Recorder:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
             try:
-                outcomes = self._record_batch_retrying(batch)
+                outcomes = self._apply_batch_retrying(batch)
                 self._mark_up()
                 result.outcomes.extend(outcomes)
                 _log_new_runs(outcomes)
@@ -140,13 +171,13 @@ class Recorder:
                 break
         return result
 
-    def _record_batch_retrying(
+    def _apply_batch_retrying(
         self, batch: list[Event], attempts: int = 3
-    ) -> list[tuple[Event, Delivery, Recorded | None]]:
+    ) -> list[tuple[Event, DeliveryOutcome, Applied | None]]:
         """A deadlock with another watcher rolls the whole batch back: run it again."""
         for attempt in range(attempts):
             try:
-                return self._record_batch(batch)
+                return self._apply_batch(batch)
             except psycopg.Error as exc:
                 if not _write_conflict(exc):
                     raise
@@ -155,34 +186,36 @@ class Recorder:
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _record_batch(self, batch: list[Event]) -> list[tuple[Event, Delivery, Recorded | None]]:
+    def _apply_batch(
+        self, batch: list[Event]
+    ) -> list[tuple[Event, DeliveryOutcome, Applied | None]]:
         """One transaction for the batch; if any event fails, the batch is rolled back
         and done again with a savepoint per event, so only the bad event is rejected."""
         db = self._database()
         try:
             with db.transaction() as conn:
-                fast = record_events(conn, batch, runs={})
+                fast = apply_events(conn, batch, runs={})
             return [
-                (event, recorded.outcome, recorded)
-                for event, recorded in zip(batch, fast, strict=True)
+                (event, applied.outcome, applied)
+                for event, applied in zip(batch, fast, strict=True)
             ]
         except Exception as exc:
             _raise_if_transient(exc)  # else: find the culprit below
-        outcomes: list[tuple[Event, Delivery, Recorded | None]] = []
+        outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]] = []
         with db.transaction() as conn:
             for event in batch:
                 try:
                     with translate_errors(conn):
-                        recorded = record_event(conn, event)  # a savepoint each
+                        applied = apply_event(conn, event)  # a savepoint each
                 except Exception as exc:
                     _raise_if_transient(exc)
                     self._reject(event, exc)
                     outcomes.append((event, "rejected", None))
                     continue
-                outcomes.append((event, recorded.outcome, recorded))
+                outcomes.append((event, applied.outcome, applied))
         return outcomes
 
-    def _spool(self, event: Event) -> tuple[Delivery, None]:
+    def _spool(self, event: Event) -> tuple[DeliveryOutcome, None]:
         try:
             self.spool.append(spooled_line(event, self.target))
         except OSError as exc:  # a full or read-only disk: say so once, the caller retries
@@ -219,16 +252,24 @@ class Recorder:
         """What the database already holds under these folders (None if unreachable)."""
         if self.database_down:
             return None
-        try:
-            db = self._database()
-            with db.transaction() as conn:
-                return known_files(conn, host, folders)
-        except (DatabaseUnavailable, SchemaNotInitialized) as exc:
-            self._mark_down(exc)
-            return None
+        with self._turn:
+            try:
+                db = self._database()
+                with db.transaction() as conn:
+                    return known_files(conn, host, folders)
+            except (DatabaseUnavailable, SchemaNotInitialized) as exc:
+                self._mark_down(exc)
+                return None
 
     def replay(self, *, wait: bool = False) -> ReplayResult:
-        """Apply spooled events in order; stops (keeping the rest) if the database fails."""
+        """Apply spooled events in order; stops (keeping the rest) if the database fails.
+        Cheap when nothing is spooled: a watcher calls it every few seconds."""
+        if self.nothing_spooled():
+            return ReplayResult()
+        with self._turn:
+            return self._replay(wait)
+
+    def _replay(self, wait: bool) -> ReplayResult:
 
         def apply(line: str) -> None:
             spooled_for = _spooled_for(line)
@@ -240,8 +281,8 @@ class Recorder:
                 raise Unappliable(f"unreadable event ({_reason(exc)})") from None
             try:
                 with self._database().transaction() as conn:
-                    recorded = record_event(conn, event)
-                _log_new_runs([(event, recorded.outcome, recorded)])
+                    applied = apply_event(conn, event)
+                _log_new_runs([(event, applied.outcome, applied)])
             except SchemaNotInitialized as exc:
                 raise DatabaseUnavailable(str(exc)) from None
             except Exception as exc:
@@ -306,11 +347,11 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _log_new_runs(outcomes: list[tuple[Event, Delivery, Recorded | None]]) -> None:
+def _log_new_runs(outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]]) -> None:
     """One line per run created, once its transaction is committed."""
-    for _, _, recorded in outcomes:
-        if recorded is not None and recorded.new_run:
-            log.info("new run %s", recorded.run_name)
+    for _, _, applied in outcomes:
+        if applied is not None and applied.new_run:
+            log.info("new run %s", applied.run_name)
 
 
 def spooled_line(event: Event, target: Target) -> str:

@@ -2,7 +2,7 @@
 
 An event carries everything read from the file at the moment it was observed, so it can
 wait in the spool and be recorded after the file is gone. ``observe_checkpoint`` is where
-a file on disk becomes an event; ``record.py`` is where an event becomes rows.
+a file on disk becomes an event; ``apply.py`` is where an event becomes rows.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pydantic import BaseModel, Field, TypeAdapter, field_validator
 
 from ..secrets import mask_mapping, mask_secrets, mask_text
 from ..settings import this_host as this_host
+from ..vocab import EndStatus
+from .checkpoint_metadata import epoch_fields_from_metadata, trainer_of
 from .files import (
     CheckpointKind,
     CheckpointName,
@@ -33,7 +35,6 @@ from .files import (
     classify_sample,
     output_dir_of,
 )
-from .metadata import epoch_fields_from_metadata, trainer_of
 from .safetensors_header import CorruptCheckpoint, read_safetensors_header
 from .sample_prompts import SamplePromptsFile, find_sample_prompts
 from .trainer_config import GUI_CONFIG_GLOB, load_toml
@@ -153,7 +154,7 @@ class RunFinished(_RunEvent):
     """A run ended: completed, failed (with the error) or cancelled."""
 
     kind: Literal["run_finished"] = "run_finished"
-    status: Literal["completed", "failed", "cancelled"]
+    status: EndStatus
     failure_reason: str | None = None
     total_steps: int | None = None  # the step reached (a hook sees each step)
 

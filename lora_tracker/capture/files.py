@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
-from typing import Literal
 
-CheckpointKind = Literal["epoch", "step", "final", "unknown"]
+from ..vocab import CheckpointKind as CheckpointKind  # re-exported: events.py uses it
 
 CHECKPOINT_SUFFIXES = {".safetensors": "safetensors", ".ckpt": "ckpt", ".pt": "pt"}
 ADAPTER_FILES = {"pytorch_lora_weights", "adapter_model"}

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..secrets import mask_secrets
-from .metadata import _decimal, _int, _number, _resolution_text
+from .checkpoint_metadata import _decimal, _int, _number, _resolution_text
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from watchdog.events import FileSystemEventHandler
 
-from .delivery import Delivery, Event, Recorder
+from .apply import Applied
+from .delivery import DeliveryOutcome, Event, EventDelivery
 from .events import (
     CheckpointObserved,
     CheckpointRemoved,
@@ -45,7 +46,6 @@ from .files import (
     output_dir_of,
     skipped_folder_name,
 )
-from .record import Recorded
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,12 @@ def scan(
 
 
 class Watcher:
-    """Watches folders and records checkpoints through a Recorder."""
+    """Watches folders and hands what it finds to an EventDelivery (which its creator closes)."""
 
     def __init__(
         self,
         folders: list[Path],
-        recorder: Recorder,
+        delivery: EventDelivery,
         *,
         run_name: str | None = None,
         config_path: Path | None = None,
@@ -126,10 +126,10 @@ class Watcher:
         retry_s: float = 0.2,
         stuck_after_s: float = 10.0,
         replay_every_s: float = REPLAY_EVERY_S,
-        on_recorded: Callable[[Event, Delivery, Recorded | None], None] | None = None,
+        on_delivered: Callable[[Event, DeliveryOutcome, Applied | None], None] | None = None,
     ) -> None:
         self.folders = [folder.absolute() for folder in folders]
-        self.recorder = recorder
+        self.delivery = delivery
         self.run_name = run_name
         self.config_path = config_path
         self.run_key = run_key
@@ -139,7 +139,7 @@ class Watcher:
         self.retry_s = retry_s
         self.stuck_after_s = stuck_after_s
         self.replay_every_s = replay_every_s
-        self.on_recorded = on_recorded or _log_delivery
+        self.on_delivered = on_delivered or _log_delivery
         self.host = this_host()
         self._state: dict[str, FileState] = {}
         self._queue: list[tuple[float, str]] = []  # heap of (due, path)
@@ -162,7 +162,7 @@ class Watcher:
         """Record what is already on disk (and what vanished while nobody watched)."""
         stats = BackfillStats()
         found = list(scan(self.folders, self._unreadable_folder))
-        known = self.recorder.known_files(self.host, [str(f) for f in self.folders])
+        known = self.delivery.known_files(self.host, [str(f) for f in self.folders])
         checkpoints = [p for p in found if classify_checkpoint(p) is not None]
         checkpoints.sort(key=_mtime_order)
         stats.checkpoints = len(checkpoints)
@@ -172,22 +172,22 @@ class Watcher:
         if known is not None:
             self._vanished_and_samples(found, checkpoints, known, stats, events)
         new_runs: list[str | None] = []
-        for event, delivery, recorded in self.recorder.submit_many(events).outcomes:
-            if delivery == "spooled":
+        for event, outcome, applied in self.delivery.submit_many(events).outcomes:
+            if outcome == "spooled":
                 stats.spooled += 1
-            elif delivery == "unsaved":
+            elif outcome == "unsaved":
                 stats.unsaved += 1
-            elif delivery == "rejected":
+            elif outcome == "rejected":
                 stats.rejected += 1
-            elif delivery == "deleted":
+            elif outcome == "deleted":
                 stats.deleted += 1
-            elif delivery in ("recorded", "duplicate") and event.kind == "checkpoint":
+            elif outcome in ("recorded", "duplicate") and event.kind == "checkpoint":
                 stats.recorded += 1
-            self._after_delivery(event, delivery)
+            self._after_delivery(event, outcome)
             if event.kind == "checkpoint":
-                self.on_recorded(event, delivery, recorded)
-            if delivery == "recorded" and recorded is not None and recorded.new_run:
-                new_runs.append(recorded.run_name)
+                self.on_delivered(event, outcome, applied)
+            if outcome == "recorded" and applied is not None and applied.new_run:
+                new_runs.append(applied.run_name)
         for run_name in new_runs[:GUARDED_NEW_RUNS]:  # trainings found for the first time
             self._guard_new_run(run_name)
         return stats
@@ -250,10 +250,10 @@ class Watcher:
             if progress and (index % 100 == 0 or index == len(checkpoints)):
                 progress(index, len(checkpoints))
 
-    def _after_delivery(self, event: Event, delivery: Delivery) -> None:
+    def _after_delivery(self, event: Event, outcome: DeliveryOutcome) -> None:
         """An event neither recorded nor spooled (a full disk while the database is down)
         is kept here and offered again until it goes through."""
-        if delivery == "unsaved":
+        if outcome == "unsaved":
             self._unsaved.append(event)
 
     def _backfill_one(self, path: Path, known: Any, stats: BackfillStats) -> Event | None:
@@ -323,7 +323,8 @@ class Watcher:
         return self.backfill_stats if self._backfilled.is_set() else None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop watching and wait for the worker (pending checks are dropped)."""
+        """Stop watching and wait for the worker (pending checks are dropped). The
+        delivery stays open: whoever created it closes it."""
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
@@ -332,7 +333,6 @@ class Watcher:
             self._observer.join(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
-        self.recorder.close()
 
     @property
     def alive(self) -> bool:
@@ -456,21 +456,20 @@ class Watcher:
 
     def _maybe_replay(self) -> None:
         now = time.monotonic()
-        if now - self._last_replay < self.replay_every_s or self.recorder.database_down:
+        if now - self._last_replay < self.replay_every_s or self.delivery.database_down:
             return
         self._last_replay = now
         if self._unsaved:
             self._offer_unsaved()
-        if self.recorder.spool.pending():
-            self.recorder.replay()
+        self.delivery.replay()  # the spool is the delivery's: it knows whether anything waits
 
     def _offer_unsaved(self) -> None:
         events, self._unsaved = self._unsaved, []
-        result = self.recorder.submit_many(events)
-        for event, delivery, recorded in result.outcomes:
-            self._after_delivery(event, delivery)
-            if event.kind == "checkpoint" and delivery != "unsaved":
-                self.on_recorded(event, delivery, recorded)
+        result = self.delivery.submit_many(events)
+        for event, outcome, applied in result.outcomes:
+            self._after_delivery(event, outcome)
+            if event.kind == "checkpoint" and outcome != "unsaved":
+                self.on_delivered(event, outcome, applied)
 
     def _check(self, path: str) -> None:
         p = Path(path)
@@ -517,12 +516,12 @@ class Watcher:
             log.warning("skipped %s: %s", p.name, exc)
             self._state[path] = FileState(identity, "corrupt")
             return
-        delivery, recorded = self.recorder.submit(event)
+        outcome, applied = self.delivery.submit(event)
         self._state[path] = FileState(identity, "recorded")
-        self._after_delivery(event, delivery)
-        self.on_recorded(event, delivery, recorded)
-        if delivery == "recorded" and recorded is not None and recorded.new_run:
-            self._guard_new_run(recorded.run_name)
+        self._after_delivery(event, outcome)
+        self.on_delivered(event, outcome, applied)
+        if outcome == "recorded" and applied is not None and applied.new_run:
+            self._guard_new_run(applied.run_name)
 
     def _settled(self, state: FileState, now: float) -> bool:
         """For a file unchanged since its last check: nothing to do now (recorded, judged
@@ -538,16 +537,16 @@ class Watcher:
         if os.path.exists(p):
             sample = self._observe_sample(p)
             if sample is not None:
-                delivery, _ = self.recorder.submit(sample)
-                self._after_delivery(sample, delivery)
+                outcome, _ = self.delivery.submit(sample)
+                self._after_delivery(sample, outcome)
 
     def _check_removed(self, path: str) -> None:
         state = self._state.pop(path, None)
         if state is not None and state.status == "recorded":
             removal = CheckpointRemoved(path=path)
-            delivery, recorded = self.recorder.submit(removal)
-            self._after_delivery(removal, delivery)
-            log.info("removed %s%s", _shown(path), _removal_said(delivery, recorded))
+            outcome, applied = self.delivery.submit(removal)
+            self._after_delivery(removal, outcome)
+            log.info("removed %s%s", _shown(path), _removal_said(outcome, applied))
 
     def _settling(
         self, path: str, identity: tuple[int, int], state: FileState | None, now: float
@@ -571,7 +570,7 @@ class Watcher:
         mode = mode_or_default()
         if run_name is None or mode == "off":
             return
-        report(check_recorded_run(self.recorder.target, run_name), mode, stops=False)
+        report(check_recorded_run(self.delivery.target, run_name), mode, stops=False)
 
 
 class _Handler(FileSystemEventHandler):
@@ -620,31 +619,31 @@ def _same_time(recorded: datetime | None, st_mtime: float) -> bool:
     return abs((recorded - on_disk).total_seconds()) < 0.001
 
 
-def _log_delivery(event: Event, delivery: Delivery, recorded: Recorded | None) -> None:
+def _log_delivery(event: Event, outcome: DeliveryOutcome, applied: Applied | None) -> None:
     if event.kind != "checkpoint":
         return
     size_mb = event.size_bytes / (1024 * 1024)
     name = _shown(event.path)
-    if delivery in ("recorded", "duplicate") and recorded is not None:
-        where = f"run {recorded.run_name}"
-        if recorded.epoch is not None and event.checkpoint_kind != "step":
-            where += f" epoch {recorded.epoch}"
+    if outcome in ("recorded", "duplicate") and applied is not None:
+        where = f"run {applied.run_name}"
+        if applied.epoch is not None and event.checkpoint_kind != "step":
+            where += f" epoch {applied.epoch}"
         elif event.step is not None:
             where += f" step {event.step}"
         log.info("recorded %s -> %s (%.1f MB)", name, where, size_mb)
-    elif delivery == "spooled":
+    elif outcome == "spooled":
         log.info("spooled %s (database unavailable; %.1f MB)", name, size_mb)
-    elif delivery == "unsaved":
+    elif outcome == "unsaved":
         log.info("not recorded yet %s (database unavailable, spool not writable)", name)
-    elif delivery == "deleted":
+    elif outcome == "deleted":
         log.info(
             "left out %s: its run was deleted (`lora-tracker record --force` records it again)",
             name,
         )
-    elif delivery == "rejected":
-        pass  # the recorder said why, in one line
+    elif outcome == "rejected":
+        pass  # the delivery said why, in one line
     else:
-        log.warning("%s: %s", name, delivery)
+        log.warning("%s: %s", name, outcome)
 
 
 def _shown(path: str) -> str:
@@ -656,15 +655,15 @@ def _shown(path: str) -> str:
     return file.name
 
 
-def _removal_said(delivery: Delivery, recorded: Recorded | None) -> str:
-    if delivery in ("recorded", "duplicate") and recorded is not None:
-        where = f"run {recorded.run_name}"
-        if recorded.epoch is not None:
-            where += f" epoch {recorded.epoch}"
+def _removal_said(outcome: DeliveryOutcome, applied: Applied | None) -> str:
+    if outcome in ("recorded", "duplicate") and applied is not None:
+        where = f"run {applied.run_name}"
+        if applied.epoch is not None:
+            where += f" epoch {applied.epoch}"
         return f": marked no longer on disk in {where}"
-    if delivery == "unmatched":
+    if outcome == "unmatched":
         return ": it was not recorded"
-    return f" ({delivery})"
+    return f" ({outcome})"
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,19 +1,22 @@
 """The `lora-tracker` command: a thin layer over the library.
 
 Commands parse options, call the library, and format results. Errors are turned into
-one-line messages here, at one boundary: domain errors exit 1, usage errors exit 2.
+one-line messages here, at one boundary: domain errors exit 1, usage errors (and the
+library's InvalidRequest: a request that contradicts itself) exit 2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
-from ..errors import LoraTrackerError
+from ..errors import InvalidRequest, InvalidValue, LoraTrackerError
 
 if TYPE_CHECKING:
     from ..db import Database
@@ -45,6 +48,20 @@ class AppContext:
             self._db.close()
 
 
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Around a library call inside a command: the library's InvalidRequest (the request
+    contradicts itself) becomes a click usage error raised in the command, so the message
+    points at the command's --help; InvalidValue names the option of its field."""
+    try:
+        yield
+    except InvalidValue as exc:
+        option = "--" + exc.field.replace("_", "-")
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    except InvalidRequest as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def app_context(ctx: click.Context) -> AppContext:
     """The AppContext of the root command."""
     obj = ctx.find_root().obj
@@ -72,7 +89,13 @@ class TrackerGroup(click.Group):
             raise
         except click.UsageError as exc:
             raise OneLineUsageError(_one_line(exc.format_message()), exc.ctx) from None
+        except InvalidValue as exc:
+            option = "--" + exc.field.replace("_", "-")
+            message = click.BadParameter(str(exc), param_hint=option).format_message()
+            raise OneLineUsageError(_one_line(message), None) from None
         except LoraTrackerError as exc:
+            if exc.exit_code == 2:  # the request itself is wrong: a usage error
+                raise OneLineUsageError(_one_line(str(exc)), None) from None
             raise click.ClickException(_one_line(str(exc))) from None
         except click.ClickException as exc:
             if exc.exit_code != 1:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..vocab import MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
-from . import app_context
+from . import app_context, usage_errors
 from .options import choice
 from .output import (
     Layout,
@@ -233,28 +233,14 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
 @click.pass_context
 def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool, wide: bool) -> None:
     """Runs side by side: configuration (differences marked *), verdicts, scores per epoch."""
-    from .. import epochs, runs
+    from ..decisions import compare_runs
 
-    if len(runs_given) < 2:
-        raise click.UsageError("compare needs at least two runs")
-    with app_context(ctx).db.transaction() as conn:
-        found = [SimpleNamespace(**runs.run_row(conn, ref)) for ref in runs_given]
-        ids = [r.id for r in found]
-        scores = epochs.epochs_of_runs(conn, ids, COMPARED_EPOCH_COLUMNS)
-    if len({r.id for r in found}) < len(found):
-        raise click.UsageError("the same run is named twice")
-    names = [r.run_name for r in found]
-    settings: list[dict[str, Any]] = []
-    for field in (*CONFIG_FIELDS, *VERDICT_FIELDS):
-        values = [getattr(r, field) for r in found]
-        if all(v is None for v in values):
-            continue
-        differs = len({str(v) for v in values}) > 1
-        settings.append({"setting": field, "differs": differs, "values": values})
-    by_epoch: dict[int, dict[int, dict[str, Any]]] = {}
-    for run_id, run_epochs in scores.items():
-        for e in run_epochs:
-            by_epoch.setdefault(e["epoch_number"], {})[run_id] = e
+    with usage_errors(), app_context(ctx).db.transaction() as conn:
+        found = compare_runs(conn, runs_given, (*CONFIG_FIELDS, *VERDICT_FIELDS),
+                             COMPARED_EPOCH_COLUMNS)  # fmt: skip
+    names = [r["run_name"] for r in found.runs]
+    ids = [r["id"] for r in found.runs]
+    settings, by_epoch = found.settings, found.epochs
     if as_json:
         payload = {
             "runs": names,

@@ -133,7 +133,7 @@ def watch(
     the database is unreachable, events wait in the local spool and are replayed later.
     Stop with Ctrl-C.
     """
-    from ..capture.delivery import Recorder
+    from ..capture.delivery import EventDelivery
     from ..capture.watcher import BackfillStats, Watcher
 
     _check_config(config_path)
@@ -145,9 +145,9 @@ def watch(
     stop = threading.Event()
     if missing and not _wait_for_folders(missing, stop):
         return
-    recorder = Recorder(app_context(ctx).database_url)
+    delivery = EventDelivery(app_context(ctx).database_url)
     watcher = Watcher(
-        list(folders), recorder, run_name=run_name, config_path=config_path,
+        list(folders), delivery, run_name=run_name, config_path=config_path,
         prompts_path=prompts_path.absolute() if prompts_path else None, poll=poll,
     )  # fmt: skip
 
@@ -173,6 +173,7 @@ def watch(
         click.echo("Stopped.", err=True)
     finally:
         watcher.stop()
+        delivery.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -228,7 +229,7 @@ def record(
     --post_checkpoint_script "lora-tracker record {local_checkpoint_path}". If any file is
     incomplete or not a valid checkpoint, nothing is recorded.
     """
-    from ..capture.delivery import Recorder
+    from ..capture.delivery import EventDelivery
     from ..capture.files import classify_checkpoint
     from ..capture.watcher import scan
 
@@ -242,22 +243,22 @@ def record(
     if not files:
         raise InvalidInput("no checkpoint files found in " + ", ".join(map(str, paths)))
     events = _observed(files, run_name, config_path, force)
-    recorder = Recorder(app_context(ctx).database_url)
+    delivery = EventDelivery(app_context(ctx).database_url)
     try:
-        result = recorder.submit_many(events)
+        result = delivery.submit_many(events)
     finally:
-        recorder.close()
-    for event, delivery, recorded in result.outcomes:
+        delivery.close()
+    for event, outcome, applied in result.outcomes:
         name = Path(event.path).name if event.kind == "checkpoint" else event.kind
-        if recorded is not None and recorded.run_name:
-            where = f"run {recorded.run_name}"
-            if recorded.epoch is not None:
-                where += f" epoch {recorded.epoch}"
-            echo(f"{delivery} {name} -> {where}")
-        elif delivery == "deleted":
+        if applied is not None and applied.run_name:
+            where = f"run {applied.run_name}"
+            if applied.epoch is not None:
+                where += f" epoch {applied.epoch}"
+            echo(f"{outcome} {name} -> {where}")
+        elif outcome == "deleted":
             echo(f"left out {name}: its run was deleted (--force records it again)")
         else:
-            echo(f"{delivery} {name}")
+            echo(f"{outcome} {name}")
     spooled = result.count("spooled")
     if spooled:
         click.echo(
@@ -279,18 +280,17 @@ def record(
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Replay events waiting in the local spool (the watcher also does this by itself)."""
-    from ..capture.delivery import Recorder
+    from ..capture.delivery import EventDelivery
     from ..errors import DatabaseUnavailable
 
-    recorder = Recorder(app_context(ctx).database_url)
+    delivery = EventDelivery(app_context(ctx).database_url)
     try:
-        waiting = recorder.spool.pending()
-        if not waiting and not recorder.spool.path.exists():
+        if delivery.nothing_spooled():
             click.echo("Spool is empty: nothing to replay")
             return
-        result = recorder.replay(wait=True)
+        result = delivery.replay(wait=True)
     finally:
-        recorder.close()
+        delivery.close()
     click.echo(
         f"Replayed {plural(result.applied, 'event')}, {result.remaining} still waiting"
         + (f", {result.rejected} rejected" if result.rejected else "")

@@ -254,7 +254,6 @@ def prompt_score(
     """Record how recorded epoch EPOCH of RUN did on test prompt PROMPT (only what is
     given); --add records an epoch that is not recorded yet."""
     from .. import judging
-    from ..models import PromptResultFields
     from .judge_commands import describe_changes
 
     values = {"score": score, "style_match_score": style, "prompt_adherence_score": adherence,
@@ -264,8 +263,7 @@ def prompt_score(
     if not given:
         raise click.UsageError("nothing to set: give --score, --verdict, --image or --note")
     with app_context(ctx).db.transaction() as conn:
-        done = judging.score_prompt(conn, run, epoch, prompt_ref, PromptResultFields(**given),
-                                    add=add)  # fmt: skip
+        done = judging.score_prompt(conn, run, epoch, prompt_ref, given, add=add)
     added = " (epoch added)" if done.added_epoch else ""
     echo(f"{done.run.run_name} epoch {epoch}{added} / {done.prompt_name}: "
          f"{describe_changes(done.changes)}")  # fmt: skip

@@ -11,10 +11,9 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidInput
 from ..guard import EXIT_REPEATS_FAILURE
 from ..vocab import MODEL_TYPES
-from . import app_context
+from . import app_context, usage_errors
 from .options import FINITE_RATE, FINITE_ZERO_OR_MORE, choice
 from .output import (
     Layout,
@@ -77,37 +76,22 @@ def tried(
     Lists past runs with the same settings, then runs with some of them (numbers within
     a factor of 2). Exits 3, saying so loudly, when the same configuration already failed.
     """
+    from ..decisions import planned_settings
     from ..decisions import tried as find_tried
 
     layout = Layout(columns, wide)
-    given = {k: v for k, v in options.items() if v is not None}
-    settings: dict[str, Any] = {}
+    with usage_errors():
+        planned = planned_settings(options, config_path)
+    settings = planned.settings
     read_from = ""
-    config_report: dict[str, Any] | None = None
-    if config_path is not None:
-        from ..config_files import planned_from_config
-
-        planned = planned_from_config(config_path)
-        refused = planned.unusable_for(set(given))
-        if refused:
-            problems = "; ".join(f"{key} ({why})" for key, why in refused.items())
-            raise InvalidInput(
-                f"{config_path}: could not use {problems}; fix the file or give the "
-                "setting as an option"
-            )
-        settings.update(planned.settings)
-        used = ", ".join(planned.used) or "none of its keys"
-        unused = planned.unused
+    if planned.config is not None:
+        config = planned.config
+        used = ", ".join(config.used) or "none of its keys"
+        unused = config.unused
         not_compared = (", ".join(unused) if len(unused) <= 8
                         else f"{plural(len(unused), 'other key')} (--json lists them)")  # fmt: skip
-        read_from = (f"Read {config_path} ({planned.kind}): used {used}; "
+        read_from = (f"Read {config_path} ({config.kind}): used {used}; "
                      f"not compared: {not_compared or 'nothing else'}")  # fmt: skip
-        config_report = {"path": str(config_path), "kind": planned.kind,
-                         "used": planned.used, "not_compared": unused,
-                         "overridden_by_options": planned.unusable}  # fmt: skip
-    settings.update(given)
-    if settings.get("resolution"):
-        settings["resolution"] = _resolution(str(settings["resolution"]))
     if not settings:
         raise click.UsageError("give the planned settings (--network-dim, ...) or --config")
     with app_context(ctx).db.transaction() as conn:
@@ -116,7 +100,7 @@ def tried(
     if as_json:
         click.echo(json_text({
             "settings": settings, "equivalent": result.equivalent, "nearby": result.nearby,
-            "failed_before": bool(failed), "config": config_report,
+            "failed_before": bool(failed), "config": planned.config_report(),
         }))  # fmt: skip
     else:
         if read_from:
@@ -153,15 +137,6 @@ def shorten(text: str, width: int = 90) -> str:
     import textwrap
 
     return textwrap.shorten(" ".join(text.split()), width=width, placeholder=" ...")
-
-
-def _resolution(text: str) -> str:
-    match = re.fullmatch(r"\s*(\d+)\s*[x,*]\s*(\d+)\s*", text) or re.fullmatch(r"\s*(\d+)\s*", text)
-    if not match:
-        raise click.BadParameter(f"{text!r} is not like 512x512", param_hint="--resolution")
-    width = match.group(1)
-    height = match.group(2) if match.lastindex and match.lastindex > 1 else width
-    return f"{width}x{height}"
 
 
 @click.command()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..vocab import EPOCH_VERDICTS, MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
+from ..vocab import EPOCH_FLAGS, EPOCH_VERDICTS, MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
 from . import app_context
 from .options import EPOCH, FINITE_RATE, FINITE_ZERO_OR_MORE, choice, resolution
 from .output import echo, escape_control, human_number
@@ -16,11 +16,6 @@ if TYPE_CHECKING:
     from ..judging import Change
 
 SCORE = click.IntRange(0, 10)
-FLAGS = {
-    "wrong-backgrounds": "has_wrong_backgrounds",
-    "random-pixels": "has_random_pixels",
-    "photorealistic": "is_photorealistic",
-}
 
 
 def register(cli: click.Group) -> None:
@@ -131,9 +126,9 @@ def _list_change(before: list[object], after: list[object]) -> str:
 @click.option("--style", type=SCORE, help="Style match, 0-10.")
 @click.option("--adherence", type=SCORE, help="Prompt adherence, 0-10.")
 @click.option("--verdict", type=choice(EPOCH_VERDICTS))
-@click.option("--flag", "flags", multiple=True, type=choice(sorted(FLAGS)),
+@click.option("--flag", "flags", multiple=True, type=choice(sorted(EPOCH_FLAGS)),
               help="Set a problem flag (repeatable).")  # fmt: skip
-@click.option("--clear-flag", "clear_flags", multiple=True, type=choice(sorted(FLAGS)),
+@click.option("--clear-flag", "clear_flags", multiple=True, type=choice(sorted(EPOCH_FLAGS)),
               help="Clear a problem flag (repeatable).")  # fmt: skip
 @click.option("--production-ready/--not-production-ready", default=None)
 @click.option("--note", help="Observations (replaces the previous text).")
@@ -164,31 +159,26 @@ def score(
     records it by hand, e.g. for a run made with `lora-tracker new`.
     """
     from .. import judging
-    from ..models import EpochFields
+    from ..errors import FlagConflict
 
-    both = sorted(set(flags) & set(clear_flags))
-    if both:
-        raise click.UsageError(f"--flag and --clear-flag both name {', '.join(both)}")
     values: dict[str, object] = {
         "visual_quality_score": visual, "style_match_score": style,
         "prompt_adherence_score": adherence, "verdict": verdict,
         "production_ready": production_ready, "observations": note,
+        "test_output_dir": str(test_output_dir.absolute()) if test_output_dir else None,
     }  # fmt: skip
-    values.update({FLAGS[f]: True for f in flags})
-    values.update({FLAGS[f]: False for f in clear_flags})
-    if checkpoint is not None:
-        values["checkpoint_path"] = str(checkpoint.absolute())
-        if checkpoint.is_file():
-            size = checkpoint.stat().st_size
-            values["checkpoint_size_bytes"] = size
-            values["checkpoint_file_size_mb"] = round(size / 1024 / 1024, 2)
-    if test_output_dir is not None:
-        values["test_output_dir"] = str(test_output_dir.absolute())
     given = {k: v for k, v in values.items() if v is not None}
-    if not given:
+    if not given and not flags and not clear_flags and checkpoint is None:
         raise click.UsageError("nothing to set: give a score, --verdict, --flag, --note, ...")
-    with app_context(ctx).db.transaction() as conn:
-        done = judging.score_epoch(conn, run, epoch, EpochFields(**given), add=add)
+    try:
+        with app_context(ctx).db.transaction() as conn:
+            done = judging.score_epoch(
+                conn, run, epoch, given, flags=flags, clear_flags=clear_flags,
+                checkpoint=checkpoint, add=add,
+            )  # fmt: skip
+    except FlagConflict as exc:
+        names = ", ".join(exc.flags)
+        raise click.UsageError(f"--flag and --clear-flag both name {names}") from None
     added = " (added)" if done.added else ""
     echo(f"{done.run.run_name} epoch {epoch}{added}: {describe_changes(done.changes)}")
 
@@ -257,7 +247,6 @@ def verdict(
 ) -> None:
     """Record the verdict on RUN: sets only what is given, and says what changed."""
     from .. import judging
-    from ..models import RunFields
 
     values: dict[str, object] = {
         "overall_verdict": overall, "quality_score": quality,
@@ -266,14 +255,11 @@ def verdict(
         "notes": notes,
     }  # fmt: skip
     given = {k: v for k, v in values.items() if v is not None}
-    if clear_issues:
-        given["issues_found"] = []
-    if clear_strengths:
-        given["strengths"] = []
-    if not given and not issues and not strengths:
+    if not given and not issues and not strengths and not clear_issues and not clear_strengths:
         raise click.UsageError("nothing to set: give --overall, --quality, --issue, ...")
     with app_context(ctx).db.transaction() as conn:
         done = judging.record_verdict(
-            conn, run, RunFields(**given), add_issues=list(issues), add_strengths=list(strengths)
-        )
+            conn, run, given, add_issues=issues, add_strengths=strengths,
+            clear_issues=clear_issues, clear_strengths=clear_strengths,
+        )  # fmt: skip
     echo(f"{done.run.run_name}: {describe_changes(done.changes)}")

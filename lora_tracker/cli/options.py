@@ -60,12 +60,12 @@ FINITE_RATE = FiniteFloat(min=0)
 
 def resolution(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--resolution``: ``512``, ``512,512`` or ``512x768`` as the record writes it."""
-    import re
+    from ..config_files import resolution_text
+    from ..errors import InvalidValue
 
     if value is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[x,*]\s*(\d+)\s*)?", value)
-    if not match:
-        raise click.BadParameter(f"{value!r} is not like 512x512", ctx=ctx, param=param)
-    width = match.group(1)
-    return f"{width}x{match.group(2) or width}"
+    try:
+        return resolution_text(value)
+    except InvalidValue as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None

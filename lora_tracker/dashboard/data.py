@@ -1,4 +1,5 @@
-"""What the dashboard shows, as JSON-ready data. All SQL of the dashboard lives here."""
+"""What the dashboard shows, as JSON-ready data. The dashboard's own queries live here (the
+server holds none); the statistics it shares with `stats` come from decisions.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import epochs, prompts
+from .. import decisions, epochs, prompts
 from ..pg import Connection
 
 # what the page shows of an epoch (not its raw checkpoint metadata)
@@ -87,16 +88,9 @@ def overview(conn: Connection) -> dict[str, Any]:
             "round(avg(quality_score), 2) AS quality, count(*) AS runs FROM training_runs "
             "WHERE quality_score IS NOT NULL GROUP BY 1 ORDER BY 1"
         ),
-        "success_rate": q(
-            "SELECT coalesce(model_type, 'unknown') AS model_type, count(*) AS total_runs, "
-            "count(*) FILTER (WHERE overall_verdict = 'success') AS successful, "
-            "round(100.0 * count(*) FILTER (WHERE overall_verdict = 'success') / count(*), 1) "
-            "AS success_pct FROM training_runs GROUP BY 1 ORDER BY 1"
-        ),
-        "issue_frequency": q(
-            "SELECT unnest(issues_found) AS issue, count(*) AS frequency FROM training_runs "
-            "WHERE overall_verdict = 'failure' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 15"
-        ),
+        # the same rows as `stats` (one query each, in decisions.py)
+        "success_rate": decisions.success_rate(conn),
+        "issue_frequency": decisions.issue_frequency(conn),
         "production_ready": q(
             "SELECT run_name, epoch_number, model_type, network_dim, resolution, "
             "visual_quality_score, style_match_score, prompt_adherence_score, verdict, "

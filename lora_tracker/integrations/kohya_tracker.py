@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..secrets import mask_secrets
-from ..tracking import TrackedRun, config_to_dict, end_status, flush_timeout, start_run
+from ..settings import resolve_target
+from ..tracking import (
+    TrackedRun,
+    config_to_dict,
+    dispatcher,
+    end_status,
+    flush_timeout,
+    start_run,
+)
 
 if TYPE_CHECKING:
     from ..capture.sample_prompts import SamplePromptsFile
@@ -211,7 +219,7 @@ class KohyaTracker:
         run = self.run
         if run is None or not metadata or not run.enabled:
             return
-        from ..capture.metadata import run_fields_from_metadata
+        from ..capture.checkpoint_metadata import run_fields_from_metadata
         from ..capture.trainer_config import run_fields_from_config
 
         strings = _stringify(metadata)
@@ -439,17 +447,19 @@ class KohyaTracker:
             self.fallback_watcher.stop()
 
     def start_fallback_watcher(self) -> None:
-        """Record files by watching the output folder, for what the hooks cannot see."""
+        """Record files by watching the output folder, for what the hooks cannot see. The
+        watcher delivers through the process's one delivery (the API thread's), which the
+        dispatcher closes at exit."""
         if self.fallback_watcher is not None or self.output_dir is None:
             return
-        from ..capture.delivery import Recorder
         from ..capture.watcher import Watcher
 
         os.makedirs(self.output_dir, exist_ok=True)
         run = self.run
+        target = run.target if run else resolve_target()
         watcher = Watcher(
             [Path(self.output_dir)],
-            Recorder(target=run.target) if run else Recorder(),
+            dispatcher().delivery(target),
             run_key=run.run_key if run else None,
         )
         watcher.start()

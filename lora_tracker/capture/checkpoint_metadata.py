@@ -1,4 +1,5 @@
-"""From a checkpoint's ``__metadata__`` to the run's configuration columns.
+"""Checkpoint metadata: from a checkpoint's ``__metadata__`` to the run's configuration
+columns (image metadata is another matter, and another module).
 
 kohya sd-scripts writes ``ss_*`` and ``modelspec.*`` keys, all strings: some JSON
 (``ss_datasets``, ``ss_tag_frequency``...), some Python repr (``ss_resolution`` =

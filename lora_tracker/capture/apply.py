@@ -1,6 +1,7 @@
-"""Where a capture event becomes database rows.
+"""Where a capture event becomes database rows (the watcher, the hooks and a spool replay
+all come here through ``delivery.EventDelivery``).
 
-``record_event`` applies one event in one transaction (a savepoint inside a batch):
+``apply_event`` applies one event in one transaction (a savepoint inside a batch):
 first it claims the event id in ``applied_events``, so an event replayed from the spool or
 seen by two watchers lands exactly once; then
 
@@ -31,6 +32,7 @@ from psycopg.types.json import Jsonb
 from .. import _sqlbuild
 from ..models import valid_run_fields
 from ..pg import Connection
+from .checkpoint_metadata import run_fields_from_metadata
 from .events import (
     AnyEvent,
     CheckpointObserved,
@@ -40,7 +42,6 @@ from .events import (
     RunStarted,
     SamplesObserved,
 )
-from .metadata import run_fields_from_metadata
 from .sample_links import SampleLinks, link_event_samples
 from .trainer_config import run_fields_from_adapter_files, run_fields_from_config
 
@@ -68,8 +69,8 @@ MAX_NAME_ATTEMPTS = 1000
 
 
 @dataclass(frozen=True)
-class Recorded:
-    """What recording an event did, for the one log line per checkpoint."""
+class Applied:
+    """What applying an event did, for the one log line per checkpoint."""
 
     outcome: Outcome
     run_name: str | None = None
@@ -82,13 +83,13 @@ class Recorded:
 RunCache = dict[str, dict[str, Any]]
 
 
-def record_event(
+def apply_event(
     conn: Connection,
     event: AnyEvent,
     *,
     savepoint: bool = True,
     runs: RunCache | None = None,
-) -> Recorded:
+) -> Applied:
     """Apply one event exactly once.
 
     With ``savepoint`` (the default) the event is its own transaction, or a savepoint in
@@ -96,39 +97,39 @@ def record_event(
     the whole batch back on any error.
     """
     if not savepoint:
-        return _apply(conn, event, runs)
+        return _apply_once(conn, event, runs)
     with conn.transaction():
-        return _apply(conn, event, runs)
+        return _apply_once(conn, event, runs)
 
 
-def _apply(conn: Connection, event: AnyEvent, runs: RunCache | None) -> Recorded:
+def _apply_once(conn: Connection, event: AnyEvent, runs: RunCache | None) -> Applied:
     claimed = conn.execute(
         "INSERT INTO applied_events (event_id, kind) VALUES (%s, %s) "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
         (event.event_id, event.kind),
     ).fetchone()
     if claimed is None:
-        return Recorded("duplicate")
+        return Applied("duplicate")
     return _apply_claimed(conn, event, runs if runs is not None else {})
 
 
 def _apply_claimed(
     conn: Connection, event: AnyEvent, runs: RunCache, files: _FileBatch | None = None
-) -> Recorded:
+) -> Applied:
     if isinstance(event, CheckpointObserved):
-        return _record_checkpoint(conn, event, runs, files)
+        return _apply_checkpoint(conn, event, runs, files)
     if isinstance(event, CheckpointRemoved):
-        return _record_removal(conn, event)
+        return _apply_removal(conn, event)
     if isinstance(event, SamplesObserved):
-        return _record_samples(conn, event)
+        return _apply_samples(conn, event)
     if isinstance(event, RunStarted):
-        return _record_run_started(conn, event, runs)
+        return _apply_run_started(conn, event, runs)
     if isinstance(event, EpochLogged):
-        return _record_epoch_logged(conn, event, runs)
-    return _record_run_finished(conn, event, runs)
+        return _apply_epoch_logged(conn, event, runs)
+    return _apply_run_finished(conn, event, runs)
 
 
-def record_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> list[Recorded]:
+def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> list[Applied]:
     """Apply a batch in the caller's transaction (which the caller rolls back whole on any
     error): every event id claimed in one statement, and the epoch reports of hooks and the
     Python API (most of what a training sends) written together in one pipelined
@@ -145,10 +146,10 @@ def record_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> l
     _prefill(conn, events, runs)
     writer = _EpochWriter(conn, runs)
     files = _FileBatch(conn, [e for e in events if isinstance(e, CheckpointObserved)])
-    results: list[Recorded] = []
+    results: list[Applied] = []
     for event in events:
         if event.event_id not in claimed:
-            results.append(Recorded("duplicate"))
+            results.append(Applied("duplicate"))
             continue
         claimed.discard(event.event_id)  # the same event twice in a batch lands once
         if isinstance(event, (EpochLogged, RunFinished)):
@@ -159,7 +160,7 @@ def record_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> l
             continue
         writer.flush()
         if isinstance(event, CheckpointObserved):
-            results.append(_record_checkpoint(conn, event, runs, files))
+            results.append(_apply_checkpoint(conn, event, runs, files))
             continue
         files.flush()
         results.append(_apply_claimed(conn, event, runs))
@@ -318,12 +319,12 @@ def _megabytes(size_bytes: int) -> Decimal:
     )
 
 
-def _record_checkpoint(
+def _apply_checkpoint(
     conn: Connection,
     event: CheckpointObserved,
     runs: RunCache,
     files: _FileBatch | None = None,
-) -> Recorded:
+) -> Applied:
     if files is not None and not files.takes(event):
         files = None  # this one the careful way, after what is queued
     fields = run_fields(event)
@@ -332,7 +333,7 @@ def _record_checkpoint(
     if deleted is None:
         deleted = _of_a_deleted_run(conn, event, key)
     if deleted:
-        return Recorded("deleted")
+        return Applied("deleted")
     by_name = event.run_key is None and event.run_name is not None  # watch --run NAME
     run = None if by_name else runs.get(key) or None
     if run is None:
@@ -359,7 +360,7 @@ def _record_checkpoint(
         files.add_file(run["id"], epoch, with_epoch, event)
         files.add_samples(run["id"], event.samples_by_epoch)
         files.links.add(run, _carried(event), event.sample_prompts, _step_file(event))
-        return Recorded("recorded", run["run_name"], epoch, new_run=created)
+        return Applied("recorded", run["run_name"], epoch, new_run=created)
     if files is not None:
         files.flush()
     stale = _replaced_file(conn, event)
@@ -374,7 +375,7 @@ def _record_checkpoint(
     for sample_epoch, paths in event.samples_by_epoch.items():
         _add_samples(conn, run["id"], sample_epoch, paths)
     link_event_samples(conn, run, _carried(event), event.sample_prompts, _step_file(event))
-    return Recorded("recorded", run["run_name"], epoch, new_run=created)
+    return Applied("recorded", run["run_name"], epoch, new_run=created)
 
 
 def _carried(event: CheckpointObserved) -> list[str]:
@@ -685,7 +686,7 @@ def _upsert_checkpoint(
 # -- removals and samples -------------------------------------------------------------------
 
 
-def _record_removal(conn: Connection, event: CheckpointRemoved) -> Recorded:
+def _apply_removal(conn: Connection, event: CheckpointRemoved) -> Applied:
     row = conn.execute(
         """
         UPDATE checkpoints SET on_disk = false, removed_at = %s
@@ -695,7 +696,7 @@ def _record_removal(conn: Connection, event: CheckpointRemoved) -> Recorded:
         (event.observed_at, event.host, event.path),
     ).fetchone()
     if row is None:
-        return Recorded("unmatched")
+        return Applied("unmatched")
     # A copy of the same file still on disk (the folder was copied, or the file is also in
     # a UI's LoRA folder) keeps the epoch on disk: the epoch points at the copy instead.
     copy = conn.execute(
@@ -713,10 +714,10 @@ def _record_removal(conn: Connection, event: CheckpointRemoved) -> Recorded:
     name = conn.execute(
         "SELECT run_name FROM training_runs WHERE id = %s", (row["training_run_id"],)
     ).fetchone()
-    return Recorded("recorded", name["run_name"] if name else None, row["epoch_number"])
+    return Applied("recorded", name["run_name"] if name else None, row["epoch_number"])
 
 
-def _record_samples(conn: Connection, event: SamplesObserved) -> Recorded:
+def _apply_samples(conn: Connection, event: SamplesObserved) -> Applied:
     # the run training when kohya wrote it: the latest started by then, and not finished
     # before it (a reused folder's next run may not be recorded yet)
     run = conn.execute(
@@ -734,10 +735,10 @@ def _record_samples(conn: Connection, event: SamplesObserved) -> Recorded:
          "at": event.written_at},
     ).fetchone()  # fmt: skip
     if run is None:
-        return Recorded("unmatched")  # its run's next checkpoint event brings it along
+        return Applied("unmatched")  # its run's next checkpoint event brings it along
     _add_samples(conn, run["id"], event.epoch, event.paths)
     link_event_samples(conn, run, event.paths, event.sample_prompts)
-    return Recorded("recorded", run["run_name"], event.epoch)
+    return Applied("recorded", run["run_name"], event.epoch)
 
 
 SAMPLES_ADD = """
@@ -819,7 +820,7 @@ class _EpochWriter:
         self.ended: dict[int, dict[str, Any]] = {}  # run id -> its end (the last one given)
         self.links = SampleLinks()
 
-    def finish(self, event: RunFinished) -> Recorded:
+    def finish(self, event: RunFinished) -> Applied:
         run = _run_of(self.conn, event, runs=self.runs)
         created = _created(run)
         updates = _finish_updates(run, event)
@@ -830,9 +831,9 @@ class _EpochWriter:
             updates["total_steps"] = earlier["total_steps"]
         self.ended[run["id"]] = updates
         run.update(updates)
-        return Recorded("recorded", run["run_name"], new_run=created)
+        return Applied("recorded", run["run_name"], new_run=created)
 
-    def add(self, event: EpochLogged) -> Recorded:
+    def add(self, event: EpochLogged) -> Applied:
         run = _run_of(self.conn, event, runs=self.runs)
         created = _created(run)
         self.rows.append(_epoch_logged_row(run["id"], event))
@@ -840,7 +841,7 @@ class _EpochWriter:
             self.links.add(run, event.sample_images, event.sample_prompts)
         if event.observed_at > self.heard.get(run["id"], event.observed_at - _ONE_US):
             self.heard[run["id"]] = event.observed_at
-        return Recorded("recorded", run["run_name"], event.epoch, new_run=created)
+        return Applied("recorded", run["run_name"], event.epoch, new_run=created)
 
     def flush(self) -> None:
         # One statement per wave: a wave holds each (run, epoch) once (a statement may not
@@ -902,9 +903,9 @@ def _set(conn: Connection, run_id: int, updates: dict[str, Any]) -> None:
         )
 
 
-def _record_run_started(
+def _apply_run_started(
     conn: Connection, event: RunStarted, runs: RunCache | None = None
-) -> Recorded:
+) -> Applied:
     fields = dict(event.fields)
     fields.setdefault("host", event.host)
     if event.config is not None:
@@ -932,7 +933,7 @@ def _record_run_started(
         _note_captured(run, updates)
     _set(conn, run["id"], updates)
     run.update(updates)
-    return Recorded("recorded", run["run_name"], new_run=created)
+    return Applied("recorded", run["run_name"], new_run=created)
 
 
 _EPOCH_LOGGED_MERGE = """
@@ -974,26 +975,26 @@ def _epoch_logged_row(run_id: int, event: EpochLogged) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _record_epoch_logged(
+def _apply_epoch_logged(
     conn: Connection, event: EpochLogged, runs: RunCache | None = None
-) -> Recorded:
+) -> Applied:
     run = _run_of(conn, event, runs=runs)
     created = _created(run)
     conn.execute(EPOCH_LOGGED_UPSERT, _epoch_logged_row(run["id"], event))
     link_event_samples(conn, run, event.sample_images, event.sample_prompts)
     _set(conn, run["id"], {"last_event_at": event.observed_at})
-    return Recorded("recorded", run["run_name"], event.epoch, new_run=created)
+    return Applied("recorded", run["run_name"], event.epoch, new_run=created)
 
 
-def _record_run_finished(
+def _apply_run_finished(
     conn: Connection, event: RunFinished, runs: RunCache | None = None
-) -> Recorded:
+) -> Applied:
     run = _run_of(conn, event, runs=runs)
     created = _created(run)
     updates = _finish_updates(run, event)
     _set(conn, run["id"], updates)
     run.update(updates)
-    return Recorded("recorded", run["run_name"], new_run=created)
+    return Applied("recorded", run["run_name"], new_run=created)
 
 
 def _finish_updates(run: dict[str, Any], event: RunFinished) -> dict[str, Any]:
