@@ -1,10 +1,11 @@
 """Write a small, realistic kohya sd-scripts output folder (3 epochs of a tiny LoRA with
-the metadata kohya writes, plus sample images) to try `lora-tracker watch` on.
+the metadata kohya writes, plus two pixel-art sample images per epoch, drawn by
+pixel_sprites.py, cleaner epoch after epoch) to try `lora-tracker watch` on.
 
     python examples/make_kohya_output.py examples/kohya_output
 
-Needs numpy (pip install numpy). The repository already ships the result in
-examples/kohya_output.
+Needs numpy and Pillow (pip install numpy pillow). The repository already ships the result
+in examples/kohya_output.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from examples.pixel_sprites import redraw_samples
 from tests.kohya_sim import KohyaRun
 
 
@@ -34,8 +36,9 @@ def main() -> None:
         save_last_n=None,
         dim=4,
         session=4242,
-        samples_per_epoch=1,
+        samples_per_epoch=2,
     ).run()
+    redraw_samples(target / "sample", epochs=3)
     print(f"wrote {target}")
 
 

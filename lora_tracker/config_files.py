@@ -153,7 +153,7 @@ def _whole(value: Any) -> int:
     if isinstance(value, int):
         number = value
     elif (isinstance(value, float) and value.is_integer()) or (
-        isinstance(value, str) and value.strip().isdigit()
+        isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
     ):
         number = int(value)
     else:

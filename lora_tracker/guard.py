@@ -15,22 +15,21 @@ Modes (``LORA_TRACKER_GUARD``, or ``--guard`` / ``guard=`` where a front end tak
 before its first step (exit status 3, as ``tried``), the run recorded as cancelled with the
 reason; ``off`` checks nothing.
 
-Only the standard library is imported at module level: psycopg and the SQL come in on the
-check's own thread, so a training thread never pays for them.
+Only the standard library is imported at module level, and only what starting a check
+needs: psycopg, the SQL and the banner's text tools come in on the check's own thread, so a
+training thread never pays for them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import textwrap
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .control_chars import escape_control
 from .settings import Target, redact
 
 log = logging.getLogger(__name__)
@@ -41,6 +40,7 @@ DEFAULT_MODE = "warn"
 EXIT_REPEATS_FAILURE = 3  # the same status as `lora-tracker tried`
 TIME_LIMIT_S = 0.8  # the most a check may hold up its caller (thread start included)
 TIME_LIMIT_ENV = "LORA_TRACKER_GUARD_TIMEOUT"
+START_YIELD_S = 0.002
 CONNECT_TIMEOUT_S = 2  # libpq's least; the caller has stopped waiting long before
 STATEMENT_TIMEOUT_MS = 700
 BANNER_WIDTH = 98  # fits a terminal of 100 columns
@@ -137,23 +137,43 @@ class GuardResult:
 
 
 class PendingCheck:
-    """A check running on its own (daemon) thread."""
+    """A check running on its own (daemon) thread. ``on_answer``, when given, is called on
+    that thread with the result once the check ends (warn mode: nobody waits for it)."""
 
-    def __init__(self, work: Callable[[], GuardResult]) -> None:
+    def __init__(
+        self,
+        work: Callable[[], GuardResult],
+        on_answer: Callable[[GuardResult], None] | None = None,
+    ) -> None:
         self._started = time.monotonic()
         self._result: GuardResult | None = None
         self._done = threading.Event()
 
         def run() -> None:
+            # let the caller go on before this thread's imports take the interpreter lock
+            # (a training thread waits in Thread.start() for every thread it starts)
+            time.sleep(START_YIELD_S)
             try:
                 self._result = work()
             except Exception as exc:  # reported as a skip: never raised into training
                 self._result = GuardResult(skipped=_reason(exc))
             finally:
+                self._result = self._result or GuardResult(skipped="the check ended early")
+                self._result.elapsed_s = time.monotonic() - self._started
                 self._done.set()
+            if on_answer is not None:
+                try:
+                    on_answer(self._result)
+                except Exception:  # never a traceback in a training's console
+                    log.debug("lora-tracker: reporting the launch check failed", exc_info=True)
 
         self._thread = threading.Thread(target=run, name="lora-tracker-guard", daemon=True)
         self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the check (and its ``on_answer``) to end; False if it is still going."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def result(self, limit: float | None = None) -> GuardResult:
         """The answer, waiting at most what is left of ``limit`` (default :func:`time_limit`)
@@ -171,9 +191,13 @@ class PendingCheck:
         return self._result
 
 
-def start_check(target: Target, settings: Callable[[], dict[str, Any]]) -> PendingCheck:
+def start_check(
+    target: Target,
+    settings: Callable[[], dict[str, Any]],
+    on_answer: Callable[[GuardResult], None] | None = None,
+) -> PendingCheck:
     """Start asking whether the configuration ``settings()`` returns (the run's fields,
-    worked out on the check's thread) was tried before."""
+    worked out on the check's thread) was tried before; ``on_answer`` as PendingCheck's."""
 
     def work() -> GuardResult:
         wanted = compared_settings(settings())
@@ -181,7 +205,7 @@ def start_check(target: Target, settings: Callable[[], dict[str, Any]]) -> Pendi
             return GuardResult()
         return _ask(target, lambda conn: _equivalent(conn, wanted))
 
-    return PendingCheck(work)
+    return PendingCheck(work, on_answer)
 
 
 def check_recorded_run(target: Target, run_name: str, *, limit: float | None = None) -> GuardResult:
@@ -389,7 +413,17 @@ def _plain(value: Any) -> str:
 
 
 def _wrapped(text: str, first: str, rest: str) -> list[str]:
+    import textwrap
+
     return textwrap.wrap(
         escape_control(text, keep_newlines=False), width=BANNER_WIDTH,
         initial_indent=first, subsequent_indent=rest, break_on_hyphens=False,
     ) or [first.rstrip()]  # fmt: skip
+
+
+def escape_control(text: str, *, keep_newlines: bool = True) -> str:
+    """``control_chars.escape_control``, imported when a banner is made (on the check's
+    thread), not when a training starts a check."""
+    from .control_chars import escape_control as escape
+
+    return escape(text, keep_newlines=keep_newlines)

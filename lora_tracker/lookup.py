@@ -39,7 +39,8 @@ def find_by_ref(
     if not text:
         raise InvalidInput(f"a {noun} name or id is required")
     table_id, name_id = sql.Identifier(table), sql.Identifier(name_column)
-    if text.isdigit():
+    # an id is ASCII digits that fit a bigint ("²".isdigit() is True, int("²") fails)
+    if text.isascii() and text.isdigit() and len(text) <= 18:
         row = conn.execute(
             sql.SQL("SELECT * FROM {} WHERE id = %s").format(table_id), (int(text),)
         ).fetchone()

@@ -8,10 +8,11 @@
         run.log_epoch(epoch, loss=avg_loss, checkpoint_path=f"out/e{epoch}.safetensors")
     run.finish()                      # or: with lora_tracker.start_run(...) as run: ...
 
-Every call only puts a small job on a queue (a few microseconds on the training thread),
-but for ``start_run``'s launch check (``lora_tracker.guard``: at most 0.8 s, usually a
-few milliseconds; ``LORA_TRACKER_GUARD=off`` skips it);
-one background thread per process reads files, builds events and writes them, in order.
+Every call only puts a small job on a queue (a few microseconds on the training thread;
+``start_run``'s launch check (``lora_tracker.guard``) runs on a thread of its own and says
+what it found when it has the answer, and only in strict mode does ``start_run`` wait for
+it, at most 0.8 s); one background thread per process reads files, builds events and
+writes them, in order.
 Nothing raises into the training loop: failures are logged, and events that cannot reach
 the database wait in the spool. At exit, pending events get ``LORA_TRACKER_FLUSH_TIMEOUT``
 seconds (default 10) to be written; whatever is left is spooled for the next sync.
@@ -24,12 +25,13 @@ import contextlib
 import dataclasses
 import logging
 import os
-import queue
 import sys
 import threading
+import time
 import traceback
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +65,7 @@ def end_status(error: BaseException | None) -> EndStatus:
 
 
 MAX_BATCH_EVENTS = 500  # events written in one transaction by the background thread
+EXIT_JOB_WAIT_S = 5.0  # at exit, the most to wait for a job the worker is still reading
 
 Job = Callable[[], Iterable[Any]]  # builds events (run on the background thread)
 
@@ -72,11 +75,50 @@ class _Flush:
         self.done = threading.Event()
 
 
+class _Once:
+    """A job run at most once: the worker and, when time has run out at exit, ``close``
+    may both ask for its events; the second gets the same events (the same event ids, so
+    replay applies them once), and the job's side effects happen once."""
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+        self._lock = threading.Lock()
+        self._events: list[Any] | None = None
+        self._error: BaseException | None = None
+
+    def __call__(self, wait: float | None = None) -> list[Any]:
+        """The job's events (run now, or as the first call ran it). ``wait``: the most to
+        wait for another thread running it (TimeoutError after that)."""
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise TimeoutError("an event was still being read")
+        try:
+            if self._events is None and self._error is None:
+                try:
+                    self._events = list(self._job())
+                except BaseException as exc:
+                    self._error = exc
+            if self._error is not None:
+                raise self._error
+            assert self._events is not None
+            return self._events
+        finally:
+            self._lock.release()
+
+
+_Item = tuple[Target, _Once] | _Flush | None
+
+
 class Dispatcher:
-    """One background thread delivering events of all runs of this process, in order."""
+    """One background thread delivering events of all runs of this process, in order.
+
+    Nothing queued is ever out of sight of ``close``: the worker moves what it takes into
+    ``_held`` in the same step (under ``_cond``) and lets go of it only once delivered or
+    spooled, so at exit what is still queued, held or in flight goes to the spool."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Target, Job] | _Flush | None] = queue.SimpleQueue()
+        self._items: deque[_Item] = deque()
+        self._held: dict[int, tuple[Target, _Once]] = {}  # taken, not yet delivered
+        self._cond = threading.Condition(threading.Lock())
         self._deliveries: dict[tuple[str | None, str], EventDelivery] = {}
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -93,7 +135,29 @@ class Dispatcher:
             return
         if self._thread is None:
             self._start()
-        self._queue.put((target, job))
+        self._put((target, _Once(job)))
+
+    def _put(self, item: _Item) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def _take(self) -> list[_Item]:
+        """Everything queued, moved into ``_held`` in the same step (waits for one)."""
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            items = list(self._items)
+            self._items.clear()
+            for item in items:
+                if isinstance(item, tuple):
+                    self._held[id(item)] = item
+            return items
+
+    def _let_go(self, items: list[tuple[Target, _Once]]) -> None:
+        with self._cond:
+            for item in items:
+                self._held.pop(id(item), None)
 
     def _start(self) -> None:
         with self._lock:
@@ -117,18 +181,22 @@ class Dispatcher:
             return self._deliveries[key]
 
     def _work(self) -> None:
+        # let the training thread go on before this thread's imports take the interpreter
+        # lock (it waits in Thread.start() for each thread it starts: the launch check's too)
+        time.sleep(0.002)
         _import_exit_path()
         self._take_jobs()
 
     def _take_jobs(self) -> None:
-        """Take what is queued, up to MAX_BATCH_EVENTS events of one target, and write
-        it in one transaction: while a batch is written the queue fills, so under load
-        events go in batches and alone they go at once (no waiting for company)."""
+        """Take what is queued and write it, up to MAX_BATCH_EVENTS events of one target in
+        one transaction: while a batch is written the queue fills, so under load events go
+        in batches and alone they go at once (no waiting for company)."""
         pending: list[Any] = []
+        pending_items: list[tuple[Target, _Once]] = []
         pending_target: Target | None = None
 
         def deliver() -> None:
-            nonlocal pending, pending_target
+            nonlocal pending, pending_items, pending_target
             if pending and pending_target is not None:
                 try:
                     self._deliver(pending_target, pending)
@@ -136,32 +204,29 @@ class Dispatcher:
                     self._failed(exc)
                 finally:
                     self._inflight = None
-            pending, pending_target = [], None
+            self._let_go(pending_items)
+            pending, pending_items, pending_target = [], [], None
 
         while True:
-            item = self._queue.get()
-            while True:
+            for item in self._take():
                 if item is None:
                     deliver()
                     return
                 if isinstance(item, _Flush):
                     deliver()
                     item.done.set()
-                else:
-                    target, job = item
-                    if pending_target is not None and target != pending_target:
-                        deliver()
-                    try:
-                        pending.extend(job())
-                        pending_target = target
-                    except Exception as exc:
-                        self._failed(exc)
-                    if len(pending) >= MAX_BATCH_EVENTS:
-                        deliver()
+                    continue
+                target, job = item
+                if pending_target is not None and target != pending_target:
+                    deliver()
+                pending_items.append(item)
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+                    pending.extend(job())
+                    pending_target = target
+                except Exception as exc:
+                    self._failed(exc)
+                if len(pending) >= MAX_BATCH_EVENTS:
+                    deliver()
             deliver()
 
     def _failed(self, exc: Exception) -> None:
@@ -189,7 +254,7 @@ class Dispatcher:
         if self._thread is None or not self._thread.is_alive():
             return True
         marker = _Flush()
-        self._queue.put(marker)
+        self._put(marker)
         return marker.done.wait(timeout)
 
     def close(self, timeout: float | None = None) -> None:
@@ -200,21 +265,35 @@ class Dispatcher:
             timeout = flush_timeout()
         flushed = self.flush(timeout)
         self._closed = True
-        self._queue.put(None)
         if not flushed:
             log.warning("lora-tracker: the database is slow; pending events go to the spool")
-            inflight = self._inflight
-            if inflight is not None:  # may land twice: replay skips what was applied
-                target, events = inflight
-                self._run_job_to_spool(target, lambda: events)
-            # the worker is stuck on one job; whatever is still queued goes to the spool
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, tuple):
-                    self._run_job_to_spool(*item)
+            # the worker is stuck on one batch: what it holds (in flight or taken, not yet
+            # written) and what is still queued go to the spool, each event once; an event
+            # the worker writes after all is applied once too (replay skips what was applied)
+            with self._cond:
+                left = list(self._held.values())
+                left += [item for item in self._items if isinstance(item, tuple)]
+                self._items.clear()
+                self._items.append(None)
+                self._cond.notify()
+            batches: list[tuple[Target, list[Any]]] = []
+            if self._inflight is not None:
+                batches.append(self._inflight)
+            for target, job in left:
+                try:  # a job the worker is reading right now: its events, once it is done
+                    batches.append((target, job(wait=EXIT_JOB_WAIT_S)))
+                except TimeoutError:
+                    log.warning("lora-tracker: an event still being read at exit is lost")
+                except Exception:
+                    log.exception("lora-tracker could not spool an event")
+            seen: set[Any] = set()
+            for target, events in batches:
+                fresh = [e for e in events if getattr(e, "event_id", id(e)) not in seen]
+                seen.update(getattr(e, "event_id", id(e)) for e in fresh)
+                if fresh:
+                    self._run_job_to_spool(target, _returning(fresh))
+        else:
+            self._put(None)
         for key, events in list(self._unsaved.items()):  # last chance: the spool
             self._run_job_to_spool(self._targets[key], _returning(events))
         self._unsaved.clear()
@@ -331,6 +410,7 @@ class TrackedRun:
         # issue 17: the checkpoint files this run was told about (kept by the background
         # thread): one deleted since (--checkpoints_total_limit) is reported as removed
         self._told: dict[str, None] = {}
+        self._guard: Any = None  # warn mode's launch check, its answer on its way
 
     # -- the training thread's calls -------------------------------------------------------
     def log_epoch(
@@ -463,7 +543,10 @@ class TrackedRun:
         self.finish("failed", error)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait (at most ``timeout`` s) until everything logged so far is written or spooled."""
+        """Wait (at most ``timeout`` s) until everything logged so far is written or spooled
+        (and the launch check has said what it found)."""
+        if self._guard is not None:
+            self._guard.join(timeout)
         return dispatcher().flush(timeout)
 
     def __enter__(self) -> TrackedRun:
@@ -571,7 +654,7 @@ def start_run(
     guard: str | None = None,
     **fields: Any,
 ) -> TrackedRun:
-    """Start recording a run; returns at once, but for the launch check.
+    """Start recording a run; returns at once (in strict mode, after the launch check).
 
     ``config`` (dict, pydantic model, dataclass or argparse.Namespace) is stored whole and
     mined for known settings (network dim/rank, alpha, learning rate, resolution, ...);
@@ -581,8 +664,10 @@ def start_run(
 
     The launch check (``guard``: strict, warn or off; default ``$LORA_TRACKER_GUARD``, else
     warn) logs a banner when the same settings already failed, at most 0.8 s after the
-    call (see ``lora_tracker.guard``). In strict mode that run is recorded as cancelled
-    and ``RepeatsFailedRun`` (a ``SystemExit`` with status 3) is raised.
+    call (see ``lora_tracker.guard``); in warn mode from its own thread, while training
+    starts. In strict mode ``start_run`` waits for the answer: a repeated failure is
+    recorded as cancelled and ``RepeatsFailedRun`` (a ``SystemExit`` with status 3) is
+    raised.
     """
     check = None
     try:
@@ -644,7 +729,7 @@ def _start_guard(
     check's own thread), or None when it is off."""
     if (given or os.environ.get("LORA_TRACKER_GUARD") or "").strip().lower() == "off":
         return None  # off: not even the guard's import on the training thread
-    from .guard import COMPARED, mode_or_default, start_check
+    from .guard import COMPARED, mode_or_default, report, start_check
 
     mode = mode_or_default(given)
     if mode == "off" or (not config and not set(fields) & set(COMPARED)):
@@ -657,12 +742,20 @@ def _start_guard(
         found.update(fields)
         return found
 
-    return start_check(target, settings), mode
+    def say(result: Any) -> None:  # warn: said by the check's thread when it has the answer
+        report(result, mode, stops=True)
+
+    return start_check(target, settings, None if mode == "strict" else say), mode
 
 
 def _end_guard(run: TrackedRun, check: Any, mode: str) -> None:
+    """Strict: wait for the answer here, before training starts. Warn: the check's thread
+    says what it found when it has the answer (the training thread never waits)."""
     from .guard import RepeatsFailedRun, cancel_reason, report
 
+    if mode != "strict":
+        run._guard = check
+        return
     result = check.result()
     report(result, mode, stops=True)
     if mode == "strict" and result.repeats_failure:

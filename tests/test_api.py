@@ -10,9 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from pydantic import BaseModel
 
 import lora_tracker
+from lora_tracker.cli import cli
 
 from .conftest import proxied, proxy_target, rows
 from .kohya_sim import KohyaRun
@@ -291,6 +293,40 @@ def test_exit_is_bounded_when_the_database_hangs(tmp_path: Path) -> None:
     spool = Path(os.environ["LORA_TRACKER_HOME"]) / "spool" / "events.jsonl"
     kinds = sorted(json.loads(line)["kind"] for line in spool.read_text().splitlines())
     assert kinds == ["epoch_logged", "epoch_logged", "epoch_logged", "run_started"]
+
+
+SLOW_JOB_SCRIPT = """
+import sys, time, lora_tracker
+from lora_tracker.capture.events import EpochLogged
+run = lora_tracker.start_run("slow_job", {"rank": 8}, database_url=sys.argv[1], guard="off")
+
+def slow():  # a job still being read by the background thread when the exit flush runs out
+    time.sleep(2)
+    return [EpochLogged(run_key=run.run_key, run_name=run.run_name, epoch=1, loss=0.5)]
+
+run.submit(slow)
+run.log_epoch(2, loss=0.25)
+"""
+
+
+def test_exit_spools_what_the_background_thread_holds(tmp_path: Path, db_url: str) -> None:
+    """Events the background thread has taken but not written when the exit flush runs
+    out (it was still building them: a loaded machine) go to the spool too, and land
+    exactly once after `sync`, whether or not the thread wrote some of them after all."""
+    env = {**os.environ, "LORA_TRACKER_FLUSH_TIMEOUT": "0.5"}
+    path = tmp_path / "train.py"
+    path.write_text(textwrap.dedent(SLOW_JOB_SCRIPT))
+    done = subprocess.run(
+        [sys.executable, str(path), db_url], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    spool = Path(os.environ["LORA_TRACKER_HOME"]) / "spool" / "events.jsonl"
+    kinds = [json.loads(line)["kind"] for line in spool.read_text().splitlines()]
+    assert kinds.count("epoch_logged") == 2, kinds  # each once: no line twice
+    synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
+    assert synced.exit_code == 0, synced.output
+    epochs = rows(db_url, "SELECT epoch_number, loss FROM epoch_results ORDER BY epoch_number")
+    assert [(r["epoch_number"], r["loss"]) for r in epochs] == [(1, 0.5), (2, 0.25)]
 
 
 def test_one_epoch_reported_twice_in_a_batch(db_url: str) -> None:

@@ -9,6 +9,8 @@ sample_prompts.py       a run's kohya --sample_prompts file: found, read, copied
 events.py               a file on disk -> an event (observe_checkpoint)
 apply.py                an event -> database rows, exactly once (apply_event, Applied)
 sample_links.py         kohya samples -> (epoch, test prompt of their line) results, in apply
+image_capture.py        a rendered test image -> an event -> its prompt results (watch --images)
+image_watch.py          the watcher's part for test image folders (watch --images)
 nul_safe.py             NUL characters kept out of text, escaped in jsonb, on capture's writes
 delivery.py             events -> database, or the durable spool when it is down (EventDelivery)
 watcher.py              the watch daemon: backfill, then live events

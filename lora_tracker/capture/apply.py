@@ -12,7 +12,9 @@ seen by two watchers lands exactly once; then
 - a removal marks the file as no longer on disk (the rows stay);
 - sample images are added to their epoch's ``sample_images``;
 - a hook's run events (started, epoch logged, finished) find their run by the hook's key
-  and set its configuration, per-epoch loss and metrics, and final status.
+  and set its configuration, per-epoch loss and metrics, and final status;
+- a rendered test image (``watch --images``) becomes a prompt result of the epoch of each
+  tracked LoRA it was made with (``image_capture.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .events import (
     CheckpointObserved,
     CheckpointRemoved,
     EpochLogged,
+    ImageObserved,
     RunFinished,
     RunStarted,
     SamplesObserved,
@@ -76,6 +79,9 @@ class Applied:
     run_name: str | None = None
     epoch: int | None = None
     new_run: bool = False  # this event created its run (logged once the write is committed)
+    # a test image: every (run, epoch) it was linked to, or why none
+    links: tuple[tuple[str, int], ...] = ()
+    detail: str = ""
 
 
 # capture key -> training_runs row, within one transaction; an empty dict marks a key
@@ -126,7 +132,21 @@ def _apply_claimed(
         return _apply_run_started(conn, event, runs)
     if isinstance(event, EpochLogged):
         return _apply_epoch_logged(conn, event, runs)
+    if isinstance(event, ImageObserved):
+        return _apply_image(conn, event)
     return _apply_run_finished(conn, event, runs)
+
+
+def _apply_image(conn: Connection, event: ImageObserved) -> Applied:
+    """A test image linked to the epoch of each tracked LoRA it was made with."""
+    from .image_capture import record_image
+
+    linked = record_image(conn, event)
+    if not linked.matches:
+        return Applied("unmatched", detail=linked.detail)
+    first = linked.matches[0]
+    return Applied("recorded", first.run_name, first.epoch_number,
+                   links=tuple((m.run_name, m.epoch_number) for m in linked.matches))  # fmt: skip
 
 
 def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> list[Applied]:
@@ -610,9 +630,12 @@ EPOCH_UPSERT = """
 CHECKPOINT_UPSERT = """
     INSERT INTO checkpoints (
         training_run_id, epoch_result_id, host, path, kind, file_format, epoch_number,
-        global_step, size_bytes, content_hash, mtime, on_disk, removed_at)
+        global_step, size_bytes, content_hash, mtime, on_disk, removed_at, lora_hash)
     VALUES (%(run)s, {epoch_result_id}, %(host)s, %(path)s, %(kind)s, %(format)s, %(epoch)s,
-            %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL)
+            %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL,
+            -- kohya's sshs_model_hash (the content hash when it is one) is A1111's LoRA
+            -- hash, which test images are matched by (lora_tracker/images/matching.py)
+            CASE WHEN %(hash)s::text ~ '^[0-9a-f]{{64}}$' THEN %(hash)s::text END)
     ON CONFLICT (host, path) DO UPDATE SET
         training_run_id = EXCLUDED.training_run_id,
         -- the same file told by another source (the API's epoch, the watcher's step)
@@ -636,6 +659,9 @@ CHECKPOINT_UPSERT = """
             ELSE EXCLUDED.global_step END,
         size_bytes = EXCLUDED.size_bytes,
         content_hash = EXCLUDED.content_hash,
+        -- a hash computed for an image stays while the file is the same one
+        lora_hash = CASE WHEN checkpoints.content_hash IS NOT DISTINCT FROM EXCLUDED.content_hash
+            THEN COALESCE(EXCLUDED.lora_hash, checkpoints.lora_hash) ELSE EXCLUDED.lora_hash END,
         mtime = EXCLUDED.mtime,
         on_disk = true,
         removed_at = NULL

@@ -138,10 +138,10 @@ def _resolution_text(value: Any) -> str | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return f"{int(value)}x{int(value)}"
     if isinstance(value, str):
-        match = re.fullmatch(r"\s*\(?\s*(\d+)\s*[x,*]\s*(\d+)\s*\)?\s*", value)
+        match = re.fullmatch(r"\s*\(?\s*([0-9]+)\s*[x,*]\s*([0-9]+)\s*\)?\s*", value)
         if match:
             return f"{int(match[1])}x{int(match[2])}"
-        if value.strip().isdigit():
+        if value.strip().isascii() and value.strip().isdigit():
             return f"{int(value)}x{int(value)}"
     return None
 

@@ -164,6 +164,18 @@ class RunFinished(_RunEvent):
         return mask_text(reason) if reason else reason
 
 
+class ImageObserved(_Event):
+    """A test image rendered in A1111 / Forge / SD.Next / ComfyUI (`watch --images`), with
+    what its metadata says (``lora_tracker.images.model.ImageMetadata`` as a dict, secrets
+    masked as it was read), so it can wait in the spool after the file is gone."""
+
+    kind: Literal["image"] = "image"
+    path: str
+    sha256: str
+    size_bytes: int
+    metadata: dict[str, Any]
+
+
 def _masked_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """A configuration with its secrets masked (see ``lora_tracker.secrets``)."""
     masked: dict[str, Any] | None = mask_secrets(config)
@@ -177,6 +189,7 @@ AnyEvent = (
     | RunStarted
     | EpochLogged
     | RunFinished
+    | ImageObserved
 )
 CaptureEvent = Annotated[AnyEvent, Field(discriminator="kind")]
 EVENT_ADAPTER: TypeAdapter[CaptureEvent] = TypeAdapter(CaptureEvent)

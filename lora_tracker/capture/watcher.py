@@ -46,6 +46,7 @@ from .files import (
     output_dir_of,
     skipped_folder_name,
 )
+from .image_watch import ImageFolders
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class BackfillStats:
     rejected: int = 0
     unsaved: int = 0
     deleted: int = 0  # files of runs deleted with `cleanup`, left out
+    images: int = 0  # test images under --images folders
+    images_linked: int = 0  # linked now or before
+    images_unmatched: int = 0
+    images_skipped: int = 0
 
 
 def scan(
@@ -127,8 +132,11 @@ class Watcher:
         stuck_after_s: float = 10.0,
         replay_every_s: float = REPLAY_EVERY_S,
         on_delivered: Callable[[Event, DeliveryOutcome, Applied | None], None] | None = None,
+        image_folders: list[Path] | None = None,
     ) -> None:
         self.folders = [folder.absolute() for folder in folders]
+        # rendered test images (watch --images): capture/image_watch.py
+        self.images = ImageFolders(self, image_folders) if image_folders else None
         self.delivery = delivery
         self.run_name = run_name
         self.config_path = config_path
@@ -190,6 +198,8 @@ class Watcher:
                 new_runs.append(applied.run_name)
         for run_name in new_runs[:GUARDED_NEW_RUNS]:  # trainings found for the first time
             self._guard_new_run(run_name)
+        if self.images is not None:
+            self.images.backfill(stats)
         return stats
 
     def _vanished_and_samples(
@@ -309,6 +319,8 @@ class Watcher:
         handler = _Handler(self)
         for folder in self.folders:
             observer.schedule(handler, str(folder), recursive=True)
+        if self.images is not None:
+            self.images.watch_with(observer)
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -472,6 +484,12 @@ class Watcher:
                 self.on_delivered(event, outcome, applied)
 
     def _check(self, path: str) -> None:
+        if self.images is not None and self.images.covers(Path(path)):
+            self.images.check(path)
+        else:
+            self._check_file(path)
+
+    def _check_file(self, path: str) -> None:
         p = Path(path)
         name = classify_checkpoint(p)
         if name is None:

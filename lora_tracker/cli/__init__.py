@@ -159,6 +159,7 @@ from . import catalog_commands as catalog_commands  # noqa: E402
 from . import dashboard_commands as dashboard_commands  # noqa: E402
 from . import db_commands as db_commands  # noqa: E402
 from . import decide_commands as decide_commands  # noqa: E402
+from . import image_commands as image_commands  # noqa: E402
 from . import judge_commands as judge_commands  # noqa: E402
 
 for _module in (
@@ -169,6 +170,7 @@ for _module in (
     catalog_commands,
     decide_commands,
     dashboard_commands,
+    image_commands,
 ):
     _module.register(cli)
 

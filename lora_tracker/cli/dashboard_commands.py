@@ -23,7 +23,8 @@ def register(cli: click.Group) -> None:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on (the default is this machine only).",
+    help="Address to listen on. Any other than this machine's (127.0.0.1, ::1, localhost) "
+    "makes the whole database readable from the network and needs --read-only or --token.",
 )
 @click.option(
     "--port",
@@ -32,18 +33,60 @@ def register(cli: click.Group) -> None:
     show_default=True,
     help="0 picks a free port.",
 )
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="Serve the page without any way to change the record (no scoring in the page).",
+)
+@click.option(
+    "--token",
+    metavar="VALUE",
+    envvar="LORA_TRACKER_DASHBOARD_TOKEN",
+    help="Writes (scoring in the page) need this token, entered once in the page. Default: "
+    "a random token the page carries (this machine only). Env: LORA_TRACKER_DASHBOARD_TOKEN.",
+)
 @click.pass_context
-def dashboard(ctx: click.Context, host: str, port: int) -> None:
-    """Serve a read-only dashboard page that refreshes as runs record new epochs."""
+def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: str | None) -> None:
+    """Serve the dashboard page: it refreshes as runs record new epochs, and judging in the
+    page writes through the same rules as the CLI (unless --read-only)."""
+    from ..dashboard.gate import is_loopback
     from ..dashboard.server import make_server
 
+    if read_only and token is not None:
+        raise click.UsageError("--read-only and --token exclude each other")
+    if token is not None and len(token.strip()) < MIN_TOKEN_CHARS:
+        raise click.BadParameter(f"use at least {MIN_TOKEN_CHARS} characters", param_hint="--token")
+    if token is not None and not re.fullmatch(r"[!-~]+", token.strip()):
+        # it travels in an HTTP header, which a browser only sends in plain ASCII
+        raise click.BadParameter(
+            "use letters, digits and punctuation only (no spaces or accents)",
+            param_hint="--token",
+        )
+    if not is_loopback(host) and not read_only and token is None:
+        raise click.UsageError(
+            f"--host {host} makes the whole database readable from the network: add "
+            "--read-only, or --token VALUE to allow writes with that token"
+        )
     target = app_context(ctx).db.target
     app_context(ctx).db.connect()  # fail now, in one line, if the database is unreachable
     try:
-        server = make_server(target, host, port)
+        server = make_server(target, host, port, read_only=read_only,
+                             token=token.strip() if token is not None else None)  # fmt: skip
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    click.echo(f"Dashboard on {server.url} (Ctrl-C to stop)", err=True)
+    if not is_loopback(host):
+        click.echo(
+            f"Warning: listening on {host}: anyone who can reach this machine can read the "
+            "whole database" + ("." if read_only else "; writes need the token."),
+            err=True,
+        )
+    mode = "read-only" if read_only else "writes need the token" if token else "writable"
+    url = server.url
+    if host in ("0.0.0.0", "::"):  # every address: name one a browser can open
+        import socket
+
+        url = f"http://{socket.gethostname()}:{server.server_address[1]}/"
+    click.echo(f"Dashboard on {url} ({mode}; Ctrl-C to stop)", err=True)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
@@ -51,6 +94,8 @@ def dashboard(ctx: click.Context, host: str, port: int) -> None:
     finally:
         server.server_close()
 
+
+MIN_TOKEN_CHARS = 12
 
 MD_ONLY = ("model_type", "caption_version", "since", "timeline_only", "analysis_only")
 

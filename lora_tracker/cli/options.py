@@ -20,7 +20,7 @@ class EpochNumber(click.ParamType):  # type: ignore[type-arg]
             number = value
         else:
             text = str(value).strip()
-            if not text.lstrip("+-").isdigit():
+            if not (text.isascii() and text.lstrip("+-").isdigit()):
                 label = param.human_readable_name if param is not None else "EPOCH"
                 self.fail(f"{label} must be a whole number (0, 1, 2, ...), not {text!r}",
                           param, ctx)  # fmt: skip

@@ -104,7 +104,7 @@ def terminal_width() -> int | None:
     """The width tables must fit: the terminal's, or $COLUMNS; None when output is piped
     or redirected (then nothing is cut)."""
     columns = os.environ.get("COLUMNS", "").strip()
-    if columns.isdigit() and int(columns) > 0:
+    if columns.isascii() and columns.isdigit() and int(columns) > 0:
         return int(columns)
     if stdout_is_terminal():
         import shutil
