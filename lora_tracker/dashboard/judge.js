@@ -58,6 +58,29 @@ let M = null;            // the model: run, epochs, results, version; columns an
 const undoStack = [];
 let writing = Promise.resolve();
 let pendingWrites = 0;
+// Changes shown at once but not yet answered, by "kind:id" then field: {seq, value}. An
+// answer to an earlier write carries the database's row as it was then; the later changes
+// still on their way stay on top of it (else "9" then "+" could step from the old value).
+const unanswered = new Map();
+let writeSeq = 0;
+function remember(key, fields, seq) {
+  const fieldsOf = unanswered.get(key) || {};
+  for (const [field, value] of Object.entries(fields)) fieldsOf[field] = { seq, value };
+  unanswered.set(key, fieldsOf);
+}
+function answered(key, fields, seq) {
+  const fieldsOf = unanswered.get(key);
+  if (!fieldsOf) return;
+  for (const field of Object.keys(fields)) if (fieldsOf[field] && fieldsOf[field].seq === seq) delete fieldsOf[field];
+  if (!Object.keys(fieldsOf).length) unanswered.delete(key);
+}
+function withUnanswered(key, row) {
+  const fieldsOf = unanswered.get(key);
+  if (!fieldsOf) return row;
+  const on = { ...row };
+  for (const [field, { value }] of Object.entries(fieldsOf)) on[field] = value;
+  return on;
+}
 
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -483,12 +506,15 @@ function setPending(delta) {
   pendingWrites += delta;
   document.getElementById("ready").dataset.pending = String(pendingWrites);
 }
-function write(kind, body, what, undoing) {
+function write(kind, body, what, undoing, key) {
   setPending(1);
   say(`Saving ${what}…`, "pending");
+  const seq = ++writeSeq;
+  if (key) remember(key, body.fields, seq);
   const job = writing.then(async () => {
     try {
       const done = await post(ROUTES[kind], body);
+      if (key) answered(key, body.fields, seq);
       applyWrite(kind, done);
       const before = {};
       for (const c of done.changes) before[c.field] = c.before;
@@ -497,6 +523,7 @@ function write(kind, body, what, undoing) {
       say(`${undoing ? "Undone" : "Saved"} · ${what}: ${describe(done.changes)}`, "ok");
       return true;
     } catch (e) {
+      if (key) answered(key, body.fields, seq);
       say(`Not saved · ${what}: ${e.message}`, "err");
       await reload();  // show what the database holds (the refused change changed nothing)
       return false;
@@ -510,10 +537,15 @@ function write(kind, body, what, undoing) {
 function applyWrite(kind, done) {
   if (kind === "epoch") {
     const row = M.epochs.findIndex((e) => e.epoch_number === done.epoch.epoch_number);
-    if (row >= 0) { M.epochs[row] = done.epoch; redrawEpoch(row); flash(row); drawHeader(); }
+    if (row >= 0) {
+      M.epochs[row] = withUnanswered(`epoch:${done.epoch.epoch_number}`, done.epoch);
+      redrawEpoch(row); flash(row); drawHeader();
+    }
   } else if (kind === "prompt") {
     const index = M.results.findIndex((r) => r.id === done.result.id);
-    if (index >= 0) M.results[index] = { ...M.results[index], ...done.result };
+    if (index >= 0) {
+      M.results[index] = withUnanswered(`result:${done.result.id}`, { ...M.results[index], ...done.result });
+    }
     else { reloadSoon(); return; }
     M = derive(M);
     const row = M.epochs.findIndex((e) => e.epoch_number === M.results[index].epoch_number);
@@ -541,7 +573,8 @@ function setEpoch(fields) {
   const row = state.row;
   M.epochs[row] = { ...epoch, ...fields };
   redrawEpoch(row);
-  write("epoch", { run: M.run.id, epoch: epoch.epoch_number, fields }, `epoch ${epoch.epoch_number}`);
+  write("epoch", { run: M.run.id, epoch: epoch.epoch_number, fields }, `epoch ${epoch.epoch_number}`,
+        false, `epoch:${epoch.epoch_number}`);
 }
 function setPrompt(fields) {
   const epoch = epochAt(state.row), column = M.columns[state.col];
@@ -552,7 +585,8 @@ function setPrompt(fields) {
   const body = { run: M.run.id, epoch: epoch.epoch_number, prompt: String(column.prompt_id), fields };
   if (result) body.result = result.id;
   if (result) { Object.assign(result, fields); redrawEpoch(state.row); }
-  write("prompt", body, `epoch ${epoch.epoch_number} · ${column.prompt_name}`);
+  write("prompt", body, `epoch ${epoch.epoch_number} · ${column.prompt_name}`, false,
+        result ? `result:${result.id}` : undefined);
 }
 function setRun(fields, node) {
   if (readOnly()) { drawForm(); return; }
@@ -721,6 +755,9 @@ async function fetchView() {
 async function reload() {
   const keep = M && epochAt(state.row) ? { epoch: epochAt(state.row).epoch_number, col: M.columns[state.col] && M.columns[state.col].key } : null;
   const data = await fetchView();
+  // changes still on their way stay shown (their answers will confirm or refuse them)
+  data.epochs = data.epochs.map((e) => withUnanswered(`epoch:${e.epoch_number}`, e));
+  data.results = data.results.map((r) => withUnanswered(`result:${r.id}`, r));
   M = derive(data);
   if (keep) {
     const row = M.epochs.findIndex((e) => e.epoch_number === keep.epoch);
