@@ -142,3 +142,9 @@ def grid(results: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
             row.append(text or "·")
         rows.append(row)
     return ["epoch", *prompts], rows
+
+
+def active_prompts(conn: Connection) -> list[dict[str, Any]]:
+    """The active test prompts in a stable order (oldest first, so a prompt added later
+    comes last and the others keep their line in an exported kohya prompts file)."""
+    return conn.execute("SELECT * FROM test_prompts WHERE active ORDER BY id").fetchall()

@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -45,6 +45,7 @@ from .events import (
     RunStarted,
     SamplesObserved,
 )
+from .sample_links import SampleLinks, link_event_samples
 from .trainer_config import run_fields_from_adapter_files, run_fields_from_config
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ class _FileBatch:
         self.step_rows: list[dict[str, Any]] = []  # CHECKPOINT_UPSERT, no epoch row
         self.samples: dict[tuple[int, int], set[str]] = {}
         self.samples_written: dict[tuple[int, int], set[str]] = {}
+        self.links = SampleLinks()  # the samples to link to the prompt grid (issue 12)
         self.run_updates: dict[int, dict[str, Any]] = {}
         self.seen: set[str] = set()  # paths queued in this batch
         self.known: dict[str, dict[str, Any]] = {}
@@ -296,6 +298,7 @@ class _FileBatch:
                      sorted(self.samples.items())],
                 )  # fmt: skip
         self.file_rows, self.step_rows, self.samples = [], [], {}
+        self.links.flush(self.conn)  # once their epochs and checkpoints are written
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -376,6 +379,7 @@ def _apply_checkpoint(
     if files is not None and files.replaced(event) is False:
         files.add_file(run["id"], epoch, with_epoch, event)
         files.add_samples(run["id"], event.samples_by_epoch)
+        files.links.add(run, _carried(event), event.sample_prompts, _step_file(event))
         return Applied("recorded", run["run_name"], epoch, new_run=created)
     if files is not None:
         files.flush()
@@ -390,7 +394,19 @@ def _apply_checkpoint(
         _upsert_checkpoint(conn, run["id"], epoch_result_id, epoch, event)
     for sample_epoch, paths in event.samples_by_epoch.items():
         _add_samples(conn, run["id"], sample_epoch, paths)
+    link_event_samples(conn, run, _carried(event), event.sample_prompts, _step_file(event))
     return Applied("recorded", run["run_name"], epoch, new_run=created)
+
+
+def _carried(event: CheckpointObserved) -> list[str]:
+    return [path for paths in event.samples_by_epoch.values() for path in paths]
+
+
+def _step_file(event: CheckpointObserved) -> int | None:
+    """The step of a kohya step checkpoint (its step's samples were written before it)."""
+    if event.checkpoint_kind == "step" and event.trainer == "kohya":
+        return event.step
+    return None
 
 
 def _epoch_of(
@@ -732,7 +748,7 @@ def _apply_samples(conn: Connection, event: SamplesObserved) -> Applied:
     # before it (a reused folder's next run may not be recorded yet)
     run = conn.execute(
         """
-        SELECT id, run_name FROM training_runs
+        SELECT id, run_name, config FROM training_runs
         WHERE host = %(host)s AND output_dir = %(dir)s AND output_name = %(name)s
           AND (%(at)s::timestamptz IS NULL OR (
                (training_started_at IS NULL
@@ -747,6 +763,7 @@ def _apply_samples(conn: Connection, event: SamplesObserved) -> Applied:
     if run is None:
         return Applied("unmatched")  # its run's next checkpoint event brings it along
     _add_samples(conn, run["id"], event.epoch, event.paths)
+    link_event_samples(conn, run, event.paths, event.sample_prompts)
     return Applied("recorded", run["run_name"], event.epoch)
 
 
@@ -827,6 +844,7 @@ class _EpochWriter:
         self.rows: list[tuple[Any, ...]] = []
         self.heard: dict[int, datetime] = {}  # run id -> its latest event
         self.ended: dict[int, dict[str, Any]] = {}  # run id -> its end (the last one given)
+        self.links = SampleLinks()
 
     def finish(self, event: RunFinished) -> Applied:
         run = _run_of(self.conn, event, runs=self.runs)
@@ -845,6 +863,8 @@ class _EpochWriter:
         run = _run_of(self.conn, event, runs=self.runs)
         created = _created(run)
         self.rows.append(_epoch_logged_row(run["id"], event))
+        if event.sample_images:
+            self.links.add(run, event.sample_images, event.sample_prompts)
         if event.observed_at > self.heard.get(run["id"], event.observed_at - _ONE_US):
             self.heard[run["id"]] = event.observed_at
         return Applied("recorded", run["run_name"], event.epoch, new_run=created)
@@ -868,6 +888,7 @@ class _EpochWriter:
                  [Jsonb(list(paths)) for paths in samples]),
             )  # fmt: skip
         self.rows = []
+        self.links.flush(self.conn)
         if self.heard:
             self.conn.execute(
                 "UPDATE training_runs tr SET last_event_at = v.at "
@@ -986,6 +1007,7 @@ def _apply_epoch_logged(
     run = _run_of(conn, event, runs=runs)
     created = _created(run)
     conn.execute(EPOCH_LOGGED_UPSERT, _epoch_logged_row(run["id"], event))
+    link_event_samples(conn, run, event.sample_images, event.sample_prompts)
     _set(conn, run["id"], {"last_event_at": event.observed_at})
     return Applied("recorded", run["run_name"], event.epoch, new_run=created)
 
@@ -1121,6 +1143,8 @@ class KnownFiles:
 
     checkpoints: dict[str, tuple[int, datetime | None, bool]]  # path -> size, mtime, on disk
     samples: set[str]
+    # samples in the prompt grid: a known sample that is not may be linked now (issue 12)
+    linked_samples: set[str] = field(default_factory=set)
 
 
 def known_files(conn: Connection, host: str, folders: list[str]) -> KnownFiles:
@@ -1137,9 +1161,17 @@ def known_files(conn: Connection, host: str, folders: list[str]) -> KnownFiles:
         "WHERE tr.host = %s AND tr.output_dir || '/' LIKE ANY(%s)",
         (host, patterns),
     ).fetchall()
+    linked = conn.execute(
+        "SELECT DISTINCT ptr.image_path AS path FROM prompt_test_results ptr "
+        "JOIN epoch_results er ON er.id = ptr.epoch_result_id "
+        "JOIN training_runs tr ON tr.id = er.training_run_id "
+        "WHERE tr.host = %s AND tr.output_dir || '/' LIKE ANY(%s) AND ptr.generator = 'kohya'",
+        (host, patterns),
+    ).fetchall()
     return KnownFiles(
         {r["path"]: (r["size_bytes"], r["mtime"], r["on_disk"]) for r in rows},
         {r["path"] for r in samples},
+        {r["path"] for r in linked},
     )
 
 

@@ -29,6 +29,7 @@ from .delivery import DeliveryOutcome, Event, EventDelivery
 from .events import (
     CheckpointObserved,
     CheckpointRemoved,
+    SamplesObserved,
     observe_checkpoint,
     observe_sample,
     steady_folders,
@@ -124,6 +125,7 @@ class Watcher:
         run_name: str | None = None,
         config_path: Path | None = None,
         run_key: str | None = None,
+        prompts_path: Path | None = None,
         poll: bool = False,
         settle_s: float = 1.0,
         retry_s: float = 0.2,
@@ -139,6 +141,7 @@ class Watcher:
         self.run_name = run_name
         self.config_path = config_path
         self.run_key = run_key
+        self.prompts_path = prompts_path  # kohya's --sample_prompts file of these runs
         self.poll = poll
         self.settle_s = settle_s
         self.retry_s = retry_s
@@ -223,13 +226,17 @@ class Watcher:
         }
         for path in found:
             absolute = str(path.absolute())
-            if (
-                absolute not in known.samples
-                and absolute not in carried
-                and (classify_sample(path))
-            ):
-                sample = observe_sample(path)
+            if absolute in carried or not classify_sample(path):
+                continue
+            if absolute not in known.samples:
+                sample = self._observe_sample(path)
                 if sample is not None:
+                    events.append(sample)
+            elif absolute not in known.linked_samples:
+                # recorded, not in the prompt grid: linked now if a prompts file is known
+                # (one written since, or a PNG that was still being written)
+                sample = self._observe_sample(path)
+                if sample is not None and sample.sample_prompts is not None:
                     events.append(sample)
 
     def _observe_all(
@@ -290,8 +297,12 @@ class Watcher:
 
     def _observe(self, path: Path) -> CheckpointObserved:
         return observe_checkpoint(
-            path, run_name=self.run_name, config_path=self.config_path, run_key=self.run_key
-        )
+            path, run_name=self.run_name, config_path=self.config_path, run_key=self.run_key,
+            prompts_path=self.prompts_path,
+        )  # fmt: skip
+
+    def _observe_sample(self, path: Path) -> SamplesObserved | None:
+        return observe_sample(path, prompts_path=self.prompts_path, config_path=self.config_path)
 
     # -- live watching -----------------------------------------------------------------
     def start(self, *, backfill: bool = True) -> None:
@@ -542,7 +553,7 @@ class Watcher:
 
     def _check_sample(self, p: Path) -> None:
         if os.path.exists(p):
-            sample = observe_sample(p)
+            sample = self._observe_sample(p)
             if sample is not None:
                 outcome, _ = self.delivery.submit(sample)
                 self._after_delivery(sample, outcome)

@@ -53,6 +53,18 @@ def _check_config(config_path: Path | None) -> None:
         load_toml(config_path)  # a clear error now, not one per checkpoint later
 
 
+def _check_prompts(prompts_path: Path | None) -> None:
+    """A prompts file kohya could not sample from: a usage error now, nothing watched."""
+    if prompts_path is not None:
+        from ..errors import InvalidInput
+        from ..kohya_prompts import read_prompts_file
+
+        try:
+            read_prompts_file(prompts_path)
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc), param_hint="--prompts") from None
+
+
 RUN_OPTION = click.option(
     "--run", "run_name", metavar="NAME",
     help="Record into this run (created if needed) instead of one named after the files.",
@@ -96,6 +108,12 @@ def _wait_for_folders(missing: list[Path], stop: threading.Event) -> bool:
 @RUN_OPTION
 @CONFIG_OPTION
 @click.option(
+    "--prompts", "prompts_path", metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The kohya --sample_prompts file (.txt/.toml/.json) the samples were rendered from:"
+    " each sample becomes its epoch's result on the test prompt of its line.",
+)  # fmt: skip
+@click.option(
     "--poll", is_flag=True, help="Poll the folders (network drives) instead of OS events."
 )
 @click.option(
@@ -111,6 +129,7 @@ def watch(
     once: bool,
     run_name: str | None,
     config_path: Path | None,
+    prompts_path: Path | None,
     poll: bool,
     image_folders: tuple[Path, ...],
 ) -> None:
@@ -128,6 +147,7 @@ def watch(
     if not folders and not image_folders:
         raise click.UsageError("give a FOLDER to watch, or --images DIR")
     _check_config(config_path)
+    _check_prompts(prompts_path)
     missing = [folder for folder in (*folders, *image_folders) if not folder.exists()]
     if missing and once:
         raise click.BadParameter(f"{missing[0]} does not exist", param_hint="FOLDERS")
@@ -137,7 +157,8 @@ def watch(
         return
     delivery = EventDelivery(app_context(ctx).database_url)
     watcher = Watcher(
-        list(folders), delivery, run_name=run_name, config_path=config_path, poll=poll,
+        list(folders), delivery, run_name=run_name, config_path=config_path,
+        prompts_path=prompts_path.absolute() if prompts_path else None, poll=poll,
         image_folders=list(image_folders),
     )  # fmt: skip
 
