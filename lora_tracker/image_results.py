@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
@@ -131,7 +131,41 @@ def link_image(
     its text (created when new). Idempotent: the same image bytes update the same row (its
     path and settings), and a person's scores, verdict and notes on it are kept. Returns the
     row. Run inside a transaction."""
-    prompt = find_or_create_prompt(conn, image, source=source, source_run_id=source_run_id)
+    row, _change = link_image_once(
+        conn, epoch_result_id, image, image_path=image_path, image_sha256=image_sha256,
+        source=source, source_run_id=source_run_id,
+    )  # fmt: skip
+    return row
+
+
+Change = Literal["inserted", "updated", "unchanged"]
+
+
+def link_image_once(
+    conn: Connection,
+    epoch_result_id: int,
+    image: TestImage,
+    *,
+    image_path: str,
+    image_sha256: str,
+    source: str,
+    source_run_id: int | None = None,
+    prompts: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], Change]:
+    """:func:`link_image`, saying what it did: ``inserted`` a new row, ``updated`` one
+    whose path or settings differed, or left it ``unchanged`` (a second read of the same
+    image writes nothing, not even ``updated_at`` / ``captured_at``).
+
+    ``prompts``: test prompts already found in this transaction, by text (filled as they
+    are found), so a batch of images of a few prompts looks each up once. Drop it when the
+    transaction (or a savepoint that may have created one) rolls back."""
+    prompt = prompts.get(image.prompt) if prompts is not None else None
+    if prompt is None:
+        prompt = find_or_create_prompt(conn, image, source=source, source_run_id=source_run_id)
+        if prompts is not None:
+            prompts[image.prompt] = prompt
+    key = image_key(image_sha256)
+    metadata = Jsonb(image.metadata) if image.metadata else None
     row = conn.execute(
         """
         INSERT INTO prompt_test_results (
@@ -146,11 +180,29 @@ def link_image(
             width = EXCLUDED.width, height = EXCLUDED.height,
             lora_weight = EXCLUDED.lora_weight, image_metadata = EXCLUDED.image_metadata,
             captured_at = EXCLUDED.captured_at
-        RETURNING *
+        WHERE (prompt_test_results.image_path, prompt_test_results.generator,
+               prompt_test_results.seed, prompt_test_results.steps,
+               prompt_test_results.cfg_scale, prompt_test_results.sampler,
+               prompt_test_results.scheduler, prompt_test_results.width,
+               prompt_test_results.height, prompt_test_results.lora_weight,
+               prompt_test_results.image_metadata)
+              IS DISTINCT FROM
+              (EXCLUDED.image_path, EXCLUDED.generator, EXCLUDED.seed, EXCLUDED.steps,
+               EXCLUDED.cfg_scale, EXCLUDED.sampler, EXCLUDED.scheduler, EXCLUDED.width,
+               EXCLUDED.height, EXCLUDED.lora_weight, EXCLUDED.image_metadata)
+        RETURNING *, (xmax = 0) AS _inserted
         """,
-        (epoch_result_id, prompt["id"], image_key(image_sha256), image_path, image.generator,
+        (epoch_result_id, prompt["id"], key, image_path, image.generator,
          image.seed, image.steps, image.cfg_scale, image.sampler, image.scheduler, image.width,
-         image.height, image.lora_weight, Jsonb(image.metadata) if image.metadata else None),
+         image.height, image.lora_weight, metadata),
     ).fetchone()  # fmt: skip
+    if row is not None:
+        inserted = row.pop("_inserted")
+        return row, "inserted" if inserted else "updated"
+    row = conn.execute(
+        "SELECT * FROM prompt_test_results"
+        " WHERE epoch_result_id = %s AND test_prompt_id = %s AND result_key = %s",
+        (epoch_result_id, prompt["id"], key),
+    ).fetchone()
     assert row is not None
-    return row
+    return row, "unchanged"

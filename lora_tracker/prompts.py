@@ -91,18 +91,20 @@ def update_result(conn: Connection, result_id: int, fields: PromptResultFields) 
 
 
 def results_of_runs(conn: Connection, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Every prompt result of some runs (epoch, prompt, scores, verdict, image, notes), by
-    run id."""
+    """Every prompt result of some runs (epoch, prompt, scores, verdict, image, notes, and
+    for a linked test image its key, generator, seed and LoRA weight), by run id. A
+    person's own result (``result_key`` '') comes before the images of its cell."""
     rows = conn.execute(
         """
         SELECT er.training_run_id, ptr.id, er.epoch_number, tp.prompt_name, ptr.score,
                ptr.style_match_score, ptr.prompt_adherence_score, ptr.verdict,
-               ptr.image_path, ptr.notes
+               ptr.image_path, ptr.notes, ptr.result_key, ptr.generator, ptr.seed,
+               ptr.lora_weight
         FROM prompt_test_results ptr
         JOIN epoch_results er ON er.id = ptr.epoch_result_id
         JOIN test_prompts tp ON tp.id = ptr.test_prompt_id
         WHERE er.training_run_id = ANY(%s)
-        ORDER BY er.epoch_number, tp.prompt_name
+        ORDER BY er.epoch_number, tp.prompt_name, ptr.result_key <> '', ptr.seed, ptr.image_path
         """,
         (run_ids,),
     ).fetchall()
@@ -113,20 +115,36 @@ def results_of_runs(conn: Connection, run_ids: list[int]) -> dict[int, list[dict
 
 
 def grid(results: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Epoch x prompt grid of 'score verdict' cells, from one run's results_of_runs()."""
+    """Epoch x prompt grid of 'score verdict' cells, from one run's results_of_runs(). A
+    cell shows the person's own result (else the first scored image), and how many test
+    images are linked to it ('8 pass · 3 img')."""
     prompts = sorted({r["prompt_name"] for r in results})
     epochs = sorted({r["epoch_number"] for r in results})
-    cells = {(r["epoch_number"], r["prompt_name"]): r for r in results}
+    cells: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in results:
+        cells.setdefault((r["epoch_number"], r["prompt_name"]), []).append(r)
     rows = []
     for epoch in epochs:
         row: list[Any] = [epoch]
         for name in prompts:
-            result = cells.get((epoch, name))
-            if result is None:
+            found = cells.get((epoch, name))
+            if not found:
                 row.append("")
                 continue
-            parts = [str(result["score"]) if result["score"] is not None else "",
-                     result["verdict"] or ""]  # fmt: skip
-            row.append(" ".join(p for p in parts if p) or "·")
+            own = next((r for r in found if not r.get("result_key")), None)
+            shown = own or next((r for r in found if r["score"] is not None), found[0])
+            parts = [str(shown["score"]) if shown["score"] is not None else "",
+                     shown["verdict"] or ""]  # fmt: skip
+            text = " ".join(p for p in parts if p)
+            images = sum(1 for r in found if (r.get("result_key") or "").startswith("image:"))
+            if images:
+                text = f"{text} · {images} img" if text else f"{images} img"
+            row.append(text or "·")
         rows.append(row)
     return ["epoch", *prompts], rows
+
+
+def active_prompts(conn: Connection) -> list[dict[str, Any]]:
+    """The active test prompts in a stable order (oldest first, so a prompt added later
+    comes last and the others keep their line in an exported kohya prompts file)."""
+    return conn.execute("SELECT * FROM test_prompts WHERE active ORDER BY id").fetchall()

@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,6 +27,18 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
 )
+
+
+def png_bytes(label: str) -> bytes:
+    """A whole 1x1 PNG holding ``label`` in a tEXt chunk: each sample its own bytes (so
+    its own SHA-256), ending with IEND as a finished PNG does."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    text = chunk(b"tEXt", b"label\x00" + label.encode("utf-8"))
+    return PNG[:33] + text + PNG[33:]
 
 
 def tensors(dim: int, count: int, seed: int, width: int = 320) -> dict[str, np.ndarray]:
@@ -216,6 +229,10 @@ class KohyaRun:
     chunks: int = 4
     chunk_delay: float = 0.0
     samples_per_epoch: int = 2
+    # the seeds of the prompts of a --sample_prompts file, one sample each, named as kohya
+    # names them (``_{seed}`` when the prompt sets one); None: ``samples_per_epoch``
+    # unseeded samples
+    sample_seeds: list[int | None] | None = None
     written: list[Path] = field(default_factory=list)
     removed: list[Path] = field(default_factory=list)
 
@@ -254,16 +271,38 @@ class KohyaRun:
         self.write_samples(epoch)
         return path
 
+    def save_step(self, step: int) -> Path:
+        """A ``--save_every_n_steps`` file: ``{name}-step{step:08d}``, with kohya's 0-based
+        epoch in progress in ``ss_epoch`` (100 steps an epoch here)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{self.output_name}-step{step:08d}.safetensors"
+        meta = self.metadata((step - 1) // 100)
+        meta["ss_steps"] = str(step)
+        meta["ss_training_finished_at"] = str(self.started + step)
+        write_in_place(path, checkpoint_bytes(meta, self.dim, seed=self.session + step))
+        self.written.append(path)
+        return path
+
     def write_samples(self, epoch: int) -> list[Path]:
+        # kohya's stamp: the local time of writing; epoch N's samples during its steps
+        return self._samples(f"e{epoch:06d}", self.started + epoch * 100 - 50)
+
+    def write_step_samples(self, step: int) -> list[Path]:
+        """Samples of ``--sample_every_n_steps`` at global step ``step``."""
+        return self._samples(f"{step:06d}", self.started + step - 1)
+
+    def _samples(self, number: str, written: float) -> list[Path]:
         folder = self.output_dir / "sample"
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        seeds = self.sample_seeds
+        if seeds is None:
+            seeds = [None] * self.samples_per_epoch
         made = []
-        for index in range(self.samples_per_epoch):
-            # kohya's stamp: the local time of writing; epoch N's samples during its steps
-            written = self.started + epoch * 100 - 50 + index
-            stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(written))
-            path = folder / f"{self.output_name}_e{epoch:06d}_{index:02d}_{stamp}.png"
-            path.write_bytes(PNG)
+        for index, seed in enumerate(seeds):
+            stamp = time.strftime("%Y%m%d%H%M%S", time.localtime(written + index))
+            suffix = "" if seed is None else f"_{seed}"
+            path = folder / f"{self.output_name}_{number}_{index:02d}_{stamp}{suffix}.png"
+            path.write_bytes(png_bytes(f"{self.session} {path.name}"))
             made.append(path)
         return made
 

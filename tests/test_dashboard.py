@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -21,6 +22,7 @@ from lora_tracker.dashboard.server import make_server
 from lora_tracker.settings import Target
 
 from .conftest import ROOT
+from .image_makers import picture
 from .kohya_sim import PNG
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -125,9 +127,9 @@ def test_report_renders(browser: Any, examples_url: str, tmp_path: Path, server:
         page.page.wait_for_function(
             "document.getElementById('run-title').textContent.includes('SD15_PERFECT_Nov9')"
         )
-        # the epoch x prompt grid shows the thumbnail, inlined
+        # the epoch x prompt grid shows the thumbnail (never the full file), inlined
         src = page.page.eval_on_selector("#grid img", "e => e.src")
-        assert src.startswith("data:image/png;base64,")
+        assert src.startswith("data:image/png;base64,")  # a 1-pixel PNG Pillow cannot decode
         assert "9 pass" in page.page.inner_text("#grid")
         # filter and sort the runs table
         page.page.fill("#filter", "bespoke")
@@ -201,9 +203,23 @@ def test_live_dashboard_refreshes(
     with urllib.request.urlopen(live_server + "api/image?path=" + str(image)) as response:
         assert response.status == 200 and response.read() == PNG
     for path in ("/etc/passwd", str(tmp_path / "other.png")):
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(live_server + "api/image?path=" + path)
-        assert refused.value.code == 404
+        for route in ("api/image", "api/thumb"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{live_server}{route}?path={path}")
+            assert refused.value.code == 404
+    # a grid thumbnail: a small WebP made once, cached under the data folder (the 1-pixel
+    # PNG above, which Pillow cannot decode, is served as it is)
+    with urllib.request.urlopen(live_server + "api/thumb?path=" + str(image)) as response:
+        assert response.read() == PNG
+    big = tmp_path / "big.png"
+    picture((1024, 1024)).save(big)
+    with psycopg.connect(examples_url, autocommit=True) as conn:
+        conn.execute("UPDATE prompt_test_results SET image_path = %s", (str(big),))
+    with urllib.request.urlopen(live_server + "api/thumb?path=" + str(big)) as response:
+        assert response.headers["Content-Type"] == "image/webp"
+        body = response.read()
+    assert body[8:12] == b"WEBP" and len(body) < big.stat().st_size / 10
+    assert list((Path(os.environ["LORA_TRACKER_HOME"]) / "thumbnails").rglob("*-256.webp"))
 
 
 def test_dashboard_command_errors(examples_url: str) -> None:

@@ -12,7 +12,9 @@ seen by two watchers lands exactly once; then
 - a removal marks the file as no longer on disk (the rows stay);
 - sample images are added to their epoch's ``sample_images``;
 - a hook's run events (started, epoch logged, finished) find their run by the hook's key
-  and set its configuration, per-epoch loss and metrics, and final status.
+  and set its configuration, per-epoch loss and metrics, and final status;
+- a rendered test image (``watch --images``) becomes a prompt result of the epoch of each
+  tracked LoRA it was made with (``image_capture.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -38,10 +40,12 @@ from .events import (
     CheckpointObserved,
     CheckpointRemoved,
     EpochLogged,
+    ImageObserved,
     RunFinished,
     RunStarted,
     SamplesObserved,
 )
+from .sample_links import SampleLinks, link_event_samples
 from .trainer_config import run_fields_from_adapter_files, run_fields_from_config
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,9 @@ class Applied:
     run_name: str | None = None
     epoch: int | None = None
     new_run: bool = False  # this event created its run (logged once the write is committed)
+    # a test image: every (run, epoch) it was linked to, or why none
+    links: tuple[tuple[str, int], ...] = ()
+    detail: str = ""
 
 
 # capture key -> training_runs row, within one transaction; an empty dict marks a key
@@ -125,7 +132,21 @@ def _apply_claimed(
         return _apply_run_started(conn, event, runs)
     if isinstance(event, EpochLogged):
         return _apply_epoch_logged(conn, event, runs)
+    if isinstance(event, ImageObserved):
+        return _apply_image(conn, event)
     return _apply_run_finished(conn, event, runs)
+
+
+def _apply_image(conn: Connection, event: ImageObserved) -> Applied:
+    """A test image linked to the epoch of each tracked LoRA it was made with."""
+    from .image_capture import record_image
+
+    linked = record_image(conn, event)
+    if not linked.matches:
+        return Applied("unmatched", detail=linked.detail)
+    first = linked.matches[0]
+    return Applied("recorded", first.run_name, first.epoch_number,
+                   links=tuple((m.run_name, m.epoch_number) for m in linked.matches))  # fmt: skip
 
 
 def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> list[Applied]:
@@ -180,6 +201,7 @@ class _FileBatch:
         self.step_rows: list[dict[str, Any]] = []  # CHECKPOINT_UPSERT, no epoch row
         self.samples: dict[tuple[int, int], set[str]] = {}
         self.samples_written: dict[tuple[int, int], set[str]] = {}
+        self.links = SampleLinks()  # the samples to link to the prompt grid (issue 12)
         self.run_updates: dict[int, dict[str, Any]] = {}
         self.seen: set[str] = set()  # paths queued in this batch
         self.known: dict[str, dict[str, Any]] = {}
@@ -276,6 +298,7 @@ class _FileBatch:
                      sorted(self.samples.items())],
                 )  # fmt: skip
         self.file_rows, self.step_rows, self.samples = [], [], {}
+        self.links.flush(self.conn)  # once their epochs and checkpoints are written
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -356,6 +379,7 @@ def _apply_checkpoint(
     if files is not None and files.replaced(event) is False:
         files.add_file(run["id"], epoch, with_epoch, event)
         files.add_samples(run["id"], event.samples_by_epoch)
+        files.links.add(run, _carried(event), event.sample_prompts, _step_file(event))
         return Applied("recorded", run["run_name"], epoch, new_run=created)
     if files is not None:
         files.flush()
@@ -370,7 +394,19 @@ def _apply_checkpoint(
         _upsert_checkpoint(conn, run["id"], epoch_result_id, epoch, event)
     for sample_epoch, paths in event.samples_by_epoch.items():
         _add_samples(conn, run["id"], sample_epoch, paths)
+    link_event_samples(conn, run, _carried(event), event.sample_prompts, _step_file(event))
     return Applied("recorded", run["run_name"], epoch, new_run=created)
+
+
+def _carried(event: CheckpointObserved) -> list[str]:
+    return [path for paths in event.samples_by_epoch.values() for path in paths]
+
+
+def _step_file(event: CheckpointObserved) -> int | None:
+    """The step of a kohya step checkpoint (its step's samples were written before it)."""
+    if event.checkpoint_kind == "step" and event.trainer == "kohya":
+        return event.step
+    return None
 
 
 def _epoch_of(
@@ -594,9 +630,12 @@ EPOCH_UPSERT = """
 CHECKPOINT_UPSERT = """
     INSERT INTO checkpoints (
         training_run_id, epoch_result_id, host, path, kind, file_format, epoch_number,
-        global_step, size_bytes, content_hash, mtime, on_disk, removed_at)
+        global_step, size_bytes, content_hash, mtime, on_disk, removed_at, lora_hash)
     VALUES (%(run)s, {epoch_result_id}, %(host)s, %(path)s, %(kind)s, %(format)s, %(epoch)s,
-            %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL)
+            %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL,
+            -- kohya's sshs_model_hash (the content hash when it is one) is A1111's LoRA
+            -- hash, which test images are matched by (lora_tracker/images/matching.py)
+            CASE WHEN %(hash)s::text ~ '^[0-9a-f]{{64}}$' THEN %(hash)s::text END)
     ON CONFLICT (host, path) DO UPDATE SET
         training_run_id = EXCLUDED.training_run_id,
         -- the same file told by another source (the API's epoch, the watcher's step)
@@ -620,6 +659,9 @@ CHECKPOINT_UPSERT = """
             ELSE EXCLUDED.global_step END,
         size_bytes = EXCLUDED.size_bytes,
         content_hash = EXCLUDED.content_hash,
+        -- a hash computed for an image stays while the file is the same one
+        lora_hash = CASE WHEN checkpoints.content_hash IS NOT DISTINCT FROM EXCLUDED.content_hash
+            THEN COALESCE(EXCLUDED.lora_hash, checkpoints.lora_hash) ELSE EXCLUDED.lora_hash END,
         mtime = EXCLUDED.mtime,
         on_disk = true,
         removed_at = NULL
@@ -706,7 +748,7 @@ def _apply_samples(conn: Connection, event: SamplesObserved) -> Applied:
     # before it (a reused folder's next run may not be recorded yet)
     run = conn.execute(
         """
-        SELECT id, run_name FROM training_runs
+        SELECT id, run_name, config FROM training_runs
         WHERE host = %(host)s AND output_dir = %(dir)s AND output_name = %(name)s
           AND (%(at)s::timestamptz IS NULL OR (
                (training_started_at IS NULL
@@ -721,6 +763,7 @@ def _apply_samples(conn: Connection, event: SamplesObserved) -> Applied:
     if run is None:
         return Applied("unmatched")  # its run's next checkpoint event brings it along
     _add_samples(conn, run["id"], event.epoch, event.paths)
+    link_event_samples(conn, run, event.paths, event.sample_prompts)
     return Applied("recorded", run["run_name"], event.epoch)
 
 
@@ -801,6 +844,7 @@ class _EpochWriter:
         self.rows: list[tuple[Any, ...]] = []
         self.heard: dict[int, datetime] = {}  # run id -> its latest event
         self.ended: dict[int, dict[str, Any]] = {}  # run id -> its end (the last one given)
+        self.links = SampleLinks()
 
     def finish(self, event: RunFinished) -> Applied:
         run = _run_of(self.conn, event, runs=self.runs)
@@ -819,6 +863,8 @@ class _EpochWriter:
         run = _run_of(self.conn, event, runs=self.runs)
         created = _created(run)
         self.rows.append(_epoch_logged_row(run["id"], event))
+        if event.sample_images:
+            self.links.add(run, event.sample_images, event.sample_prompts)
         if event.observed_at > self.heard.get(run["id"], event.observed_at - _ONE_US):
             self.heard[run["id"]] = event.observed_at
         return Applied("recorded", run["run_name"], event.epoch, new_run=created)
@@ -842,6 +888,7 @@ class _EpochWriter:
                  [Jsonb(list(paths)) for paths in samples]),
             )  # fmt: skip
         self.rows = []
+        self.links.flush(self.conn)
         if self.heard:
             self.conn.execute(
                 "UPDATE training_runs tr SET last_event_at = v.at "
@@ -960,6 +1007,7 @@ def _apply_epoch_logged(
     run = _run_of(conn, event, runs=runs)
     created = _created(run)
     conn.execute(EPOCH_LOGGED_UPSERT, _epoch_logged_row(run["id"], event))
+    link_event_samples(conn, run, event.sample_images, event.sample_prompts)
     _set(conn, run["id"], {"last_event_at": event.observed_at})
     return Applied("recorded", run["run_name"], event.epoch, new_run=created)
 
@@ -1095,6 +1143,8 @@ class KnownFiles:
 
     checkpoints: dict[str, tuple[int, datetime | None, bool]]  # path -> size, mtime, on disk
     samples: set[str]
+    # samples in the prompt grid: a known sample that is not may be linked now (issue 12)
+    linked_samples: set[str] = field(default_factory=set)
 
 
 def known_files(conn: Connection, host: str, folders: list[str]) -> KnownFiles:
@@ -1111,9 +1161,17 @@ def known_files(conn: Connection, host: str, folders: list[str]) -> KnownFiles:
         "WHERE tr.host = %s AND tr.output_dir || '/' LIKE ANY(%s)",
         (host, patterns),
     ).fetchall()
+    linked = conn.execute(
+        "SELECT DISTINCT ptr.image_path AS path FROM prompt_test_results ptr "
+        "JOIN epoch_results er ON er.id = ptr.epoch_result_id "
+        "JOIN training_runs tr ON tr.id = er.training_run_id "
+        "WHERE tr.host = %s AND tr.output_dir || '/' LIKE ANY(%s) AND ptr.generator = 'kohya'",
+        (host, patterns),
+    ).fetchall()
     return KnownFiles(
         {r["path"]: (r["size_bytes"], r["mtime"], r["on_disk"]) for r in rows},
         {r["path"] for r in samples},
+        {r["path"] for r in linked},
     )
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import psycopg
@@ -260,6 +261,21 @@ class EventDelivery:
             except (DatabaseUnavailable, SchemaNotInitialized) as exc:
                 self._mark_down(exc)
                 return None
+
+    def linked_images(self, paths: list[Path]) -> set[Path]:
+        """The test images already linked and not written since (none if unreachable)."""
+        if self.database_down or not paths:
+            return set()
+        from ..images.linking import untouched_since_linked
+
+        with self._turn:
+            try:
+                db = self._database()
+                with db.transaction() as conn:
+                    return untouched_since_linked(conn, paths)
+            except (DatabaseUnavailable, SchemaNotInitialized) as exc:
+                self._mark_down(exc)
+                return set()
 
     def replay(self, *, wait: bool = False) -> ReplayResult:
         """Apply spooled events in order; stops (keeping the rest) if the database fails.

@@ -36,6 +36,7 @@ from .files import (
     output_dir_of,
 )
 from .safetensors_header import CorruptCheckpoint, SafetensorsHeader, read_safetensors_header
+from .sample_prompts import SamplePromptsFile, find_sample_prompts
 from .trainer_config import GUI_CONFIG_GLOB, load_toml
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class CheckpointObserved(_Event):
     # every sample image of this run's output name, by epoch: samples are saved after
     # the checkpoint, and one that an earlier event missed comes with the next
     samples_by_epoch: dict[int, list[str]] = Field(default_factory=dict)
+    # the kohya prompts file the samples were rendered from, as read (issue 12)
+    sample_prompts: SamplePromptsFile | None = None
     run_name: str | None = None  # --run: record into this run
     run_key: str | None = None  # a hook's own run (its capture key)
     force: bool = False  # record even a file of a run that was deleted (record --force)
@@ -106,6 +109,7 @@ class SamplesObserved(_Event):
     # kohya's timestamp in the file name: the sample belongs to the run that was training
     # then (a reused output folder holds several runs' samples under one name)
     written_at: datetime | None = None
+    sample_prompts: SamplePromptsFile | None = None  # the kohya prompts file, as read
 
 
 class _RunEvent(_Event):
@@ -143,6 +147,7 @@ class EpochLogged(_RunEvent):
     loss: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     sample_images: list[str] = Field(default_factory=list)
+    sample_prompts: SamplePromptsFile | None = None  # the kohya prompts file, as read
 
 
 class RunFinished(_RunEvent):
@@ -159,6 +164,18 @@ class RunFinished(_RunEvent):
         return mask_text(reason) if reason else reason
 
 
+class ImageObserved(_Event):
+    """A test image rendered in A1111 / Forge / SD.Next / ComfyUI (`watch --images`), with
+    what its metadata says (``lora_tracker.images.model.ImageMetadata`` as a dict, secrets
+    masked as it was read), so it can wait in the spool after the file is gone."""
+
+    kind: Literal["image"] = "image"
+    path: str
+    sha256: str
+    size_bytes: int
+    metadata: dict[str, Any]
+
+
 def _masked_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     """A configuration with its secrets masked (see ``lora_tracker.secrets``)."""
     masked: dict[str, Any] | None = mask_secrets(config)
@@ -172,6 +189,7 @@ AnyEvent = (
     | RunStarted
     | EpochLogged
     | RunFinished
+    | ImageObserved
 )
 CaptureEvent = Annotated[AnyEvent, Field(discriminator="kind")]
 EVENT_ADAPTER: TypeAdapter[CaptureEvent] = TypeAdapter(CaptureEvent)
@@ -192,8 +210,10 @@ def observe_checkpoint(
     config_path: Path | None = None,
     run_key: str | None = None,
     epoch: int | None = None,
+    prompts_path: Path | None = None,
 ) -> CheckpointObserved:
-    """Read a checkpoint file into an event.
+    """Read a checkpoint file into an event (``prompts_path``: the kohya prompts file its
+    run's samples were rendered from, when the caller knows it).
 
     Raises IncompleteCheckpoint / CorruptCheckpoint for safetensors files that cannot be
     recorded, ValueError for a path that names no checkpoint, OSError when unreadable.
@@ -218,7 +238,7 @@ def observe_checkpoint(
             raise CorruptCheckpoint(f"{path.name}: empty file")
     return checkpoint_event(
         path, size, stat.st_mtime, metadata, content_hash=content_hash, run_name=run_name,
-        config_path=config_path, run_key=run_key, epoch=epoch,
+        config_path=config_path, run_key=run_key, epoch=epoch, prompts_path=prompts_path,
     )  # fmt: skip
 
 
@@ -251,6 +271,7 @@ def checkpoint_event(
     config_path: Path | None = None,
     run_key: str | None = None,
     epoch: int | None = None,
+    prompts_path: Path | None = None,
 ) -> CheckpointObserved:
     """The event for a checkpoint whose facts are known (read from the file, or handed to
     a hook by the trainer as it saved)."""
@@ -312,9 +333,22 @@ def checkpoint_event(
         config=config,
         config_path=str(used_config) if used_config else None,
         samples_by_epoch=samples,
+        sample_prompts=_prompts_for(output_dir, config, used_config, prompts_path)
+        if samples or (kind == "step" and name.trainer == "kohya")
+        else None,
         run_name=run_name,
         run_key=run_key,
     )
+
+
+def _prompts_for(
+    output_dir: Path,
+    config: dict[str, Any] | None,
+    config_path: Path | None,
+    explicit: Path | None,
+) -> SamplePromptsFile | None:
+    """The kohya prompts file of a folder's samples (read once per version of the file)."""
+    return find_sample_prompts(output_dir, config, explicit=explicit, config_path=config_path)
 
 
 def _output_name(metadata: dict[str, str], from_name: str) -> str:
@@ -557,15 +591,24 @@ def _other_starts(
     return found
 
 
-def observe_sample(path: Path) -> SamplesObserved | None:
+def observe_sample(
+    path: Path, *, prompts_path: Path | None = None, config_path: Path | None = None
+) -> SamplesObserved | None:
     """An event for one sample image, or None if it names no epoch."""
     sample = classify_sample(path)
     if sample is None or sample.epoch is None:
         return None
+    output_dir = Path(output_dir_of(path.absolute()))
+    try:
+        config, used_config = _trainer_config(output_dir, config_path, "kohya")
+    except Exception as exc:  # a config that cannot be read: the prompts file unknown
+        log.warning("ignoring %s: %s", config_path, exc)
+        config, used_config = None, None
     return SamplesObserved(
-        output_dir=str(output_dir_of(path.absolute())),
+        output_dir=str(output_dir),
         output_name=sample.output_name,
         epoch=sample.epoch,
         paths=[str(path.absolute())],
         written_at=sample.written_at,
+        sample_prompts=_prompts_for(output_dir, config, used_config, prompts_path),
     )

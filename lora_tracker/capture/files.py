@@ -30,8 +30,11 @@ _KOHYA_NO_NAME_STEP = re.compile(r"^at-step(?P<step>\d{8})$")
 _AI_TOOLKIT_STEP = re.compile(r"^(?P<name>.+)_(?P<step>\d{9})$")
 _ONETRAINER = re.compile(r"^(?P<name>.*?)-?save-(?P<step>\d+)-(?P<epoch>\d+)-(?P<epoch_step>\d+)$")
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(?P<step>\d+)$")
+# kohya's f"{name}_{e{epoch:06d} | {step:06d}}_{index:02d}_{stamp}[_{seed}]" (wider numbers
+# past 999999 steps or 99 prompts; a seed from a .toml/.json prompts file may be negative)
 _SAMPLE = re.compile(
-    r"^(?P<name>.*?)_(?:e(?P<epoch>\d{6})|(?P<step>\d{6}))_(?P<idx>\d{2})_(?P<stamp>\d{14})(?:_\d+)?$"
+    r"^(?P<name>.*?)_(?:e(?P<epoch>\d{6,})|(?P<step>\d{6,}))_(?P<idx>\d{2,})"
+    r"_(?P<stamp>\d{14})(?:_(?P<seed>-?\d+))?$"
 )
 
 
@@ -49,14 +52,16 @@ class CheckpointName:
 
 @dataclass(frozen=True)
 class SampleName:
-    """A sample image: the run's output name, the epoch (or step) it shows, and when kohya
-    wrote it (``_YYYYmmddHHMMSS`` in the trainer's local time, read as this machine's)."""
+    """A sample image: the run's output name, the epoch (or step) it shows, the line of the
+    prompts file it renders (``index``), and when kohya wrote it (``_YYYYmmddHHMMSS`` in the
+    trainer's local time, read as this machine's)."""
 
     output_name: str
     epoch: int | None
     step: int | None
     index: int
     written_at: datetime | None = None
+    seed: int | None = None  # the ``_{seed}`` suffix: the prompt set a seed
 
 
 def is_temporary(path: PurePath) -> bool:
@@ -161,6 +166,7 @@ def classify_sample(path: PurePath) -> SampleName | None:
         step=int(match["step"]) if match["step"] else None,
         index=int(match["idx"]),
         written_at=_local_stamp(match["stamp"]),
+        seed=int(match["seed"]) if match["seed"] is not None else None,
     )
 
 

@@ -29,6 +29,7 @@ from .delivery import DeliveryOutcome, Event, EventDelivery
 from .events import (
     CheckpointObserved,
     CheckpointRemoved,
+    SamplesObserved,
     observe_checkpoint,
     observe_sample,
     steady_folders,
@@ -45,6 +46,7 @@ from .files import (
     output_dir_of,
     skipped_folder_name,
 )
+from .image_watch import ImageFolders
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,10 @@ class BackfillStats:
     rejected: int = 0
     unsaved: int = 0
     deleted: int = 0  # files of runs deleted with `cleanup`, left out
+    images: int = 0  # test images under --images folders
+    images_linked: int = 0  # linked now or before
+    images_unmatched: int = 0
+    images_skipped: int = 0
 
 
 def scan(
@@ -119,18 +125,23 @@ class Watcher:
         run_name: str | None = None,
         config_path: Path | None = None,
         run_key: str | None = None,
+        prompts_path: Path | None = None,
         poll: bool = False,
         settle_s: float = 1.0,
         retry_s: float = 0.2,
         stuck_after_s: float = 10.0,
         replay_every_s: float = REPLAY_EVERY_S,
         on_delivered: Callable[[Event, DeliveryOutcome, Applied | None], None] | None = None,
+        image_folders: list[Path] | None = None,
     ) -> None:
         self.folders = [folder.absolute() for folder in folders]
+        # rendered test images (watch --images): capture/image_watch.py
+        self.images = ImageFolders(self, image_folders) if image_folders else None
         self.delivery = delivery
         self.run_name = run_name
         self.config_path = config_path
         self.run_key = run_key
+        self.prompts_path = prompts_path  # kohya's --sample_prompts file of these runs
         self.poll = poll
         self.settle_s = settle_s
         self.retry_s = retry_s
@@ -186,6 +197,8 @@ class Watcher:
             if outcome == "recorded" and applied is not None and applied.new_run:
                 new_runs.append(applied.run_name)
         self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
+        if self.images is not None:
+            self.images.backfill(stats)
         return stats
 
     def _vanished_and_samples(
@@ -212,13 +225,17 @@ class Watcher:
         }
         for path in found:
             absolute = str(path.absolute())
-            if (
-                absolute not in known.samples
-                and absolute not in carried
-                and (classify_sample(path))
-            ):
-                sample = observe_sample(path)
+            if absolute in carried or not classify_sample(path):
+                continue
+            if absolute not in known.samples:
+                sample = self._observe_sample(path)
                 if sample is not None:
+                    events.append(sample)
+            elif absolute not in known.linked_samples:
+                # recorded, not in the prompt grid: linked now if a prompts file is known
+                # (one written since, or a PNG that was still being written)
+                sample = self._observe_sample(path)
+                if sample is not None and sample.sample_prompts is not None:
                     events.append(sample)
 
     def _observe_all(
@@ -279,8 +296,12 @@ class Watcher:
 
     def _observe(self, path: Path) -> CheckpointObserved:
         return observe_checkpoint(
-            path, run_name=self.run_name, config_path=self.config_path, run_key=self.run_key
-        )
+            path, run_name=self.run_name, config_path=self.config_path, run_key=self.run_key,
+            prompts_path=self.prompts_path,
+        )  # fmt: skip
+
+    def _observe_sample(self, path: Path) -> SamplesObserved | None:
+        return observe_sample(path, prompts_path=self.prompts_path, config_path=self.config_path)
 
     # -- live watching -----------------------------------------------------------------
     def start(self, *, backfill: bool = True) -> None:
@@ -297,6 +318,8 @@ class Watcher:
         handler = _Handler(self)
         for folder in self.folders:
             observer.schedule(handler, str(folder), recursive=True)
+        if self.images is not None:
+            self.images.watch_with(observer)
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -460,6 +483,12 @@ class Watcher:
                 self.on_delivered(event, outcome, applied)
 
     def _check(self, path: str) -> None:
+        if self.images is not None and self.images.covers(Path(path)):
+            self.images.check(path)
+        else:
+            self._check_file(path)
+
+    def _check_file(self, path: str) -> None:
         p = Path(path)
         name = classify_checkpoint(p)
         if name is None:
@@ -523,7 +552,7 @@ class Watcher:
 
     def _check_sample(self, p: Path) -> None:
         if os.path.exists(p):
-            sample = observe_sample(p)
+            sample = self._observe_sample(p)
             if sample is not None:
                 outcome, _ = self.delivery.submit(sample)
                 self._after_delivery(sample, outcome)

@@ -157,6 +157,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
            "The database target: status, connection URL, embedded server control."),
     "epoch": ("judge_commands:epoch_group", "Epochs recorded by mistake."),
     "export": ("decide_commands:export", "Export a table or view as CSV or JSON."),
+    "images": ("image_commands:images",
+               "Link the images in DIR... (PNG, JPEG, WebP made by A1111, Forge, SD.Next or "
+               "ComfyUI) to the epochs of the LoRAs they were rendered with, from their "
+               "generation metadata."),
     "init": ("db_commands:init",
              "Create or upgrade the schema (safe to run again), optionally with example "
              "data."),

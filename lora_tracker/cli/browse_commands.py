@@ -224,6 +224,37 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
         grid_columns, grid = prompts.grid(results)
         click.echo("\nTest prompts (epoch x prompt: score verdict)")
         echo_rows(grid_columns, grid, layout=Layout(None, layout.wide))
+        _echo_test_images(results, width)
+
+
+IMAGE_PATHS_PER_CELL = 4
+
+
+def _echo_test_images(results: list[dict[str, Any]], width: int | None) -> None:
+    """The linked test images of each epoch x prompt: how many, their seeds and weights,
+    what made them, and their files."""
+    from itertools import groupby
+
+    images = [r for r in results if (r.get("result_key") or "").startswith("image:")]
+    if not images:
+        return
+    click.echo(f"\nTest images ({plural(len(images), 'image')} linked, by epoch and prompt)")
+    for (epoch, name), cell in groupby(images, key=lambda r: (r["epoch_number"], r["prompt_name"])):
+        found = list(cell)
+        seeds = sorted({r["seed"] for r in found if r["seed"] is not None})
+        weights = sorted({human_number(r["lora_weight"]) for r in found
+                          if r["lora_weight"] is not None})  # fmt: skip
+        makers = sorted({r["generator"] for r in found if r["generator"]})
+        facts = [plural(len(found), "image") + (f" ({', '.join(makers)})" if makers else "")]
+        if seeds:
+            facts.append(("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds)))
+        if weights:
+            facts.append(("weight " if len(weights) == 1 else "weights ") + ", ".join(weights))
+        echo_wrapped(f"  epoch {epoch} · {name}: {', '.join(facts)}", width, 4)
+        for r in found[:IMAGE_PATHS_PER_CELL]:
+            echo_wrapped(f"    {r['image_path']}", width, 6)
+        if len(found) > IMAGE_PATHS_PER_CELL:
+            click.echo(f"    ... {len(found) - IMAGE_PATHS_PER_CELL} more (--json lists all)")
 
 
 @click.command()

@@ -53,6 +53,18 @@ def _check_config(config_path: Path | None) -> None:
         load_toml(config_path)  # a clear error now, not one per checkpoint later
 
 
+def _check_prompts(prompts_path: Path | None) -> None:
+    """A prompts file kohya could not sample from: a usage error now, nothing watched."""
+    if prompts_path is not None:
+        from ..errors import InvalidInput
+        from ..kohya_prompts import read_prompts_file
+
+        try:
+            read_prompts_file(prompts_path)
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc), param_hint="--prompts") from None
+
+
 RUN_OPTION = click.option(
     "--run", "run_name", metavar="NAME",
     help="Record into this run (created if needed) instead of one named after the files.",
@@ -89,15 +101,27 @@ def _wait_for_folders(missing: list[Path], stop: threading.Event) -> bool:
 
 @click.command()
 @click.argument(
-    "folders", nargs=-1, required=True,
+    "folders", nargs=-1,
     type=click.Path(file_okay=False, path_type=Path),  # may not exist yet: waited for
 )  # fmt: skip
 @click.option("--once", is_flag=True, help="Import what is there now, then exit.")
 @RUN_OPTION
 @CONFIG_OPTION
 @click.option(
+    "--prompts", "prompts_path", metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The kohya --sample_prompts file (.txt/.toml/.json) the samples were rendered from:"
+    " each sample becomes its epoch's result on the test prompt of its line.",
+)  # fmt: skip
+@click.option(
     "--poll", is_flag=True, help="Poll the folders (network drives) instead of OS events."
 )
+@click.option(
+    "--images", "image_folders", metavar="DIR", multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also link the test images rendered into DIR (A1111, Forge, SD.Next, ComfyUI "
+         "outputs) to their epochs, as `lora-tracker images` does. Repeatable.",
+)  # fmt: skip
 @click.pass_context
 def watch(
     ctx: click.Context,
@@ -105,20 +129,26 @@ def watch(
     once: bool,
     run_name: str | None,
     config_path: Path | None,
+    prompts_path: Path | None,
     poll: bool,
+    image_folders: tuple[Path, ...],
 ) -> None:
     """Record every checkpoint in FOLDERS (recursively), then each new one as it is saved.
 
     Point it at a trainer's output folder before or during training. Old checkpoints
     deleted by --save_last_n_epochs keep their rows, marked as no longer on disk. When
     the database is unreachable, events wait in the local spool and are replayed later.
+    With --images, each image rendered into those folders is linked to its epoch too.
     Stop with Ctrl-C.
     """
     from ..capture.delivery import EventDelivery
     from ..capture.watcher import BackfillStats, Watcher
 
+    if not folders and not image_folders:
+        raise click.UsageError("give a FOLDER to watch, or --images DIR")
     _check_config(config_path)
-    missing = [folder for folder in folders if not folder.exists()]
+    _check_prompts(prompts_path)
+    missing = [folder for folder in (*folders, *image_folders) if not folder.exists()]
     if missing and once:
         raise click.BadParameter(f"{missing[0]} does not exist", param_hint="FOLDERS")
     _log_to_stderr()
@@ -127,8 +157,10 @@ def watch(
         return
     delivery = EventDelivery(app_context(ctx).database_url)
     watcher = Watcher(
-        list(folders), delivery, run_name=run_name, config_path=config_path, poll=poll
-    )
+        list(folders), delivery, run_name=run_name, config_path=config_path,
+        prompts_path=prompts_path.absolute() if prompts_path else None, poll=poll,
+        image_folders=list(image_folders),
+    )  # fmt: skip
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -145,7 +177,8 @@ def watch(
         click.echo(_backfill_line(stats), err=True)
         if once:
             return
-        echo(f"Watching {', '.join(str(f) for f in folders)} (Ctrl-C to stop)", err=True)
+        watched = [str(f) for f in folders] + [f"{f} (images)" for f in image_folders]
+        echo(f"Watching {', '.join(watched)} (Ctrl-C to stop)", err=True)
         while not stop.wait(0.5):
             if not watcher.alive:
                 raise click.ClickException("the watch worker stopped unexpectedly")
@@ -180,7 +213,10 @@ def _backfill_line(stats: BackfillStats) -> str:
         + (f", {stats.rejected} refused" if stats.rejected else "")
         + (f", {stats.deleted} of deleted runs left out" if stats.deleted else "")
         + (f", {stats.unsaved} not saved yet (disk full)" if stats.unsaved else "")
-    )
+        + (f"; {plural(stats.images, 'test image')}: {stats.images_linked} linked, "
+           f"{stats.images_unmatched} unmatched, {stats.images_skipped} skipped"
+           if stats.images else "")
+    )  # fmt: skip
 
 
 @click.command()

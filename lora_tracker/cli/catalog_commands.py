@@ -178,6 +178,39 @@ def prompt_list(ctx: click.Context, include_inactive: bool, fmt: str | None) -> 
                  empty="No test prompts yet (lora-tracker prompt add).")  # fmt: skip
 
 
+@prompt.command(name="export")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (its name's ending, .txt/.toml/.json, sets the format) instead of"
+    " printing.",
+)  # fmt: skip
+@click.option(
+    "--format", "fmt", type=click.Choice(["kohya", "toml", "json"]),
+    help="kohya: one line per prompt with --n --w --h --d --l --s --ss (default);"
+    " toml / json: kohya's other prompt file formats.",
+)  # fmt: skip
+@click.pass_context
+def prompt_export(ctx: click.Context, output: Path | None, fmt: str | None) -> None:
+    """The active test prompts as a kohya --sample_prompts file, in a stable order (train
+    with `--sample_prompts FILE` and each epoch's samples land in the prompt grid)."""
+    from .. import kohya_prompts, prompts
+
+    chosen = kohya_prompts.export_format_for(output, fmt)
+    with app_context(ctx).db.transaction() as conn:
+        rows = prompts.active_prompts(conn)
+    if not rows:
+        raise click.ClickException("no active test prompts to export (lora-tracker prompt add)")
+    exported = kohya_prompts.export_prompts(rows, chosen)
+    for note in exported.notes:
+        echo(f"note: {note}", err=True)
+    if output is None:
+        click.echo(exported.text, nl=False)
+        return
+    kohya_prompts.write_prompts_file(output, exported.text)
+    echo(f"Wrote {exported.count} test prompts to {output} "
+         f"(kohya: --sample_prompts {output})", err=True)  # fmt: skip
+
+
 @prompt.command(name="retire")
 @click.argument("name")
 @click.pass_context

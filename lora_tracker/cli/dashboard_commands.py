@@ -87,6 +87,7 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: 
 
         url = f"http://{socket.gethostname()}:{server.server_address[1]}/"
     click.echo(f"Dashboard on {url} ({mode}; Ctrl-C to stop)", err=True)
+    server.warm_recent()  # the newest runs' thumbnails, made in the background
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:

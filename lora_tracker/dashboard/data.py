@@ -4,7 +4,6 @@ server holds none); the statistics it shares with `stats` come from decisions.py
 from __future__ import annotations
 
 import base64
-import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -115,6 +114,29 @@ def snapshot(conn: Connection, *, epochs_for: int | None = None) -> dict[str, An
     }
 
 
+def recent_images(conn: Connection, limit: int = 2000) -> list[str]:
+    """The images of the newest runs (linked test images and sample images), newest run
+    first: what the dashboard makes thumbnails of ahead, when it starts."""
+    rows = conn.execute(
+        """
+        SELECT path FROM (
+            SELECT tr.run_date, er.epoch_number, ptr.image_path AS path
+            FROM prompt_test_results ptr
+            JOIN epoch_results er ON er.id = ptr.epoch_result_id
+            JOIN training_runs tr ON tr.id = er.training_run_id
+            WHERE ptr.image_path IS NOT NULL
+            UNION ALL
+            SELECT tr.run_date, er.epoch_number, unnest(er.sample_images)
+            FROM epoch_results er JOIN training_runs tr ON tr.id = er.training_run_id
+        ) images
+        ORDER BY run_date DESC, epoch_number
+        LIMIT %s
+        """,
+        (limit,),
+    ).fetchall()
+    return [r["path"] for r in rows]
+
+
 def recorded_image(conn: Connection, path: str) -> bool:
     """Only images the database knows of are served (never an arbitrary file)."""
     row = conn.execute(
@@ -127,16 +149,114 @@ def recorded_image(conn: Connection, path: str) -> bool:
     return bool(row and row["known"])
 
 
-def image_data_uri(path: str, max_bytes: int) -> str | None:
-    """A small raster image file as a data: URI (for the self-contained report), else None."""
+def known_image(conn: Connection, path: str) -> str | None:
+    """For an image the database knows of (a prompt result's or a sample image): the
+    SHA-256 a linked image was recorded with ('' when none was), else None."""
+    row = conn.execute(
+        """
+        SELECT (SELECT min(substr(result_key, 7)) FROM prompt_test_results
+                WHERE image_path = %s AND result_key LIKE 'image:%%') AS sha256,
+               EXISTS (SELECT 1 FROM prompt_test_results WHERE image_path = %s)
+            OR EXISTS (SELECT 1 FROM epoch_results WHERE %s = ANY(sample_images)) AS known
+        """,
+        (path, path, path),
+    ).fetchone()
+    if not row or not row["known"]:
+        return None
+    return str(row["sha256"] or "")
+
+
+SMALL_ORIGINAL_BYTES = 64 * 1024  # an image this small is shown as it is if Pillow balks
+
+
+def thumbnail(
+    path: str, sha256: str | None = None, size: int | None = None
+) -> tuple[bytes, str] | None:
+    """(bytes, media type) of an image's thumbnail (made once, cached; ``size`` one of
+    thumbnails.THUMBNAIL_SIZES, default its DEFAULT_SIZE), never the full file; a raster
+    file Pillow cannot read but a browser may (a few KB) is given as it is. None when it is
+    not a raster image, is gone or is unreadable."""
+    from ..thumbnails import DEFAULT_SIZE, MEDIA_TYPE, ThumbnailError, thumbnail_path
+
     try:
-        if os.path.getsize(path) > max_bytes:
-            return None
+        made = thumbnail_path(path, sha256 or None, size or DEFAULT_SIZE)
+        return made.read_bytes(), MEDIA_TYPE
+    except (ThumbnailError, OSError, ValueError):  # ValueError: a NUL in the path
+        pass
+    try:
         with open(path, "rb") as handle:
-            payload = handle.read()
-    except (OSError, ValueError):  # ValueError: a NUL in the path
+            payload = handle.read(SMALL_ORIGINAL_BYTES + 1)
+    except (OSError, ValueError):
         return None
-    mime = raster_type(payload[:HEAD_BYTES])
-    if mime is None:
+    mime = raster_type(payload[:HEAD_BYTES])  # never an SVG, whatever its name says
+    return (payload, mime) if mime and 0 < len(payload) <= SMALL_ORIGINAL_BYTES else None
+
+
+def image_data_uri(path: str, max_bytes: int, sha256: str | None = None) -> str | None:
+    """An image's thumbnail as a data: URI (for the self-contained report), else None."""
+    found = thumbnail(path, sha256)
+    if found is None or len(found[0]) > max_bytes:
         return None
+    payload, mime = found
     return f"data:{mime};base64,{base64.b64encode(payload).decode()}"
+
+
+# what the judging view shows of a run: its verdict form and what names it
+JUDGE_RUN_COLUMNS = (
+    "id", "run_name", "status", "model_type", "network_dim", "network_alpha", "resolution",
+    "overall_verdict", "quality_score", "production_ready", "best_epoch", "key_findings",
+    "issues_found", "strengths", "recommended_for", "notes", "updated_at",
+)  # fmt: skip
+
+
+def judging_view(conn: Connection, run_ref: str | int) -> dict[str, Any]:
+    """One run as the judging view needs it: the run's verdict fields, its epochs, and every
+    prompt result of its epochs with the prompt and how the image was made (seed, weight),
+    plus the version the page polls. NotFound / AmbiguousName for a bad run reference."""
+    from .. import runs
+
+    run = runs.get_run(conn, run_ref)
+    results = conn.execute(
+        """
+        SELECT ptr.id, er.epoch_number, tp.id AS prompt_id, tp.prompt_name, tp.prompt_text,
+               ptr.result_key, ptr.seed, ptr.lora_weight, ptr.width, ptr.height,
+               ptr.image_path, ptr.score, ptr.style_match_score, ptr.prompt_adherence_score,
+               ptr.verdict, ptr.notes
+        FROM prompt_test_results ptr
+        JOIN epoch_results er ON er.id = ptr.epoch_result_id
+        JOIN test_prompts tp ON tp.id = ptr.test_prompt_id
+        WHERE er.training_run_id = %s
+        ORDER BY tp.prompt_name, ptr.seed NULLS FIRST, ptr.lora_weight NULLS FIRST,
+                 er.epoch_number, ptr.result_key
+        """,
+        (run.id,),
+    ).fetchall()
+    return {
+        "run": {name: getattr(run, name) for name in JUDGE_RUN_COLUMNS if hasattr(run, name)},
+        "epochs": epochs.epochs_of_runs(conn, [run.id], EPOCH_COLUMNS)[run.id],
+        "results": results,
+        "version": judging_version(conn, run.id),
+    }
+
+
+def judging_version(conn: Connection, run_id: int) -> str:
+    """Changes whenever the run, one of its epochs or one of their prompt results is
+    added, changed or removed: the judging view polls it to show another tab's change."""
+    row = conn.execute(
+        """
+        SELECT (SELECT updated_at FROM training_runs WHERE id = %(run)s) AS run_at,
+               e.n AS epochs, e.at AS epochs_at, e.ids AS epoch_ids,
+               r.n AS results, r.at AS results_at, r.ids AS result_ids
+        FROM (SELECT count(*) AS n, max(updated_at) AS at, sum(id) AS ids
+              FROM epoch_results WHERE training_run_id = %(run)s) e,
+             (SELECT count(*) AS n, max(ptr.updated_at) AS at, sum(ptr.id) AS ids
+              FROM prompt_test_results ptr
+              JOIN epoch_results er ON er.id = ptr.epoch_result_id
+              WHERE er.training_run_id = %(run)s) r
+        """,
+        {"run": run_id},
+    ).fetchone()
+    assert row is not None
+    if row["run_at"] is None:
+        return "gone"
+    return "|".join(str(v) for v in row.values())

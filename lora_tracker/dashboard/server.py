@@ -1,10 +1,12 @@
 """The local web server behind `lora-tracker dashboard`.
 
 GET: the page, Plotly's bundle, the data as JSON, one run's epochs, a fingerprint the page
-polls to refresh, and images the database knows of (raster images only; never an arbitrary
+polls to refresh, the judging view (``/judge``, its data and version), and images the
+database knows of and their cached thumbnails (raster images only; never an arbitrary
 path). POST: the write routes of ``writes.WRITE_ROUTES``, each in one transaction, once
 ``gate.Gate`` let the request through (none at all on a ``--read-only`` server). Bound to
 127.0.0.1 unless told otherwise. Every request's Host header must name this server.
+Database connections are kept between requests (a few idle ones).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -42,8 +45,10 @@ from .gate import (
     page_csp,
     parse_body,
 )
+from .judge import JUDGE_FILES, judge_file, render_judge_page
 from .page import POLL_S, plotly_js, render_page, write_tags
 from .rasters import HEAD_BYTES, raster_type
+from .warm import ThumbnailWarmer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,8 @@ REQUEST_TIMEOUT_S = 30.0  # an idle or trickling connection is closed after this
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_PATH_CHARS = 4096
 RUN_ID = re.compile(r"/api/run/([0-9]{1,18})")  # ASCII digits only ("٣".isdigit() is True)
+RUN_REF_ID = re.compile(r"[0-9]{1,18}")
+IDLE_CONNECTIONS = 6  # kept open between requests: a browser asks 6 at a time
 
 
 class DashboardServer(ThreadingHTTPServer):
@@ -71,8 +78,13 @@ class DashboardServer(ThreadingHTTPServer):
         read_only: bool = False,
         token: str | None = None,
     ) -> None:
-        super().__init__(address, _Handler)
+        self._lock = threading.Lock()
+        self._idle: list[Database] = []
+        self._closing = False
+        self.warmer: ThumbnailWarmer | None = None
+        super().__init__(address, _Handler)  # a port in use: raises, after server_close()
         self.target = target
+        self.warmer = ThumbnailWarmer(target.home)
         port = int(self.server_address[1])
         self.gate = Gate(
             address[0],
@@ -83,9 +95,56 @@ class DashboardServer(ThreadingHTTPServer):
         self.page = render_page(data=None, plotly=None, live=True, poll_s=poll_s,
                                 writes=self.gate.writes, token=self.gate.page_token)  # fmt: skip
         self._csp: dict[str, str] = {}
+        self.judge_page = render_judge_page(self.write_tags)
         self.write_js = (resources.files("lora_tracker.dashboard") / "write.js").read_bytes()
         self._plotly: bytes | None = None
-        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def database(self) -> Iterator[Database]:
+        """A connected Database, reused across requests: a page of thumbnails is dozens of
+        requests, and a new PostgreSQL connection (and schema check) each cost more than
+        the query. One that raised is closed, not kept (it may be broken)."""
+        with self._lock:
+            db = self._idle.pop() if self._idle else None
+        db = db or Database(target=self.target)
+        try:
+            yield db
+        except BaseException:
+            db.close()
+            raise
+        with self._lock:
+            if len(self._idle) < IDLE_CONNECTIONS and not self._closing:
+                self._idle.append(db)
+                return
+        db.close()
+
+    def warm_recent(self, limit: int = 2000) -> threading.Thread:
+        """Make the thumbnails of the newest runs' images ahead, in the background (a judging
+        view opened at once on a new run then finds them made); best effort."""
+
+        def run() -> None:
+            try:
+                with self.database() as db, db.transaction() as conn:
+                    paths = data.recent_images(conn, limit)
+            except Exception as exc:  # the page's own requests say what is wrong
+                log.debug("no thumbnails made ahead: %s", exc)
+                return
+            if self.warmer is not None:
+                self.warmer.warm(paths)
+
+        thread = threading.Thread(target=run, name="lora-tracker-warm-recent", daemon=True)
+        thread.start()
+        return thread
+
+    def server_close(self) -> None:
+        super().server_close()
+        if self.warmer is not None:
+            self.warmer.close()
+        with self._lock:
+            self._closing = True
+            idle, self._idle = self._idle, []
+        for db in idle:
+            db.close()
 
     @property
     def write_tags(self) -> str:
@@ -156,17 +215,47 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(self._query(data.fingerprint).encode(), "text/plain; charset=utf-8")
         elif run is not None:
             run_id = int(run.group(1))
-            self._json(self._query(lambda conn: {
+            detail = self._query(lambda conn: {
                 "epochs": epochs.epochs_of_runs(conn, [run_id], data.EPOCH_COLUMNS)[run_id],
                 "prompt_results": prompts.results_of_runs(conn, [run_id])[run_id],
-            }))  # fmt: skip
+            })  # fmt: skip
+            self._json(detail)
+            if self.server.warmer is not None:  # its judging view's grid, made ahead
+                self.server.warmer.warm(
+                    [r["image_path"] for r in detail["prompt_results"]]
+                    + [p for e in detail["epochs"] for p in e["sample_images"] or []]
+                )
         elif route == "/api/image":
             self._image(parse_qs(parts.query).get("path", [""])[0])
+        elif route == "/api/thumb":
+            query = parse_qs(parts.query)
+            self._thumbnail(query.get("path", [""])[0], query.get("size", ["256"])[0])
+        elif route == "/judge" or route in JUDGE_FILES or route.startswith("/api/judge"):
+            self._judge_get(route, parse_qs(parts.query).get("run", [""])[0])
+        else:
+            raise Refused(HTTPStatus.NOT_FOUND, "no such page")
+
+    def _judge_get(self, route: str, ref: str) -> None:
+        """The judging view's page and files, one run's data, and its version."""
+        if route == "/judge":
+            self._html(self.server.judge_page)
+        elif route in JUDGE_FILES:
+            name, content_type = JUDGE_FILES[route]
+            self._send(judge_file(name), content_type)
+        elif "\x00" in ref:
+            raise Refused(HTTPStatus.BAD_REQUEST, "run: not a valid run name")
+        elif route == "/api/judge":
+            self._json(self._query(lambda conn: data.judging_view(conn, ref)))
+        elif route == "/api/judge/version" and RUN_REF_ID.fullmatch(ref):
+            version = self._query(lambda conn: data.judging_version(conn, int(ref)))
+            self._send(version.encode(), "text/plain; charset=utf-8")
+        elif route == "/api/judge/version":
+            raise Refused(HTTPStatus.BAD_REQUEST, "run: a run id is required")
         else:
             raise Refused(HTTPStatus.NOT_FOUND, "no such page")
 
     def _query(self, fetch: Any) -> Any:
-        with Database(target=self.server.target) as db, db.transaction() as conn:
+        with self.server.database() as db, db.transaction() as conn:
             return fetch(conn)
 
     def _image(self, path: str) -> None:
@@ -184,6 +273,23 @@ class _Handler(BaseHTTPRequestHandler):
             raise Refused(HTTPStatus.NOT_FOUND, "not a PNG, JPEG, WebP or GIF image")
         self._send(body, mime, cache=True)
 
+    def _thumbnail(self, path: str, size: str) -> None:
+        """A recorded image's thumbnail (WebP, made once with Pillow and cached under the
+        data folder; found by the SHA-256 the database holds without reading the image),
+        never the full file in a grid."""
+        from ..thumbnails import THUMBNAIL_SIZES
+
+        if "\x00" in path or len(path) > MAX_PATH_CHARS:
+            raise Refused(HTTPStatus.BAD_REQUEST, "not a valid image path")
+        if size not in {str(s) for s in THUMBNAIL_SIZES}:
+            sizes = ", ".join(str(s) for s in THUMBNAIL_SIZES)
+            raise Refused(HTTPStatus.BAD_REQUEST, f"size: one of {sizes}")
+        sha256 = self._query(lambda conn: data.known_image(conn, path)) if path else None
+        found = data.thumbnail(path, sha256, int(size)) if sha256 is not None else None
+        if found is None:
+            raise Refused(HTTPStatus.NOT_FOUND, "not a recorded, readable image")
+        self._send(found[0], found[1], cache=True)
+
     # -- writing -----------------------------------------------------------------------
     def do_POST(self) -> None:
         self._respond(self._post)
@@ -196,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(body_length(self.headers))
         self._body_read = True
         body = parse_body(raw)
-        with Database(target=self.server.target) as db, db.transaction() as conn:
+        with self.server.database() as db, db.transaction() as conn:
             result = route(conn, body)
         self._json(result)
 
@@ -222,6 +328,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(exc.status, exc.message)
             except LoraTrackerError as exc:
                 self._error(_status_of(exc), str(exc))
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                raise  # the browser went away (a tab closed, a lazy image dropped): no error
             except Exception as exc:
                 from pydantic import ValidationError
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..secrets import mask_secrets
 from ..settings import resolve_target
@@ -26,6 +26,9 @@ from ..tracking import (
     flush_timeout,
     start_run,
 )
+
+if TYPE_CHECKING:
+    from ..capture.sample_prompts import SamplePromptsFile
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +288,7 @@ class KohyaTracker:
             )
             event.run_name, event.observed_at = run.run_name, at
             event.samples_by_epoch = {}  # the hook reports the samples its process wrote
+            event.sample_prompts = self._sample_prompts() or event.sample_prompts
             return [event]
 
         run.submit(self._guarded("recording a checkpoint", job))
@@ -392,12 +396,27 @@ class KohyaTracker:
                 continue
             self._samples_seen.add(path)
             found.setdefault(epoch, []).append(os.path.abspath(path))
+        prompts = self._sample_prompts() if found else None
         return [
             EpochLogged(
-                run_key=run.run_key, run_name=run.run_name, epoch=e, sample_images=sorted(images)
+                run_key=run.run_key,
+                run_name=run.run_name,
+                epoch=e,
+                sample_images=sorted(images),
+                sample_prompts=prompts,
             )
             for e, images in sorted(found.items())
         ]
+
+    def _sample_prompts(self) -> SamplePromptsFile | None:
+        """kohya's --sample_prompts file as it is now (kohya reads it again at every
+        sampling: this lookup follows the sampling), or None."""
+        path = getattr(self.args, "sample_prompts", None)
+        if not isinstance(path, str) or not path:
+            return None
+        from ..capture.sample_prompts import read_sample_prompts
+
+        return read_sample_prompts(path, "--sample_prompts")
 
     def finish(self, error: BaseException | None) -> None:
         run = self.run

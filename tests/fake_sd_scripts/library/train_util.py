@@ -4,9 +4,12 @@ sampling rules and sample file names (sd-scripts main at commit 48d368fa, 2026-0
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import time
+import zlib
 
 from library.utils import setup_logging
 
@@ -82,7 +85,9 @@ def sample_images(accelerator, args, epoch, steps, device, vae, tokenizer, text_
     """kohya's rules (sample_images_common): step 0 only with --sample_at_first; with
     --sample_every_n_epochs only epoch-end calls (epoch not None) sample; else with
     --sample_every_n_steps only per-step calls (epoch None) at multiples. Writes
-    {output_dir}/sample/{output_name}_{e{epoch:06d}|{steps:06d}}_{idx:02d}_{local time}.png."""
+    {output_dir}/sample/{output_name}_{e{epoch:06d}|{steps:06d}}_{idx:02d}_{local time}
+    [_{seed}].png: with --sample_prompts one per prompt of the file, read again at every sampling (a
+    missing file: an error line and no samples); without it --num_samples unseeded ones."""
     if steps == 0:
         if not args.sample_at_first:
             return
@@ -94,15 +99,63 @@ def sample_images(accelerator, args, epoch, steps, device, vae, tokenizer, text_
                 return
         elif steps % args.sample_every_n_steps != 0 or epoch is not None:
             return
+    if args.sample_prompts is not None:
+        if not os.path.isfile(args.sample_prompts):
+            print(f"No prompt file: {args.sample_prompts}", file=sys.stderr)
+            return
+        prompts = read_sample_prompts(args.sample_prompts)
+    else:
+        prompts = [{} for _ in range(args.num_samples)]
     folder = args.output_dir + "/sample"
     os.makedirs(folder, exist_ok=True)
-    for index in range(args.num_samples):
+    for index, prompt in enumerate(prompts):
+        seed = prompt.get("seed")
         stamp = time.strftime("%Y%m%d%H%M%S", time.localtime())
         number = f"e{epoch:06d}" if epoch is not None else f"{steps:06d}"
         prefix = "" if args.output_name is None else args.output_name + "_"
-        name = f"{prefix}{number}_{index:02d}_{stamp}.png"
+        suffix = "" if seed is None else f"_{seed}"
+        name = f"{prefix}{number}_{index:02d}_{stamp}{suffix}.png"
         with open(os.path.join(folder, name), "wb") as handle:
-            handle.write(PNG)
+            handle.write(png_of(f"{name} {prompt.get('prompt', '')}"))
+
+
+def read_sample_prompts(path: str) -> list[dict]:
+    """The prompts, in the order kohya numbers their samples: by the name's ending (.txt
+    lines that are not blank and do not begin with '#'; a .toml's [[prompt.subset]] tables
+    over its [prompt] defaults; a .json list of tables or lines). Only what names a sample
+    is read here: the text and the seed (`--d N` in a line)."""
+    if path.endswith(".txt"):
+        with open(path, encoding="utf-8") as handle:
+            items = [raw.strip() for raw in handle if raw.strip() and not raw.startswith("#")]
+    elif path.endswith(".toml"):
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+        defaults = document["prompt"]
+        items = [dict(defaults, **table) for table in defaults["subset"]]
+    elif path.endswith(".json"):
+        with open(path, encoding="utf-8") as handle:
+            items = json.load(handle)
+    else:
+        raise UnboundLocalError("local variable 'prompts' referenced before assignment")
+    prompts = []
+    for item in items:
+        if isinstance(item, str):
+            pieces = item.split(" --")
+            found = {"prompt": pieces[0]}
+            for piece in pieces:
+                seed = re.match(r"d (\d+)", piece, re.IGNORECASE)
+                if seed:
+                    found["seed"] = int(seed.group(1))
+            item = found
+        prompts.append(item)
+    return prompts
+
+
+def png_of(label: str) -> bytes:
+    """A whole 1x1 PNG with ``label`` in a tEXt chunk: every sample its own bytes."""
+    body = b"tEXt" + b"label\x00" + label.encode("utf-8")
+    text = len(body[4:]).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    return PNG[:33] + text + PNG[33:]
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
