@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from watchdog.events import FileSystemEventHandler
 
@@ -46,8 +46,10 @@ from .files import (
     output_dir_of,
     skipped_folder_name,
 )
-from .image_watch import ImageFolders
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
+
+if TYPE_CHECKING:
+    from .image_watch import ImageFolders
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +137,12 @@ class Watcher:
         image_folders: list[Path] | None = None,
     ) -> None:
         self.folders = [folder.absolute() for folder in folders]
-        # rendered test images (watch --images): capture/image_watch.py
-        self.images = ImageFolders(self, image_folders) if image_folders else None
+        # rendered test images (watch --images): capture/image_watch.py, imported only then
+        self.images: ImageFolders | None = None
+        if image_folders:
+            from .image_watch import ImageFolders
+
+            self.images = ImageFolders(self, image_folders)
         self.delivery = delivery
         self.run_name = run_name
         self.config_path = config_path
