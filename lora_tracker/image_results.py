@@ -140,6 +140,32 @@ def link_image(
 
 Change = Literal["inserted", "updated", "unchanged"]
 
+# One image as a result: the same image bytes update their row (path, settings) only when
+# something differs, and a person's judgement on it is kept. Parameters: epoch_result_id,
+# test_prompt_id, result_key, image_path, generator, seed, steps, cfg_scale, sampler,
+# scheduler, width, height, lora_weight, image_metadata (also capture/sample_links.py's).
+RESULT_UPSERT = """
+INSERT INTO prompt_test_results (
+    epoch_result_id, test_prompt_id, result_key, image_path, generator, seed, steps,
+    cfg_scale, sampler, scheduler, width, height, lora_weight, image_metadata, captured_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+ON CONFLICT (epoch_result_id, test_prompt_id, result_key) DO UPDATE SET
+    image_path = EXCLUDED.image_path, generator = EXCLUDED.generator,
+    seed = EXCLUDED.seed, steps = EXCLUDED.steps, cfg_scale = EXCLUDED.cfg_scale,
+    sampler = EXCLUDED.sampler, scheduler = EXCLUDED.scheduler,
+    width = EXCLUDED.width, height = EXCLUDED.height,
+    lora_weight = EXCLUDED.lora_weight, image_metadata = EXCLUDED.image_metadata,
+    captured_at = EXCLUDED.captured_at
+WHERE (prompt_test_results.image_path, prompt_test_results.generator,
+       prompt_test_results.seed, prompt_test_results.steps, prompt_test_results.cfg_scale,
+       prompt_test_results.sampler, prompt_test_results.scheduler, prompt_test_results.width,
+       prompt_test_results.height, prompt_test_results.lora_weight,
+       prompt_test_results.image_metadata)
+      IS DISTINCT FROM
+      (EXCLUDED.image_path, EXCLUDED.generator, EXCLUDED.seed, EXCLUDED.steps,
+       EXCLUDED.cfg_scale, EXCLUDED.sampler, EXCLUDED.scheduler, EXCLUDED.width,
+       EXCLUDED.height, EXCLUDED.lora_weight, EXCLUDED.image_metadata)"""
+
 
 def link_image_once(
     conn: Connection,
@@ -167,31 +193,7 @@ def link_image_once(
     key = image_key(image_sha256)
     metadata = Jsonb(image.metadata) if image.metadata else None
     row = conn.execute(
-        """
-        INSERT INTO prompt_test_results (
-            epoch_result_id, test_prompt_id, result_key, image_path, generator, seed, steps,
-            cfg_scale, sampler, scheduler, width, height, lora_weight, image_metadata,
-            captured_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
-        ON CONFLICT (epoch_result_id, test_prompt_id, result_key) DO UPDATE SET
-            image_path = EXCLUDED.image_path, generator = EXCLUDED.generator,
-            seed = EXCLUDED.seed, steps = EXCLUDED.steps, cfg_scale = EXCLUDED.cfg_scale,
-            sampler = EXCLUDED.sampler, scheduler = EXCLUDED.scheduler,
-            width = EXCLUDED.width, height = EXCLUDED.height,
-            lora_weight = EXCLUDED.lora_weight, image_metadata = EXCLUDED.image_metadata,
-            captured_at = EXCLUDED.captured_at
-        WHERE (prompt_test_results.image_path, prompt_test_results.generator,
-               prompt_test_results.seed, prompt_test_results.steps,
-               prompt_test_results.cfg_scale, prompt_test_results.sampler,
-               prompt_test_results.scheduler, prompt_test_results.width,
-               prompt_test_results.height, prompt_test_results.lora_weight,
-               prompt_test_results.image_metadata)
-              IS DISTINCT FROM
-              (EXCLUDED.image_path, EXCLUDED.generator, EXCLUDED.seed, EXCLUDED.steps,
-               EXCLUDED.cfg_scale, EXCLUDED.sampler, EXCLUDED.scheduler, EXCLUDED.width,
-               EXCLUDED.height, EXCLUDED.lora_weight, EXCLUDED.image_metadata)
-        RETURNING *, (xmax = 0) AS _inserted
-        """,
+        RESULT_UPSERT + " RETURNING *, (xmax = 0) AS _inserted",
         (epoch_result_id, prompt["id"], key, image_path, image.generator,
          image.seed, image.steps, image.cfg_scale, image.sampler, image.scheduler, image.width,
          image.height, image.lora_weight, metadata),

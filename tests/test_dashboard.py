@@ -4,7 +4,6 @@ Playwright with the system browser: no console errors, charts drawn, runs shown.
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 import urllib.error
@@ -21,11 +20,11 @@ from lora_tracker.cli import cli
 from lora_tracker.dashboard.server import make_server
 from lora_tracker.settings import Target
 
+from .browser import CHROMIUM, chromium
 from .conftest import ROOT
 from .image_makers import picture
 from .kohya_sim import PNG
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHARTS = ("chart-curves", "chart-dim", "chart-alpha", "chart-resolution", "chart-model",
           "chart-success", "chart-issues")  # fmt: skip
@@ -37,17 +36,8 @@ if CHROMIUM is None and not os.environ.get("CI"):  # pragma: no cover - CI insta
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM is not None, "CI must install Debian's chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 class Page:

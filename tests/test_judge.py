@@ -6,7 +6,6 @@ called directly, without a browser."""
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -24,10 +23,10 @@ from lora_tracker.dashboard.server import make_server
 from lora_tracker.errors import LoraTrackerError
 from lora_tracker.settings import Target
 
+from .browser import CHROMIUM, chromium
 from .conftest import ROOT
 from .judge_data import JudgingRun, db_rows, make_judging_run
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 needs_chromium = pytest.mark.skipif(
@@ -37,17 +36,8 @@ needs_chromium = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM is not None, "CI must install Debian's chromium"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -24,7 +24,13 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from ..image_results import TestImage, file_sha256, find_or_create_prompt, image_key
+from ..image_results import (
+    RESULT_UPSERT,
+    TestImage,
+    file_sha256,
+    find_or_create_prompt,
+    image_key,
+)
 from ..kohya_prompts import SamplePrompt, parse_prompts, prompt_for_sample
 from ..pg import Connection
 from .files import SampleName, classify_sample
@@ -97,23 +103,6 @@ def link_samples(
         with conn.cursor() as cur:  # pipelined: one round trip for the batch
             cur.executemany(RESULT_UPSERT, params)
     return len(params)
-
-
-# what image_results.link_image writes, for many images whose prompts are found already:
-# the same image bytes update their row (path, settings), a person's judgement is kept
-RESULT_UPSERT = """
-INSERT INTO prompt_test_results (
-    epoch_result_id, test_prompt_id, result_key, image_path, generator, seed, steps,
-    cfg_scale, sampler, scheduler, width, height, lora_weight, image_metadata, captured_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
-ON CONFLICT (epoch_result_id, test_prompt_id, result_key) DO UPDATE SET
-    image_path = EXCLUDED.image_path, generator = EXCLUDED.generator,
-    seed = EXCLUDED.seed, steps = EXCLUDED.steps, cfg_scale = EXCLUDED.cfg_scale,
-    sampler = EXCLUDED.sampler, scheduler = EXCLUDED.scheduler,
-    width = EXCLUDED.width, height = EXCLUDED.height,
-    lora_weight = EXCLUDED.lora_weight, image_metadata = EXCLUDED.image_metadata,
-    captured_at = EXCLUDED.captured_at
-"""
 
 
 def _result_params(
