@@ -19,7 +19,9 @@ def register(cli: click.Group) -> None:
     cli.add_command(images)
 
 
-@click.command()
+@click.command(
+    short_help="Link test images (A1111, Forge, SD.Next, ComfyUI) to the epochs that made them."
+)
 @click.argument("paths", metavar="DIR...", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))  # fmt: skip
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
