@@ -585,3 +585,35 @@ def test_the_newest_runs_have_their_thumbnails_made_at_start(
             time.sleep(0.1)
     finally:
         server.server_close()
+
+
+@needs_chromium
+def test_prompt_headers_tell_prompts_with_the_same_start_apart(
+    browser: Any, live: str, db_url: str, tmp_path: Path
+) -> None:
+    """`lora-tracker images` names a new test prompt by its text, and a person's test prompts
+    often start alike ("pixel art baby, ..."): the grid's column headers wrap rather than cut
+    each name to the same first words, and the header counts prompts, not columns."""
+    judged = make_judging_run(db_url, tmp_path / "images", epochs=2, prompts=2, linked=True)
+    names = ["pixel art baby, sitting on the floor, simple background",
+             "pixel art baby, waving hand, simple background"]  # fmt: skip
+    with psycopg.connect(db_url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM test_prompts ORDER BY id").fetchall()]
+        for prompt_id, name in zip(ids, names, strict=True):
+            conn.execute(
+                "UPDATE test_prompts SET prompt_name = %s WHERE id = %s", (name, prompt_id)
+            )
+    page = JudgePage(browser, live, judged.name, poll_ms=60000)
+    try:
+        heads = page.page.locator("#grid thead th .pname")
+        assert sorted(heads.all_inner_texts()) == names
+        clipped = page.page.evaluate(
+            "() => [...document.querySelectorAll('#grid thead th')].slice(2).map((th) => {"
+            " const name = th.querySelector('.pname');"
+            " return name.scrollHeight > name.clientHeight || th.scrollWidth > th.clientWidth; })"
+        )
+        assert clipped == [False, False]
+        assert page.page.inner_text("#run-meta").endswith("2 prompts")
+        assert page.errors == []
+    finally:
+        page.close()

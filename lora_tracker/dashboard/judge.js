@@ -229,7 +229,9 @@ function drawGrid() {
   const head = el("tr");
   head.append(el("th", "epoch"), el("th", "scores · verdict"));
   M.columns.forEach((column) => {
-    const th = el("th", column.prompt_name);
+    // the name wraps (up to 3 lines): test prompts often share their start ("pixel art baby, ...")
+    const th = el("th");
+    th.appendChild(el("div", column.prompt_name, "pname"));
     th.title = column.prompt_text || column.prompt_name;
     const extra = columnLabel(column);
     if (extra) th.appendChild(el("span", extra, "seed"));
@@ -466,6 +468,12 @@ function fitText(area) {
   const lines = area.value.split("\n").reduce((n, line) => n + Math.max(1, Math.ceil(line.length / 60)), 0);
   area.rows = Math.max(2, Math.min(8, lines));
 }
+function promptCount() {
+  // a column is a prompt at one seed and LoRA weight; the count is of prompts
+  const prompts = new Set(M.columns.map((c) => c.prompt_id)).size;
+  const text = `${prompts} ${prompts === 1 ? "prompt" : "prompts"}`;
+  return M.columns.length > prompts ? `${text} (${M.columns.length} seed / weight columns)` : text;
+}
 function drawHeader() {
   const run = M.run;
   document.title = `Judge ${run.run_name} · lora-tracker`;
@@ -474,7 +482,7 @@ function drawHeader() {
   const judged = M.epochs.filter((e) => e.visual_quality_score !== null).length;
   const bits = [run.model_type, run.network_dim && `dim ${run.network_dim}`, run.resolution,
     `${M.epochs.length} ${M.epochs.length === 1 ? "epoch" : "epochs"} (${judged} scored)`,
-    `${M.columns.length} ${M.columns.length === 1 ? "prompt" : "prompts"}`].filter(Boolean);
+    promptCount()].filter(Boolean);
   document.getElementById("run-meta").textContent = bits.join(" · ");
 }
 function drawAll() {
