@@ -13,6 +13,7 @@ from . import app_context, usage_errors
 from .options import choice
 from .output import (
     Layout,
+    columns_left_out,
     echo_records,
     echo_rows,
     echo_wrapped,
@@ -223,7 +224,12 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
     if results:
         grid_columns, grid = prompts.grid(results)
         click.echo("\nTest prompts (epoch x prompt: score verdict)")
-        echo_rows(grid_columns, grid, layout=Layout(None, layout.wide))
+        grid_layout = Layout(None, layout.wide)
+        echo_rows(grid_columns, grid, layout=grid_layout)
+        left_out = columns_left_out(grid_columns, grid, grid_layout.width)
+        if left_out:  # each column is a prompt: say so rather than hide its results
+            click.echo(f"({plural(left_out, 'more prompt')} left out at this width: --wide "
+                       "shows every prompt, --json every result)", err=True)  # fmt: skip
         _echo_test_images(results, width)
 
 
