@@ -617,3 +617,23 @@ def test_prompt_headers_tell_prompts_with_the_same_start_apart(
         assert page.errors == []
     finally:
         page.close()
+
+
+@needs_chromium
+def test_unknown_run_shows_one_line_and_no_form(browser: Any, live: str, db_url: str) -> None:
+    """A mistyped run in the link: the page says so in one line and shows no buttons or
+    verdict form to click (they could only be refused); keys do nothing."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{live}judge#run=no_such_run_here")
+        page.wait_for_selector("#status.err")
+        assert "Cannot show no_such_run_here: no run named" in page.inner_text("#status")
+        assert not page.is_visible("aside") and not page.is_visible("#verdict-form")
+        page.keyboard.press("g")
+        page.keyboard.press("5")
+        assert errors == []
+    finally:
+        context.close()

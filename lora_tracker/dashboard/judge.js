@@ -807,14 +807,16 @@ function fillHelp() {
 }
 async function start() {
   fillHelp();
+  // nothing to judge: no empty buttons and form that would only answer with errors
+  const nothing = (text) => { document.querySelector("aside").hidden = true; say(text, "err"); };
   if (!RUN_REF) {
-    say("No run chosen: open a run in the dashboard and follow its Judge link (or add #run=NAME).", "err");
+    nothing("No run chosen: open a run in the dashboard and follow its Judge link (or add #run=NAME).");
     return;
   }
   try {
     await reload();
   } catch (e) {
-    say(`Cannot show ${RUN_REF}: ${e.message}`, "err");
+    nothing(`Cannot show ${RUN_REF}: ${e.message}`);
     return;
   }
   const first = M.epochs.findIndex((e) => e.visual_quality_score === null);
