@@ -603,6 +603,8 @@ def test_prompt_headers_tell_prompts_with_the_same_start_apart(
             conn.execute(
                 "UPDATE test_prompts SET prompt_name = %s WHERE id = %s", (name, prompt_id)
             )
+        long_text = ", ".join(["pixel art baby"] + [f"detail {n}" for n in range(80)])
+        conn.execute("UPDATE test_prompts SET prompt_text = %s", (long_text,))
     page = JudgePage(browser, live, judged.name, poll_ms=60000)
     try:
         heads = page.page.locator("#grid thead th .pname")
@@ -614,6 +616,11 @@ def test_prompt_headers_tell_prompts_with_the_same_start_apart(
         )
         assert clipped == [False, False]
         assert page.page.inner_text("#run-meta").endswith("2 prompts")
+        # a long prompt's text under the focused image is cut to 3 lines, its file first
+        caption = page.page.locator("#focus-caption")
+        assert ".png — pixel art baby, detail 0" in caption.inner_text()
+        assert caption.evaluate("(c) => c.scrollHeight > c.clientHeight && c.clientHeight < 60")
+        assert "detail 79" in str(caption.get_attribute("title"))
         assert page.errors == []
     finally:
         page.close()

@@ -399,6 +399,7 @@ function drawPanel() {
   const title = document.getElementById("focus-title");
   const img = document.getElementById("focus-image");
   const caption = document.getElementById("focus-caption");
+  caption.title = "";
   if (!epoch) { title.textContent = "No epoch"; img.hidden = true; caption.textContent = ""; return; }
   const focused = focusedImage();
   const column = M.columns[state.col];
@@ -410,7 +411,9 @@ function drawPanel() {
     if (img.dataset.path !== focused.path) { img.src = src; img.dataset.path = focused.path; }
     img.alt = title.textContent;
     img.hidden = false;
-    caption.textContent = (onPrompt && column.prompt_text ? column.prompt_text + " — " : "") + focused.path.split("/").pop();
+    // the file first: a long prompt is cut to 3 lines (all of it on hover)
+    caption.textContent = focused.path.split("/").pop() + (onPrompt && column.prompt_text ? " — " + column.prompt_text : "");
+    caption.title = caption.textContent;
   } else {
     img.hidden = true; img.removeAttribute("src"); delete img.dataset.path;
     caption.textContent = onPrompt ? "This prompt result has no image." :
@@ -472,7 +475,7 @@ function promptCount() {
   // a column is a prompt at one seed and LoRA weight; the count is of prompts
   const prompts = new Set(M.columns.map((c) => c.prompt_id)).size;
   const text = `${prompts} ${prompts === 1 ? "prompt" : "prompts"}`;
-  return M.columns.length > prompts ? `${text} (${M.columns.length} seed / weight columns)` : text;
+  return M.columns.length > prompts ? `${text} (${M.columns.length} columns)` : text;
 }
 function drawHeader() {
   const run = M.run;
