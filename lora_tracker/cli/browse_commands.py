@@ -206,15 +206,18 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
             shown = human_number(value) if isinstance(value, (int, float, Decimal)) else value
             echo_wrapped(f"  {name:<18} {shown}", width, 21)
     click.echo("\nJudgement")
-    for label, value in (
+    judged = [(label, value) for label, value in (
         ("key findings", r.key_findings),
         ("issues", "; ".join(r.issues_found or [])),
         ("strengths", "; ".join(r.strengths or [])),
         ("recommended for", r.recommended_for),
         ("notes", r.notes),
-    ):
-        if value:
-            echo_wrapped(f"  {label:<18} {value}", width, 21)
+    ) if value]  # fmt: skip
+    for label, value in judged:
+        echo_wrapped(f"  {label:<18} {value}", width, 21)
+    if not judged:
+        echo_wrapped("  none written yet (lora-tracker verdict RUN --findings TEXT --issue TEXT)",
+                     width, 4)  # fmt: skip
     click.echo(f"\nEpochs ({len(epochs)})")
     if epochs:
         shown_columns = layout.select(EPOCH_TABLE, EPOCH_TABLE)
