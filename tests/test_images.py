@@ -274,6 +274,15 @@ def test_comfyui_links_by_file_name(tmp_path: Path, db_url: str) -> None:
     assert "sk-live-123" not in str(rows(db_url, "SELECT * FROM prompt_test_results"))
 
 
+def test_a_folder_without_images_says_so(tmp_path: Path, db_url: str) -> None:
+    """A folder with no image files (a wrong path, renders not saved yet) says so rather
+    than a bare "Linked 0 images"."""
+    (tmp_path / "notes.txt").write_text("not an image")
+    result = _images(db_url, str(tmp_path))
+    assert result.exit_code == 0
+    assert result.output.strip() == "Linked 0 images: no PNG, JPEG or WebP file found"
+
+
 def test_comfyui_lora_dir_decides_by_hash(tmp_path: Path, db_url: str) -> None:
     """Two runs both named "knight" have a knight-000001 file each: the name alone is
     ambiguous (unmatched, never guessed); the ComfyUI LoRA folder's file decides by hash."""
