@@ -208,3 +208,13 @@ def test_psycopg_sees_what_cli_wrote(db_url: str) -> None:
     assert code == 0
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT run_name FROM training_runs").fetchall() == [("visible",)]
+
+
+def test_command_list_summaries_are_whole_sentences() -> None:
+    """`lora-tracker --help` lists each command with a summary that is not cut at a
+    metavar's dots (click ends the first sentence at `DIR...`)."""
+    import re
+
+    for name, command in cli.commands.items():
+        summary = command.get_short_help_str(limit=200)
+        assert not re.search(r"\b[A-Z]+\.\.\.$", summary), (name, summary)

@@ -337,6 +337,11 @@ def test_show_and_compare(examples_url: str) -> None:
     assert "network_dim        32" in out and "Epochs (3)" in out
     assert "Test prompts (epoch x prompt: score verdict)" in out
     assert "9 pass" in out and "6 partial" in out
+    assert "none written yet" not in out  # the reference run has its findings
+    run(examples_url, "new", "judged_later", "--model-type", "SD15")
+    code, out = run(examples_url, "show", "judged_later")
+    judgement = out.split("\nJudgement\n")[1].split("\n\n")[0]
+    assert judgement == "  none written yet (lora-tracker verdict RUN --findings TEXT --issue TEXT)"
     code, out = run(examples_url, "show", "SD15_P", "--json")
     data = json.loads(out)
     assert data["run"]["run_name"] == "SD15_PERFECT_Nov9"

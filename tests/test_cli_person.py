@@ -174,6 +174,37 @@ def test_long_text_is_cut_with_an_ellipsis(examples_url: str) -> None:
     assert all(len(line) <= 80 for line in epoch_lines)
 
 
+def test_show_numbers_prompts_that_do_not_fit(examples_url: str) -> None:
+    """show's epoch x prompt grid on a terminal too narrow for the prompts' names (long and
+    alike at the start, as `images` names them): numbered columns and the names in a key
+    below; prompts left out at an even narrower width are counted; --wide shows the names."""
+    names = [f"pixel art baby, pose number {n}, simple background" for n in range(6)]
+    for name in names:
+        assert run(examples_url, "prompt", "add", name, "--text", name).exit_code == 0
+        scored = run(
+            examples_url, "prompt", "score", "SD15_PERFECT_Nov9", "6", name, "--score", "7"
+        )
+        assert scored.exit_code == 0, scored.output
+
+    def grid_of(output: str) -> list[str]:
+        return (
+            output.split("Test prompts (epoch x prompt: score verdict)\n")[1]
+            .split("\n\n")[0]
+            .splitlines()
+        )
+
+    grid = grid_of(run(examples_url, "show", "SD15_PERFECT_Nov9", columns=100).output)
+    assert grid[0].split() == ["epoch", "#1", "#2", "#3", "#4", "#5", "#6"]
+    assert grid[2].split() == ["6", "7", "7", "7", "7", "7", "7"]
+    assert grid[3:] == [f"  #{n + 1:<3} {name}" for n, name in enumerate(names)]
+    narrow = grid_of(run(examples_url, "show", "SD15_PERFECT_Nov9", columns=20).output)
+    shown = len(narrow[1].split()) - 1  # the rule under the header: epoch, prompts
+    assert 0 < shown < len(names) and all(len(line) <= 20 for line in narrow[:3])
+    assert f"({len(names) - shown} more prompts left out at this width: --wide" in "\n".join(narrow)
+    wide = grid_of(run(examples_url, "show", "SD15_PERFECT_Nov9", "--wide", columns=100).output)
+    assert wide[0].split("  ")[1:] == names and "left out" not in "\n".join(wide)
+
+
 def test_sql_expanded_display(examples_url: str) -> None:
     """sql shows one field per line when a row does not fit; --expanded/--no-expanded force."""
     wide_query = "SELECT * FROM production_ready_epochs"

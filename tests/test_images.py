@@ -34,6 +34,7 @@ from .image_makers import (
     a1111_png,
     comfyui_graph,
     comfyui_png,
+    picture,
     workflow_of,
 )
 from .kohya_sim import KohyaRun, nometa_metadata, tensors
@@ -272,6 +273,32 @@ def test_comfyui_links_by_file_name(tmp_path: Path, db_url: str) -> None:
     assert set(found[0]["image_metadata"]) == {"prompt"}
     assert found[0]["image_metadata"]["prompt"]["90"]["inputs"]["api_key"] == "***"
     assert "sk-live-123" not in str(rows(db_url, "SELECT * FROM prompt_test_results"))
+
+
+def test_a_folder_without_images_says_so(tmp_path: Path, db_url: str) -> None:
+    """A folder with no image files (a wrong path, renders not saved yet) says so rather
+    than a bare "Linked 0 images"."""
+    (tmp_path / "notes.txt").write_text("not an image")
+    result = _images(db_url, str(tmp_path))
+    assert result.exit_code == 0
+    assert result.output.strip() == "Linked 0 images: no PNG, JPEG or WebP file found"
+
+
+def test_a_named_file_that_is_not_an_image_is_an_error(tmp_path: Path, db_url: str) -> None:
+    """A file named on the command line that cannot be used (not an image, no metadata)
+    exits 1 after the others are linked; the same file found in a folder is only skipped."""
+    bad = tmp_path / "renders" / "notes.png"
+    bad.parent.mkdir()
+    bad.write_text("not an image")
+    plain = tmp_path / "renders" / "plain.png"
+    picture().save(plain)
+    grid = a1111_png(tmp_path / "grid-0000.png", a1111_infotext(PROMPT))
+    for named in (bad, plain):
+        result = _images(db_url, str(named))
+        assert result.exit_code == 1, result.output
+        assert result.output.splitlines()[0].startswith(f"skipped {named}: ")
+    assert _images(db_url, str(bad.parent)).exit_code == 0
+    assert _images(db_url, str(grid)).exit_code == 0  # a grid is skipped on purpose
 
 
 def test_comfyui_lora_dir_decides_by_hash(tmp_path: Path, db_url: str) -> None:

@@ -575,3 +575,62 @@ def test_the_newest_runs_have_their_thumbnails_made_at_start(
             time.sleep(0.1)
     finally:
         server.server_close()
+
+
+@needs_chromium
+def test_prompt_headers_tell_prompts_with_the_same_start_apart(
+    browser: Any, live: str, db_url: str, tmp_path: Path
+) -> None:
+    """`lora-tracker images` names a new test prompt by its text, and a person's test prompts
+    often start alike ("pixel art baby, ..."): the grid's column headers wrap rather than cut
+    each name to the same first words, and the header counts prompts, not columns."""
+    judged = make_judging_run(db_url, tmp_path / "images", epochs=2, prompts=2, linked=True)
+    names = ["pixel art baby, sitting on the floor, simple background",
+             "pixel art baby, waving hand, simple background"]  # fmt: skip
+    with psycopg.connect(db_url) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM test_prompts ORDER BY id").fetchall()]
+        for prompt_id, name in zip(ids, names, strict=True):
+            conn.execute(
+                "UPDATE test_prompts SET prompt_name = %s WHERE id = %s", (name, prompt_id)
+            )
+        long_text = ", ".join(["pixel art baby"] + [f"detail {n}" for n in range(80)])
+        conn.execute("UPDATE test_prompts SET prompt_text = %s", (long_text,))
+    page = JudgePage(browser, live, judged.name, poll_ms=60000)
+    try:
+        heads = page.page.locator("#grid thead th .pname")
+        assert sorted(heads.all_inner_texts()) == names
+        clipped = page.page.evaluate(
+            "() => [...document.querySelectorAll('#grid thead th')].slice(2).map((th) => {"
+            " const name = th.querySelector('.pname');"
+            " return name.scrollHeight > name.clientHeight || th.scrollWidth > th.clientWidth; })"
+        )
+        assert clipped == [False, False]
+        assert page.page.inner_text("#run-meta").endswith("2 prompts")
+        # a long prompt's text under the focused image is cut to 3 lines, its file first
+        caption = page.page.locator("#focus-caption")
+        assert ".png — pixel art baby, detail 0" in caption.inner_text()
+        assert caption.evaluate("(c) => c.scrollHeight > c.clientHeight && c.clientHeight < 60")
+        assert "detail 79" in str(caption.get_attribute("title"))
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+@needs_chromium
+def test_unknown_run_shows_one_line_and_no_form(browser: Any, live: str, db_url: str) -> None:
+    """A mistyped run in the link: the page says so in one line and shows no buttons or
+    verdict form to click (they could only be refused); keys do nothing."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{live}judge#run=no_such_run_here")
+        page.wait_for_selector("#status.err")
+        assert "Cannot show no_such_run_here: no run named" in page.inner_text("#status")
+        assert not page.is_visible("aside") and not page.is_visible("#verdict-form")
+        page.keyboard.press("g")
+        page.keyboard.press("5")
+        assert errors == []
+    finally:
+        context.close()

@@ -13,6 +13,7 @@ from . import app_context, usage_errors
 from .options import choice
 from .output import (
     Layout,
+    columns_left_out,
     echo_records,
     echo_rows,
     echo_wrapped,
@@ -21,6 +22,7 @@ from .output import (
     json_text,
     layout_options,
     plural,
+    table_fits,
     terminal_width,
 )
 
@@ -205,15 +207,18 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
             shown = human_number(value) if isinstance(value, (int, float, Decimal)) else value
             echo_wrapped(f"  {name:<18} {shown}", width, 21)
     click.echo("\nJudgement")
-    for label, value in (
+    judged = [(label, value) for label, value in (
         ("key findings", r.key_findings),
         ("issues", "; ".join(r.issues_found or [])),
         ("strengths", "; ".join(r.strengths or [])),
         ("recommended for", r.recommended_for),
         ("notes", r.notes),
-    ):
-        if value:
-            echo_wrapped(f"  {label:<18} {value}", width, 21)
+    ) if value]  # fmt: skip
+    for label, value in judged:
+        echo_wrapped(f"  {label:<18} {value}", width, 21)
+    if not judged:
+        echo_wrapped("  none written yet (lora-tracker verdict RUN --findings TEXT --issue TEXT)",
+                     width, 4)  # fmt: skip
     click.echo(f"\nEpochs ({len(epochs)})")
     if epochs:
         shown_columns = layout.select(EPOCH_TABLE, EPOCH_TABLE)
@@ -221,10 +226,33 @@ def show(ctx: click.Context, run: str, as_json: bool, columns: str | None, wide:
         picked = [[row[EPOCH_TABLE.index(c)] for c in shown_columns] for row in table]
         echo_rows(shown_columns, picked, layout=Layout(None, layout.wide or bool(layout.wanted)))
     if results:
-        grid_columns, grid = prompts.grid(results)
-        click.echo("\nTest prompts (epoch x prompt: score verdict)")
-        echo_rows(grid_columns, grid, layout=Layout(None, layout.wide))
+        _echo_prompt_grid(results, layout.wide, width)
         _echo_test_images(results, width)
+
+
+def _echo_prompt_grid(results: list[dict[str, Any]], wide: bool, width: int | None) -> None:
+    """The epoch x prompt grid. When the prompts' names do not fit the terminal, the
+    columns are numbered and the names listed below (they often start alike, so cut names
+    would all read the same); prompts left out at this width are counted."""
+    from .. import prompts
+
+    grid_columns, grid = prompts.grid(results)
+    grid_layout = Layout(None, wide)
+    names = grid_columns[1:]
+    numbered = grid_layout.width is not None and not table_fits(
+        grid_columns, grid, grid_layout.width
+    )
+    if numbered:
+        grid_columns = ["epoch", *(f"#{n}" for n in range(1, len(names) + 1))]
+    click.echo("\nTest prompts (epoch x prompt: score verdict)")
+    echo_rows(grid_columns, grid, layout=grid_layout)
+    left_out = columns_left_out(grid_columns, grid, grid_layout.width)
+    if left_out:  # each column is a prompt: say so rather than hide its results
+        click.echo(f"({plural(left_out, 'more prompt')} left out at this width: --wide "
+                   "shows every prompt, --json every result)", err=True)  # fmt: skip
+    if numbered:
+        for n, name in enumerate(names, 1):
+            echo_wrapped(f"  #{n:<3} {name}", width, 7)
 
 
 IMAGE_PATHS_PER_CELL = 4

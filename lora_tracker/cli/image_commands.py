@@ -19,7 +19,9 @@ def register(cli: click.Group) -> None:
     cli.add_command(images)
 
 
-@click.command()
+@click.command(
+    short_help="Link test images (A1111, Forge, SD.Next, ComfyUI) to the epochs that made them."
+)
 @click.argument("paths", metavar="DIR...", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))  # fmt: skip
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
@@ -43,13 +45,21 @@ def images(
     Each image becomes a result of its test prompt (found by its exact text, created when
     new) at that epoch, with its seed, steps, CFG, sampler, size and LoRA weight. A1111's
     "Lora hashes" find the exact epoch even for a renamed or copied file; ComfyUI's LoRA
-    is found by file name. Running it again changes nothing.
+    is found by file name. Running it again changes nothing. Exit 1 when a file named
+    here is not a usable image (the others are still linked).
     """
     from ..images.linking import link_images
+
+    # a file named on the command line that cannot be used is an error (exit 1, as cp or
+    # gzip say of one file among many); one found in a folder is only skipped
+    named = {p.resolve() for p in paths if not p.is_dir()}
+    refused: list[Path] = []
 
     def report_line(outcome: ImageOutcome) -> None:
         if outcome.status == "skipped":
             echo(f"skipped {outcome.path}: {outcome.detail}", err=True)
+            if outcome.reason != "grid" and Path(outcome.path).resolve() in named:
+                refused.append(outcome.path)
         elif outcome.status == "unmatched" and verbose:
             echo(f"unmatched {outcome.path}: {outcome.detail}", err=True)
 
@@ -59,3 +69,5 @@ def images(
     echo(report.summary())
     if report.unmatched and not verbose:
         click.echo("(--verbose lists the unmatched images and why)", err=True)
+    if refused:
+        ctx.exit(1)

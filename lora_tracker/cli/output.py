@@ -204,6 +204,17 @@ def format_table(
     return "\n".join(lines)
 
 
+def columns_left_out(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None
+) -> int:
+    """How many of ``columns`` `format_table` leaves out at ``width``."""
+    if width is None:
+        return 0
+    cells = [[display_cell(v) for v in row] for row in rows]
+    headers = [escape_control(str(c), keep_newlines=False) for c in columns]
+    return len(columns) - len(fit_columns(headers, cells, width)[0])
+
+
 def _cut(text: str, width: int) -> str:
     """``text`` cut to ``width`` terminal cells, ending with an ellipsis."""
     from rich.text import Text

@@ -229,7 +229,9 @@ function drawGrid() {
   const head = el("tr");
   head.append(el("th", "epoch"), el("th", "scores · verdict"));
   M.columns.forEach((column) => {
-    const th = el("th", column.prompt_name);
+    // the name wraps (up to 3 lines): test prompts often share their start ("pixel art baby, ...")
+    const th = el("th");
+    th.appendChild(el("div", column.prompt_name, "pname"));
     th.title = column.prompt_text || column.prompt_name;
     const extra = columnLabel(column);
     if (extra) th.appendChild(el("span", extra, "seed"));
@@ -397,6 +399,7 @@ function drawPanel() {
   const title = document.getElementById("focus-title");
   const img = document.getElementById("focus-image");
   const caption = document.getElementById("focus-caption");
+  caption.title = "";
   if (!epoch) { title.textContent = "No epoch"; img.hidden = true; caption.textContent = ""; return; }
   const focused = focusedImage();
   const column = M.columns[state.col];
@@ -408,7 +411,9 @@ function drawPanel() {
     if (img.dataset.path !== focused.path) { img.src = src; img.dataset.path = focused.path; }
     img.alt = title.textContent;
     img.hidden = false;
-    caption.textContent = (onPrompt && column.prompt_text ? column.prompt_text + " — " : "") + focused.path.split("/").pop();
+    // the file first: a long prompt is cut to 3 lines (all of it on hover)
+    caption.textContent = focused.path.split("/").pop() + (onPrompt && column.prompt_text ? " — " + column.prompt_text : "");
+    caption.title = caption.textContent;
   } else {
     img.hidden = true; img.removeAttribute("src"); delete img.dataset.path;
     caption.textContent = onPrompt ? "This prompt result has no image." :
@@ -466,6 +471,12 @@ function fitText(area) {
   const lines = area.value.split("\n").reduce((n, line) => n + Math.max(1, Math.ceil(line.length / 60)), 0);
   area.rows = Math.max(2, Math.min(8, lines));
 }
+function promptCount() {
+  // a column is a prompt at one seed and LoRA weight; the count is of prompts
+  const prompts = new Set(M.columns.map((c) => c.prompt_id)).size;
+  const text = `${prompts} ${prompts === 1 ? "prompt" : "prompts"}`;
+  return M.columns.length > prompts ? `${text} (${M.columns.length} columns)` : text;
+}
 function drawHeader() {
   const run = M.run;
   document.title = `Judge ${run.run_name} · lora-tracker`;
@@ -474,7 +485,7 @@ function drawHeader() {
   const judged = M.epochs.filter((e) => e.visual_quality_score !== null).length;
   const bits = [run.model_type, run.network_dim && `dim ${run.network_dim}`, run.resolution,
     `${M.epochs.length} ${M.epochs.length === 1 ? "epoch" : "epochs"} (${judged} scored)`,
-    `${M.columns.length} ${M.columns.length === 1 ? "prompt" : "prompts"}`].filter(Boolean);
+    promptCount()].filter(Boolean);
   document.getElementById("run-meta").textContent = bits.join(" · ");
 }
 function drawAll() {
@@ -799,14 +810,16 @@ function fillHelp() {
 }
 async function start() {
   fillHelp();
+  // nothing to judge: no empty buttons and form that would only answer with errors
+  const nothing = (text) => { document.querySelector("aside").hidden = true; say(text, "err"); };
   if (!RUN_REF) {
-    say("No run chosen: open a run in the dashboard and follow its Judge link (or add #run=NAME).", "err");
+    nothing("No run chosen: open a run in the dashboard and follow its Judge link (or add #run=NAME).");
     return;
   }
   try {
     await reload();
   } catch (e) {
-    say(`Cannot show ${RUN_REF}: ${e.message}`, "err");
+    nothing(`Cannot show ${RUN_REF}: ${e.message}`);
     return;
   }
   const first = M.epochs.findIndex((e) => e.visual_quality_score === null);

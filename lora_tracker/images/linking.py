@@ -78,6 +78,8 @@ class LinkReport:
         for reason, count in sorted(self.skipped_by_reason.items()):
             tail.append(f"{count} {reason}" if reason == "unreadable" else
                         f"{count} skipped ({reason})")  # fmt: skip
+        if not (self.linked or self.unchanged or tail):
+            return head + ": no PNG, JPEG or WebP file found"
         line = head + ("; " + ", ".join(tail) if tail else "")
         if self.hashed_checkpoints:
             line += f"; hashed {_n(self.hashed_checkpoints, 'checkpoint')} once, for matching"
