@@ -482,7 +482,7 @@ function drawHeader() {
   document.title = `Judge ${run.run_name} · lora-tracker`;
   document.getElementById("title").textContent = `Judge ${run.run_name}`;
   document.getElementById("back").href = "./#run=" + encodeURIComponent(run.run_name);
-  const judged = M.epochs.filter((e) => e.visual_quality_score !== null).length;
+  const judged = M.epochs.filter((e) => SCORES.some(([key]) => e[key] !== null && e[key] !== undefined)).length;
   const bits = [run.model_type, run.network_dim && `dim ${run.network_dim}`, run.resolution,
     `${M.epochs.length} ${M.epochs.length === 1 ? "epoch" : "epochs"} (${judged} scored)`,
     promptCount()].filter(Boolean);
