@@ -158,9 +158,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "epoch": ("judge_commands:epoch_group", "Epochs recorded by mistake."),
     "export": ("decide_commands:export", "Export a table or view as CSV or JSON."),
     "images": ("image_commands:images",
-               "Link the images in DIR... (PNG, JPEG, WebP made by A1111, Forge, SD.Next or "
-               "ComfyUI) to the epochs of the LoRAs they were rendered with, from their "
-               "generation metadata."),
+               "Link test images (A1111, Forge, SD.Next, ComfyUI) to the epochs that made them."),
     "init": ("db_commands:init",
              "Create or upgrade the schema (safe to run again), optionally with example "
              "data."),

@@ -19,9 +19,7 @@ def register(cli: click.Group) -> None:
     cli.add_command(images)
 
 
-@click.command(
-    short_help="Link test images (A1111, Forge, SD.Next, ComfyUI) to the epochs that made them."
-)
+@click.command()
 @click.argument("paths", metavar="DIR...", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))  # fmt: skip
 @click.option("--recursive/--no-recursive", default=True, show_default=True,
@@ -39,14 +37,15 @@ def images(
     lora_dirs: tuple[Path, ...],
     verbose: bool,
 ) -> None:
-    """Link the images in DIR... (PNG, JPEG, WebP made by A1111, Forge, SD.Next or ComfyUI)
-    to the epochs of the LoRAs they were rendered with, from their generation metadata.
+    """Link test images (A1111, Forge, SD.Next, ComfyUI) to the epochs that made them.
 
-    Each image becomes a result of its test prompt (found by its exact text, created when
-    new) at that epoch, with its seed, steps, CFG, sampler, size and LoRA weight. A1111's
-    "Lora hashes" find the exact epoch even for a renamed or copied file; ComfyUI's LoRA
-    is found by file name. Running it again changes nothing. Exit 1 when a file named
-    here is not a usable image (the others are still linked).
+    The images in DIR... (PNG, JPEG, WebP) are matched to the epochs of the LoRAs they were
+    rendered with, from their generation metadata. Each image becomes a result of its test
+    prompt (found by its exact text, created when new) at that epoch, with its seed, steps,
+    CFG, sampler, size and LoRA weight. A1111's "Lora hashes" find the exact epoch even for
+    a renamed or copied file; ComfyUI's LoRA is found by file name. Running it again changes
+    nothing. Exit 1 when a file named here is not a usable image (the others are still
+    linked).
     """
     from ..images.linking import link_images
 
