@@ -77,6 +77,12 @@ def _fields(body: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
     return fields
 
 
+# the page's words for the fields it sets (a refusal names what the person sees)
+LABELS = {"visual_quality_score": "visual", "style_match_score": "style",
+          "prompt_adherence_score": "adherence", "quality_score": "quality",
+          "score": "score"}  # fmt: skip
+
+
 def _validated(model: Any, fields: dict[str, Any]) -> Any:
     """The pydantic model of ``fields``; a bad value is one line, as the CLI says it."""
     from pydantic import ValidationError
@@ -87,7 +93,9 @@ def _validated(model: Any, fields: dict[str, Any]) -> Any:
         parts = []
         for error in exc.errors():
             name = ".".join(str(p) for p in error.get("loc", ())) or "value"
-            parts.append(f"{name} {error.get('input')!r} refused: {error.get('msg', 'invalid')}")
+            message = str(error.get("msg", "invalid"))
+            message = message[:1].lower() + message[1:]
+            parts.append(f"{LABELS.get(name, name)} {error.get('input')!r} refused: {message}")
         raise InvalidInput("; ".join(parts)) from None
 
 
