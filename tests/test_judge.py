@@ -246,7 +246,7 @@ def test_refused_change_shows_its_error(
         page.page.fill("#verdict-form [name=quality_score]", "11")
         page.page.keyboard.press("Tab")
         status = page.settled()
-        assert "Not saved · run verdict" in status and "quality_score 11" in status
+        assert "Not saved · run verdict" in status and "quality 11 refused" in status
         assert page.page.input_value("#verdict-form [name=quality_score]") == ""
         # a best epoch removed by someone else after the page loaded
         result = CliRunner().invoke(
