@@ -24,3 +24,26 @@ def chromium() -> Iterator[Any]:
             yield launched
         finally:
             launched.close()
+
+
+@contextmanager
+def live_dashboard(url: str, poll_s: float = 0.5) -> Iterator[str]:
+    """A dashboard server on the database ``url`` in a thread (any free port), the test's
+    data folder as its home; yields the page's address, stops it after."""
+    import os
+    import threading
+    from pathlib import Path
+
+    from lora_tracker.dashboard.server import make_server
+    from lora_tracker.settings import Target
+
+    home = Path(os.environ["LORA_TRACKER_HOME"])
+    server = make_server(Target(url, "--database-url", home), port=0, poll_s=poll_s)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

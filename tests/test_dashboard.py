@@ -4,7 +4,6 @@ Playwright with the system browser: no console errors, charts drawn, runs shown.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,10 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from lora_tracker.cli import cli
-from lora_tracker.dashboard.server import make_server
-from lora_tracker.settings import Target
 
-from .browser import CHROMIUM, chromium
+from .browser import CHROMIUM, chromium, live_dashboard
 from .conftest import ROOT
 from .image_makers import picture
 from .kohya_sim import PNG
@@ -139,16 +136,8 @@ def test_report_renders(browser: Any, examples_url: str, tmp_path: Path, server:
 
 @pytest.fixture
 def live_server(examples_url: str) -> Iterator[str]:
-    home = Path(os.environ["LORA_TRACKER_HOME"])
-    server = make_server(Target(examples_url, "--database-url", home), port=0, poll_s=0.5)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with live_dashboard(examples_url) as url:
+        yield url
 
 
 def test_live_dashboard_refreshes(

@@ -23,7 +23,7 @@ from lora_tracker.dashboard.server import make_server
 from lora_tracker.errors import LoraTrackerError
 from lora_tracker.settings import Target
 
-from .browser import CHROMIUM, chromium
+from .browser import CHROMIUM, chromium, live_dashboard
 from .conftest import ROOT
 from .judge_data import JudgingRun, db_rows, make_judging_run
 
@@ -56,16 +56,8 @@ def judged_by_hand(db_url: str, tmp_path: Path) -> JudgingRun:
 
 @pytest.fixture
 def live(db_url: str) -> Iterator[str]:
-    home = Path(os.environ["LORA_TRACKER_HOME"])
-    server = make_server(Target(db_url, "--database-url", home), port=0, poll_s=0.5)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with live_dashboard(db_url) as url:
+        yield url
 
 
 class JudgePage:
