@@ -138,7 +138,7 @@ class _ImageHandler(FileSystemEventHandler):
 def _log_image(event: Event, outcome: DeliveryOutcome, applied: Applied | None) -> None:
     if event.kind != "image":
         return
-    name = Path(event.path).name
+    name = event.path  # the whole path, as the skipped lines give it
     if outcome in ("recorded", "duplicate") and applied is not None and applied.links:
         where = ", ".join(f"run {run} epoch {epoch}" for run, epoch in applied.links)
         log.info("linked %s -> %s", name, where)
