@@ -42,7 +42,7 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
-from .errors import InvalidInput
+from .errors import InvalidInput, InvalidRequest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -411,16 +411,17 @@ def export_prompts(rows: list[dict[str, Any]], fmt: ExportFormat = "kohya") -> E
 
 def export_format_for(path: str | PurePath | None, given: str | None) -> ExportFormat:
     """The format asked for, else the one the output file's name says (kohya reads by the
-    ending), else kohya's ``.txt`` lines. A name kohya would read otherwise is refused."""
+    ending), else kohya's ``.txt`` lines. A name kohya would read otherwise is refused (a
+    usage error: InvalidRequest)."""
     by_name = prompts_format(path) if path is not None else None
     if path is not None and by_name is None:
-        raise InvalidInput(f"{path}: kohya reads sample prompts only from .txt, .toml or .json")
+        raise InvalidRequest(f"{path}: kohya reads sample prompts only from .txt, .toml or .json")
     named: ExportFormat | None = {"txt": "kohya", "toml": "toml", "json": "json"}.get(by_name or "")  # type: ignore[assignment]
     if given is None:
         return named or "kohya"
     fmt: ExportFormat = given  # type: ignore[assignment]
     if named is not None and named != fmt:
-        raise InvalidInput(f"{path}: kohya reads a file of that name as {by_name}, not as {fmt}")
+        raise InvalidRequest(f"{path}: kohya reads a file of that name as {by_name}, not as {fmt}")
     return fmt
 
 

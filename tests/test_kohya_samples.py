@@ -270,6 +270,28 @@ def test_watch_refuses_a_prompts_file_kohya_cannot_read(tmp_path: Path, db_url: 
     assert rows(db_url, "SELECT count(*) AS n FROM applied_events")[0]["n"] == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("prompts.txt", ""), ("prompts.txt", "# only a comment\n\n"), ("prompts.json", "[]")],
+)
+def test_watch_refuses_a_prompts_file_without_a_prompt(
+    tmp_path: Path, db_url: str, name: str, text: str
+) -> None:
+    """`watch --prompts` with a file that holds no prompt (kohya would sample nothing, so
+    no sample could ever be linked): one line, exit 2, the folder not even looked at."""
+    empty = tmp_path / name
+    empty.write_text(text)
+    out = tmp_path / "out"
+    sim(out, epochs=1).run()
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once",
+                                      "--prompts", str(empty), str(out)])  # fmt: skip
+    assert result.exit_code == 2
+    assert f"Invalid value for '--prompts': {empty} holds no prompt" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert rows(db_url, "SELECT count(*) AS n FROM applied_events")[0]["n"] == 0
+    assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 0
+
+
 def test_live_watcher_links_samples_as_kohya_writes_them(
     tmp_path: Path, db_url: str, start_watcher: Callable[..., Any]
 ) -> None:
