@@ -153,6 +153,29 @@ def read_prompts_file(path: str | Path, *, limit: int = MAX_PROMPTS_FILE_BYTES) 
     return found
 
 
+def launch_problem(path: str) -> str | None:
+    """What keeps kohya from sampling ``--sample_prompts`` ``path`` (or lora-tracker from
+    linking its samples), said once before training in one line; None when it reads. In
+    kohya's order: a missing file means no samples (kohya logs it at each sampling), an
+    other ending stops kohya at its first sampling, a file without a prompt samples
+    nothing."""
+    if not os.path.isfile(path):
+        return f"--sample_prompts {path}: no such file, kohya will render no samples"
+    if prompts_format(path) is None:
+        return (
+            f"--sample_prompts {path}: kohya reads sample prompts only from .txt, .toml or"
+            " .json and will stop with an error at its first sampling"
+        )
+    try:
+        found = read_prompts_file(path)
+        prompts = parse_prompts(found.content, found.format, name=path)
+    except InvalidInput as exc:
+        return f"--sample_prompts: {exc}; its samples will not be linked to test prompts"
+    if not prompts:
+        return f"--sample_prompts {path} holds no prompt, kohya will render no samples"
+    return None
+
+
 def line_options(line: str) -> dict[str, Any]:
     """kohya's prompt dict of one ``.txt`` line (already stripped), read as
     ``line_to_prompt_dict`` reads it."""

@@ -292,6 +292,40 @@ def test_watch_refuses_a_prompts_file_without_a_prompt(
     assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "said", "status"),
+    [
+        ("absent.txt", None, "no such file, kohya will render no samples", 0),
+        ("prompts.yaml", "- a cat\n", "will stop with an error at its first sampling", 1),
+        ("prompts.txt", "# nothing yet\n", "holds no prompt, kohya will render no samples", 0),
+    ],
+)
+def test_hook_says_at_launch_when_kohya_will_not_sample(
+    tmp_path: Path, db_url: str, name: str, text: str | None, said: str, status: int
+) -> None:
+    """A --sample_prompts file kohya will not sample from is said once, before the first
+    epoch (kohya itself finds a .yaml out only at its first sampling, and stops)."""
+    prompts = tmp_path / name
+    if text is not None:
+        prompts.write_text(text)
+    done = launch("train_network.py", db_url, *kohya_args(tmp_path / "out", epochs=2),
+                  "--sample_prompts", str(prompts))  # fmt: skip
+    assert done.returncode == status, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "--sample_prompts" in line]
+    assert len(warned) == 1 and said in warned[0] and str(prompts) in warned[0]
+    assert rows(db_url, GRID) == []
+
+
+def test_hook_says_nothing_of_a_good_prompts_file(tmp_path: Path, db_url: str) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS_TXT)
+    done = launch("train_network.py", db_url, *kohya_args(tmp_path / "out", epochs=1),
+                  "--sample_prompts", str(prompts))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--sample_prompts" not in done.stderr
+    assert len(rows(db_url, GRID)) == 3
+
+
 def test_live_watcher_links_samples_as_kohya_writes_them(
     tmp_path: Path, db_url: str, start_watcher: Callable[..., Any]
 ) -> None:
