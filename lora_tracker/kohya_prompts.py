@@ -156,15 +156,16 @@ def read_prompts_file(path: str | Path, *, limit: int = MAX_PROMPTS_FILE_BYTES) 
 def launch_problem(path: str) -> str | None:
     """What keeps kohya from sampling ``--sample_prompts`` ``path`` (or lora-tracker from
     linking its samples), said once before training in one line; None when it reads. In
-    kohya's order: a missing file means no samples (kohya logs it at each sampling), an
-    other ending stops kohya at its first sampling, a file without a prompt samples
-    nothing."""
+    kohya's order: a missing file means no samples (``sample_images_common`` logs it at each
+    sampling), an other ending makes ``load_prompts`` fail wherever kohya reads the file
+    (at the first sampling; at startup in trainers that cache the prompts' text encoder
+    outputs, such as flux_train_network.py), a file without a prompt samples nothing."""
     if not os.path.isfile(path):
-        return f"--sample_prompts {path}: no such file, kohya will render no samples"
+        return f"--sample_prompts {path}: no such file, kohya cannot render samples from it"
     if prompts_format(path) is None:
         return (
             f"--sample_prompts {path}: kohya reads sample prompts only from .txt, .toml or"
-            " .json and will stop with an error at its first sampling"
+            " .json, and stops with an error where it reads this file"
         )
     try:
         found = read_prompts_file(path)

@@ -295,8 +295,8 @@ def test_watch_refuses_a_prompts_file_without_a_prompt(
 @pytest.mark.parametrize(
     ("name", "text", "said", "status"),
     [
-        ("absent.txt", None, "no such file, kohya will render no samples", 0),
-        ("prompts.yaml", "- a cat\n", "will stop with an error at its first sampling", 1),
+        ("absent.txt", None, "no such file, kohya cannot render samples from it", 0),
+        ("prompts.yaml", "- a cat\n", "stops with an error where it reads this file", 1),
         ("prompts.txt", "# nothing yet\n", "holds no prompt, kohya will render no samples", 0),
     ],
 )
@@ -304,7 +304,7 @@ def test_hook_says_at_launch_when_kohya_will_not_sample(
     tmp_path: Path, db_url: str, name: str, text: str | None, said: str, status: int
 ) -> None:
     """A --sample_prompts file kohya will not sample from is said once, before the first
-    epoch (kohya itself finds a .yaml out only at its first sampling, and stops)."""
+    epoch (train_network.py finds a .yaml out only at its first sampling, and stops)."""
     prompts = tmp_path / name
     if text is not None:
         prompts.write_text(text)
