@@ -410,7 +410,10 @@ def export_prompts(rows: list[dict[str, Any]], fmt: ExportFormat = "kohya") -> E
     InvalidInput when a prompt cannot be written in the format (nothing is written)."""
     notes: list[str] = []
     all_settings = [_settings(row, notes) for row in rows]
-    header = "lora-tracker test prompts for kohya's --sample_prompts (line N: samples _NN_)"
+    header = (
+        "lora-tracker test prompts for kohya's --sample_prompts"
+        " (prompt 1 renders samples _00_, prompt 2 _01_, ...)"
+    )
     if fmt == "kohya":
         lines = [f"# {header}"]
         for row, settings in zip(rows, all_settings, strict=True):

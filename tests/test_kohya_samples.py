@@ -6,6 +6,7 @@ sample/prompt.txt, the run's stored config) and through the hook."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -324,6 +325,25 @@ def test_hook_says_nothing_of_a_good_prompts_file(tmp_path: Path, db_url: str) -
     assert done.returncode == 0, done.stderr
     assert "--sample_prompts" not in done.stderr
     assert len(rows(db_url, GRID)) == 3
+
+
+def test_watch_says_which_samples_its_prompts_file_does_not_match(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sample whose prompt is not in the file (or sets another seed there) is named,
+    with the prompt counted as a person counts (prompt 3 renders _02_)."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("portrait of pixelbaby --d 42\npixelbaby on a beach --d 8\n")
+    out = tmp_path / "out"
+    sim(out, epochs=1).run()  # seeds 42, none, none
+    caplog.set_level(logging.INFO, logger="lora_tracker")
+    watch_once(db_url, out, "--prompts", str(prompts))
+    said = [m for m in caplog.messages if "not linked" in m]
+    assert [m.split(": ", 1)[1] for m in said] == [
+        f"{prompts} sets another seed for prompt 2 (_01_) (changed since?), not linked",
+        f"{prompts} has no prompt 3 (_02_) (changed since?), not linked",
+    ]
+    assert [r["prompt_text"] for r in rows(db_url, GRID)] == ["portrait of pixelbaby"]
 
 
 def test_live_watcher_links_samples_as_kohya_writes_them(
