@@ -42,7 +42,7 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
-from .errors import InvalidInput
+from .errors import InvalidInput, InvalidRequest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -151,6 +151,30 @@ def read_prompts_file(path: str | Path, *, limit: int = MAX_PROMPTS_FILE_BYTES) 
     found = PromptsFile(path=str(Path(path).absolute()), format=fmt, content=content)
     parse_prompts(found.content, found.format, name=str(path))
     return found
+
+
+def launch_problem(path: str) -> str | None:
+    """What keeps kohya from sampling ``--sample_prompts`` ``path`` (or lora-tracker from
+    linking its samples), said once before training in one line; None when it reads. In
+    kohya's order: a missing file means no samples (``sample_images_common`` logs it at each
+    sampling), an other ending makes ``load_prompts`` fail wherever kohya reads the file
+    (at the first sampling; at startup in trainers that cache the prompts' text encoder
+    outputs, such as flux_train_network.py), a file without a prompt samples nothing."""
+    if not os.path.isfile(path):
+        return f"--sample_prompts {path}: no such file, kohya cannot render samples from it"
+    if prompts_format(path) is None:
+        return (
+            f"--sample_prompts {path}: kohya reads sample prompts only from .txt, .toml or"
+            " .json, and stops with an error where it reads this file"
+        )
+    try:
+        found = read_prompts_file(path)
+        prompts = parse_prompts(found.content, found.format, name=path)
+    except InvalidInput as exc:
+        return f"--sample_prompts: {exc}; its samples will not be linked to test prompts"
+    if not prompts:
+        return f"--sample_prompts {path} holds no prompt, kohya will render no samples"
+    return None
 
 
 def line_options(line: str) -> dict[str, Any]:
@@ -386,7 +410,10 @@ def export_prompts(rows: list[dict[str, Any]], fmt: ExportFormat = "kohya") -> E
     InvalidInput when a prompt cannot be written in the format (nothing is written)."""
     notes: list[str] = []
     all_settings = [_settings(row, notes) for row in rows]
-    header = "lora-tracker test prompts for kohya's --sample_prompts (line N: samples _NN_)"
+    header = (
+        "lora-tracker test prompts for kohya's --sample_prompts"
+        " (prompt 1 renders samples _00_, prompt 2 _01_, ...)"
+    )
     if fmt == "kohya":
         lines = [f"# {header}"]
         for row, settings in zip(rows, all_settings, strict=True):
@@ -411,16 +438,17 @@ def export_prompts(rows: list[dict[str, Any]], fmt: ExportFormat = "kohya") -> E
 
 def export_format_for(path: str | PurePath | None, given: str | None) -> ExportFormat:
     """The format asked for, else the one the output file's name says (kohya reads by the
-    ending), else kohya's ``.txt`` lines. A name kohya would read otherwise is refused."""
+    ending), else kohya's ``.txt`` lines. A name kohya would read otherwise is refused (a
+    usage error: InvalidRequest)."""
     by_name = prompts_format(path) if path is not None else None
     if path is not None and by_name is None:
-        raise InvalidInput(f"{path}: kohya reads sample prompts only from .txt, .toml or .json")
+        raise InvalidRequest(f"{path}: kohya reads sample prompts only from .txt, .toml or .json")
     named: ExportFormat | None = {"txt": "kohya", "toml": "toml", "json": "json"}.get(by_name or "")  # type: ignore[assignment]
     if given is None:
         return named or "kohya"
     fmt: ExportFormat = given  # type: ignore[assignment]
     if named is not None and named != fmt:
-        raise InvalidInput(f"{path}: kohya reads a file of that name as {by_name}, not as {fmt}")
+        raise InvalidRequest(f"{path}: kohya reads a file of that name as {by_name}, not as {fmt}")
     return fmt
 
 

@@ -93,6 +93,55 @@ def _wait_title(page: Any, name: str) -> None:
     page.wait_true(f"document.getElementById('run-title').textContent.includes({json.dumps(name)})")
 
 
+# the thumbnails of each epoch's samples cell: how many rows and columns they stand in
+SAMPLE_LAYOUT = """() => [...document.querySelectorAll("#epochs tbody tr")].map((tr) => {
+  const imgs = [...tr.querySelectorAll(".thumbs img")].filter((i) => i.complete && i.naturalWidth);
+  const at = (f) => new Set(imgs.map((i) => Math.round(i.getBoundingClientRect()[f]))).size;
+  return { images: imgs.length, rows: at("top"), columns: at("left") };
+})"""
+
+
+def test_epoch_samples_stand_two_abreast(
+    serve: Any, browser: Any, examples_url: str, tmp_path: Path
+) -> None:
+    """kohya renders one sample per test prompt at each epoch: four samples stand two by two
+    on a wide screen (not four high), and one above the other where the screen is narrow;
+    with every column filled the table is never wider than its section, down to a small
+    laptop's screen."""
+    from PIL import Image
+
+    paths = []
+    for index, colour in enumerate(["red", "green", "blue", "orange"]):
+        path = tmp_path / f"pixelbaby_e000006_{index:02d}_20241109100000.png"
+        Image.new("RGB", (64, 64), colour).save(path)
+        paths.append(str(path))
+    _set_epochs(examples_url, "SD15_PERFECT_Nov9", sample_images=paths, verdict="acceptable",
+                visual_quality_score=10, style_match_score=10, prompt_adherence_score=10,
+                production_ready=True, loss=0.2259,
+                has_wrong_backgrounds=True, has_random_pixels=True, is_photorealistic=True,
+                observations="slight noise around outlines, but the background is wrong in"
+                " the beach prompt")  # fmt: skip
+    page = Page(browser, serve() + "#run=SD15_PERFECT_Nov9")
+    try:
+        _wait_title(page, "SD15_PERFECT_Nov9")
+        page.wait_true("document.querySelectorAll('#epochs .thumbs img').length === 12")
+        page.wait_true("[...document.querySelectorAll('#epochs .thumbs img')]"
+                       ".every((i) => i.complete && i.naturalWidth > 0)")  # fmt: skip
+        wide = page.page.evaluate(SAMPLE_LAYOUT)
+        assert wide == [{"images": 4, "rows": 2, "columns": 2}] * 3
+        assert page.page.evaluate(EPOCH_TABLE_OVERFLOW)["wider"] is False
+        for width in (900, 800):
+            page.page.set_viewport_size({"width": width, "height": 1000})
+            page.page.wait_for_timeout(100)
+            narrow = page.page.evaluate(SAMPLE_LAYOUT)
+            assert narrow == [{"images": 4, "rows": 4, "columns": 1}] * 3, width
+            assert page.page.evaluate(EPOCH_TABLE_OVERFLOW) == {"wider": False, "cut": []}, width
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.page.screenshot(path=str(ARTIFACTS / "dashboard-run-samples.png"), full_page=True)
+    finally:
+        page.close()
+
+
 def test_run_chart_epoch_table_and_links(serve: Any, browser: Any, examples_url: str) -> None:
     """Epoch ticks are whole numbers, loss has its own axis, the epoch table fits with
     its observations whole, flags are words; #run=NAME opens a run; back and forward

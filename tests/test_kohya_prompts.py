@@ -324,3 +324,12 @@ def test_prompt_export_command(db_url: str, tmp_path: Path) -> None:
     assert refused.exit_code == 1
     assert "'bad'" in refused.output and "--format toml" in refused.output
     assert not (tmp_path / "p.txt").exists()
+    # a file name kohya would not read, or one contradicting --format: a usage error
+    for args in (
+        ["-o", str(tmp_path / "p.yaml")],
+        ["-o", str(tmp_path / "p.json"), "--format", "toml"],
+    ):
+        wrong = _cli(db_url, "prompt", "export", *args)
+        assert wrong.exit_code == 2, wrong.output
+        assert len(wrong.output.strip().splitlines()) == 1
+    assert not (tmp_path / "p.yaml").exists() and not (tmp_path / "p.json").exists()

@@ -6,6 +6,7 @@ sample/prompt.txt, the run's stored config) and through the hook."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -268,6 +269,81 @@ def test_watch_refuses_a_prompts_file_kohya_cannot_read(tmp_path: Path, db_url: 
     assert result.exit_code == 2
     assert "only from .txt, .toml or .json" in result.output
     assert rows(db_url, "SELECT count(*) AS n FROM applied_events")[0]["n"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("prompts.txt", ""), ("prompts.txt", "# only a comment\n\n"), ("prompts.json", "[]")],
+)
+def test_watch_refuses_a_prompts_file_without_a_prompt(
+    tmp_path: Path, db_url: str, name: str, text: str
+) -> None:
+    """`watch --prompts` with a file that holds no prompt (kohya would sample nothing, so
+    no sample could ever be linked): one line, exit 2, the folder not even looked at."""
+    empty = tmp_path / name
+    empty.write_text(text)
+    out = tmp_path / "out"
+    sim(out, epochs=1).run()
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once",
+                                      "--prompts", str(empty), str(out)])  # fmt: skip
+    assert result.exit_code == 2
+    assert f"Invalid value for '--prompts': {empty} holds no prompt" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert rows(db_url, "SELECT count(*) AS n FROM applied_events")[0]["n"] == 0
+    assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said", "status"),
+    [
+        ("absent.txt", None, "no such file, kohya cannot render samples from it", 0),
+        ("prompts.yaml", "- a cat\n", "stops with an error where it reads this file", 1),
+        ("prompts.txt", "# nothing yet\n", "holds no prompt, kohya will render no samples", 0),
+    ],
+)
+def test_hook_says_at_launch_when_kohya_will_not_sample(
+    tmp_path: Path, db_url: str, name: str, text: str | None, said: str, status: int
+) -> None:
+    """A --sample_prompts file kohya will not sample from is said once, before the first
+    epoch (train_network.py finds a .yaml out only at its first sampling, and stops)."""
+    prompts = tmp_path / name
+    if text is not None:
+        prompts.write_text(text)
+    done = launch("train_network.py", db_url, *kohya_args(tmp_path / "out", epochs=2),
+                  "--sample_prompts", str(prompts))  # fmt: skip
+    assert done.returncode == status, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "--sample_prompts" in line]
+    assert len(warned) == 1 and said in warned[0] and str(prompts) in warned[0]
+    assert rows(db_url, GRID) == []
+
+
+def test_hook_says_nothing_of_a_good_prompts_file(tmp_path: Path, db_url: str) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS_TXT)
+    done = launch("train_network.py", db_url, *kohya_args(tmp_path / "out", epochs=1),
+                  "--sample_prompts", str(prompts))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--sample_prompts" not in done.stderr
+    assert len(rows(db_url, GRID)) == 3
+
+
+def test_watch_says_which_samples_its_prompts_file_does_not_match(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sample whose prompt is not in the file (or sets another seed there) is named,
+    with the prompt counted as a person counts (prompt 3 renders _02_)."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("portrait of pixelbaby --d 42\npixelbaby on a beach --d 8\n")
+    out = tmp_path / "out"
+    sim(out, epochs=1).run()  # seeds 42, none, none
+    caplog.set_level(logging.INFO, logger="lora_tracker")
+    watch_once(db_url, out, "--prompts", str(prompts))
+    said = [m for m in caplog.messages if "not linked" in m]
+    assert [m.split(": ", 1)[1] for m in said] == [
+        f"{prompts} sets another seed for prompt 2 (_01_) (changed since?), not linked",
+        f"{prompts} has no prompt 3 (_02_) (changed since?), not linked",
+    ]
+    assert [r["prompt_text"] for r in rows(db_url, GRID)] == ["portrait of pixelbaby"]
 
 
 def test_live_watcher_links_samples_as_kohya_writes_them(

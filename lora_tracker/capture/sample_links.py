@@ -141,8 +141,11 @@ def _unlinked(
             continue
         prompt = prompt_for_sample(parsed, sample.index, sample.seed)
         if prompt is None:
-            log.info("%s: not line %d of %s (changed since?), not linked",
-                     Path(path).name, sample.index, prompts.path)  # fmt: skip
+            which = f"prompt {sample.index + 1} (_{sample.index:02d}_)"
+            missing = sample.index >= len(parsed)
+            wrong = f"has no {which}" if missing else f"sets another seed for {which}"
+            log.info("%s: %s %s (changed since?), not linked",
+                     Path(path).name, prompts.path, wrong)  # fmt: skip
             continue
         todo.append((path, sample, prompt))
     return todo

@@ -57,12 +57,18 @@ def _check_prompts(prompts_path: Path | None) -> None:
     """A prompts file kohya could not sample from: a usage error now, nothing watched."""
     if prompts_path is not None:
         from ..errors import InvalidInput
-        from ..kohya_prompts import read_prompts_file
+        from ..kohya_prompts import parse_prompts, read_prompts_file
 
         try:
-            read_prompts_file(prompts_path)
+            found = read_prompts_file(prompts_path)
         except InvalidInput as exc:
-            raise click.BadParameter(str(exc), param_hint="--prompts") from None
+            raise click.BadParameter(str(exc), param_hint="'--prompts'") from None
+        if not parse_prompts(found.content, found.format, name=str(prompts_path)):
+            skipped = " (kohya skips blank lines and lines starting with #)"
+            raise click.BadParameter(
+                f"{prompts_path} holds no prompt{skipped if found.format == 'txt' else ''}",
+                param_hint="'--prompts'",
+            )
 
 
 RUN_OPTION = click.option(

@@ -165,6 +165,7 @@ class KohyaTracker:
         }
         # the command line and the TOMLs may hold a token: masked before stored
         self._config = mask_secrets({k: v for k, v in self._config.items() if v is not None})
+        self._check_sample_prompts(arguments)
         fields = run_fields_from_config(arguments)
         check = self._start_guard(fields)  # runs while the run is being set up
         self.run = start_run(
@@ -177,6 +178,19 @@ class KohyaTracker:
         if {"LoRANetwork.save_weights", "NetworkTrainer.sample_images"} & set(self.missing):
             self.start_fallback_watcher()
         self._end_guard(check)
+
+    def _check_sample_prompts(self, arguments: dict[str, Any]) -> None:
+        """A --sample_prompts file kohya will not sample from, said once now rather than
+        found out after the first epoch (kohya fails there on a .yaml)."""
+        path = arguments.get("sample_prompts")
+        sampling = ("sample_every_n_epochs", "sample_every_n_steps", "sample_at_first")
+        if not isinstance(path, str) or not path or not any(arguments.get(k) for k in sampling):
+            return
+        from ..kohya_prompts import launch_problem
+
+        problem = launch_problem(path)
+        if problem is not None:
+            log.warning("lora-tracker: %s", problem)
 
     # -- the launch check ----------------------------------------------------------------------
     def _start_guard(self, fields: dict[str, Any]) -> Any:

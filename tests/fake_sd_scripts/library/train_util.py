@@ -20,10 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
-)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def verify_command_line_training_args(args: argparse.Namespace) -> None:
@@ -152,10 +149,25 @@ def read_sample_prompts(path: str) -> list[dict]:
 
 
 def png_of(label: str) -> bytes:
-    """A whole 1x1 PNG with ``label`` in a tEXt chunk: every sample its own bytes."""
-    body = b"tEXt" + b"label\x00" + label.encode("utf-8")
-    text = len(body[4:]).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-    return PNG[:33] + text + PNG[33:]
+    """A whole, valid 32x32 PNG (kohya's samples are real images a browser shows): one
+    colour taken from ``label``, which is also kept in a tEXt chunk, so every sample has its
+    own bytes and its own look."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    size = 32
+    colour = zlib.crc32(label.encode("utf-8")).to_bytes(4, "big")[:3]
+    rows = (b"\x00" + colour * size) * size  # filter byte 0, then RGB pixels
+    header = size.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 8-bit RGB
+    return (
+        PNG_SIGNATURE
+        + chunk(b"IHDR", header)
+        + chunk(b"tEXt", b"label\x00" + label.encode("utf-8"))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -192,7 +204,7 @@ def cache_latents(subsets) -> None:
     for _, _, images in subsets:
         for image in images:
             with open(image, "rb") as handle:
-                if handle.read(8) != PNG[:8]:
+                if handle.read(8) != PNG_SIGNATURE:
                     raise OSError(f"cannot identify image file {image!r}")
 
 
