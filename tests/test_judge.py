@@ -253,9 +253,11 @@ def test_refused_change_shows_its_error(
         # and a good one is saved
         page.page.select_option("#verdict-form [name=best_epoch]", "6")
         assert "best epoch (none) → 6" in page.settled()
-        # the browser logs each refused request; nothing else went wrong
-        assert len(page.errors) == 3
-        assert all(e.startswith("Failed to load resource") for e in page.errors), page.errors
+        # the browser logs each refused request (and, when the page asked for one of the
+        # removed epoch's images before it re-read the run, that 404); nothing else went wrong
+        assert len(page.errors) >= 3, page.errors
+        assert all(e.startswith("Failed to load resource") and ("400" in e or "404" in e)
+                   for e in page.errors), page.errors  # fmt: skip
     finally:
         page.close()
 
