@@ -29,6 +29,15 @@ PNG = bytes.fromhex(
 )
 
 
+def sample_prompts_file(folder: Path) -> str:
+    """A user's --sample_prompts file of two unseeded prompts in ``folder``: kohya samples
+    only from one (sd-scripts 48d368fa fails at its first sampling without it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sample_prompts.txt"
+    path.write_text("pixel art baby, smiling\npixel art baby, asleep\n")
+    return str(path)
+
+
 def png_bytes(label: str) -> bytes:
     """A whole 1x1 PNG holding ``label`` in a tEXt chunk: each sample its own bytes (so
     its own SHA-256), ending with IEND as a finished PNG does."""

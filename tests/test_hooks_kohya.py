@@ -16,6 +16,7 @@ from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
 
 from .conftest import ROOT, proxied, rows, wait_for
+from .kohya_sim import sample_prompts_file
 from .netproxy import Proxy
 
 FAKE = ROOT / "tests" / "fake_sd_scripts"
@@ -40,10 +41,13 @@ def launch(
 
 
 def kohya_args(out: Path, *extra: str, epochs: int = 5) -> list[str]:
+    """A kohya command line that saves and samples every epoch (from a prompts file of two
+    prompts beside the output folder; ``extra`` may name another)."""
     return [
         "--output_dir", str(out), "--output_name", "pixelbaby", "--max_train_epochs",
         str(epochs), "--save_every_n_epochs", "1", "--save_last_n_epochs", "2",
-        "--log_with", "tensorboard", "--sample_every_n_epochs", "1", "--network_dim", "16",
+        "--log_with", "tensorboard", "--sample_every_n_epochs", "1",
+        "--sample_prompts", sample_prompts_file(out.parent), "--network_dim", "16",
         "--network_alpha", "8", "--seed", "42", *extra,
     ]  # fmt: skip
 

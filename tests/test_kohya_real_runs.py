@@ -26,6 +26,7 @@ from lora_tracker.db import Database
 from lora_tracker.integrations.kohya import KohyaTracker
 
 from .conftest import rows, wait_for
+from .kohya_sim import sample_prompts_file
 from .test_hooks_kohya import FAKE, LAUNCHER, kohya_args, launch
 
 PNG = bytes.fromhex(
@@ -47,9 +48,13 @@ def dataset(tmp_path: Path, images: int = 4, repeats: int = 5) -> Path:
 
 
 def plain_args(out: Path, *extra: str, epochs: int = 2, name: str = "pixelbaby") -> list[str]:
+    """A kohya command line; one that samples names a prompts file of two prompts (kohya
+    fails at its first sampling without one)."""
+    samples = any(a.startswith("--sample_") for a in extra)
+    prompts = ["--sample_prompts", sample_prompts_file(out.parent)] if samples else []
     return [
         "--output_dir", str(out), "--output_name", name, "--max_train_epochs", str(epochs),
-        "--network_dim", "16", "--network_alpha", "8", *extra,
+        "--network_dim", "16", "--network_alpha", "8", *prompts, *extra,
     ]  # fmt: skip
 
 
@@ -493,3 +498,21 @@ def test_overwritten_file_event_replayed_late(tmp_path: Path, db_url: str) -> No
         {"session_id": "111", "checkpoint_on_disk": False},
         {"session_id": "222", "checkpoint_on_disk": True},
     ]
+
+
+def test_sampling_without_a_prompts_file_fails_as_kohya_does(tmp_path: Path, db_url: str) -> None:
+    """--sample_every_n_epochs without --sample_prompts: sd-scripts 48d368fa stops at its
+    first sampling (os.path.isfile(None) raises TypeError); the hook records the run failed
+    with that reason, the epoch it saved before kept."""
+    out = tmp_path / "out"
+    done = launch(
+        "train_network.py", db_url,
+        "--output_dir", str(out), "--output_name", "nosample", "--max_train_epochs", "2",
+        "--save_every_n_epochs", "1", "--sample_every_n_epochs", "1",
+    )  # fmt: skip
+    assert done.returncode != 0 and "TypeError" in done.stderr, done.stderr
+    [run] = rows(db_url, "SELECT id, status, failure_reason FROM training_runs")
+    assert run["status"] == "failed" and "TypeError" in (run["failure_reason"] or ""), run
+    epochs = rows(db_url, "SELECT epoch_number FROM epoch_results WHERE training_run_id = %s",
+                  (run["id"],))  # fmt: skip
+    assert [e["epoch_number"] for e in epochs] == [1]  # saved, then the sampling failed

@@ -244,7 +244,6 @@ def setup_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample_every_n_epochs", type=int, default=None)
     parser.add_argument("--sample_every_n_steps", type=int, default=None)
     parser.add_argument("--sample_at_first", action="store_true")
-    parser.add_argument("--num_samples", type=int, default=2)  # without --sample_prompts
     parser.add_argument("--sample_prompts", type=str, default=None)
     parser.add_argument("--sample_sampler", type=str, default="ddim")
     parser.add_argument("--config_file", type=str, default=None)

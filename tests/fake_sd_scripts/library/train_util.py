@@ -83,8 +83,9 @@ def sample_images(accelerator, args, epoch, steps, device, vae, tokenizer, text_
     --sample_every_n_epochs only epoch-end calls (epoch not None) sample; else with
     --sample_every_n_steps only per-step calls (epoch None) at multiples. Writes
     {output_dir}/sample/{output_name}_{e{epoch:06d}|{steps:06d}}_{idx:02d}_{local time}
-    [_{seed}].png: with --sample_prompts one per prompt of the file, read again at every sampling (a
-    missing file: an error line and no samples); without it --num_samples unseeded ones."""
+    [_{seed}].png: one per prompt of the --sample_prompts file, read again at every sampling (a
+    missing file: an error line and no samples; no --sample_prompts at all: kohya's
+    os.path.isfile(None) raises TypeError, and so does this)."""
     if steps == 0:
         if not args.sample_at_first:
             return
@@ -96,13 +97,11 @@ def sample_images(accelerator, args, epoch, steps, device, vae, tokenizer, text_
                 return
         elif steps % args.sample_every_n_steps != 0 or epoch is not None:
             return
-    if args.sample_prompts is not None:
-        if not os.path.isfile(args.sample_prompts):
-            print(f"No prompt file: {args.sample_prompts}", file=sys.stderr)
-            return
-        prompts = read_sample_prompts(args.sample_prompts)
-    else:
-        prompts = [{} for _ in range(args.num_samples)]
+    # as sd-scripts 48d368fa: no --sample_prompts is os.path.isfile(None), a TypeError
+    if not os.path.isfile(args.sample_prompts):
+        print(f"No prompt file: {args.sample_prompts}", file=sys.stderr)
+        return
+    prompts = read_sample_prompts(args.sample_prompts)
     folder = args.output_dir + "/sample"
     os.makedirs(folder, exist_ok=True)
     for index, prompt in enumerate(prompts):
