@@ -123,7 +123,6 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
-        self._inflight: tuple[Target, list[Any]] | None = None
         self._unsaved: dict[tuple[str | None, str], list[Any]] = {}  # by target
         self._targets: dict[tuple[str | None, str], Target] = {}
         self._failures = 0
@@ -202,8 +201,6 @@ class Dispatcher:
                     self._deliver(pending_target, pending)
                 except Exception as exc:  # the training process must never feel this
                     self._failed(exc)
-                finally:
-                    self._inflight = None
             self._let_go(pending_items)
             pending, pending_items, pending_target = [], [], None
 
@@ -240,14 +237,14 @@ class Dispatcher:
         """Write events; those neither written nor spooled (a full disk while the database
         is down) go first next time, and to the spool at exit."""
         key = (target.url, str(target.home))
-        waiting = self._unsaved.pop(key, [])
-        events = waiting + events
-        self._inflight = (target, events)
-        result = self.delivery(target).submit_many(events, batch_size=MAX_BATCH_EVENTS)
+        waiting = self._unsaved.get(key, [])  # kept there until written: exit may spool them
+        result = self.delivery(target).submit_many(waiting + events, batch_size=MAX_BATCH_EVENTS)
         unsaved = [event for event, outcome, _ in result.outcomes if outcome == "unsaved"]
         if unsaved:
             self._unsaved[key] = unsaved
             self._targets[key] = target
+        else:
+            self._unsaved.pop(key, None)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is written (or spooled)."""
@@ -265,20 +262,19 @@ class Dispatcher:
             timeout = flush_timeout()
         flushed = self.flush(timeout)
         self._closed = True
+        # what is left, each event once: events written neither to the database nor to the
+        # spool (a full disk), then, when the worker is stuck on a batch, what it holds
+        # (taken, not yet written) and what is still queued; an event the worker writes after
+        # all is applied once too (replay skips what was applied)
+        batches = [(self._targets[key], events) for key, events in list(self._unsaved.items())]
         if not flushed:
             log.warning("lora-tracker: the database is slow; pending events go to the spool")
-            # the worker is stuck on one batch: what it holds (in flight or taken, not yet
-            # written) and what is still queued go to the spool, each event once; an event
-            # the worker writes after all is applied once too (replay skips what was applied)
             with self._cond:
                 left = list(self._held.values())
                 left += [item for item in self._items if isinstance(item, tuple)]
                 self._items.clear()
                 self._items.append(None)
                 self._cond.notify()
-            batches: list[tuple[Target, list[Any]]] = []
-            if self._inflight is not None:
-                batches.append(self._inflight)
             for target, job in left:
                 try:  # a job the worker is reading right now: its events, once it is done
                     batches.append((target, job(wait=EXIT_JOB_WAIT_S)))
@@ -286,16 +282,14 @@ class Dispatcher:
                     log.warning("lora-tracker: an event still being read at exit is lost")
                 except Exception:
                     log.exception("lora-tracker could not spool an event")
-            seen: set[Any] = set()
-            for target, events in batches:
-                fresh = [e for e in events if getattr(e, "event_id", id(e)) not in seen]
-                seen.update(getattr(e, "event_id", id(e)) for e in fresh)
-                if fresh:
-                    self._run_job_to_spool(target, _returning(fresh))
         else:
             self._put(None)
-        for key, events in list(self._unsaved.items()):  # last chance: the spool
-            self._run_job_to_spool(self._targets[key], _returning(events))
+        seen: set[Any] = set()
+        for target, events in batches:
+            fresh = [e for e in events if getattr(e, "event_id", id(e)) not in seen]
+            seen.update(getattr(e, "event_id", id(e)) for e in fresh)
+            if fresh:
+                self._run_job_to_spool(target, _returning(fresh))
         self._unsaved.clear()
         for delivery in list(self._deliveries.values()):
             with contextlib.suppress(Exception):
