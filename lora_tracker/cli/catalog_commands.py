@@ -9,7 +9,7 @@ import click
 from ..vocab import DETAIL_LEVELS, PROMPT_VERDICTS
 from . import app_context
 from .options import EPOCH, choice
-from .output import echo, echo_records, echo_rows, format_options
+from .output import echo, echo_records, echo_rows, format_options, plural
 
 SCORE = click.IntRange(0, 10)
 
@@ -207,7 +207,7 @@ def prompt_export(ctx: click.Context, output: Path | None, fmt: str | None) -> N
         click.echo(exported.text, nl=False)
         return
     kohya_prompts.write_prompts_file(output, exported.text)
-    echo(f"Wrote {exported.count} test prompts to {output} "
+    echo(f"Wrote {plural(exported.count, 'test prompt')} to {output} "
          f"(kohya: --sample_prompts {output})", err=True)  # fmt: skip
 
 
