@@ -283,22 +283,32 @@ class _FileBatch:
         for key in [key for key in self.samples if key in by_epoch]:
             # an epoch's images go in with its file's row: no statement of their own
             by_epoch[key]["samples"] = sorted(self.samples.pop(key))
-        with self.conn.cursor() as cur:
-            if self.file_rows:
-                cur.executemany(EPOCH_AND_CHECKPOINT_UPSERT, self.file_rows)
-            if self.step_rows:
-                cur.executemany(
-                    CHECKPOINT_ONLY_UPSERT,
-                    self.step_rows,
-                )
-            if self.samples:
-                cur.executemany(
-                    SAMPLES_ADD,
-                    [(run, epoch, sorted(paths)) for (run, epoch), paths in
-                     sorted(self.samples.items())],
-                )  # fmt: skip
+        for wave in _waves(self.file_rows, lambda row: (row["run"], row["epoch"])):
+            self.conn.execute(EPOCH_AND_CHECKPOINT_UPSERT, file_rows(wave))
+        if self.step_rows:
+            self.conn.execute(CHECKPOINT_ONLY_UPSERT, file_rows(self.step_rows))
+        if self.samples:
+            keys = sorted(self.samples)
+            self.conn.execute(SAMPLES_ADD, (
+                [run for run, _ in keys], [epoch for _, epoch in keys],
+                [Jsonb(sorted(self.samples[key])) for key in keys],
+            ))  # fmt: skip
         self.file_rows, self.step_rows, self.samples = [], [], {}
         self.links.flush(self.conn)  # once their epochs and checkpoints are written
+
+
+def _waves(rows: list[Any], key: Callable[[Any], tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows in waves, one statement each: a wave holds each key once (a statement may not
+    update a row twice), a key's later rows in later waves, in order; almost always one."""
+    waves: list[list[Any]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        wave = seen.get(key(row), 0)
+        seen[key(row)] = wave + 1
+        if wave == len(waves):
+            waves.append([])
+        waves[wave].append(row)
+    return waves
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -604,13 +614,36 @@ def _final_epoch_number(conn: Connection, run_id: int, fields: dict[str, Any]) -
     return int(row["last"]) + 1 if row and row["last"] is not None else 1
 
 
-EPOCH_UPSERT = """
+# The rows of checkpoint files travel as arrays, one element a file, so a backfill's batch
+# of files is one statement (its rows planned once, the tables' statement triggers fired
+# once) and a single event is the same statement with one element.
+FILE_ROWS = """
+    file AS (
+        SELECT f.*,
+               -- JSON values travel as one JSON array (an array of jsonb costs psycopg
+               -- 0.3 ms an element to write); a JSON null there is no value
+               NULLIF(%(metadata)s::jsonb -> (f.n - 1)::integer, 'null') AS metadata,
+               NULLIF(%(samples)s::jsonb -> (f.n - 1)::integer, 'null') AS samples
+        FROM unnest(
+            %(run)s::bigint[], %(epoch)s::integer[], %(path)s::text[], %(host)s::text[],
+            %(mb)s::numeric[], %(size)s::bigint[], %(hash)s::text[],
+            %(mtime)s::timestamptz[], %(step)s::integer[], %(kind)s::text[],
+            %(format)s::text[], %(epoch_result_id)s::bigint[]
+        ) WITH ORDINALITY AS f(run, epoch, path, host, mb, size, hash, mtime, step, kind,
+                               format, epoch_result_id, n))
+"""
+FILE_COLUMNS = ("run", "epoch", "path", "host", "mb", "size", "hash", "mtime", "step",
+                "kind", "format", "epoch_result_id")  # fmt: skip
+FILE_JSON_COLUMNS = ("metadata", "samples")
+
+EPOCH_INSERT = """
     INSERT INTO epoch_results (
         training_run_id, epoch_number, checkpoint_path, checkpoint_file_size_mb,
         checkpoint_size_bytes, checkpoint_hash, checkpoint_mtime, checkpoint_on_disk,
         global_step, checkpoint_metadata, sample_images)
-    VALUES (%(run)s, %(epoch)s, %(path)s, %(mb)s, %(size)s, %(hash)s, %(mtime)s, true,
-            %(step)s, %(metadata)s, %(samples)s)
+    SELECT run, epoch, path, mb, size, hash, mtime, true, step, metadata,
+           ARRAY(SELECT jsonb_array_elements_text(samples))
+    FROM file ORDER BY n
     ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
         sample_images = ARRAY(
             SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
@@ -624,18 +657,19 @@ EPOCH_UPSERT = """
         global_step = COALESCE(EXCLUDED.global_step, epoch_results.global_step),
         checkpoint_metadata = COALESCE(EXCLUDED.checkpoint_metadata,
                                        epoch_results.checkpoint_metadata)
-    RETURNING id
+    RETURNING id, training_run_id, epoch_number
 """
 
-CHECKPOINT_UPSERT = """
+CHECKPOINT_INSERT = """
     INSERT INTO checkpoints (
         training_run_id, epoch_result_id, host, path, kind, file_format, epoch_number,
         global_step, size_bytes, content_hash, mtime, on_disk, removed_at, lora_hash)
-    VALUES (%(run)s, {epoch_result_id}, %(host)s, %(path)s, %(kind)s, %(format)s, %(epoch)s,
-            %(step)s, %(size)s, %(hash)s, %(mtime)s, true, NULL,
-            -- kohya's sshs_model_hash (the content hash when it is one) is A1111's LoRA
-            -- hash, which test images are matched by (lora_tracker/images/matching.py)
-            CASE WHEN %(hash)s::text ~ '^[0-9a-f]{{64}}$' THEN %(hash)s::text END)
+    SELECT f.run, {epoch_result_id}, f.host, f.path, f.kind, f.format, f.epoch, f.step,
+           f.size, f.hash, f.mtime, true, NULL,
+           -- kohya's sshs_model_hash (the content hash when it is one) is A1111's LoRA
+           -- hash, which test images are matched by (lora_tracker/images/matching.py)
+           CASE WHEN f.hash ~ '^[0-9a-f]{{64}}$' THEN f.hash END
+    FROM {source} ORDER BY f.n
     ON CONFLICT (host, path) DO UPDATE SET
         training_run_id = EXCLUDED.training_run_id,
         -- the same file told by another source (the API's epoch, the watcher's step)
@@ -667,31 +701,46 @@ CHECKPOINT_UPSERT = """
         removed_at = NULL
 """
 
-# A file without an epoch row, or whose epoch row is written first (its id given).
-CHECKPOINT_ONLY_UPSERT = CHECKPOINT_UPSERT.format(epoch_result_id="%(epoch_result_id)s")
-
-# An epoch file's two rows in one statement (a backfill writes hundreds of these at once).
-EPOCH_AND_CHECKPOINT_UPSERT = "".join(  # the constants above, nothing from input
-    ("WITH epoch_row AS (", EPOCH_UPSERT, ") ",
-     CHECKPOINT_UPSERT.format(epoch_result_id="(SELECT id FROM epoch_row)"))
-)  # fmt: skip
+# the constants above, nothing from input:
+# files' epoch rows (their ids returned)
+EPOCH_UPSERT = "".join(("WITH", FILE_ROWS, EPOCH_INSERT))
+# files without an epoch row, or whose epoch row was written first (its id given)
+CHECKPOINT_ONLY_UPSERT = "".join(("WITH", FILE_ROWS, CHECKPOINT_INSERT.format(
+    epoch_result_id="f.epoch_result_id", source="file f")))  # fmt: skip
+# epoch files: both rows of each file in one statement
+EPOCH_AND_CHECKPOINT_UPSERT = "".join(("WITH", FILE_ROWS, ", epoch_row AS (", EPOCH_INSERT, ") ",
+    CHECKPOINT_INSERT.format(
+        epoch_result_id="e.id",
+        source="file f JOIN epoch_row e "
+        "ON e.training_run_id = f.run AND e.epoch_number = f.epoch")))  # fmt: skip
 
 
 def _file_params(
     run_id: int, epoch: int | None, event: CheckpointObserved, epoch_result_id: int | None = None
 ) -> dict[str, Any]:
+    """One file's row (an element of each of `FILE_ROWS`' arrays)."""
     return {
         "run": run_id, "epoch": epoch, "path": event.path, "host": event.host,
         "mb": _megabytes(event.size_bytes), "size": event.size_bytes,
         "hash": event.content_hash, "mtime": event.mtime, "step": event.step,
-        "metadata": _sqlbuild.adapt("checkpoint_metadata", event.metadata or None),
+        "metadata": event.metadata or None,
         "kind": event.checkpoint_kind, "format": event.file_format,
-        "epoch_result_id": epoch_result_id, "samples": [],
+        "epoch_result_id": epoch_result_id, "samples": None,
     }  # fmt: skip
 
 
+def file_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Files' rows as `FILE_ROWS`' parameters: an array a column, a JSON array a JSON
+    column."""
+    params: dict[str, Any] = {column: [row[column] for row in rows] for column in FILE_COLUMNS}
+    for column in FILE_JSON_COLUMNS:
+        params[column] = Jsonb([row[column] for row in rows])
+    return params
+
+
 def _upsert_epoch(conn: Connection, run_id: int, epoch: int, event: CheckpointObserved) -> int:
-    row = conn.execute(EPOCH_UPSERT, _file_params(run_id, epoch, event)).fetchone()
+    params = file_rows([_file_params(run_id, epoch, event)])
+    row = conn.execute(EPOCH_UPSERT, params).fetchone()
     assert row is not None
     return int(row["id"])
 
@@ -705,7 +754,7 @@ def _upsert_checkpoint(
 ) -> None:
     conn.execute(
         CHECKPOINT_ONLY_UPSERT,
-        _file_params(run_id, epoch, event, epoch_result_id),
+        file_rows([_file_params(run_id, epoch, event, epoch_result_id)]),
     )
 
 
@@ -769,7 +818,9 @@ def _apply_samples(conn: Connection, event: SamplesObserved) -> Applied:
 
 SAMPLES_ADD = """
     INSERT INTO epoch_results (training_run_id, epoch_number, sample_images)
-    VALUES (%s, %s, %s)
+    SELECT run, epoch, ARRAY(SELECT jsonb_array_elements_text(paths))
+    FROM unnest(%s::bigint[], %s::integer[], %s::jsonb[]) WITH ORDINALITY AS s(run, epoch, paths, n)
+    ORDER BY n
     ON CONFLICT (training_run_id, epoch_number) DO UPDATE SET
         sample_images = ARRAY(
             SELECT DISTINCT unnest(epoch_results.sample_images || EXCLUDED.sample_images)
@@ -780,7 +831,7 @@ SAMPLES_ADD = """
 
 def _add_samples(conn: Connection, run_id: int, epoch: int, paths: list[str]) -> None:
     """Add sample images to an epoch (creating its row: samples outlive checkpoints)."""
-    conn.execute(SAMPLES_ADD, (run_id, epoch, sorted(paths)))
+    conn.execute(SAMPLES_ADD, ([run_id], [epoch], [Jsonb(sorted(paths))]))
 
 
 # -- runs reported by hooks and the Python API ---------------------------------------------
@@ -870,17 +921,7 @@ class _EpochWriter:
         return Applied("recorded", run["run_name"], event.epoch, new_run=created)
 
     def flush(self) -> None:
-        # One statement per wave: a wave holds each (run, epoch) once (a statement may not
-        # update a row twice), later reports of an epoch in later waves, in order.
-        waves: list[list[tuple[Any, ...]]] = []
-        seen: dict[tuple[Any, Any], int] = {}
-        for row in self.rows:
-            wave = seen.get((row[0], row[1]), 0)
-            seen[(row[0], row[1])] = wave + 1
-            if wave == len(waves):
-                waves.append([])
-            waves[wave].append(row)
-        for rows in waves:
+        for rows in _waves(self.rows, lambda row: (row[0], row[1])):
             runs, epochs, losses, metrics, samples = zip(*rows, strict=True)
             self.conn.execute(
                 EPOCH_LOGGED_MANY,
