@@ -34,7 +34,11 @@ from psycopg.types.json import Jsonb
 from .. import _sqlbuild
 from ..models import valid_run_fields
 from ..pg import Connection
-from .checkpoint_metadata import run_fields_from_metadata
+from .checkpoint_metadata import (
+    SAVE_KEYS,
+    run_settings_from_metadata,
+    save_fields_from_metadata,
+)
 from .events import (
     AnyEvent,
     CheckpointObserved,
@@ -324,23 +328,49 @@ def capture_key(event: CheckpointObserved, fields: dict[str, Any]) -> str:
 
 def run_fields(event: CheckpointObserved) -> dict[str, Any]:
     """The run's configuration: checkpoint metadata first, the trainer's config fills gaps."""
-    fields = run_fields_from_config(event.config or {})
-    fields.update(run_fields_from_adapter_files(event.config or {}))
-    fields.update(run_fields_from_metadata(event.metadata))
-    fields.update(
-        trainer=event.trainer or "unknown",
-        output_name=event.output_name,
-        output_dir=event.output_dir,
-        host=event.host,
-        checkpoint_file_size_mb=_megabytes(event.size_bytes),
-    )
-    if event.config:
-        fields["config"] = event.config
+    fields = dict(_run_settings(event))
+    per_save = save_fields_from_metadata(event.metadata)
+    per_save["checkpoint_file_size_mb"] = _megabytes(event.size_bytes)
     if event.metadata:
-        fields["checkpoint_metadata"] = event.metadata
+        per_save["checkpoint_metadata"] = event.metadata
     if event.step is not None:
-        fields["total_steps"] = max(event.step, fields.get("total_steps") or 0)
-    return valid_run_fields(fields)
+        per_save["total_steps"] = max(
+            event.step, per_save.get("total_steps") or fields.get("total_steps") or 0
+        )
+    fields.update(valid_run_fields(per_save))
+    return fields
+
+
+# The settings of the runs seen lately, by what they were read from: a run's checkpoints
+# differ only in `SAVE_KEYS`, so a backfill reads and validates its settings once a run.
+_SETTINGS: dict[tuple[Any, ...], dict[str, Any]] = {}
+_SETTINGS_KEPT = 64
+
+
+def _run_settings(event: CheckpointObserved) -> dict[str, Any]:
+    """The run columns of ``event`` outside its metadata's `SAVE_KEYS`, validated (shared:
+    copy before changing)."""
+    metadata = tuple(sorted((k, v) for k, v in event.metadata.items() if k not in SAVE_KEYS))
+    config = json.dumps(event.config, sort_keys=True, default=str) if event.config else None
+    key = (event.trainer, event.output_name, event.output_dir, event.host, config, metadata)
+    found = _SETTINGS.get(key)
+    if found is None:
+        fields = run_fields_from_config(event.config or {})
+        fields.update(run_fields_from_adapter_files(event.config or {}))
+        fields.update(run_settings_from_metadata(dict(metadata)))
+        fields.update(
+            trainer=event.trainer or "unknown",
+            output_name=event.output_name,
+            output_dir=event.output_dir,
+            host=event.host,
+        )
+        if event.config:
+            fields["config"] = event.config
+        found = valid_run_fields(fields)
+        if len(_SETTINGS) >= _SETTINGS_KEPT:
+            _SETTINGS.clear()
+        _SETTINGS[key] = found
+    return found
 
 
 def _megabytes(size_bytes: int) -> Decimal:

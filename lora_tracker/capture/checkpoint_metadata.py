@@ -239,10 +239,36 @@ def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return {key: decode_value(key, value) for key, value in raw.items()}
 
 
+# What a trainer writes anew at every save (kohya-output-format.md: kohya's epoch, step,
+# finish time and hashes; ai-toolkit's training_info): a run's settings come from the rest,
+# so the settings of a run's checkpoints are worked out once (`run_settings_from_metadata`).
+SAVE_KEYS = frozenset(
+    {"ss_epoch", "ss_steps", "ss_training_finished_at", "sshs_model_hash", "sshs_legacy_hash",
+     "training_info", "modelspec.date", "modelspec.hash_sha256"}
+)  # fmt: skip
+
+
 def run_fields_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
     """Columns of training_runs found in the metadata (only those present)."""
+    fields = run_settings_from_metadata({k: v for k, v in raw.items() if k not in SAVE_KEYS})
+    fields.update(save_fields_from_metadata(raw))
+    return fields
+
+
+def save_fields_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
+    """The run columns read from `SAVE_KEYS` (only those present)."""
+    meta = {key: decode_value(key, raw[key]) for key in SAVE_KEYS if key in raw}
+    fields = {
+        "training_finished_at": _timestamp(meta.get("ss_training_finished_at")),
+        "total_steps": _int(meta.get("ss_steps")) or _int(_training_info(meta).get("step")),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def run_settings_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
+    """The run columns read from the metadata outside `SAVE_KEYS` (only those present;
+    `SAVE_KEYS` in ``raw`` are not read)."""
     meta = decode_metadata(raw)
-    info = _training_info(meta)
     fields: dict[str, Any] = {
         "model_type": model_type_of(meta),
         "base_model": meta.get("ss_sd_model_name") or None,
@@ -266,8 +292,6 @@ def run_fields_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
         "session_id": _text(meta.get("ss_session_id")),
         "output_name": _text(meta.get("ss_output_name")) or _text(meta.get("name")),
         "training_started_at": _timestamp(meta.get("ss_training_started_at")),
-        "training_finished_at": _timestamp(meta.get("ss_training_finished_at")),
-        "total_steps": _int(meta.get("ss_steps")) or _int(info.get("step")),
     }
     if fields["network_dim"] is not None and fields["network_dim"] <= 0:
         fields["network_dim"] = None

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -269,4 +270,38 @@ def cli(ctx: click.Context, database_url: str | None, verbose: bool) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(cli.main(prog_name="lora-tracker", standalone_mode=True))
+    try:
+        cli.main(prog_name="lora-tracker", standalone_mode=True)
+    except SystemExit as exc:
+        _exit(exc.code)
+    except OSError as exc:  # output that cannot be written (a full disk): one line
+        click.echo(f"Error: {exc}", err=True)
+        _exit(1)
+    _exit(0)
+
+
+def _exit(code: str | int | None) -> NoReturn:
+    """End the process with ``code`` once the command is done, without the interpreter's
+    teardown: freeing every module and object one by one costs a short command a large
+    part of its time (about 0.1 s after `watch --once` of 500 files). Exit handlers run
+    and output is flushed as at any exit; with another thread still running, the
+    ordinary exit (which waits for it) is taken."""
+    import atexit
+    import threading
+
+    if threading.active_count() > 1:
+        sys.exit(code)
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # as sys.exit does with a message
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): what was read is read
+            status = status or 1
+    os._exit(status)
