@@ -57,6 +57,13 @@ def is_secret_key(key: str) -> bool:
     return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
 
 
+@functools.lru_cache(maxsize=1024)
+def _counts_tokens(key: str) -> bool:
+    """``keep_tokens``, ``max_tokens``: a key whose last word is "tokens"."""
+    words = _WORD.findall(_CAMEL.sub(r"\1_\2", key.lstrip("-")).lower())
+    return bool(words) and words[-1] == "tokens"
+
+
 def mask_text(text: str) -> str:
     """``text`` with the password of every URL in it masked."""
     if "://" not in text:
@@ -77,10 +84,15 @@ def mask_secrets(value: Any) -> Any:
 
 
 def mask_mapping(values: dict[str, str]) -> dict[str, str]:
-    """A ``str -> str`` mapping (checkpoint metadata) with its secrets masked."""
+    """A ``str -> str`` mapping (checkpoint metadata) with its secrets masked (a count
+    under a key ending in "tokens", kohya's ``ss_keep_tokens = "1"``, is no secret: every
+    metadata value is a string)."""
     masked: dict[str, str] = {}
     for key, text in values.items():
-        if is_secret_key(key) and text and text not in ("None", "null"):
+        if (
+            is_secret_key(key) and text and text not in ("None", "null")
+            and not (text.isascii() and text.isdigit() and _counts_tokens(key))
+        ):  # fmt: skip
             masked[key] = MASK
         else:
             masked[key] = mask_text(text) if "://" in text else text

@@ -13,7 +13,7 @@ import pytest
 import lora_tracker
 from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import event_to_json, observe_checkpoint
-from lora_tracker.secrets import MASK, is_secret_key, mask_secrets
+from lora_tracker.secrets import MASK, is_secret_key, mask_mapping, mask_secrets
 
 from .conftest import proxied, proxy_target, rows
 from .kohya_sim import checkpoint_bytes, sd15_metadata
@@ -64,6 +64,20 @@ def test_keys_that_name_a_secret() -> None:
         "command_line": ["train.py", "--hub_token", MASK, "--lr", "1e-4",
                          f"--wandb_api_key={MASK}"],
         "repo": f"https://me:{MASK}@git.example.com/x.git",
+    }  # fmt: skip
+
+
+def test_metadata_token_counts_stay() -> None:
+    """Checkpoint metadata holds only strings: kohya's ``ss_keep_tokens = "1"`` is a count,
+    kept; a token under a key ending in "token(s)", or digits under "password", is masked."""
+    assert mask_mapping({
+        "ss_keep_tokens": "1", "ss_max_tokens": "225", "hub_token": HUB_TOKEN,
+        "api_tokens": "hf_abc", "hub_token_number": "12", "password": "1234",
+        "tokens": "hf_x", "ss_keep_tokens_separator": "|||",
+    }) == {
+        "ss_keep_tokens": "1", "ss_max_tokens": "225", "hub_token": MASK,
+        "api_tokens": MASK, "hub_token_number": "12", "password": MASK,
+        "tokens": MASK, "ss_keep_tokens_separator": "|||",
     }  # fmt: skip
 
 

@@ -270,10 +270,10 @@ class _FileBatch:
     def add_samples(self, run_id: int, samples: dict[int, list[str]]) -> None:
         for epoch, paths in samples.items():
             key = (run_id, epoch)
-            new = set(paths) - self.samples_written.get(key, set())
-            if new:
-                self.samples.setdefault(key, set()).update(new)
-                self.samples_written.setdefault(key, set()).update(new)
+            written = self.samples_written.setdefault(key, set())
+            if not written.issuperset(paths):  # each of a run's events brings them all
+                self.samples.setdefault(key, set()).update(paths)
+                written.update(paths)
 
     def update_run(self, run_id: int, updates: dict[str, Any]) -> None:
         if updates:
@@ -350,7 +350,8 @@ _SETTINGS_KEPT = 64
 def _run_settings(event: CheckpointObserved) -> dict[str, Any]:
     """The run columns of ``event`` outside its metadata's `SAVE_KEYS`, validated (shared:
     copy before changing)."""
-    metadata = tuple(sorted((k, v) for k, v in event.metadata.items() if k not in SAVE_KEYS))
+    # a set: safetensors writes the keys of each file in an order of its own
+    metadata = frozenset(item for item in event.metadata.items() if item[0] not in SAVE_KEYS)
     config = json.dumps(event.config, sort_keys=True, default=str) if event.config else None
     key = (event.trainer, event.output_name, event.output_dir, event.host, config, metadata)
     found = _SETTINGS.get(key)
@@ -1139,6 +1140,8 @@ def _fillable(run: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
         if column not in fields or fields[column] is None:
             continue
         current = run.get(column)
+        if current is not None and current == fields[column]:
+            continue  # nothing to change (each of a run's checkpoints states it again)
         if current is None or (
             column in REFILLABLE
             and column in known

@@ -285,11 +285,12 @@ def _exit(code: str | int | None) -> NoReturn:
     teardown: freeing every module and object one by one costs a short command a large
     part of its time (about 0.1 s after `watch --once` of 500 files). Exit handlers run
     and output is flushed as at any exit; with another thread still running, the
-    ordinary exit (which waits for it) is taken."""
+    ordinary exit (which waits for it) is taken, as it is under a profiler or a coverage
+    tracer (they write their results at teardown)."""
     import atexit
     import threading
 
-    if threading.active_count() > 1:
+    if threading.active_count() > 1 or sys.getprofile() or sys.gettrace():
         sys.exit(code)
     if code is None:
         status = 0
