@@ -5,7 +5,6 @@ wait in the spool and be recorded after the file is gone. ``observe_checkpoint``
 a file on disk becomes an event; ``apply.py`` is where an event becomes rows.
 """
 
-from __future__ import annotations
 
 import contextlib
 import contextvars
@@ -21,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from ..secrets import mask_mapping, mask_secrets, mask_text
 from ..settings import this_host as this_host
@@ -47,6 +46,9 @@ def _now() -> datetime:
 
 
 class _Event(BaseModel):
+    # validators built on first use: a backfill makes checkpoint events only
+    model_config = ConfigDict(defer_build=True)
+
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     observed_at: datetime = Field(default_factory=_now)
     host: str = Field(default_factory=this_host)
@@ -192,7 +194,12 @@ AnyEvent = (
     | ImageObserved
 )
 CaptureEvent = Annotated[AnyEvent, Field(discriminator="kind")]
-EVENT_ADAPTER: TypeAdapter[CaptureEvent] = TypeAdapter(CaptureEvent)
+
+
+@functools.cache
+def _event_adapter() -> TypeAdapter[CaptureEvent]:
+    """Reads any event back (the spool); built when first needed."""
+    return TypeAdapter(CaptureEvent)
 
 
 def event_to_json(event: AnyEvent) -> str:
@@ -200,7 +207,7 @@ def event_to_json(event: AnyEvent) -> str:
 
 
 def event_from_json(line: str) -> AnyEvent:
-    return EVENT_ADAPTER.validate_json(line)
+    return _event_adapter().validate_json(line)
 
 
 def observe_checkpoint(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,7 @@ from .files import (
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
 
 if TYPE_CHECKING:
+    from ..guard import PendingCheck
     from .image_watch import ImageFolders
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
 GUARDED_NEW_RUNS = 5  # a backfill checks the first few runs it records for the first time
+BACKFILL_CHUNK = 200  # checkpoint files a backfill reads before handing them to be written
 UNREADABLE_CHECK_S = 10.0  # how often folders skipped for their permissions are tried again
 REPLAY_EVERY_S = 5.0  # how often the spool and unsaved events are offered to the database
 FOLDER_MARK = "\x00folder:"  # a queued folder rescan (no path holds a NUL)
@@ -173,7 +176,11 @@ class Watcher:
 
     # -- backfill ----------------------------------------------------------------------
     def backfill(self, progress: Callable[[int, int], None] | None = None) -> BackfillStats:
-        """Record what is already on disk (and what vanished while nobody watched)."""
+        """Record what is already on disk (and what vanished while nobody watched).
+
+        Files are read in chunks, each handed to a writer thread as soon as it is read, so
+        the database writes a chunk while the next one is read; outcomes are taken in order
+        at the end."""
         stats = BackfillStats()
         found = list(scan(self.folders, self._unreadable_folder))
         known = self.delivery.known_files(self.host, [str(f) for f in self.folders])
@@ -181,12 +188,23 @@ class Watcher:
         checkpoints.sort(key=_mtime_order)
         stats.checkpoints = len(checkpoints)
         events: list[Event] = []
-        with steady_folders():
-            self._observe_all(checkpoints, known, stats, events, progress)
-        if known is not None:
-            self._vanished_and_samples(found, checkpoints, known, stats, events)
-        new_runs: list[str | None] = []
-        for event, outcome, applied in self.delivery.submit_many(events).outcomes:
+        writer = _BackfillWriter(self.delivery)
+        try:
+            with steady_folders():
+                for start in range(0, len(checkpoints), BACKFILL_CHUNK):
+                    chunk: list[Event] = []
+                    self._observe_all(
+                        checkpoints, start, BACKFILL_CHUNK, known, stats, chunk, progress
+                    )
+                    events.extend(chunk)
+                    writer.write(chunk)
+            if known is not None:
+                later: list[Event] = []
+                self._vanished_and_samples(found, checkpoints, known, stats, events, later)
+                writer.write(later)
+        finally:
+            delivered = writer.finish()
+        for event, outcome, applied in delivered:
             if outcome == "spooled":
                 stats.spooled += 1
             elif outcome == "unsaved":
@@ -200,9 +218,7 @@ class Watcher:
             self._after_delivery(event, outcome)
             if event.kind == "checkpoint":
                 self.on_delivered(event, outcome, applied)
-            if outcome == "recorded" and applied is not None and applied.new_run:
-                new_runs.append(applied.run_name)
-        self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
+        writer.report_checks()  # of the trainings found for the first time
         if self.images is not None:
             self.images.backfill(stats)
         return stats
@@ -214,13 +230,14 @@ class Watcher:
         known: Any,
         stats: BackfillStats,
         events: list[Event],
+        later: list[Event],
     ) -> None:
         """Add removals of known checkpoints gone from disk, and sample images not known
-        yet (nor carried by a checkpoint event), to ``events``."""
+        yet (nor carried by one of ``events``), to ``later``."""
         on_disk = {str(p) for p in checkpoints}
         for known_path, (_, _, present) in known.checkpoints.items():
             if present and known_path not in on_disk and not os.path.exists(known_path):
-                events.append(CheckpointRemoved(path=known_path))
+                later.append(CheckpointRemoved(path=known_path))
                 stats.removed += 1
         carried = {  # sample images the checkpoint events bring along already
             sample
@@ -236,23 +253,26 @@ class Watcher:
             if absolute not in known.samples:
                 sample = self._observe_sample(path)
                 if sample is not None:
-                    events.append(sample)
+                    later.append(sample)
             elif absolute not in known.linked_samples:
                 # recorded, not in the prompt grid: linked now if a prompts file is known
                 # (one written since, or a PNG that was still being written)
                 sample = self._observe_sample(path)
                 if sample is not None and sample.sample_prompts is not None:
-                    events.append(sample)
+                    later.append(sample)
 
     def _observe_all(
         self,
         checkpoints: list[Path],
+        start: int,
+        count: int,
         known: Any,
         stats: BackfillStats,
         events: list[Event],
         progress: Callable[[int, int], None] | None,
     ) -> None:
-        for index, path in enumerate(checkpoints, 1):
+        """Read ``count`` of ``checkpoints`` from ``start`` into ``events``."""
+        for index, path in enumerate(checkpoints[start : start + count], start + 1):
             try:
                 event = self._backfill_one(path, known, stats)
             except Exception as exc:  # one bad file never costs the others
@@ -595,18 +615,73 @@ class Watcher:
             return
         report(check_recorded_run(self.delivery.target, run_name), mode, stops=False)
 
-    def _guard_new_runs(self, run_names: list[str | None]) -> None:
-        """``_guard_new_run`` for the new runs of a backfill: asked all at once, reported in
-        order."""
-        from ..guard import mode_or_default, report, start_recorded_check
 
-        mode = mode_or_default()
-        if mode == "off":
+class _BackfillWriter:
+    """Delivers a backfill's chunks of events in order on a thread of its own, so the
+    database writes one chunk while the watcher reads the next; ``finish`` waits and
+    returns every outcome in order (an error on that thread is raised there)."""
+
+    def __init__(self, delivery: EventDelivery) -> None:
+        from ..guard import mode_or_default
+
+        self.delivery = delivery
+        self.outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]] = []
+        self.guard_mode = mode_or_default()
+        self.checks: list[PendingCheck] = []  # of the first new runs, asked as they come
+        self._chunks: queue.SimpleQueue[list[Event] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def write(self, events: list[Event]) -> None:
+        if not events:
             return
-        target = self.delivery.target
-        checks = [start_recorded_check(target, name) for name in run_names if name is not None]
-        for check in checks:
-            report(check.result(), mode, stops=False)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="lora-tracker-backfill", daemon=True
+            )
+            self._thread.start()
+        self._chunks.put(events)
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if self._error is not None:
+                continue  # finish() raises it, as a failed delivery call did before
+            try:
+                outcomes = self.delivery.submit_many(chunk, BACKFILL_CHUNK).outcomes
+                self.outcomes.extend(outcomes)
+                self._check_new_runs(outcomes)
+            except BaseException as exc:  # raised to the caller in finish()
+                self._error = exc
+
+    def _check_new_runs(
+        self, outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]]
+    ) -> None:
+        """The launch guard's check of the first `GUARDED_NEW_RUNS` runs recorded for the
+        first time, started at once (they run while the next chunks are written)."""
+        from ..guard import start_recorded_check
+
+        if self.guard_mode == "off":
+            return
+        for _, outcome, applied in outcomes:
+            if len(self.checks) >= GUARDED_NEW_RUNS:
+                return
+            if outcome == "recorded" and applied and applied.new_run and applied.run_name:
+                self.checks.append(start_recorded_check(self.delivery.target, applied.run_name))
+
+    def report_checks(self) -> None:
+        """Each check's answer, in order (a watcher cannot stop a training: it warns)."""
+        from ..guard import report
+
+        for check in self.checks:
+            report(check.result(), self.guard_mode, stops=False)
+
+    def finish(self) -> list[tuple[Event, DeliveryOutcome, Applied | None]]:
+        if self._thread is not None:
+            self._chunks.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.outcomes
 
 
 class _Handler(FileSystemEventHandler):
