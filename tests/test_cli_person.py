@@ -42,7 +42,8 @@ def snapshot(url: str) -> list[Any]:
 
 
 def run(url: str, *args: str, input: str | None = None, columns: int | None = None) -> Any:
-    env = {"COLUMNS": str(columns) if columns else ""}
+    # the width a terminal of ``columns`` would give (CliRunner's output is no terminal)
+    env = {"LORA_TRACKER_WIDTH": str(columns) if columns else None, "COLUMNS": None}
     return CliRunner().invoke(cli, ["--database-url", url, *args], input=input, env=env)
 
 
@@ -224,28 +225,73 @@ def test_sql_expanded_display(examples_url: str) -> None:
     assert "RECORD" not in piped.output
 
 
+def _runs_command(url: str, *more: str) -> list[str]:
+    return [sys.executable, "-m", "lora_tracker", "--database-url", url, "runs", *more]
+
+
+def _real_env(**variables: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LORA_TRACKER_WIDTH")}
+    return {**env, "PYTHONPATH": str(ROOT), **variables}
+
+
 def test_piped_output_of_a_real_process_is_never_cut(examples_url: str) -> None:
-    """A real `lora-tracker runs` into a pipe prints full rows; with COLUMNS=60 it fits."""
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    env["PYTHONPATH"] = str(ROOT)
-    command = [
-        sys.executable,
-        "-m",
-        "lora_tracker",
-        "--database-url",
-        examples_url,
-        "runs",
-        "--columns",
-        "run_name,quality_score,key_findings",
-    ]
-    piped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert piped.returncode == 0, piped.stderr
-    assert "Epoch 7 is the sweet spot; epoch 8 starts to overfit." in piped.stdout
-    fitted = subprocess.run(
-        command[:-2], capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "60"}
-    )
+    """A real `lora-tracker runs` into a pipe prints full rows, even when the shell
+    exports COLUMNS=60; LORA_TRACKER_WIDTH=60 asks for a fitted table anyway."""
+    command = _runs_command(examples_url, "--columns", "run_name,quality_score,key_findings")
+    for env in (_real_env(), _real_env(COLUMNS="60")):
+        piped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert piped.returncode == 0, piped.stderr
+        assert "Epoch 7 is the sweet spot; epoch 8 starts to overfit." in piped.stdout
+    full = subprocess.run(_runs_command(examples_url), capture_output=True, text=True,
+                          env=_real_env(COLUMNS="60"), timeout=120)  # fmt: skip
+    assert full.returncode == 0, full.stderr
+    assert "caption_version" in full.stdout.splitlines()[0]  # the last column, not cut
+    assert max(len(line) for line in full.stdout.splitlines()) > 100
+    fitted = subprocess.run(_runs_command(examples_url), capture_output=True, text=True,
+                            env=_real_env(LORA_TRACKER_WIDTH="60"), timeout=120)  # fmt: skip
     assert fitted.returncode == 0, fitted.stderr
     assert max(len(line) for line in fitted.stdout.splitlines()) <= 60
+    bad = subprocess.run(_runs_command(examples_url), capture_output=True, text=True,
+                         env=_real_env(LORA_TRACKER_WIDTH="wide"), timeout=120)  # fmt: skip
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr == (
+        "Error: $LORA_TRACKER_WIDTH must be a number of columns, like 100 (it is 'wide')\n"
+    )
+
+
+def _in_a_terminal(command: list[str], env: dict[str, str], columns: int) -> str:
+    """What ``command`` prints to a real terminal (a pseudo-terminal ``columns`` wide)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    try:
+        done = subprocess.Popen(command, stdout=follower, stderr=subprocess.DEVNULL, env=env)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process is done
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert done.wait(timeout=120) == 0
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_a_real_terminal_fits_its_width_or_columns(examples_url: str) -> None:
+    """On a terminal, tables fit its width, or $COLUMNS when the shell exports it."""
+    out = _in_a_terminal(_runs_command(examples_url), _real_env(), 70)
+    assert out.startswith("id") and max(len(line) for line in out.splitlines()) <= 70
+    out = _in_a_terminal(_runs_command(examples_url), _real_env(COLUMNS="50"), 70)
+    assert max(len(line) for line in out.splitlines()) <= 50
 
 
 # -- say what changed ---------------------------------------------------------------------------
