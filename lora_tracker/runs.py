@@ -5,6 +5,7 @@ the library. Capture writes its runs in ``capture/apply.py``; questions across r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from .pg import Connection
 if TYPE_CHECKING:
     from .models import RunCreate, RunFields, TrainingRun
 
+# the verdict `tried` and the launch guard remember (decisions.TriedResult.failed_before)
+FAILURE_VERDICT = "failure"
 # PostgreSQL cannot index a name much longer than 2,700 bytes; a name is for people.
 MAX_RUN_NAME_LENGTH = 200
 
@@ -220,11 +223,27 @@ def add_to_lists(conn: Connection, run_id: int, issues: list[str], strengths: li
 # -- cleanup --------------------------------------------------------------------------------
 
 
+@dataclass
+class CleanupPlan:
+    """What ``cleanup`` would delete, and the failed runs it keeps (see ``cleanup_candidates``)."""
+
+    delete: list[dict[str, Any]] = field(default_factory=list)
+    kept_failures: list[dict[str, Any]] = field(default_factory=list)
+
+
 def cleanup_candidates(
-    conn: Connection, older_than: timedelta, recommended_for: str | None
-) -> list[dict[str, Any]]:
+    conn: Connection,
+    older_than: timedelta,
+    recommended_for: str | None,
+    *,
+    include_failures: bool = False,
+) -> CleanupPlan:
     """Runs older than ``older_than`` (and marked ``recommended_for``, when given), with
-    how many epoch and prompt-result rows deleting them removes."""
+    how many epoch and prompt-result rows deleting them removes.
+
+    Runs judged a failure are kept unless ``include_failures``: `tried` and the launch
+    guard (``guard.py``) warn before a training repeats a failed configuration only while
+    the failed run is in the record, so deleting it would make them forget the failure."""
     rows = conn.execute(
         """
         SELECT tr.id, tr.run_name, tr.run_date, tr.overall_verdict, tr.recommended_for,
@@ -240,7 +259,11 @@ def cleanup_candidates(
         """,
         (older_than, recommended_for, recommended_for),
     ).fetchall()
-    return rows
+    plan = CleanupPlan()
+    for row in rows:
+        failed = row["overall_verdict"] == FAILURE_VERDICT
+        (plan.kept_failures if failed and not include_failures else plan.delete).append(row)
+    return plan
 
 
 def delete_runs(conn: Connection, ids: list[int]) -> int:

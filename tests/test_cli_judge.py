@@ -92,7 +92,7 @@ def test_cleanup_refused_confirmation_changes_nothing(examples_url: str) -> None
     """Answering no to cleanup's question deletes nothing (exit 1)."""
     before = snapshot(examples_url)
     code, output = run(examples_url, "cleanup", "--older-than", "6mo", input="n\n")
-    assert code == 1 and "Delete 3 runs, 13 epoch results, 0 prompt results?" in output
+    assert code == 1 and "Delete 2 runs, 11 epoch results, 0 prompt results?" in output
     assert snapshot(examples_url) == before
 
 
@@ -500,21 +500,46 @@ def test_stats_and_export(tmp_path: Path, examples_url: str) -> None:
     assert code == 1 and "cannot write" in out
 
 
+KEPT_FAILURE = (
+    "Kept 1 failed run (SD15_bespoke_baby_Nov7): `tried` and the launch guard warn before a "
+    "training repeats a failed configuration only while its run is recorded; "
+    "--include-failures deletes failed runs too."
+)
+
+
 @pytest.mark.both_servers
 def test_cleanup(examples_url: str) -> None:
     """cleanup shows what it deletes, asks, and cascades to epochs and prompt results."""
     run(examples_url, "prompt", "add", "p1", "--text", "a prompt")
     run(examples_url, "prompt", "score", "SD15_bespoke_baby_Nov7", "5", "p1", "--score", "1")
-    code, out = run(
-        examples_url, "cleanup", "--older-than", "6mo", "--recommended-for", "discard", "--dry-run"
-    )
+    discard = ("cleanup", "--older-than", "6mo", "--recommended-for", "discard")
+    code, out = run(examples_url, *discard, "--include-failures", "--dry-run")
     assert code == 0 and "Would delete 1 run, 2 epoch results, 1 prompt result" in out
     assert rows(examples_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 3
-    code, out = run(
-        examples_url, "cleanup", "--older-than", "6mo", "--recommended-for", "discard", input="y\n"
-    )
+    code, out = run(examples_url, *discard, "--include-failures", input="y\n")
     assert code == 0 and "Deleted 1 run with 2 epoch results and 1 prompt result." in out
+    assert "1 failed run among them (SD15_bespoke_baby_Nov7): once it is deleted" in out
     assert rows(examples_url, "SELECT count(*) AS n FROM epoch_results")[0]["n"] == 11
     assert rows(examples_url, "SELECT count(*) AS n FROM prompt_test_results")[0]["n"] == 0
     code, out = run(examples_url, "cleanup", "--older-than", "100y", "--yes")
     assert code == 0 and out.strip() == "Nothing to delete."
+
+
+@pytest.mark.both_servers
+def test_cleanup_keeps_the_failures_the_guard_remembers(examples_url: str) -> None:
+    """A failed run (what `tried` and the launch guard warn from) is kept and counted,
+    unless --include-failures; the guard still finds it afterwards."""
+    before = snapshot(examples_url)
+    discard = ("cleanup", "--older-than", "6mo", "--recommended-for", "discard")
+    for extra in (("--dry-run",), ("--yes",), ()):
+        code, out = run(examples_url, *discard, *extra)
+        assert code == 0 and out == f"Nothing to delete.\n{KEPT_FAILURE}\n", out
+    assert snapshot(examples_url) == before
+    code, out = run(examples_url, "cleanup", "--older-than", "6mo", "--yes")
+    assert code == 0, out
+    assert KEPT_FAILURE in out and "Deleted 2 runs with 11 epoch results" in out
+    names = rows(examples_url, "SELECT run_name FROM training_runs")
+    assert [r["run_name"] for r in names] == ["SD15_bespoke_baby_Nov7"]
+    code, out = run(examples_url, "tried", "--model-type", "sd15", "--network-dim", "64",
+                    "--resolution", "512x512")  # fmt: skip
+    assert code == 3 and "THIS CONFIGURATION ALREADY FAILED: SD15_bespoke_baby_Nov7" in out

@@ -358,7 +358,7 @@ def test_counts_read_as_english(examples_url: str) -> None:
     result = run(examples_url, "runs", "--limit", "1")
     assert "(the 1 newest run shown" in result.output
     result = run(examples_url, "cleanup", "--older-than", "6mo", "--dry-run")
-    assert "Would delete 3 runs, 13 epoch results, 0 prompt results" in result.output
+    assert "Would delete 2 runs, 11 epoch results, 0 prompt results" in result.output
 
 
 # -- errors that help ---------------------------------------------------------------------------

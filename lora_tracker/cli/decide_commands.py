@@ -19,12 +19,14 @@ from .output import (
     Layout,
     echo,
     echo_records,
+    echo_wrapped,
     escape_control,
     format_csv,
     format_json,
     json_text,
     layout_options,
     plural,
+    terminal_width,
 )
 
 EXIT_TRIED_AND_FAILED = EXIT_REPEATS_FAILURE  # the launch guard's strict mode exits the same
@@ -221,24 +223,51 @@ def parse_duration(text: str) -> timedelta:
     metavar="VALUE",
     help="Only runs marked so, e.g. discard (see `verdict --recommend`).",
 )
+@click.option(
+    "--include-failures",
+    is_flag=True,
+    help="Delete runs judged a failure too. Without it they are kept: `tried` and the launch "
+    "guard warn before a training repeats a failed configuration only while its run is "
+    "recorded.",
+)
 @click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def cleanup(
-    ctx: click.Context, older_than: str, recommended_for: str | None, dry_run: bool, yes: bool
+    ctx: click.Context,
+    older_than: str,
+    recommended_for: str | None,
+    include_failures: bool,
+    dry_run: bool,
+    yes: bool,
 ) -> None:
-    """Delete old runs (with their epochs and prompt results), after showing them."""
+    """Delete old runs (with their epochs and prompt results), after showing them.
+
+    Runs judged a failure are kept (and counted) unless --include-failures: the launch
+    guard and `tried` remember a failed configuration through its run. Files on disk are
+    never deleted.
+    """
     from .. import runs
 
     age = parse_duration(older_than)
     db = app_context(ctx).db
     with db.transaction() as conn:
-        found = runs.cleanup_candidates(conn, age, recommended_for)
+        plan = runs.cleanup_candidates(conn, age, recommended_for,
+                                       include_failures=include_failures)  # fmt: skip
+    found = plan.delete
     if not found:
         click.echo("Nothing to delete.")
+        _say_kept_failures(plan.kept_failures)
         return
     echo_records(found, None, ("id", "run_name", "run_date", "overall_verdict",
                                "recommended_for", "epochs", "prompt_results"))  # fmt: skip
+    _say_kept_failures(plan.kept_failures)
+    failures = [r["run_name"] for r in found if r["overall_verdict"] == runs.FAILURE_VERDICT]
+    if failures:
+        it, its = ("it is", "its") if len(failures) == 1 else ("they are", "their")
+        echo_wrapped(f"{plural(len(failures), 'failed run')} among them ({_names(failures)}): "
+                     f"once {it} deleted, `tried` and the launch guard no longer warn when a "
+                     f"training repeats {its} settings.", terminal_width())  # fmt: skip
     epochs = sum(r["epochs"] for r in found)
     results = sum(r["prompt_results"] for r in found)
     summary = (f"{plural(len(found), 'run')}, {plural(epochs, 'epoch result')}, "
@@ -252,3 +281,17 @@ def cleanup(
         deleted = runs.delete_runs(conn, [r["id"] for r in found])
     click.echo(f"Deleted {plural(deleted, 'run')} with {plural(epochs, 'epoch result')} and "
                f"{plural(results, 'prompt result')}.")  # fmt: skip
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _say_kept_failures(kept: list[dict[str, Any]]) -> None:
+    if kept:
+        names = [r["run_name"] for r in kept]
+        echo_wrapped(f"Kept {plural(len(kept), 'failed run')} ({_names(names)}): `tried` and "
+                     "the launch guard warn before a training repeats a failed configuration "
+                     "only while its run is recorded; --include-failures deletes failed runs "
+                     "too.", terminal_width())  # fmt: skip
