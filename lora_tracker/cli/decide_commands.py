@@ -41,6 +41,7 @@ def register(cli: click.Group) -> None:
     cli.add_command(stats)
     cli.add_command(export)
     cli.add_command(cleanup)
+    cli.add_command(delete)
 
 
 @click.command()
@@ -295,3 +296,56 @@ def _say_kept_failures(kept: list[dict[str, Any]]) -> None:
                      "the launch guard warn before a training repeats a failed configuration "
                      "only while its run is recorded; --include-failures deletes failed runs "
                      "too.", terminal_width())  # fmt: skip
+
+
+@click.command()
+@click.argument("run")
+@click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete(ctx: click.Context, run: str, dry_run: bool, yes: bool) -> None:
+    """Delete one run from the record: its epochs, prompt results and test image links go
+    with it (shown first; asks unless --yes). Files on disk stay.
+
+    RUN is the run's id or name. The checkpoints, samples and test images on disk are
+    never deleted; a watcher that sees them again leaves them out (`lora-tracker record
+    --force FILES` records them again). To delete many old runs: `lora-tracker cleanup`.
+    """
+    from .. import runs
+
+    db = app_context(ctx).db
+    with db.transaction() as conn:
+        found = runs.run_deletion_preview(conn, run)
+    name = found.run["run_name"]
+    if yes and run not in (name, str(found.run["id"])):  # no prefix without a question
+        raise click.UsageError(
+            f"{run!r} is only the start of {name}: with --yes, give the run's full name or id"
+        )
+    width = terminal_width()
+    echo_wrapped(f"Run {name} (id {found.run['id']}, {found.run['run_date']:%Y-%m-%d}, "
+                 f"{found.run['status']}, verdict {found.run['overall_verdict']}), with "
+                 f"{_deletion_summary(found)}.", width)  # fmt: skip
+    echo_wrapped("Files on disk stay: its checkpoints, samples and test images are not "
+                 "touched.", width)  # fmt: skip
+    if found.failed:
+        echo_wrapped("It was judged a failure: once it is deleted, `tried` and the launch "
+                     "guard no longer warn when a training repeats its settings.",
+                     width)  # fmt: skip
+    if dry_run:
+        click.echo("Dry run: nothing deleted.")
+        return
+    if not yes:
+        click.confirm(f"Delete {escape_control(name)}? (--yes skips this question)", abort=True)
+    with db.transaction() as conn:
+        deleted = runs.delete_run(conn, found.run["id"])
+    echo(f"Deleted run {deleted.run['run_name']} with {_deletion_summary(deleted)}.")
+
+
+def _deletion_summary(found: Any) -> str:
+    parts = [plural(found.epochs, "epoch result"), plural(found.prompt_results, "prompt result"),
+             plural(found.test_images, "test image link")]  # fmt: skip
+    if found.sample_images:
+        parts.append(plural(found.sample_images, "sample image link"))
+    if found.checkpoint_files:
+        parts.append(plural(found.checkpoint_files, "checkpoint file record"))
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
