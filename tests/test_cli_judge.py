@@ -652,3 +652,28 @@ def test_delete_run_in_the_library(examples_conn: Any) -> None:
     assert done == preview and done.epochs == 8 and not done.failed
     left = examples_conn.execute("SELECT run_name FROM training_runs ORDER BY id").fetchall()
     assert [r["run_name"] for r in left] == ["SD15_PERFECT_Nov9", DELETED_RUN]
+
+
+def test_watch_once_counts_the_sample_images_it_links(db_url: str, tmp_path: Path) -> None:
+    """watch --once says how many sample images it linked: all six the first time, none
+    when nothing is new, then only a sample written since."""
+    import shutil
+
+    from .conftest import ROOT
+
+    folder = tmp_path / "kohya_output"
+    shutil.copytree(ROOT / "examples" / "kohya_output", folder)
+    code, out = run(db_url, "watch", "--once", str(folder))
+    assert code == 0 and out.splitlines()[-1].endswith(
+        "0 marked removed; 6 sample images linked"
+    ), out
+    code, out = run(db_url, "watch", "--once", str(folder))
+    last = out.splitlines()[-1]
+    assert code == 0 and last.endswith("already recorded, 0 spooled, 0 skipped, 0 marked removed")
+    sample = folder / "sample"
+    shutil.copy(sample / "pixelbaby_demo_e000003_01_20241109100411.png",
+                sample / "pixelbaby_demo_e000003_02_20241109100412.png")  # fmt: skip
+    code, out = run(db_url, "watch", "--once", str(folder))
+    assert code == 0 and out.splitlines()[-1].endswith("0 marked removed; 1 sample image linked")
+    linked = rows(db_url, "SELECT sum(cardinality(sample_images)) AS n FROM epoch_results")
+    assert linked[0]["n"] == 7

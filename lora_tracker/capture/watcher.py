@@ -91,10 +91,18 @@ class BackfillStats:
     rejected: int = 0
     unsaved: int = 0
     deleted: int = 0  # files of runs deleted with `cleanup`, left out
+    samples_linked: int = 0  # sample images added to their epochs now (not known before)
     images: int = 0  # test images under --images folders
     images_linked: int = 0  # linked now or before
     images_unmatched: int = 0
     images_skipped: int = 0
+
+
+def _sample_paths(event: Event) -> list[str]:
+    """The sample images an event adds to their epochs (for the backfill's count)."""
+    if isinstance(event, CheckpointObserved):
+        return [path for paths in event.samples_by_epoch.values() for path in paths]
+    return list(event.paths) if isinstance(event, SamplesObserved) else []
 
 
 def scan(
@@ -186,7 +194,10 @@ class Watcher:
         if known is not None:
             self._vanished_and_samples(found, checkpoints, known, stats, events)
         new_runs: list[str | None] = []
+        samples_recorded: set[str] = set()
         for event, outcome, applied in self.delivery.submit_many(events).outcomes:
+            if outcome == "recorded":
+                samples_recorded.update(_sample_paths(event))
             if outcome == "spooled":
                 stats.spooled += 1
             elif outcome == "unsaved":
@@ -202,6 +213,7 @@ class Watcher:
                 self.on_delivered(event, outcome, applied)
             if outcome == "recorded" and applied is not None and applied.new_run:
                 new_runs.append(applied.run_name)
+        stats.samples_linked = len(samples_recorded - (known.samples if known else set()))
         self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
         if self.images is not None:
             self.images.backfill(stats)
