@@ -98,11 +98,20 @@ class BackfillStats:
     images_skipped: int = 0
 
 
-def _sample_paths(event: Event) -> list[str]:
-    """The sample images an event adds to their epochs (for the backfill's count)."""
-    if isinstance(event, CheckpointObserved):
-        return [path for paths in event.samples_by_epoch.values() for path in paths]
-    return list(event.paths) if isinstance(event, SamplesObserved) else []
+def _samples_linked(
+    outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]], known: Any
+) -> int:
+    """How many sample images the recorded events added to their epochs (the backfill's
+    count): those of checkpoint and sample events, less the ones recorded before."""
+    paths: set[str] = set()
+    for event, outcome, _ in outcomes:
+        if outcome != "recorded":
+            continue
+        if isinstance(event, CheckpointObserved):
+            paths.update(path for found in event.samples_by_epoch.values() for path in found)
+        elif isinstance(event, SamplesObserved):
+            paths.update(event.paths)
+    return len(paths - (known.samples if known is not None else set()))
 
 
 def scan(
@@ -194,10 +203,8 @@ class Watcher:
         if known is not None:
             self._vanished_and_samples(found, checkpoints, known, stats, events)
         new_runs: list[str | None] = []
-        samples_recorded: set[str] = set()
-        for event, outcome, applied in self.delivery.submit_many(events).outcomes:
-            if outcome == "recorded":
-                samples_recorded.update(_sample_paths(event))
+        outcomes = self.delivery.submit_many(events).outcomes
+        for event, outcome, applied in outcomes:
             if outcome == "spooled":
                 stats.spooled += 1
             elif outcome == "unsaved":
@@ -213,7 +220,7 @@ class Watcher:
                 self.on_delivered(event, outcome, applied)
             if outcome == "recorded" and applied is not None and applied.new_run:
                 new_runs.append(applied.run_name)
-        stats.samples_linked = len(samples_recorded - (known.samples if known else set()))
+        stats.samples_linked = _samples_linked(outcomes, known)
         self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
         if self.images is not None:
             self.images.backfill(stats)
