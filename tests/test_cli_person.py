@@ -151,6 +151,90 @@ def test_tables_fit_the_terminal_width(examples_url: str, args: list[str]) -> No
     assert max(len(line) for line in piped.output.splitlines()) > 60
 
 
+def _join_wrapped(pieces: list[str]) -> str:
+    """A wrapped cell's lines as one value (broken after a space, or after - / _)."""
+    text = ""
+    for piece in (p for p in pieces if p):
+        text += piece if not text or text[-1] in "-/_" else " " + piece
+    return text
+
+
+def _read_side_by_side(text: str) -> dict[tuple[str, str, str], str]:
+    """compare's tables read back: (table, row key, run) -> value, whatever the layout
+    (one line a row, wrapped cells, runs in blocks)."""
+    found: dict[tuple[str, str, str], str] = {}
+    lines = text.splitlines()
+    table = "settings"
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("Scores per epoch"):
+            table = "epochs"
+        if i + 1 >= len(lines) or not re.fullmatch(r"-[- ]*", lines[i + 1] or "x"):
+            i += 1
+            continue
+        start = i  # a header wrapped over several lines starts after a blank or a title
+        while (
+            start > 0
+            and lines[start - 1].strip()
+            and not lines[start - 1].startswith(("(run", "Scores"))
+        ):
+            start -= 1
+        header_lines = lines[start : i + 1]
+        rule = lines[i + 1]
+        spans = [(m.start(), m.end() + 1) for m in re.finditer(r"-+", rule)]
+        spans[-1] = (spans[-1][0], 10_000)
+
+        def cells(line: str, spans: list[tuple[int, int]] = spans) -> list[str]:
+            return [line[a:b].strip() for a, b in spans]
+
+        headers = [_join_wrapped(list(c)) for c in zip(*map(cells, header_lines), strict=True)]
+        key_column = 1 if table == "settings" else 0
+        i += 2
+        rows: list[list[list[str]]] = []
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith("("):
+            parts = cells(lines[i])
+            if parts[key_column]:
+                rows.append([[p] for p in parts])
+            else:
+                for column, part in zip(rows[-1], parts, strict=True):
+                    column.append(part)
+            i += 1
+        for row in rows:
+            key = row[key_column][0]
+            for header, pieces in list(zip(headers, row, strict=True))[key_column + 1 :]:
+                found[(table, key, header)] = _join_wrapped(pieces)
+    return found
+
+
+def test_compare_shows_every_run_at_any_width(examples_url: str) -> None:
+    """compare of 3 (and 5) runs at 100, 80 and 60 columns: no line wider, every run and
+    every value there whole (wrapped in its column, runs in blocks), as piped shows them."""
+    names = ["SD15_PERFECT_Nov9", "SD15_bespoke_baby_Nov7", "SDXL_Current_Nov12"]
+    for name in ("a_run_with_a_rather_long_name_for_testing", "dim8_retry"):
+        assert run(examples_url, "new", name, "--model-type", "sdxl", "--base-model",
+                   "stabilityai/stable-diffusion-xl-base-1.0").exit_code == 0  # fmt: skip
+    for runs in (names, [*names, "a_run_with_a_rather_long_name_for_testing", "dim8_retry"]):
+        piped = run(examples_url, "compare", *runs)
+        assert piped.exit_code == 0, piped.output
+        whole = _read_side_by_side(piped.output)
+        assert {k[2] for k in whole} == set(runs)
+        settings = {k[1] for k in whole if k[0] == "settings"}
+        epochs = {k[1] for k in whole if k[0] == "epochs"}
+        assert len(settings) >= 20 and len(whole) == len(runs) * (len(settings) + len(epochs))
+        assert whole[("settings", "base_model", "SDXL_Current_Nov12")] == (
+            "stabilityai/stable-diffusion-xl-base-1.0"
+        )
+        assert whole[("epochs", "5", "SDXL_Current_Nov12")] == "4/4/6 acceptable"
+        for width in (100, 80, 60):
+            fitted = run(examples_url, "compare", *runs, columns=width)
+            assert fitted.exit_code == 0, fitted.output
+            assert max(map(len, fitted.output.splitlines())) <= width, fitted.output
+            assert "…" not in fitted.output
+            assert _read_side_by_side(fitted.output) == whole, (width, fitted.output)
+    blocks = run(examples_url, "compare", *runs, columns=80).output
+    assert "(runs 1-3 of 5)" in blocks and "(runs 4-5 of 5)" in blocks
+
+
 def test_runs_columns_and_wide(examples_url: str) -> None:
     """--columns chooses the columns, --wide shows all; a narrow terminal keeps the first."""
     narrow = run(examples_url, "runs", columns=60).output.splitlines()
