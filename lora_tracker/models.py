@@ -6,7 +6,6 @@ or the Supabase editor is refused too. The vocabularies come from ``vocab.py``; 
 the CHECKs back from a migrated database and compares them with it.
 """
 
-
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal

@@ -5,7 +5,6 @@ wait in the spool and be recorded after the file is gone. ``observe_checkpoint``
 a file on disk becomes an event; ``apply.py`` is where an event becomes rows.
 """
 
-
 import contextlib
 import contextvars
 import fnmatch

@@ -16,7 +16,6 @@ Looked for, first found wins:
 No database here: plain reads, small and bounded (MAX_PROMPTS_FILE_BYTES).
 """
 
-
 import logging
 import os
 from pathlib import Path

@@ -94,10 +94,27 @@ class BackfillStats:
     rejected: int = 0
     unsaved: int = 0
     deleted: int = 0  # files of runs deleted with `cleanup`, left out
+    samples_linked: int = 0  # sample images added to their epochs now (not known before)
     images: int = 0  # test images under --images folders
     images_linked: int = 0  # linked now or before
     images_unmatched: int = 0
     images_skipped: int = 0
+
+
+def _samples_linked(
+    outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]], known: Any
+) -> int:
+    """How many sample images the recorded events added to their epochs (the backfill's
+    count): those of checkpoint and sample events, less the ones recorded before."""
+    paths: set[str] = set()
+    for event, outcome, _ in outcomes:
+        if outcome != "recorded":
+            continue
+        if isinstance(event, CheckpointObserved):
+            paths.update(path for found in event.samples_by_epoch.values() for path in found)
+        elif isinstance(event, SamplesObserved):
+            paths.update(event.paths)
+    return len(paths - (known.samples if known is not None else set()))
 
 
 def scan(
@@ -218,6 +235,7 @@ class Watcher:
             self._after_delivery(event, outcome)
             if event.kind == "checkpoint":
                 self.on_delivered(event, outcome, applied)
+        stats.samples_linked = _samples_linked(delivered, known)
         writer.report_checks()  # of the trainings found for the first time
         if self.images is not None:
             self.images.backfill(stats)
