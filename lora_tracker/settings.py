@@ -7,6 +7,7 @@ kept in the data folder (``LORA_TRACKER_HOME``, default: the user data dir).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +23,11 @@ def this_host() -> str:
     named = os.environ.get("LORA_TRACKER_HOST")
     if named:
         return named
+    return _machine_name()
+
+
+@functools.cache  # asked for every event
+def _machine_name() -> str:
     if hasattr(os, "uname"):  # what gethostname() returns, without importing socket
         return os.uname().nodename
     import socket

@@ -34,7 +34,7 @@ from .files import (
     output_dir_of,
 )
 from .safetensors_header import CorruptCheckpoint, SafetensorsHeader, read_safetensors_header
-from .sample_prompts import SamplePromptsFile, find_sample_prompts
+from .sample_prompts import SamplePromptsFile, configured_prompts_path, find_sample_prompts
 from .trainer_config import GUI_CONFIG_GLOB, load_toml
 
 log = logging.getLogger(__name__)
@@ -217,9 +217,11 @@ def observe_checkpoint(
     run_key: str | None = None,
     epoch: int | None = None,
     prompts_path: Path | None = None,
+    stat: os.stat_result | None = None,
 ) -> CheckpointObserved:
     """Read a checkpoint file into an event (``prompts_path``: the kohya prompts file its
-    run's samples were rendered from, when the caller knows it).
+    run's samples were rendered from, when the caller knows it; ``stat``: the file's, just
+    taken by the caller).
 
     Raises IncompleteCheckpoint / CorruptCheckpoint for safetensors files that cannot be
     recorded, ValueError for a path that names no checkpoint, OSError when unreadable.
@@ -229,14 +231,15 @@ def observe_checkpoint(
     metadata: dict[str, str] = {}
     content_hash = None
     if name.file_format == "safetensors":
-        header = _steady_header(path, keep=False)
+        header = _steady_header(path, keep=False, stat=stat)
         if header.tensor_count == 0:
             raise CorruptCheckpoint(f"{path.name}: holds no tensors")
         metadata = header.metadata
         content_hash = metadata.get("sshs_model_hash") or _diffusers_hash(path, name)
         content_hash = content_hash or f"header-sha256:{header.header_sha256}"
         size = header.file_size
-        stat = path.stat()
+        if stat is None or stat.st_size != size:  # not the file the caller saw
+            stat = path.stat()
     else:
         stat = path.stat()
         size = stat.st_size
@@ -353,8 +356,12 @@ def _prompts_for(
     config_path: Path | None,
     explicit: Path | None,
 ) -> SamplePromptsFile | None:
-    """The kohya prompts file of a folder's samples (read once per version of the file)."""
-    return find_sample_prompts(output_dir, config, explicit=explicit, config_path=config_path)
+    """The kohya prompts file of a folder's samples (read once per version of the file;
+    looked for once per folder during a backfill)."""
+    return _once_while_steady(  # type: ignore[no-any-return]
+        ("prompts", output_dir, configured_prompts_path(config), config_path, explicit),
+        lambda: find_sample_prompts(output_dir, config, explicit=explicit, config_path=config_path),
+    )
 
 
 def _output_name(metadata: dict[str, str], from_name: str) -> str:
@@ -548,17 +555,20 @@ def _checkpoints_in(folder: Path) -> list[tuple[str, CheckpointName]]:
     return _listing(folder, "checkpoints", _checkpoint_named)
 
 
-def _steady_header(path: Path, *, keep: bool) -> SafetensorsHeader:
+def _steady_header(
+    path: Path, *, keep: bool, stat: os.stat_result | None = None
+) -> SafetensorsHeader:
     """A file's header. During a backfill (steady_folders) a header read for
     ``_other_starts`` is kept (``keep``) until the file's own event takes it, so each file
     is read once; otherwise (and for a file changed since) it is read now."""
     memo = _STEADY.get()
     if memo is None:
         return read_safetensors_header(path)
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return read_safetensors_header(path)
+    if stat is None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return read_safetensors_header(path)
     key = ("header", str(path), stat.st_size, stat.st_mtime_ns)
     header: SafetensorsHeader | None = memo.pop(key, None)
     if header is None:

@@ -323,7 +323,7 @@ class Watcher:
                 stats.unchanged += 1
                 return None
         try:
-            event = self._observe(path)
+            event = self._observe(path, st)
         except IncompleteCheckpoint as exc:
             log.info("not complete yet, %s (recorded once it is)", exc)
             self._state[key] = FileState(identity, "incomplete")
@@ -338,10 +338,10 @@ class Watcher:
         self._state[key] = FileState(identity, "recorded")
         return event
 
-    def _observe(self, path: Path) -> CheckpointObserved:
+    def _observe(self, path: Path, stat: os.stat_result | None = None) -> CheckpointObserved:
         return observe_checkpoint(
             path, run_name=self.run_name, config_path=self.config_path, run_key=self.run_key,
-            prompts_path=self.prompts_path,
+            prompts_path=self.prompts_path, stat=stat,
         )  # fmt: skip
 
     def _observe_sample(self, path: Path) -> SamplesObserved | None:
