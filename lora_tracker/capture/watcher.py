@@ -50,7 +50,7 @@ from .files import (
 from .safetensors_header import CorruptCheckpoint, IncompleteCheckpoint
 
 if TYPE_CHECKING:
-    from ..guard import PendingCheck
+    from ..guard import RecordedChecks
     from .image_watch import ImageFolders
 
 log = logging.getLogger(__name__)
@@ -645,7 +645,7 @@ class _BackfillWriter:
         self.delivery = delivery
         self.outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]] = []
         self.guard_mode = mode_or_default()
-        self.checks: list[PendingCheck] = []  # of the first new runs, asked as they come
+        self.checks: list[RecordedChecks] = []  # of the first new runs, asked as they come
         self._chunks: queue.SimpleQueue[list[Event] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -675,23 +675,27 @@ class _BackfillWriter:
         self, outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]]
     ) -> None:
         """The launch guard's check of the first `GUARDED_NEW_RUNS` runs recorded for the
-        first time, started at once (they run while the next chunks are written)."""
-        from ..guard import start_recorded_check
+        first time, started with each chunk (they run while the next chunks are written),
+        one connection for a chunk's runs."""
+        from ..guard import RecordedChecks
 
-        if self.guard_mode == "off":
+        asked = sum(len(checks.run_names) for checks in self.checks)
+        if self.guard_mode == "off" or asked >= GUARDED_NEW_RUNS:
             return
-        for _, outcome, applied in outcomes:
-            if len(self.checks) >= GUARDED_NEW_RUNS:
-                return
-            if outcome == "recorded" and applied and applied.new_run and applied.run_name:
-                self.checks.append(start_recorded_check(self.delivery.target, applied.run_name))
+        names = [
+            applied.run_name for _, outcome, applied in outcomes
+            if outcome == "recorded" and applied and applied.new_run and applied.run_name
+        ][: GUARDED_NEW_RUNS - asked]  # fmt: skip
+        if names:
+            self.checks.append(RecordedChecks(self.delivery.target, names))
 
     def report_checks(self) -> None:
         """Each check's answer, in order (a watcher cannot stop a training: it warns)."""
         from ..guard import report
 
-        for check in self.checks:
-            report(check.result(), self.guard_mode, stops=False)
+        for checks in self.checks:
+            for result in checks.results():
+                report(result, self.guard_mode, stops=False)
 
     def finish(self) -> list[tuple[Event, DeliveryOutcome, Applied | None]]:
         if self._thread is not None:
