@@ -956,8 +956,9 @@ class _EpochWriter:
             runs, epochs, losses, metrics, samples = zip(*rows, strict=True)
             self.conn.execute(
                 EPOCH_LOGGED_MANY,
-                (list(runs), list(epochs), list(losses), list(metrics),
-                 [Jsonb(list(paths)) for paths in samples]),
+                (Jsonb([m.obj if isinstance(m, Jsonb) else m for m in metrics]),
+                 Jsonb([list(paths) for paths in samples]),
+                 list(runs), list(epochs), list(losses)),
             )  # fmt: skip
         self.rows = []
         self.links.flush(self.conn)
@@ -1048,10 +1049,13 @@ _EPOCH_LOGGED_MERGE = """
 EPOCH_LOGGED_MANY = "".join((  # the constants here, nothing from input
     """
     INSERT INTO epoch_results (training_run_id, epoch_number, loss, metrics, sample_images)
-    SELECT v.run, v.epoch, v.loss, v.metrics,
-           ARRAY(SELECT jsonb_array_elements_text(v.samples))
-    FROM unnest(%s::bigint[], %s::integer[], %s::float8[], %s::jsonb[], %s::jsonb[])
-         AS v(run, epoch, loss, metrics, samples)
+    SELECT v.run, v.epoch, v.loss,
+           -- JSON values as one JSON array each (see FILE_ROWS)
+           NULLIF(%s::jsonb -> (v.n - 1)::integer, 'null'),
+           ARRAY(SELECT jsonb_array_elements_text(%s::jsonb -> (v.n - 1)::integer))
+    FROM unnest(%s::bigint[], %s::integer[], %s::float8[]) WITH ORDINALITY
+         AS v(run, epoch, loss, n)
+    ORDER BY v.n
     """,
     _EPOCH_LOGGED_MERGE,
 ))  # fmt: skip
