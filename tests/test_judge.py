@@ -651,3 +651,39 @@ def test_unknown_run_shows_one_line_and_no_form(browser: Any, live: str, db_url:
         assert errors == []
     finally:
         context.close()
+
+
+@needs_chromium
+def test_prompt_columns_follow_the_prompts_file(
+    browser: Any, live: str, db_url: str, tmp_path: Path
+) -> None:
+    """A run whose sample images capture linked from its kohya prompts file: the judging
+    view's columns and the dashboard's epoch x prompt grid follow the file's lines (not the
+    names, which sort the other way), a prompt scored by hand after them."""
+    from .test_kohya_samples import PROMPTS_TXT, RUN_1, sim, watch_once
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(PROMPTS_TXT)
+    sim(tmp_path / "out").run()
+    watch_once(db_url, tmp_path / "out", "--prompts", str(prompts))
+    for args in (["prompt", "add", "a close-up", "--text", "close-up of pixelbaby"],
+                 ["prompt", "score", RUN_1, "2", "a close-up", "--verdict", "pass"]):  # fmt: skip
+        result = CliRunner().invoke(cli, ["--database-url", db_url, *args])
+        assert result.exit_code == 0, result.output
+    wanted = ["portrait of pixelbaby", "pixelbaby on a beach", "# pixelbaby, hashtag style",
+              "a close-up"]  # fmt: skip
+    page = JudgePage(browser, live, RUN_1, poll_ms=60000)
+    try:
+        assert page.page.locator("#grid thead th .pname").all_inner_texts() == wanted
+        page.shot("judge-prompts-file-order.png")
+        assert page.errors == []
+    finally:
+        page.close()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    dashboard = context.new_page()
+    try:
+        dashboard.goto(f"{live}#run={RUN_1}")
+        dashboard.wait_for_selector(f"#grid thead th:text-is('{wanted[0]}')")
+        assert dashboard.locator("#grid thead th").all_inner_texts() == ["epoch", *wanted]
+    finally:
+        context.close()
