@@ -4,6 +4,7 @@ side of the write gate (ltWrite, read-only). Screenshots go to tests/artifacts/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -246,7 +247,8 @@ def test_epoch_table_on_a_phone_and_a_small_window(
         ARTIFACTS.mkdir(exist_ok=True)
         for width in (375, 700, 1280):
             page.page.set_viewport_size({"width": width, "height": 900})
-            page.page.wait_for_timeout(150)
+            with contextlib.suppress(AssertionError):  # Plotly redraws its charts a moment later
+                page.wait_true("document.documentElement.scrollWidth <= window.innerWidth", 5)
             fits = page.page.evaluate(PAGE_FITS)
             assert fits == {"page_scrolls": False, "box_outside": False, "cut": [],
                             "squeezed": [], "table_scrolls": False}, (width, fits)  # fmt: skip
