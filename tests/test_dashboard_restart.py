@@ -66,6 +66,13 @@ def fill_the_pool(served: Served, target: Target) -> int:
     return kept
 
 
+def sessions(target: Target) -> set[int]:
+    """The server processes of the dashboard's open connections."""
+    with Database(target=target) as db, db.transaction() as conn:
+        found = conn.execute(KEPT.replace("count(*) AS n", "pid")).fetchall()
+    return {row["pid"] for row in found}
+
+
 def end_the_dashboards_sessions(target: Target) -> None:
     """What a restart does to them, without stopping a server others use: each ended
     session gets the server's FATAL message and its socket closed."""
@@ -145,6 +152,11 @@ def test_sessions_ended_by_the_server_cost_nothing(dashboard: Any, examples_url:
     _server, served = dashboard(target)
     token = served.token()
     fill_the_pool(served, target)
+    # a kept connection the server did not close is used again (the check costs nothing)
+    before = sessions(target)
+    for _ in range(10):
+        assert served.request("GET", "/api/fingerprint")[0] == 200
+    assert sessions(target) <= before
     end_the_dashboards_sessions(target)
     status, payload = score(served, token, 3)
     assert status == 200, payload

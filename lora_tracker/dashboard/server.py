@@ -234,7 +234,11 @@ def _looks_alive(db: Database) -> bool:
     if conn is None or conn.closed or conn.broken:
         return False
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            return not poller.poll(0)  # readable, hung up or in error: not alive
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)  # Windows: sockets only
     except (OSError, ValueError):  # the socket is gone already
         return False
     return not readable
