@@ -687,3 +687,37 @@ def test_prompt_columns_follow_the_prompts_file(
         assert dashboard.locator("#grid thead th").all_inner_texts() == ["epoch", *wanted]
     finally:
         context.close()
+
+
+@needs_chromium
+def test_judging_view_on_a_phone(browser: Any, live: str, judged: JudgingRun) -> None:
+    """At 375 px (a phone) and 700 px the judging page does not scroll sideways: the grid
+    comes first (scrolling in its own box when wider), the scores and the verdict form
+    below it at the screen's width, every score button on screen; a tap on a score saves."""
+    page = JudgePage(browser, live, judged.name, poll_ms=60000)
+    try:
+        for width in (375, 700):
+            page.page.set_viewport_size({"width": width, "height": 800})
+            page.page.wait_for_timeout(150)
+            found = page.page.evaluate(
+                """() => {
+                  const r = (s) => document.querySelector(s).getBoundingClientRect();
+                  const buttons = [...document.querySelectorAll('#scores button')]
+                    .map((b) => b.getBoundingClientRect());
+                  return {
+                    page_scrolls: document.documentElement.scrollWidth > window.innerWidth,
+                    board_width: Math.round(r('#board').width),
+                    aside_below: r('aside').top >= r('#board').bottom - 1,
+                    aside_width: Math.round(r('aside').width),
+                    off_screen: buttons.filter((b) => b.right > window.innerWidth).length,
+                  };
+                }"""
+            )
+            assert found == {"page_scrolls": False, "board_width": width, "aside_below": True,
+                             "aside_width": width, "off_screen": 0}, (width, found)  # fmt: skip
+            page.page.screenshot(path=str(ARTIFACTS / f"judge-{width}.png"), full_page=True)
+        page.page.locator("#scores .score-row").first.locator("button", has_text="7").click()
+        assert "visual (none) → 7" in page.settled()
+        assert page.errors == []
+    finally:
+        page.close()
