@@ -5,6 +5,7 @@ the library. Capture writes its runs in ``capture/apply.py``; questions across r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from .pg import Connection
 if TYPE_CHECKING:
     from .models import RunCreate, RunFields, TrainingRun
 
+# the verdict `tried` and the launch guard remember (decisions.TriedResult.failed_before)
+FAILURE_VERDICT = "failure"
 # PostgreSQL cannot index a name much longer than 2,700 bytes; a name is for people.
 MAX_RUN_NAME_LENGTH = 200
 
@@ -220,11 +223,27 @@ def add_to_lists(conn: Connection, run_id: int, issues: list[str], strengths: li
 # -- cleanup --------------------------------------------------------------------------------
 
 
+@dataclass
+class CleanupPlan:
+    """What ``cleanup`` would delete, and the failed runs it keeps (see ``cleanup_candidates``)."""
+
+    delete: list[dict[str, Any]] = field(default_factory=list)
+    kept_failures: list[dict[str, Any]] = field(default_factory=list)
+
+
 def cleanup_candidates(
-    conn: Connection, older_than: timedelta, recommended_for: str | None
-) -> list[dict[str, Any]]:
+    conn: Connection,
+    older_than: timedelta,
+    recommended_for: str | None,
+    *,
+    include_failures: bool = False,
+) -> CleanupPlan:
     """Runs older than ``older_than`` (and marked ``recommended_for``, when given), with
-    how many epoch and prompt-result rows deleting them removes."""
+    how many epoch and prompt-result rows deleting them removes.
+
+    Runs judged a failure are kept unless ``include_failures``: `tried` and the launch
+    guard (``guard.py``) warn before a training repeats a failed configuration only while
+    the failed run is in the record, so deleting it would make them forget the failure."""
     rows = conn.execute(
         """
         SELECT tr.id, tr.run_name, tr.run_date, tr.overall_verdict, tr.recommended_for,
@@ -240,7 +259,11 @@ def cleanup_candidates(
         """,
         (older_than, recommended_for, recommended_for),
     ).fetchall()
-    return rows
+    plan = CleanupPlan()
+    for row in rows:
+        failed = row["overall_verdict"] == FAILURE_VERDICT
+        (plan.kept_failures if failed and not include_failures else plan.delete).append(row)
+    return plan
 
 
 def delete_runs(conn: Connection, ids: list[int]) -> int:
@@ -275,3 +298,64 @@ def delete_runs(conn: Connection, ids: list[int]) -> int:
     )
     cur = conn.execute("DELETE FROM training_runs WHERE id = ANY(%s)", (ids,))
     return cur.rowcount
+
+
+# -- deleting one run -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunDeletion:
+    """One run and what deleting it removes from the database (files on disk stay)."""
+
+    run: dict[str, Any]  # id, run_name, run_date, status, overall_verdict
+    epochs: int
+    prompt_results: int  # scores a person gave (result_key '')
+    test_images: int  # links of rendered test images to its epochs
+    sample_images: int  # kohya samples listed on its epochs
+    checkpoint_files: int  # checkpoint files recorded for it
+
+    @property
+    def failed(self) -> bool:
+        """Judged a failure: what `tried` and the launch guard warn from."""
+        return bool(self.run["overall_verdict"] == FAILURE_VERDICT)
+
+
+def run_deletion_preview(conn: Connection, ref: str | int) -> RunDeletion:
+    """What ``delete_run`` would remove for the run ``ref`` (id, name or unique prefix);
+    NotFound or AmbiguousName as ``get_run``."""
+    return _deletion_of(conn, _find(conn, ref))
+
+
+def _deletion_of(conn: Connection, run: dict[str, Any]) -> RunDeletion:
+    counts = conn.execute(
+        """
+        SELECT
+          (SELECT count(*) FROM epoch_results WHERE training_run_id = %(id)s) AS epochs,
+          (SELECT count(*) FILTER (WHERE ptr.result_key = '') FROM prompt_test_results ptr
+             JOIN epoch_results er ON er.id = ptr.epoch_result_id
+            WHERE er.training_run_id = %(id)s) AS prompt_results,
+          (SELECT count(*) FILTER (WHERE ptr.result_key <> '') FROM prompt_test_results ptr
+             JOIN epoch_results er ON er.id = ptr.epoch_result_id
+            WHERE er.training_run_id = %(id)s) AS test_images,
+          (SELECT coalesce(sum(cardinality(sample_images)), 0) FROM epoch_results
+            WHERE training_run_id = %(id)s) AS sample_images,
+          (SELECT count(*) FROM checkpoints WHERE training_run_id = %(id)s) AS checkpoint_files
+        """,
+        {"id": run["id"]},
+    ).fetchone()
+    assert counts is not None
+    shown = {k: run[k] for k in ("id", "run_name", "run_date", "status", "overall_verdict")}
+    return RunDeletion(shown, **{k: int(v) for k, v in counts.items()})
+
+
+def delete_run(conn: Connection, ref: str | int) -> RunDeletion:
+    """Delete one run (id, name or unique prefix) with its epochs, prompt results and test
+    image links, in one transaction; what was removed is returned. The files on disk are
+    never touched, and a watcher that sees them again leaves them out (as after cleanup)."""
+    with conn.transaction():
+        run = _find(conn, ref)
+        # locked first: no epoch or result can be added to it while it is counted and deleted
+        conn.execute("SELECT 1 FROM training_runs WHERE id = %s FOR UPDATE", (run["id"],))
+        found = _deletion_of(conn, run)
+        delete_runs(conn, [run["id"]])
+    return found

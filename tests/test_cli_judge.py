@@ -92,7 +92,7 @@ def test_cleanup_refused_confirmation_changes_nothing(examples_url: str) -> None
     """Answering no to cleanup's question deletes nothing (exit 1)."""
     before = snapshot(examples_url)
     code, output = run(examples_url, "cleanup", "--older-than", "6mo", input="n\n")
-    assert code == 1 and "Delete 3 runs, 13 epoch results, 0 prompt results?" in output
+    assert code == 1 and "Delete 2 runs, 11 epoch results, 0 prompt results?" in output
     assert snapshot(examples_url) == before
 
 
@@ -500,21 +500,180 @@ def test_stats_and_export(tmp_path: Path, examples_url: str) -> None:
     assert code == 1 and "cannot write" in out
 
 
+KEPT_FAILURE = (
+    "Kept 1 failed run (SD15_bespoke_baby_Nov7): `tried` and the launch guard warn before a "
+    "training repeats a failed configuration only while its run is recorded; "
+    "--include-failures deletes failed runs too."
+)
+
+
 @pytest.mark.both_servers
 def test_cleanup(examples_url: str) -> None:
     """cleanup shows what it deletes, asks, and cascades to epochs and prompt results."""
     run(examples_url, "prompt", "add", "p1", "--text", "a prompt")
     run(examples_url, "prompt", "score", "SD15_bespoke_baby_Nov7", "5", "p1", "--score", "1")
-    code, out = run(
-        examples_url, "cleanup", "--older-than", "6mo", "--recommended-for", "discard", "--dry-run"
-    )
+    discard = ("cleanup", "--older-than", "6mo", "--recommended-for", "discard")
+    code, out = run(examples_url, *discard, "--include-failures", "--dry-run")
     assert code == 0 and "Would delete 1 run, 2 epoch results, 1 prompt result" in out
     assert rows(examples_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 3
-    code, out = run(
-        examples_url, "cleanup", "--older-than", "6mo", "--recommended-for", "discard", input="y\n"
-    )
+    code, out = run(examples_url, *discard, "--include-failures", input="y\n")
     assert code == 0 and "Deleted 1 run with 2 epoch results and 1 prompt result." in out
+    assert "1 failed run among them (SD15_bespoke_baby_Nov7): once it is deleted" in out
     assert rows(examples_url, "SELECT count(*) AS n FROM epoch_results")[0]["n"] == 11
     assert rows(examples_url, "SELECT count(*) AS n FROM prompt_test_results")[0]["n"] == 0
     code, out = run(examples_url, "cleanup", "--older-than", "100y", "--yes")
     assert code == 0 and out.strip() == "Nothing to delete."
+
+
+@pytest.mark.both_servers
+def test_cleanup_keeps_the_failures_the_guard_remembers(examples_url: str) -> None:
+    """A failed run (what `tried` and the launch guard warn from) is kept and counted,
+    unless --include-failures; the guard still finds it afterwards."""
+    before = snapshot(examples_url)
+    discard = ("cleanup", "--older-than", "6mo", "--recommended-for", "discard")
+    for extra in (("--dry-run",), ("--yes",), ()):
+        code, out = run(examples_url, *discard, *extra)
+        assert code == 0 and out == f"Nothing to delete.\n{KEPT_FAILURE}\n", out
+    assert snapshot(examples_url) == before
+    code, out = run(examples_url, "cleanup", "--older-than", "6mo", "--yes")
+    assert code == 0, out
+    assert KEPT_FAILURE in out and "Deleted 2 runs with 11 epoch results" in out
+    names = rows(examples_url, "SELECT run_name FROM training_runs")
+    assert [r["run_name"] for r in names] == ["SD15_bespoke_baby_Nov7"]
+    code, out = run(examples_url, "tried", "--model-type", "sd15", "--network-dim", "64",
+                    "--resolution", "512x512")  # fmt: skip
+    assert code == 3 and "THIS CONFIGURATION ALREADY FAILED: SD15_bespoke_baby_Nov7" in out
+
+
+# -- delete one run -----------------------------------------------------------------------------
+
+DELETED_RUN = "SD15_bespoke_baby_Nov7"
+
+
+def _give_bespoke_results(url: str) -> None:
+    """A person's prompt result and a linked test image on epoch 5 of the failed run."""
+    run(url, "prompt", "add", "p1", "--text", "a prompt")
+    run(url, "prompt", "score", DELETED_RUN, "5", "p1", "--score", "1")
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO prompt_test_results (epoch_result_id, test_prompt_id, result_key, "
+            "image_path) SELECT er.id, tp.id, 'image:' || md5('x'), '/renders/x.png' "
+            "FROM epoch_results er JOIN training_runs tr ON tr.id = er.training_run_id, "
+            "test_prompts tp WHERE tr.run_name = %s AND er.epoch_number = 5 "
+            "AND tp.prompt_name = 'p1'",
+            (DELETED_RUN,),
+        )
+
+
+@pytest.mark.both_servers
+def test_delete_shows_asks_and_removes_one_run(examples_url: str) -> None:
+    """delete RUN shows the run and what goes with it, asks (no: nothing changes), --dry-run
+    changes nothing, and yes removes the run, its epochs, prompt results and image links."""
+    _give_bespoke_results(examples_url)
+    before = snapshot(examples_url)
+    shown = (
+        f"Run {DELETED_RUN} (id 2, 2025-11-07, completed, verdict failure), with 2 epoch "
+        "results, 1 prompt result and 1 test image link.\n"
+        "Files on disk stay: its checkpoints, samples and test images are not touched.\n"
+        "It was judged a failure: once it is deleted, `tried` and the launch guard no longer "
+        "warn when a training repeats its settings.\n"
+    )
+    code, out = run(examples_url, "delete", DELETED_RUN, "--dry-run")
+    assert (code, out) == (0, shown + "Dry run: nothing deleted.\n")
+    code, out = run(examples_url, "delete", "SD15_b", input="n\n")
+    assert code == 1 and out.startswith(shown) and f"Delete {DELETED_RUN}?" in out
+    assert snapshot(examples_url) == before
+    code, out = run(examples_url, "delete", "2", input="y\n")
+    assert code == 0, out
+    assert out.endswith(
+        f"Deleted run {DELETED_RUN} with 2 epoch results, 1 prompt result and 1 test image link.\n"
+    )
+    assert rows(examples_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 2
+    assert rows(examples_url, "SELECT count(*) AS n FROM epoch_results")[0]["n"] == 11
+    assert rows(examples_url, "SELECT count(*) AS n FROM prompt_test_results")[0]["n"] == 0
+    assert rows(examples_url, "SELECT prompt_name FROM test_prompts") == [{"prompt_name": "p1"}]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["delete", "no_such_run", "--yes"], 1, "Error: no run named 'no_such_run'"),
+        (["delete", "SD15_PERFCT_Nov9"], 1, "(did you mean SD15_PERFECT_Nov9?)"),
+        (["delete", "SD15", "--yes"], 1, "'SD15' matches several runs"),
+        (["delete", "SD15_b", "--yes"], 2, "Error: 'SD15_b' is only the start of "
+         "SD15_bespoke_baby_Nov7: with --yes, give the run's full name or id"),
+        (["delete", "99", "--dry-run"], 1, "Error: no run"),
+    ],
+)  # fmt: skip
+def test_delete_refuses_what_is_no_run(
+    examples_url: str, args: list[str], code: int, message: str
+) -> None:
+    """An unknown or ambiguous run, or a bare prefix with --yes: one line, nothing changed."""
+    before = snapshot(examples_url)
+    exit_code, output = run(examples_url, *args)
+    assert exit_code == code, output
+    assert output.startswith("Error: ") and output.count("\n") == 1, output
+    assert message in output
+    assert snapshot(examples_url) == before
+
+
+def test_delete_leaves_the_files_and_the_watcher_leaves_them_out(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A watched run deleted: every file stays on disk, and watching again records nothing."""
+    import shutil
+
+    from .conftest import ROOT
+
+    folder = tmp_path / "kohya_output"
+    shutil.copytree(ROOT / "examples" / "kohya_output", folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert run(db_url, "watch", "--once", str(folder))[0] == 0
+    name = rows(db_url, "SELECT run_name FROM training_runs")[0]["run_name"]
+    code, out = run(db_url, "delete", name, "--yes")
+    assert code == 0, out
+    assert out.endswith(
+        f"Deleted run {name} with 3 epoch results, 0 prompt results, 0 test image links, "
+        "6 sample image links and 3 checkpoint file records.\n"
+    )
+    assert sorted(p for p in folder.rglob("*") if p.is_file()) == files
+    assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 0
+    code, out = run(db_url, "watch", "--once", str(folder))
+    assert code == 0 and "3 of deleted runs left out" in out, out
+    assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 0
+
+
+def test_delete_run_in_the_library(examples_conn: Any) -> None:
+    """runs.delete_run removes one run and says what went with it; others stay."""
+    from lora_tracker import runs
+
+    preview = runs.run_deletion_preview(examples_conn, "SDXL_Current_Nov12")
+    done = runs.delete_run(examples_conn, "SDXL_Current_Nov12")
+    assert done == preview and done.epochs == 8 and not done.failed
+    left = examples_conn.execute("SELECT run_name FROM training_runs ORDER BY id").fetchall()
+    assert [r["run_name"] for r in left] == ["SD15_PERFECT_Nov9", DELETED_RUN]
+
+
+def test_watch_once_counts_the_sample_images_it_links(db_url: str, tmp_path: Path) -> None:
+    """watch --once says how many sample images it linked: all six the first time, none
+    when nothing is new, then only a sample written since."""
+    import shutil
+
+    from .conftest import ROOT
+
+    folder = tmp_path / "kohya_output"
+    shutil.copytree(ROOT / "examples" / "kohya_output", folder)
+    code, out = run(db_url, "watch", "--once", str(folder))
+    assert code == 0 and out.splitlines()[-1].endswith(
+        "0 marked removed; 6 sample images linked"
+    ), out
+    code, out = run(db_url, "watch", "--once", str(folder))
+    last = out.splitlines()[-1]
+    assert code == 0 and last.endswith("already recorded, 0 spooled, 0 skipped, 0 marked removed")
+    sample = folder / "sample"
+    shutil.copy(sample / "pixelbaby_demo_e000003_01_20241109100411.png",
+                sample / "pixelbaby_demo_e000003_02_20241109100412.png")  # fmt: skip
+    code, out = run(db_url, "watch", "--once", str(folder))
+    assert code == 0 and out.splitlines()[-1].endswith("0 marked removed; 1 sample image linked")
+    linked = rows(db_url, "SELECT sum(cardinality(sample_images)) AS n FROM epoch_results")
+    assert linked[0]["n"] == 7

@@ -42,7 +42,8 @@ def snapshot(url: str) -> list[Any]:
 
 
 def run(url: str, *args: str, input: str | None = None, columns: int | None = None) -> Any:
-    env = {"COLUMNS": str(columns) if columns else ""}
+    # the width a terminal of ``columns`` would give (CliRunner's output is no terminal)
+    env = {"LORA_TRACKER_WIDTH": str(columns) if columns else None, "COLUMNS": None}
     return CliRunner().invoke(cli, ["--database-url", url, *args], input=input, env=env)
 
 
@@ -150,6 +151,90 @@ def test_tables_fit_the_terminal_width(examples_url: str, args: list[str]) -> No
     assert max(len(line) for line in piped.output.splitlines()) > 60
 
 
+def _join_wrapped(pieces: list[str]) -> str:
+    """A wrapped cell's lines as one value (broken after a space, or after - / _)."""
+    text = ""
+    for piece in (p for p in pieces if p):
+        text += piece if not text or text[-1] in "-/_" else " " + piece
+    return text
+
+
+def _read_side_by_side(text: str) -> dict[tuple[str, str, str], str]:
+    """compare's tables read back: (table, row key, run) -> value, whatever the layout
+    (one line a row, wrapped cells, runs in blocks)."""
+    found: dict[tuple[str, str, str], str] = {}
+    lines = text.splitlines()
+    table = "settings"
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("Scores per epoch"):
+            table = "epochs"
+        if i + 1 >= len(lines) or not re.fullmatch(r"-[- ]*", lines[i + 1] or "x"):
+            i += 1
+            continue
+        start = i  # a header wrapped over several lines starts after a blank or a title
+        while (
+            start > 0
+            and lines[start - 1].strip()
+            and not lines[start - 1].startswith(("(run", "Scores"))
+        ):
+            start -= 1
+        header_lines = lines[start : i + 1]
+        rule = lines[i + 1]
+        spans = [(m.start(), m.end() + 1) for m in re.finditer(r"-+", rule)]
+        spans[-1] = (spans[-1][0], 10_000)
+
+        def cells(line: str, spans: list[tuple[int, int]] = spans) -> list[str]:
+            return [line[a:b].strip() for a, b in spans]
+
+        headers = [_join_wrapped(list(c)) for c in zip(*map(cells, header_lines), strict=True)]
+        key_column = 1 if table == "settings" else 0
+        i += 2
+        rows: list[list[list[str]]] = []
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith("("):
+            parts = cells(lines[i])
+            if parts[key_column]:
+                rows.append([[p] for p in parts])
+            else:
+                for column, part in zip(rows[-1], parts, strict=True):
+                    column.append(part)
+            i += 1
+        for row in rows:
+            key = row[key_column][0]
+            for header, pieces in list(zip(headers, row, strict=True))[key_column + 1 :]:
+                found[(table, key, header)] = _join_wrapped(pieces)
+    return found
+
+
+def test_compare_shows_every_run_at_any_width(examples_url: str) -> None:
+    """compare of 3 (and 5) runs at 100, 80 and 60 columns: no line wider, every run and
+    every value there whole (wrapped in its column, runs in blocks), as piped shows them."""
+    names = ["SD15_PERFECT_Nov9", "SD15_bespoke_baby_Nov7", "SDXL_Current_Nov12"]
+    for name in ("a_run_with_a_rather_long_name_for_testing", "dim8_retry"):
+        assert run(examples_url, "new", name, "--model-type", "sdxl", "--base-model",
+                   "stabilityai/stable-diffusion-xl-base-1.0").exit_code == 0  # fmt: skip
+    for runs in (names, [*names, "a_run_with_a_rather_long_name_for_testing", "dim8_retry"]):
+        piped = run(examples_url, "compare", *runs)
+        assert piped.exit_code == 0, piped.output
+        whole = _read_side_by_side(piped.output)
+        assert {k[2] for k in whole} == set(runs)
+        settings = {k[1] for k in whole if k[0] == "settings"}
+        epochs = {k[1] for k in whole if k[0] == "epochs"}
+        assert len(settings) >= 20 and len(whole) == len(runs) * (len(settings) + len(epochs))
+        assert whole[("settings", "base_model", "SDXL_Current_Nov12")] == (
+            "stabilityai/stable-diffusion-xl-base-1.0"
+        )
+        assert whole[("epochs", "5", "SDXL_Current_Nov12")] == "4/4/6 acceptable"
+        for width in (100, 80, 60):
+            fitted = run(examples_url, "compare", *runs, columns=width)
+            assert fitted.exit_code == 0, fitted.output
+            assert max(map(len, fitted.output.splitlines())) <= width, fitted.output
+            assert "…" not in fitted.output
+            assert _read_side_by_side(fitted.output) == whole, (width, fitted.output)
+    blocks = run(examples_url, "compare", *runs, columns=80).output
+    assert "(runs 1-3 of 5)" in blocks and "(runs 4-5 of 5)" in blocks
+
+
 def test_runs_columns_and_wide(examples_url: str) -> None:
     """--columns chooses the columns, --wide shows all; a narrow terminal keeps the first."""
     narrow = run(examples_url, "runs", columns=60).output.splitlines()
@@ -224,28 +309,73 @@ def test_sql_expanded_display(examples_url: str) -> None:
     assert "RECORD" not in piped.output
 
 
+def _runs_command(url: str, *more: str) -> list[str]:
+    return [sys.executable, "-m", "lora_tracker", "--database-url", url, "runs", *more]
+
+
+def _real_env(**variables: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LORA_TRACKER_WIDTH")}
+    return {**env, "PYTHONPATH": str(ROOT), **variables}
+
+
 def test_piped_output_of_a_real_process_is_never_cut(examples_url: str) -> None:
-    """A real `lora-tracker runs` into a pipe prints full rows; with COLUMNS=60 it fits."""
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    env["PYTHONPATH"] = str(ROOT)
-    command = [
-        sys.executable,
-        "-m",
-        "lora_tracker",
-        "--database-url",
-        examples_url,
-        "runs",
-        "--columns",
-        "run_name,quality_score,key_findings",
-    ]
-    piped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert piped.returncode == 0, piped.stderr
-    assert "Epoch 7 is the sweet spot; epoch 8 starts to overfit." in piped.stdout
-    fitted = subprocess.run(
-        command[:-2], capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "60"}
-    )
+    """A real `lora-tracker runs` into a pipe prints full rows, even when the shell
+    exports COLUMNS=60; LORA_TRACKER_WIDTH=60 asks for a fitted table anyway."""
+    command = _runs_command(examples_url, "--columns", "run_name,quality_score,key_findings")
+    for env in (_real_env(), _real_env(COLUMNS="60")):
+        piped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert piped.returncode == 0, piped.stderr
+        assert "Epoch 7 is the sweet spot; epoch 8 starts to overfit." in piped.stdout
+    full = subprocess.run(_runs_command(examples_url), capture_output=True, text=True,
+                          env=_real_env(COLUMNS="60"), timeout=120)  # fmt: skip
+    assert full.returncode == 0, full.stderr
+    assert "caption_version" in full.stdout.splitlines()[0]  # the last column, not cut
+    assert max(len(line) for line in full.stdout.splitlines()) > 100
+    fitted = subprocess.run(_runs_command(examples_url), capture_output=True, text=True,
+                            env=_real_env(LORA_TRACKER_WIDTH="60"), timeout=120)  # fmt: skip
     assert fitted.returncode == 0, fitted.stderr
     assert max(len(line) for line in fitted.stdout.splitlines()) <= 60
+    bad = subprocess.run(_runs_command(examples_url), capture_output=True, text=True,
+                         env=_real_env(LORA_TRACKER_WIDTH="wide"), timeout=120)  # fmt: skip
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr == (
+        "Error: $LORA_TRACKER_WIDTH must be a number of columns, like 100 (it is 'wide')\n"
+    )
+
+
+def _in_a_terminal(command: list[str], env: dict[str, str], columns: int) -> str:
+    """What ``command`` prints to a real terminal (a pseudo-terminal ``columns`` wide)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    try:
+        done = subprocess.Popen(command, stdout=follower, stderr=subprocess.DEVNULL, env=env)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process is done
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert done.wait(timeout=120) == 0
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_a_real_terminal_fits_its_width_or_columns(examples_url: str) -> None:
+    """On a terminal, tables fit its width, or $COLUMNS when the shell exports it."""
+    out = _in_a_terminal(_runs_command(examples_url), _real_env(), 70)
+    assert out.startswith("id") and max(len(line) for line in out.splitlines()) <= 70
+    out = _in_a_terminal(_runs_command(examples_url), _real_env(COLUMNS="50"), 70)
+    assert max(len(line) for line in out.splitlines()) <= 50
 
 
 # -- say what changed ---------------------------------------------------------------------------
@@ -312,7 +442,7 @@ def test_counts_read_as_english(examples_url: str) -> None:
     result = run(examples_url, "runs", "--limit", "1")
     assert "(the 1 newest run shown" in result.output
     result = run(examples_url, "cleanup", "--older-than", "6mo", "--dry-run")
-    assert "Would delete 3 runs, 13 epoch results, 0 prompt results" in result.output
+    assert "Would delete 2 runs, 11 epoch results, 0 prompt results" in result.output
 
 
 # -- errors that help ---------------------------------------------------------------------------

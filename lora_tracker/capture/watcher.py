@@ -91,10 +91,27 @@ class BackfillStats:
     rejected: int = 0
     unsaved: int = 0
     deleted: int = 0  # files of runs deleted with `cleanup`, left out
+    samples_linked: int = 0  # sample images added to their epochs now (not known before)
     images: int = 0  # test images under --images folders
     images_linked: int = 0  # linked now or before
     images_unmatched: int = 0
     images_skipped: int = 0
+
+
+def _samples_linked(
+    outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]], known: Any
+) -> int:
+    """How many sample images the recorded events added to their epochs (the backfill's
+    count): those of checkpoint and sample events, less the ones recorded before."""
+    paths: set[str] = set()
+    for event, outcome, _ in outcomes:
+        if outcome != "recorded":
+            continue
+        if isinstance(event, CheckpointObserved):
+            paths.update(path for found in event.samples_by_epoch.values() for path in found)
+        elif isinstance(event, SamplesObserved):
+            paths.update(event.paths)
+    return len(paths - (known.samples if known is not None else set()))
 
 
 def scan(
@@ -186,7 +203,8 @@ class Watcher:
         if known is not None:
             self._vanished_and_samples(found, checkpoints, known, stats, events)
         new_runs: list[str | None] = []
-        for event, outcome, applied in self.delivery.submit_many(events).outcomes:
+        outcomes = self.delivery.submit_many(events).outcomes
+        for event, outcome, applied in outcomes:
             if outcome == "spooled":
                 stats.spooled += 1
             elif outcome == "unsaved":
@@ -202,6 +220,7 @@ class Watcher:
                 self.on_delivered(event, outcome, applied)
             if outcome == "recorded" and applied is not None and applied.new_run:
                 new_runs.append(applied.run_name)
+        stats.samples_linked = _samples_linked(outcomes, known)
         self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
         if self.images is not None:
             self.images.backfill(stats)

@@ -155,6 +155,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "--read-only)."),
     "db": ("db_commands:db_group",
            "The database target: status, connection URL, embedded server control."),
+    "delete": ("decide_commands:delete",
+               "Delete one run from the record: its epochs, prompt results and test image "
+               "links go with it (shown first; asks unless --yes). Files on disk stay."),
     "epoch": ("judge_commands:epoch_group", "Epochs recorded by mistake."),
     "export": ("decide_commands:export", "Export a table or view as CSV or JSON."),
     "images": ("image_commands:images",

@@ -288,10 +288,16 @@ def _echo_test_images(results: list[dict[str, Any]], width: int | None) -> None:
 @click.command()
 @click.argument("runs_given", metavar="RUN RUN...", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@click.option("--wide", is_flag=True, help="Show every column, however wide the table gets.")
+@click.option("--wide", is_flag=True,
+              help="Each row on one line, however wide (as piped output).")  # fmt: skip
 @click.pass_context
 def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool, wide: bool) -> None:
-    """Runs side by side: configuration (differences marked *), verdicts, scores per epoch."""
+    """Runs side by side: configuration (differences marked *), verdicts, scores per epoch.
+
+    On a terminal every run is shown: long values wrap inside their column, and runs that
+    do not fit side by side follow in blocks (the settings repeated). --wide, or piped
+    output, prints each row on one line.
+    """
     from ..decisions import compare_runs
 
     with usage_errors(), app_context(ctx).db.transaction() as conn:
@@ -310,12 +316,14 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool, wide
         }  # fmt: skip
         click.echo(json_text(payload))
         return
-    layout = Layout(None, wide)
-    echo_rows(
-        ["", "setting", *names],
+    from .side_by_side import format_side_by_side
+
+    width = None if wide else terminal_width()
+    click.echo(format_side_by_side(
+        ["", "setting"], names,
         [["*" if s["differs"] else "", s["setting"], *s["values"]] for s in settings],
-        layout=layout,
-    )
+        width=width,
+    ))  # fmt: skip
     if by_epoch:
         click.echo("\nScores per epoch (visual/style/adherence verdict)")
         rows = []
@@ -325,7 +333,7 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool, wide
                 cell = by_epoch[n].get(run_id)
                 cells.append(_score_cell(cell) if cell else "")
             rows.append([n, *cells])
-        echo_rows(["epoch", *names], rows, layout=layout)
+        click.echo(format_side_by_side(["epoch"], names, rows, width=width))
 
 
 def _score_cell(e: dict[str, Any]) -> str:

@@ -219,6 +219,8 @@ def _backfill_line(stats: BackfillStats) -> str:
         + (f", {stats.rejected} refused" if stats.rejected else "")
         + (f", {stats.deleted} of deleted runs left out" if stats.deleted else "")
         + (f", {stats.unsaved} not saved yet (disk full)" if stats.unsaved else "")
+        + (f"; {plural(stats.samples_linked, 'sample image')} linked"
+           if stats.samples_linked else "")
         + (f"; {plural(stats.images, 'test image')}: {stats.images_linked} linked, "
            f"{stats.images_unmatched} unmatched, {stats.images_skipped} skipped"
            if stats.images else "")

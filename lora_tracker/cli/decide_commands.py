@@ -19,12 +19,14 @@ from .output import (
     Layout,
     echo,
     echo_records,
+    echo_wrapped,
     escape_control,
     format_csv,
     format_json,
     json_text,
     layout_options,
     plural,
+    terminal_width,
 )
 
 EXIT_TRIED_AND_FAILED = EXIT_REPEATS_FAILURE  # the launch guard's strict mode exits the same
@@ -39,6 +41,7 @@ def register(cli: click.Group) -> None:
     cli.add_command(stats)
     cli.add_command(export)
     cli.add_command(cleanup)
+    cli.add_command(delete)
 
 
 @click.command()
@@ -221,24 +224,51 @@ def parse_duration(text: str) -> timedelta:
     metavar="VALUE",
     help="Only runs marked so, e.g. discard (see `verdict --recommend`).",
 )
+@click.option(
+    "--include-failures",
+    is_flag=True,
+    help="Delete runs judged a failure too. Without it they are kept: `tried` and the launch "
+    "guard warn before a training repeats a failed configuration only while its run is "
+    "recorded.",
+)
 @click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def cleanup(
-    ctx: click.Context, older_than: str, recommended_for: str | None, dry_run: bool, yes: bool
+    ctx: click.Context,
+    older_than: str,
+    recommended_for: str | None,
+    include_failures: bool,
+    dry_run: bool,
+    yes: bool,
 ) -> None:
-    """Delete old runs (with their epochs and prompt results), after showing them."""
+    """Delete old runs (with their epochs and prompt results), after showing them.
+
+    Runs judged a failure are kept (and counted) unless --include-failures: the launch
+    guard and `tried` remember a failed configuration through its run. Files on disk are
+    never deleted.
+    """
     from .. import runs
 
     age = parse_duration(older_than)
     db = app_context(ctx).db
     with db.transaction() as conn:
-        found = runs.cleanup_candidates(conn, age, recommended_for)
+        plan = runs.cleanup_candidates(conn, age, recommended_for,
+                                       include_failures=include_failures)  # fmt: skip
+    found = plan.delete
     if not found:
         click.echo("Nothing to delete.")
+        _say_kept_failures(plan.kept_failures)
         return
     echo_records(found, None, ("id", "run_name", "run_date", "overall_verdict",
                                "recommended_for", "epochs", "prompt_results"))  # fmt: skip
+    _say_kept_failures(plan.kept_failures)
+    failures = [r["run_name"] for r in found if r["overall_verdict"] == runs.FAILURE_VERDICT]
+    if failures:
+        it, its = ("it is", "its") if len(failures) == 1 else ("they are", "their")
+        echo_wrapped(f"{plural(len(failures), 'failed run')} among them ({_names(failures)}): "
+                     f"once {it} deleted, `tried` and the launch guard no longer warn when a "
+                     f"training repeats {its} settings.", terminal_width())  # fmt: skip
     epochs = sum(r["epochs"] for r in found)
     results = sum(r["prompt_results"] for r in found)
     summary = (f"{plural(len(found), 'run')}, {plural(epochs, 'epoch result')}, "
@@ -252,3 +282,70 @@ def cleanup(
         deleted = runs.delete_runs(conn, [r["id"] for r in found])
     click.echo(f"Deleted {plural(deleted, 'run')} with {plural(epochs, 'epoch result')} and "
                f"{plural(results, 'prompt result')}.")  # fmt: skip
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _say_kept_failures(kept: list[dict[str, Any]]) -> None:
+    if kept:
+        names = [r["run_name"] for r in kept]
+        echo_wrapped(f"Kept {plural(len(kept), 'failed run')} ({_names(names)}): `tried` and "
+                     "the launch guard warn before a training repeats a failed configuration "
+                     "only while its run is recorded; --include-failures deletes failed runs "
+                     "too.", terminal_width())  # fmt: skip
+
+
+@click.command()
+@click.argument("run")
+@click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete(ctx: click.Context, run: str, dry_run: bool, yes: bool) -> None:
+    """Delete one run from the record: its epochs, prompt results and test image links go
+    with it (shown first; asks unless --yes). Files on disk stay.
+
+    RUN is the run's id or name. The checkpoints, samples and test images on disk are
+    never deleted; a watcher that sees them again leaves them out (`lora-tracker record
+    --force FILES` records them again). To delete many old runs: `lora-tracker cleanup`.
+    """
+    from .. import runs
+
+    db = app_context(ctx).db
+    with db.transaction() as conn:
+        found = runs.run_deletion_preview(conn, run)
+    name = found.run["run_name"]
+    if yes and run not in (name, str(found.run["id"])):  # no prefix without a question
+        raise click.UsageError(
+            f"{run!r} is only the start of {name}: with --yes, give the run's full name or id"
+        )
+    width = terminal_width()
+    echo_wrapped(f"Run {name} (id {found.run['id']}, {found.run['run_date']:%Y-%m-%d}, "
+                 f"{found.run['status']}, verdict {found.run['overall_verdict']}), with "
+                 f"{_deletion_summary(found)}.", width)  # fmt: skip
+    echo_wrapped("Files on disk stay: its checkpoints, samples and test images are not "
+                 "touched.", width)  # fmt: skip
+    if found.failed:
+        echo_wrapped("It was judged a failure: once it is deleted, `tried` and the launch "
+                     "guard no longer warn when a training repeats its settings.",
+                     width)  # fmt: skip
+    if dry_run:
+        click.echo("Dry run: nothing deleted.")
+        return
+    if not yes:
+        click.confirm(f"Delete {escape_control(name)}? (--yes skips this question)", abort=True)
+    with db.transaction() as conn:
+        deleted = runs.delete_run(conn, found.run["id"])
+    echo(f"Deleted run {deleted.run['run_name']} with {_deletion_summary(deleted)}.")
+
+
+def _deletion_summary(found: Any) -> str:
+    parts = [plural(found.epochs, "epoch result"), plural(found.prompt_results, "prompt result"),
+             plural(found.test_images, "test image link")]  # fmt: skip
+    if found.sample_images:
+        parts.append(plural(found.sample_images, "sample image link"))
+    if found.checkpoint_files:
+        parts.append(plural(found.checkpoint_files, "checkpoint file record"))
+    return ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -1,8 +1,10 @@
 """Printing rows as a readable table, JSON (an array of objects) or CSV with a header.
 
-Tables fit the terminal: on a terminal (or when $COLUMNS is set) the columns that fit its
-width are shown, most useful first, long text cut with an ellipsis; ``--columns`` chooses
-them and ``--wide`` shows all. Piped or redirected output is never cut. rich lays the
+Tables fit the terminal: on a terminal the columns that fit its width ($COLUMNS when the
+shell exports it) are shown, most useful first, long text cut with an ellipsis;
+``--columns`` chooses them and ``--wide`` shows all. Piped or redirected output is never
+cut, whatever $COLUMNS says (many shells export it), unless $LORA_TRACKER_WIDTH asks for a
+width. rich lays the
 table out; it is imported only when a table is printed, so ``--help`` stays fast.
 
 Text that came from files or the database is printed with control characters escaped
@@ -100,12 +102,20 @@ def display_cell(value: Any) -> str:
     return escape_control(" ".join(_cell(value).split()), keep_newlines=False)
 
 
+WIDTH_VARIABLE = "LORA_TRACKER_WIDTH"
+
+
 def terminal_width() -> int | None:
-    """The width tables must fit: the terminal's, or $COLUMNS; None when output is piped
-    or redirected (then nothing is cut)."""
-    columns = os.environ.get("COLUMNS", "").strip()
-    if columns.isascii() and columns.isdigit() and int(columns) > 0:
-        return int(columns)
+    """The width tables must fit: $LORA_TRACKER_WIDTH when set (piped or not); on a
+    terminal, its width ($COLUMNS first, as the shell keeps it); None when output is piped
+    or redirected (then nothing is cut, even when the shell exports $COLUMNS)."""
+    asked = os.environ.get(WIDTH_VARIABLE, "").strip()
+    if asked:
+        if not (asked.isascii() and asked.isdigit() and int(asked) > 0):
+            raise click.ClickException(
+                f"${WIDTH_VARIABLE} must be a number of columns, like 100 (it is {asked!r})"
+            )
+        return int(asked)
     if stdout_is_terminal():
         import shutil
 
