@@ -71,6 +71,11 @@ class Database:
     def conn(self) -> Connection:
         return self.connect()
 
+    @property
+    def connected(self) -> Connection | None:
+        """The connection when one was opened and not closed here (never opens one)."""
+        return self._conn
+
     def _open(self) -> Connection:
         if self.target.embedded:
             conninfo = embedded.running_conninfo(self.target.home)

@@ -90,22 +90,40 @@ def update_result(conn: Connection, result_id: int, fields: PromptResultFields) 
     return row
 
 
+# A prompt's line in the run's kohya prompts file (0-based: the ``_{index:02d}_`` of its
+# samples), as capture recorded it with each sample image it linked
+# (capture/sample_links.py: image_metadata "prompts_file" and "index"); NULL for a prompt
+# that has no sample image of this run (entered by hand, or linked from another tool's
+# images). The lowest, should one prompt stand on several lines. Needs ``ptr`` (a
+# prompt_test_results row), ``er`` (its epoch) and ``tp`` (its test prompt).
+PROMPT_INDEX = """
+    min(CASE WHEN ptr.image_metadata ? 'prompts_file'
+              AND jsonb_typeof(ptr.image_metadata -> 'index') = 'number'
+              AND (ptr.image_metadata ->> 'index') ~ '^[0-9]{1,6}$'
+             THEN (ptr.image_metadata ->> 'index')::int END)
+        OVER (PARTITION BY er.training_run_id, tp.id)"""
+
+
 def results_of_runs(conn: Connection, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Every prompt result of some runs (epoch, prompt, scores, verdict, image, notes, and
-    for a linked test image its key, generator, seed and LoRA weight), by run id. A
-    person's own result (``result_key`` '') comes before the images of its cell."""
+    for a linked test image its key, generator, seed and LoRA weight), by run id; in each
+    epoch the prompts in the order of the run's kohya prompts file (``prompt_index``, see
+    PROMPT_INDEX), the others after them by name. A person's own result (``result_key``
+    '') comes before the images of its cell."""
     rows = conn.execute(
-        """
-        SELECT er.training_run_id, ptr.id, er.epoch_number, tp.prompt_name, ptr.score,
-               ptr.style_match_score, ptr.prompt_adherence_score, ptr.verdict,
+        f"""
+        SELECT er.training_run_id, ptr.id, er.epoch_number, tp.prompt_name,
+               {PROMPT_INDEX} AS prompt_index,
+               ptr.score, ptr.style_match_score, ptr.prompt_adherence_score, ptr.verdict,
                ptr.image_path, ptr.notes, ptr.result_key, ptr.generator, ptr.seed,
                ptr.lora_weight
         FROM prompt_test_results ptr
         JOIN epoch_results er ON er.id = ptr.epoch_result_id
         JOIN test_prompts tp ON tp.id = ptr.test_prompt_id
         WHERE er.training_run_id = ANY(%s)
-        ORDER BY er.epoch_number, tp.prompt_name, ptr.result_key <> '', ptr.seed, ptr.image_path
-        """,
+        ORDER BY er.epoch_number, prompt_index NULLS LAST, tp.prompt_name,
+                 ptr.result_key <> '', ptr.seed, ptr.image_path
+        """,  # noqa: S608 (PROMPT_INDEX is fixed SQL written here, no values)
         (run_ids,),
     ).fetchall()
     found: dict[int, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
@@ -118,7 +136,9 @@ def grid(results: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Epoch x prompt grid of 'score verdict' cells, from one run's results_of_runs(). A
     cell shows the person's own result (else the first scored image), and how many test
     images are linked to it ('8 pass · 3 img')."""
-    prompts = sorted({r["prompt_name"] for r in results})
+    # the prompts file's order (prompt_index), then the prompts entered by hand, by name
+    indexes = {r["prompt_name"]: r.get("prompt_index") for r in results}
+    prompts = sorted(indexes, key=lambda name: (indexes[name] is None, indexes[name] or 0, name))
     epochs = sorted({r["epoch_number"] for r in results})
     cells: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in results:

@@ -4,6 +4,7 @@ side of the write gate (ltWrite, read-only). Screenshots go to tests/artifacts/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -191,6 +192,80 @@ def test_run_chart_epoch_table_and_links(serve: Any, browser: Any, examples_url:
         page.wait_true("document.getElementById('live-status').textContent.includes('checked')")
         status = page.page.inner_text("#live-status")
         assert re.fullmatch(r"live · checked \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", status), status
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+# at a phone's width: does the page scroll sideways, is the epoch table's box inside its
+# section, and can each of its cells be read (not cut, not squeezed to a letter per line)
+PAGE_FITS = """() => {
+  const table = document.getElementById("epochs");
+  const box = table.parentElement;
+  const section = table.closest("section");
+  const cells = [...table.querySelectorAll("th, td")].filter((c) => c.getClientRects().length);
+  const cut = cells.filter((c) => c.scrollWidth > c.clientWidth + 1).map((c) => c.textContent);
+  // a word broken in the middle: a cell narrower than its longest word
+  const squeezed = cells.filter((c) => {
+    const longest = Math.max(0, ...c.textContent.split(/\\s+/).map((w) => w.length));
+    return longest > 0 && c.clientWidth < 0.45 * longest * 7;
+  }).map((c) => c.textContent);
+  const r = (n) => n.getBoundingClientRect();
+  return {
+    page_scrolls: document.documentElement.scrollWidth > window.innerWidth,
+    box_outside: r(box).right > r(section).right + 0.5 || r(box).left < r(section).left - 0.5,
+    cut, squeezed,
+    table_scrolls: box.scrollWidth > box.clientWidth,
+  };
+}"""
+
+
+def test_epoch_table_on_a_phone_and_a_small_window(
+    serve: Any, browser: Any, examples_url: str, tmp_path: Path
+) -> None:
+    """At 375 px (a phone) and 700 px the page never scrolls sideways and the epoch table
+    is a card per epoch: each value labelled ("visual 10"), nothing cut or squeezed, nothing
+    to scroll in its box, the note as wide as the card; at 1280 px it is a table again."""
+    from PIL import Image
+
+    paths = []
+    for index, colour in enumerate(["red", "green", "blue", "orange"]):
+        path = tmp_path / f"pixelbaby_e000006_{index:02d}_20241109100000.png"
+        Image.new("RGB", (64, 64), colour).save(path)
+        paths.append(str(path))
+    _set_epochs(examples_url, "SD15_PERFECT_Nov9", sample_images=paths, verdict="acceptable",
+                visual_quality_score=10, style_match_score=10, prompt_adherence_score=10,
+                production_ready=True, loss=0.2259,
+                has_wrong_backgrounds=True, has_random_pixels=True, is_photorealistic=True,
+                observations="slight noise around outlines, but the background is wrong in"
+                " the beach prompt")  # fmt: skip
+    page = Page(browser, serve() + "#run=SD15_PERFECT_Nov9")
+    try:
+        _wait_title(page, "SD15_PERFECT_Nov9")
+        page.wait_true("[...document.querySelectorAll('#epochs .thumbs img')]"
+                       ".every((i) => i.complete && i.naturalWidth > 0)")  # fmt: skip
+        ARTIFACTS.mkdir(exist_ok=True)
+        for width in (375, 700, 1280):
+            page.page.set_viewport_size({"width": width, "height": 900})
+            with contextlib.suppress(AssertionError):  # Plotly redraws its charts a moment later
+                page.wait_true("document.documentElement.scrollWidth <= window.innerWidth", 5)
+            fits = page.page.evaluate(PAGE_FITS)
+            assert fits == {"page_scrolls": False, "box_outside": False, "cut": [],
+                            "squeezed": [], "table_scrolls": False}, (width, fits)  # fmt: skip
+            header = page.page.is_visible("#epochs thead")
+            assert header is (width == 1280), width
+            first = page.page.locator("#epochs tbody tr").first
+            if width < 1280:  # each value says what it is
+                label = first.locator("td[data-key=visual_quality_score]").evaluate(
+                    "td => getComputedStyle(td, '::before').content"
+                )
+                assert label == '"visual "', label
+                note = first.locator("td[data-key=observations]").evaluate(
+                    "td => td.getBoundingClientRect().width / td.closest('tr').clientWidth"
+                )
+                assert note > 0.9, note
+            page.page.locator("#epochs").scroll_into_view_if_needed()
+            page.page.screenshot(path=str(ARTIFACTS / f"dashboard-epochs-{width}.png"))
         assert page.errors == []
     finally:
         page.close()

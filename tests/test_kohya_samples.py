@@ -377,3 +377,74 @@ def test_hook_step_samples_follow_their_step_checkpoint(tmp_path: Path, db_url: 
     # 3 steps an epoch: steps 2 (epoch 1), 4 and 6 (epoch 2), three prompts each
     assert steps == [(2, 1)] * 3 + [(4, 2)] * 3 + [(6, 2)] * 3
     assert {r["prompt_text"] for r in found} == set(TEXTS)
+
+
+RUN_1, RUN_2 = "pixelbaby_2024-11-09", "pixelbaby_v2_2024-11-09"
+
+
+@pytest.mark.both_servers
+def test_grid_follows_the_prompts_file(tmp_path: Path, db_url: str) -> None:
+    """The epoch x prompt grid (`show RUN`, `prompt show`, the dashboard's judging view)
+    lists a run's prompts in the order of its prompts file, not by name nor by when the
+    prompt was first recorded; prompts entered by hand come after them; another run
+    trained with the same prompts in another order lists them in its own order."""
+    from lora_tracker import prompts as prompt_rows
+    from lora_tracker.dashboard import data
+    from lora_tracker.db import Database
+
+    def cli_ok(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["--database-url", db_url, *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    # the file's first prompt was entered by hand long before (a lower id); by name, the
+    # file's lines would read 3, 2, 1
+    cli_ok("prompt", "add", "portrait", "--text", TEXTS[0])
+    first = tmp_path / "prompts.txt"
+    first.write_text(PROMPTS_TXT)
+    sim(tmp_path / "out").run()
+    watch_once(db_url, tmp_path / "out", "--prompts", str(first))
+    # scored by hand after: its name sorts first, it comes last
+    cli_ok("prompt", "add", "a close-up", "--text", "close-up of pixelbaby")
+    cli_ok("prompt", "score", RUN_1, "2", "a close-up", "--score", "6")
+    # a second run: the same prompts, the file's lines the other way round
+    second = tmp_path / "reversed.txt"
+    lines = [line for line in PROMPTS_TXT.splitlines(keepends=True) if line.strip()]
+    second.write_text(lines[0] + "".join(reversed(lines[1:])))
+    sim(tmp_path / "out2", output_name="pixelbaby_v2", sample_seeds=SEEDS[::-1]).run()
+    watch_once(db_url, tmp_path / "out2", "--prompts", str(second))
+
+    names = ["portrait", "pixelbaby on a beach", "# pixelbaby, hashtag style"]
+    with Database(db_url) as db, db.transaction() as conn:
+        run_ids = {r["run_name"]: r["id"] for r in conn.execute(
+            "SELECT id, run_name FROM training_runs").fetchall()}  # fmt: skip
+        assert sorted(run_ids) == [RUN_1, RUN_2]
+        results = prompt_rows.results_of_runs(conn, list(run_ids.values()))
+        judged = data.judging_view(conn, RUN_1)["results"]
+        judged_v2 = data.judging_view(conn, RUN_2)["results"]
+    epoch2 = [(r["prompt_name"], r["prompt_index"]) for r in results[run_ids[RUN_1]]
+              if r["epoch_number"] == 2]  # fmt: skip
+    assert epoch2 == [(names[0], 0), (names[1], 1), (names[2], 2), ("a close-up", None)]
+    assert prompt_rows.grid(results[run_ids[RUN_1]])[0] == ["epoch", *names, "a close-up"]
+    assert prompt_rows.grid(results[run_ids[RUN_2]])[0] == ["epoch", *reversed(names)]
+    # the judging view's columns: the prompts in the order of its results
+    assert list(dict.fromkeys(r["prompt_name"] for r in judged)) == [*names, "a close-up"]
+    assert list(dict.fromkeys(r["prompt_name"] for r in judged_v2)) == list(reversed(names))
+
+    # `show RUN`: the grid's columns and the test images, epoch by epoch, in the file's order
+    def in_order(line: str, wanted: list[str]) -> bool:
+        return all(n in line for n in wanted) and [line.index(n) for n in wanted] == sorted(
+            line.index(n) for n in wanted
+        )
+
+    def test_images(shown: str) -> list[str]:
+        return [line.split(" · ", 1)[1].split(":")[0] for line in shown.splitlines()
+                if line.startswith("  epoch 2 · ")]  # fmt: skip
+
+    shown = cli_ok("show", RUN_1, "--wide")
+    assert any(in_order(line, [*names, "a close-up"]) for line in shown.splitlines()), shown
+    assert test_images(shown) == names, shown
+    assert test_images(cli_ok("show", RUN_2, "--wide")) == list(reversed(names))
+    # `prompt show RUN`: the same grid
+    head = cli_ok("prompt", "show", RUN_1).splitlines()[0]
+    assert in_order(head, [*names, "a close-up"]), head

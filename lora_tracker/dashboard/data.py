@@ -212,13 +212,16 @@ JUDGE_RUN_COLUMNS = (
 def judging_view(conn: Connection, run_ref: str | int) -> dict[str, Any]:
     """One run as the judging view needs it: the run's verdict fields, its epochs, and every
     prompt result of its epochs with the prompt and how the image was made (seed, weight),
-    plus the version the page polls. NotFound / AmbiguousName for a bad run reference."""
+    plus the version the page polls. The prompts come in the order of the run's kohya
+    prompts file (``prompt_index``), the others after them by name: the grid's columns.
+    NotFound / AmbiguousName for a bad run reference."""
     from .. import runs
 
     run = runs.get_run(conn, run_ref)
     results = conn.execute(
-        """
+        f"""
         SELECT ptr.id, er.epoch_number, tp.id AS prompt_id, tp.prompt_name, tp.prompt_text,
+               {prompts.PROMPT_INDEX} AS prompt_index,
                ptr.result_key, ptr.seed, ptr.lora_weight, ptr.width, ptr.height,
                ptr.image_path, ptr.score, ptr.style_match_score, ptr.prompt_adherence_score,
                ptr.verdict, ptr.notes
@@ -226,9 +229,9 @@ def judging_view(conn: Connection, run_ref: str | int) -> dict[str, Any]:
         JOIN epoch_results er ON er.id = ptr.epoch_result_id
         JOIN test_prompts tp ON tp.id = ptr.test_prompt_id
         WHERE er.training_run_id = %s
-        ORDER BY tp.prompt_name, ptr.seed NULLS FIRST, ptr.lora_weight NULLS FIRST,
-                 er.epoch_number, ptr.result_key
-        """,
+        ORDER BY prompt_index NULLS LAST, tp.prompt_name, ptr.seed NULLS FIRST,
+                 ptr.lora_weight NULLS FIRST, er.epoch_number, ptr.result_key
+        """,  # noqa: S608 (PROMPT_INDEX is fixed SQL written in prompts.py, no values)
         (run.id,),
     ).fetchall()
     return {

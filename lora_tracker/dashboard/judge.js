@@ -627,13 +627,20 @@ function setScore(n) {
   const [key] = SCORES[state.scoreKind];
   setEpoch({ [key]: n });
 }
+const SCORE_MIN = 0, SCORE_MAX = 10;  // the epoch scores' rule (models.py, the CLI, the database)
 function stepScore(delta) {
   const epoch = epochAt(state.row);
   if (!epoch) return;
-  const [key] = SCORES[state.scoreKind];
+  const [key, label] = SCORES[state.scoreKind];
   const now = epoch[key];
-  // no clamp: the server refuses 11 or -1 with the same rule as the CLI, and says so
-  setEpoch({ [key]: now === null || now === undefined ? (delta > 0 ? 0 : 0) : now + delta });
+  const next = now === null || now === undefined ? 0 : now + delta;
+  // out of range: said here and nothing sent (the server would refuse it with the same rule)
+  if (next < SCORE_MIN || next > SCORE_MAX) {
+    say(`Epoch ${epoch.epoch_number} · ${label} is already ${now}: scores go from ${SCORE_MIN} to ` +
+        `${SCORE_MAX} (nothing sent).`, "err");
+    return;
+  }
+  setEpoch({ [key]: next });
 }
 function openImage(path, caption) {
   if (!path) return;
@@ -745,7 +752,19 @@ document.getElementById("verdict-form").addEventListener("change", (e) => {
   const name = node.name;
   let value;
   if (name === "production_ready") value = node.checked;
-  else if (name === "quality_score" || name === "best_epoch") value = node.value === "" ? null : Number(node.value);
+  else if (name === "quality_score") {
+    // a number field takes any number typed (11, 2.5, 1e3; a word reads as ""): only a
+    // whole number in its range is sent, else the status line says so and it shows the saved one
+    value = node.value === "" ? null : Number(node.value);
+    const min = Number(node.min), max = Number(node.max);
+    if (node.validity.badInput || (value !== null && (!Number.isInteger(value) || value < min || value > max))) {
+      const typed = node.validity.badInput ? "that" : JSON.stringify(node.value);
+      say(`Not saved · run verdict: quality ${typed} is not a whole number from ${min} to ${max} (nothing sent).`, "err");
+      node.value = M.run.quality_score ?? "";
+      return;
+    }
+  }
+  else if (name === "best_epoch") value = node.value === "" ? null : Number(node.value);
   else if (name === "issues_found" || name === "strengths") value = node.value.split("\n").map((s) => s.trim()).filter(Boolean);
   else if (name === "key_findings" || name === "recommended_for") value = node.value.trim() === "" ? null : node.value;
   else value = node.value;

@@ -6,7 +6,9 @@ database knows of and their cached thumbnails (raster images only; never an arbi
 path). POST: the write routes of ``writes.WRITE_ROUTES``, each in one transaction, once
 ``gate.Gate`` let the request through (none at all on a ``--read-only`` server). Bound to
 127.0.0.1 unless told otherwise. Every request's Host header must name this server.
-Database connections are kept between requests (a few idle ones).
+Database connections are kept between requests (a few idle ones); one the database closed
+meanwhile (a restart) is replaced before use, and a read whose kept connection breaks under
+it is read again on a new one, so a restart costs the user nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import contextlib
 import json
 import logging
 import re
+import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from .. import epochs, prompts
@@ -33,6 +36,7 @@ from ..errors import (
     SchemaNotInitialized,
 )
 from ..jsonable import to_jsonable
+from ..pg import Connection
 from ..settings import Target
 from . import data, writes
 from .gate import (
@@ -58,6 +62,7 @@ MAX_PATH_CHARS = 4096
 RUN_ID = re.compile(r"/api/run/([0-9]{1,18})")  # ASCII digits only ("٣".isdigit() is True)
 RUN_REF_ID = re.compile(r"[0-9]{1,18}")
 IDLE_CONNECTIONS = 6  # kept open between requests: a browser asks 6 at a time
+T = TypeVar("T")
 
 
 class DashboardServer(ThreadingHTTPServer):
@@ -103,15 +108,58 @@ class DashboardServer(ThreadingHTTPServer):
     def database(self) -> Iterator[Database]:
         """A connected Database, reused across requests: a page of thumbnails is dozens of
         requests, and a new PostgreSQL connection (and schema check) each cost more than
-        the query. One that raised is closed, not kept (it may be broken)."""
-        with self._lock:
-            db = self._idle.pop() if self._idle else None
-        db = db or Database(target=self.target)
+        the query. An idle one the server closed meanwhile (it restarted, or ended the
+        session) is dropped before anything is sent on it, so a write never goes out on
+        it. One that raised is closed, not kept (it may be broken)."""
+        db, _pooled = self._checkout()
         try:
             yield db
         except BaseException:
             db.close()
             raise
+        self._checkin(db)
+
+    def read(self, fetch: Callable[[Connection], T]) -> T:
+        """``fetch(conn)`` in one transaction, for a read only: when a pooled connection
+        breaks under it (the server went away between the check and the query), it runs
+        once more on a new connection. Reads change nothing, so running one twice is
+        harmless; a write is never run again this way."""
+        db, pooled = self._checkout()
+        try:
+            with db.transaction() as conn:
+                found = fetch(conn)
+        except DatabaseUnavailable as exc:
+            db.close()
+            if not pooled:
+                raise
+            log.info("dashboard: a kept connection broke (%s); reading again", exc)
+            db = Database(target=self.target)
+            try:
+                with db.transaction() as conn:
+                    found = fetch(conn)
+            except BaseException:
+                db.close()
+                raise
+        except BaseException:
+            db.close()
+            raise
+        self._checkin(db)
+        return found
+
+    def _checkout(self) -> tuple[Database, bool]:
+        """An idle connection that still looks alive (those that do not are closed), else
+        a new one; and whether it was kept from an earlier request."""
+        while True:
+            with self._lock:
+                db = self._idle.pop() if self._idle else None
+            if db is None:
+                return Database(target=self.target), False
+            if _looks_alive(db):
+                return db, True
+            log.info("dashboard: dropped a kept database connection the server had closed")
+            db.close()
+
+    def _checkin(self, db: Database) -> None:
         with self._lock:
             if len(self._idle) < IDLE_CONNECTIONS and not self._closing:
                 self._idle.append(db)
@@ -124,8 +172,7 @@ class DashboardServer(ThreadingHTTPServer):
 
         def run() -> None:
             try:
-                with self.database() as db, db.transaction() as conn:
-                    paths = data.recent_images(conn, limit)
+                paths = self.read(lambda conn: data.recent_images(conn, limit))
             except Exception as exc:  # the page's own requests say what is wrong
                 log.debug("no thumbnails made ahead: %s", exc)
                 return
@@ -175,6 +222,26 @@ class DashboardServer(ThreadingHTTPServer):
         host, port = cast(tuple[str, int], self.server_address[:2])
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/"
+
+
+def _looks_alive(db: Database) -> bool:
+    """Whether an idle connection may still be used, told without a round trip: between
+    transactions the server sends nothing, so a socket with something to read means the
+    server closed it or sent its last words (a restart, a shutdown, an ended session:
+    FATAL 57P01, then EOF). The rare harmless message that could also be waiting (a
+    changed server setting) costs a new connection, nothing else."""
+    conn = db.connected
+    if conn is None or conn.closed or conn.broken:
+        return False
+    try:
+        if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            return not poller.poll(0)  # readable, hung up or in error: not alive
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)  # Windows: sockets only
+    except (OSError, ValueError):  # the socket is gone already
+        return False
+    return not readable
 
 
 def _status_of(exc: LoraTrackerError) -> HTTPStatus:
@@ -255,8 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise Refused(HTTPStatus.NOT_FOUND, "no such page")
 
     def _query(self, fetch: Any) -> Any:
-        with self.server.database() as db, db.transaction() as conn:
-            return fetch(conn)
+        return self.server.read(fetch)
 
     def _image(self, path: str) -> None:
         if "\x00" in path or len(path) > MAX_PATH_CHARS:
