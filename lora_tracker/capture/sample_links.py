@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
@@ -31,7 +31,6 @@ from ..image_results import (
     find_or_create_prompt,
     image_key,
 )
-from ..kohya_prompts import SamplePrompt, parse_prompts, prompt_for_sample
 from ..pg import Connection
 from .files import SampleName, classify_sample
 from .sample_prompts import SamplePromptsFile, configured_prompts_path, read_sample_prompts
@@ -43,9 +42,15 @@ MAX_STEPS = 2**31 - 1
 MAX_CFG = 999.99  # numeric(5, 2)
 
 
+if TYPE_CHECKING:
+    from ..kohya_prompts import SamplePrompt
+
+
 @functools.lru_cache(maxsize=64)
 def _parsed(content: str, fmt: str) -> tuple[SamplePrompt, ...] | None:
     try:
+        from ..kohya_prompts import parse_prompts  # only when samples are linked
+
         return tuple(parse_prompts(content, fmt))  # type: ignore[arg-type]
     except Exception as exc:  # read before, so hardly ever: never stops an event
         log.warning("sample prompts not linked: %s", exc)
@@ -134,6 +139,8 @@ def _unlinked(
             (run_id, wanted),
         ).fetchall()
     }
+    from ..kohya_prompts import prompt_for_sample  # only when samples are linked
+
     todo: list[tuple[str, SampleName, SamplePrompt]] = []
     for path in wanted:
         sample = classify_sample(Path(path))

@@ -24,7 +24,6 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from ..errors import InvalidInput
-from ..kohya_prompts import read_prompts_file
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +65,8 @@ def read_sample_prompts(path: str | Path, found_by: FoundBy) -> SamplePromptsFil
         if len(_READ) > 256:
             _READ.clear()
         try:
+            from ..kohya_prompts import read_prompts_file  # only when there is one
+
             read = read_prompts_file(absolute)
             _READ[key] = SamplePromptsFile(
                 path=read.path, format=read.format, content=read.content, found_by=found_by
