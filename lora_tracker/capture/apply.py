@@ -331,13 +331,13 @@ def run_fields(event: CheckpointObserved) -> dict[str, Any]:
     fields = dict(_run_settings(event))
     per_save = save_fields_from_metadata(event.metadata)
     per_save["checkpoint_file_size_mb"] = _megabytes(event.size_bytes)
-    if event.metadata:
-        per_save["checkpoint_metadata"] = event.metadata
     if event.step is not None:
         per_save["total_steps"] = max(
             event.step, per_save.get("total_steps") or fields.get("total_steps") or 0
         )
     fields.update(valid_run_fields(per_save))
+    if event.metadata:  # the event's own str -> str mapping: nothing to validate
+        fields["checkpoint_metadata"] = event.metadata
     return fields
 
 
