@@ -130,6 +130,7 @@ class GuardResult:
     succeeded: list[dict[str, Any]] = field(default_factory=list)  # ... that succeeded
     skipped: str | None = None  # why nothing could be said
     elapsed_s: float = 0.0
+    run_name: str | None = None  # the recorded run checked (the watcher's new run)
 
     @property
     def repeats_failure(self) -> bool:
@@ -226,6 +227,7 @@ def _recorded_question(run_name: str) -> Callable[[Any], GuardResult]:
         result = _equivalent(conn, wanted) if wanted else GuardResult()
         result.failed = [r for r in result.failed if r["id"] != row["id"]]
         result.succeeded = [r for r in result.succeeded if r["id"] != row["id"]]
+        result.run_name = run_name
         return result
 
     return question
@@ -422,8 +424,11 @@ def banner(result: GuardResult, mode: str, *, stops: bool = True) -> str:
     if mode == "strict" and stops:
         lines.append(f" Stopping before the first step ({GUARD_ENV}=strict).")
     elif not stops:
-        lines.append(" Seen by lora-tracker watch, which cannot stop a training (the launcher's")
-        lines.append(" --guard strict or LORA_TRACKER_GUARD=strict stops one before it starts).")
+        seen = f" in run {result.run_name}" if result.run_name else ""
+        lines += _wrapped(
+            f"Seen by lora-tracker watch{seen}, which cannot stop a training (the launcher's "
+            f"--guard strict or {GUARD_ENV}=strict stops one before it starts).", " ", " ",
+        )  # fmt: skip
     else:
         lines.append(f" Training goes on. {GUARD_ENV}=strict stops here; =off skips this check.")
     lines.append(rule)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -446,3 +447,65 @@ def test_time_limit_setting(value: str, expected: float, monkeypatch: pytest.Mon
 
     monkeypatch.setenv("LORA_TRACKER_GUARD_TIMEOUT", value)
     assert time_limit() == expected
+
+
+def test_chunked_backfill_checks_the_first_new_runs_in_order(
+    tmp_path: Path,
+    db_url: str,
+    guard_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backfill larger than one chunk: every file lands once, in its run and epoch, while
+    the chunks are written as the next are read; the first five new runs are checked (on
+    one connection a chunk) and their banners come in the order the runs were recorded."""
+    from lora_tracker.capture import watcher
+    from lora_tracker.capture.delivery import EventDelivery
+
+    monkeypatch.setattr(watcher, "BACKFILL_CHUNK", 7)
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = sd15_metadata("old", 1, time.time() - 86400, dim=32) | {"ss_epoch": "1"}
+    (old / "old-000001.safetensors").write_bytes(checkpoint_bytes(meta, 32, seed=1))
+    delivery = EventDelivery(db_url)
+    try:
+        Watcher([old], delivery).backfill()
+    finally:
+        delivery.close()
+    [failed] = rows(db_url, "SELECT run_name FROM training_runs")
+    mark_failed(db_url, failed["run_name"])
+    guard_log.clear()
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for run in range(7):  # 7 trainings of 4 epochs: 28 files in 4 chunks
+        started = time.time() - 3600 + run * 60
+        for epoch in range(1, 5):
+            meta = sd15_metadata(f"r{run}", 100 + run, started, dim=32)
+            meta |= {"ss_epoch": str(epoch), "ss_num_epochs": "4", "ss_steps": str(epoch * 10)}
+            path = out / (f"r{run}-{epoch:06d}.safetensors" if epoch < 4 else f"r{run}.safetensors")
+            path.write_bytes(checkpoint_bytes(meta, 32, seed=run * 10 + epoch))
+            stamp = started + epoch
+            os.utime(path, (stamp, stamp))
+    delivery = EventDelivery(db_url)
+    try:
+        stats = Watcher([out], delivery).backfill()
+    finally:
+        delivery.close()
+    assert (stats.checkpoints, stats.recorded, stats.skipped) == (28, 28, 0)
+    epochs = rows(
+        db_url,
+        "SELECT tr.output_name, array_agg(er.epoch_number ORDER BY er.epoch_number) AS e, "
+        "count(c.id) AS files FROM training_runs tr JOIN epoch_results er "
+        "ON er.training_run_id = tr.id JOIN checkpoints c ON c.epoch_result_id = er.id "
+        "WHERE tr.output_dir = %s GROUP BY tr.output_name ORDER BY tr.output_name",
+        (str(out),),
+    )
+    assert [(r["output_name"], r["e"], r["files"]) for r in epochs] == [
+        (f"r{run}", [1, 2, 3, 4], 4) for run in range(7)
+    ]
+    banners = [
+        line for line in guard_log.text.splitlines() if "THIS CONFIGURATION ALREADY FAILED" in line
+    ]
+    assert len(banners) == 5  # the first five new runs, not seven
+    named = re.findall(r"Seen by lora-tracker watch in run (r\d)_", guard_log.text)
+    assert named == [f"r{run}" for run in range(5)]
