@@ -6,6 +6,7 @@ or the Supabase editor is refused too. The vocabularies come from ``vocab.py``; 
 the CHECKs back from a migrated database and compares them with it.
 """
 
+import functools
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -304,6 +305,11 @@ def render_validation_error(exc: Any) -> str:
     return "; ".join(lines)
 
 
+@functools.cache
+def _run_field_names() -> frozenset[str]:
+    return frozenset(RunFields.model_fields)  # (a property: asked once, not per key)
+
+
 def valid_run_fields(
     fields: dict[str, Any], *, mode: Literal["python", "json"] = "python"
 ) -> dict[str, Any]:
@@ -315,7 +321,8 @@ def valid_run_fields(
     from pydantic import ValidationError
 
     log = logging.getLogger(__name__)
-    known = {k: v for k, v in fields.items() if k in RunFields.model_fields}
+    names = _run_field_names()
+    known = {k: v for k, v in fields.items() if k in names}
     unknown = sorted(set(fields) - set(known))
     if unknown:
         log.warning("lora-tracker: ignoring unknown run fields %s", ", ".join(unknown))

@@ -782,10 +782,11 @@ def _log_delivery(event: Event, outcome: DeliveryOutcome, applied: Applied | Non
 def _shown(path: str) -> str:
     """A checkpoint as a log line names it: with its folder when the file name alone says
     nothing (``checkpoint-16/pytorch_lora_weights.safetensors``)."""
-    file = Path(path)
-    if file.stem in ADAPTER_FILES and file.parent.name:
-        return f"{file.parent.name}/{file.name}"
-    return file.name
+    folder, name = os.path.split(path)
+    parent = os.path.basename(folder)
+    if os.path.splitext(name)[0] in ADAPTER_FILES and parent:
+        return f"{parent}/{name}"
+    return name
 
 
 def _removal_said(outcome: DeliveryOutcome, applied: Applied | None) -> str:
