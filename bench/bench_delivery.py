@@ -90,6 +90,11 @@ def landing(url: str, runs: int, epochs: int) -> Row:
 def first_call(url: str, home: Path, tries: int, guard: str = "off") -> Row:
     samples = []
     env = {**os.environ, "URL": url, "LORA_TRACKER_HOME": str(home), "LORA_TRACKER_GUARD": guard}
+    # as installed (pip compiles the modules): bytecode loaded, not compiled in each process,
+    # also where PYTHONDONTWRITEBYTECODE is set; one untimed run writes it
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(home / "pycache")
+    subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True, env=env, check=True)
     for _ in range(tries):
         out = subprocess.run(
             [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env, check=True
