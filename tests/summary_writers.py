@@ -90,7 +90,10 @@ def writer(url: str, seed: int, rounds: int, tally: Tally) -> None:
     committed = deadlocks = 0
     seconds: list[float] = []
     try:
-        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        # as lora_tracker.db connects: no prepared statements (a transaction-mode pooler)
+        with psycopg.connect(
+            url, autocommit=True, row_factory=dict_row, prepare_threshold=None
+        ) as conn:
             for n in range(rounds):
                 kind = "capture" if len(mine) < 2 else rng.choice(
                     ["capture", "verdict", "judge", "judge", "cleanup"]
