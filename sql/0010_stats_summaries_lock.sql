@@ -23,12 +23,10 @@
 -- changes no summary (capture's times and sizes, unscored epochs) takes no lock at all.
 -- The summaries themselves, and what `stats` reads, are unchanged.
 
--- Key (two int4, a key space apart from the one-bigint keys of migrations.py and
--- image_results.py): "lora" in ASCII, and 8 for the summaries of 0008.
-CREATE FUNCTION stats_summaries_lock() RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock(1819243105, 8);
-$$;
+-- The lock's key is two int4 (a key space apart from the one-bigint keys of migrations.py
+-- and image_results.py): "lora" in ASCII (1819243105), and 8 for the summaries of 0008.
+-- It is called in the trigger functions themselves, not through a function of this
+-- schema: on Supabase every function of the public schema can be called through the API.
 
 CREATE OR REPLACE FUNCTION stats_runs_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -36,7 +34,7 @@ DECLARE
     changes jsonb;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        PERFORM stats_summaries_lock();
+        PERFORM pg_advisory_xact_lock(1819243105, 8);  -- (see the top)
         DELETE FROM stats_run_groups;
         RETURN NULL;
     END IF;
@@ -80,7 +78,7 @@ BEGIN
         ) x;
     END IF;
     IF changes IS NOT NULL THEN
-        PERFORM stats_summaries_lock();
+        PERFORM pg_advisory_xact_lock(1819243105, 8);  -- (see the top)
         PERFORM stats_run_groups_add(changes);
         DELETE FROM stats_run_groups WHERE runs = 0;
     END IF;
@@ -94,7 +92,7 @@ DECLARE
     d record;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        PERFORM stats_summaries_lock();
+        PERFORM pg_advisory_xact_lock(1819243105, 8);  -- (see the top)
         UPDATE stats_epoch_flags SET epochs_scored = 0, wrong_backgrounds = 0,
                                      random_pixels = 0, photorealistic = 0;
         RETURN NULL;
@@ -142,7 +140,7 @@ BEGIN
         ) c;
     END IF;
     IF d.scored <> 0 OR d.wb <> 0 OR d.rp <> 0 OR d.pr <> 0 THEN
-        PERFORM stats_summaries_lock();
+        PERFORM pg_advisory_xact_lock(1819243105, 8);  -- (see the top)
         UPDATE stats_epoch_flags SET epochs_scored = epochs_scored + d.scored,
                                      wrong_backgrounds = wrong_backgrounds + d.wb,
                                      random_pixels = random_pixels + d.rp,

@@ -67,9 +67,7 @@ def _capture_batch(rng: random.Random, key: str, name: str) -> list[Any]:
         "num_epochs": 3,
     }
     events: list[Any] = [RunStarted(run_key=key, run_name=name, fields=fields, captured=True)]
-    events += [
-        EpochLogged(run_key=key, epoch=e, loss=0.1 + rng.random() / 10) for e in range(1, 4)
-    ]
+    events += [EpochLogged(run_key=key, epoch=e, loss=0.1 + rng.random() / 10) for e in range(1, 4)]
     events.append(RunFinished(run_key=key, status=rng.choice(["completed", "failed"])))
     return events
 
