@@ -1,34 +1,33 @@
-"""Concurrent writers never deadlock on the stats summaries (sql/0010_stats_summaries_lock.sql).
+"""Concurrent writers never deadlock on the stats summaries (sql/0010_stats_summary_changes.sql).
 
 Before 0010, writers whose transactions changed summary rows in several statements (score
 epochs then set the verdict; delete a run, whose cascade then removes its epochs; create a
 run then fill its settings) deadlocked now and then (SQLSTATE 40P01): about one
-transaction in a hundred here. The triggers now take one transaction-level advisory lock
-before they change a summary row; a statement that changes none takes nothing.
+transaction in a hundred here. Writers now append their changes to tables without a key,
+and a transaction folds them into the summary rows only when no other one is folding: no
+writer waits for another on a summary row.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
+from lora_tracker.decisions import SUMMARY_QUERIES
+
 from .conftest import DatabaseFactory
 from .summary_writers import run_writers
 from .test_stats_summaries import both
+from .test_stats_summaries import insert as insert_run
 
-# the lock's key: classid "lora", objid 8 (two int4 keys: objsubid 2)
-HELD = (
-    "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' "
-    "AND classid = 1819243105 AND objid = 8 AND objsubid = 2 AND pid = pg_backend_pid()"
-)
+# the folding locks (sql/0010_stats_summary_changes.sql): classid "lora", objid 8 or 9
 ANYONE_HOLDS = (
     "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' "
-    "AND classid = 1819243105 AND objid = 8 AND objsubid = 2"
+    "AND classid = 1819243105 AND objid IN (8, 9) AND objsubid = 2"
 )
 
 
@@ -84,32 +83,56 @@ def test_writers_through_a_transaction_pooler(
 
 
 @pytest.mark.both_servers
-def test_only_a_summary_change_takes_the_lock(conn: psycopg.Connection[dict[str, Any]]) -> None:
-    """Capture's frequent writes (times, sizes, unscored epochs) take no lock; a change of
-    a summary takes it until the transaction ends, and a rollback releases it too."""
-    run = conn.execute(
-        "INSERT INTO training_runs (run_name, model_type) VALUES ('locks', 'SDXL') RETURNING id"
-    ).fetchone()
-    assert run is not None
-    assert conn.execute(HELD).fetchone() == {"n": 0}  # autocommit: already released
-    with conn.transaction():
-        conn.execute("UPDATE training_runs SET last_event_at = now() WHERE id = %s", (run["id"],))
-        conn.execute(
-            "INSERT INTO epoch_results (training_run_id, epoch_number, loss) VALUES (%s, 1, 0.1)",
-            (run["id"],),
-        )
-        conn.execute("UPDATE training_runs SET model_type = model_type WHERE id = %s", (run["id"],))
-        assert conn.execute(HELD).fetchone() == {"n": 0}
-        conn.execute(
-            "UPDATE epoch_results SET visual_quality_score = 7 WHERE training_run_id = %s",
-            (run["id"],),
-        )
-        assert conn.execute(HELD).fetchone() == {"n": 1}
-    assert conn.execute(HELD).fetchone() == {"n": 0}
-    with conn.transaction():
-        conn.execute("UPDATE training_runs SET overall_verdict = 'success' WHERE id = %s",
-                     (run["id"],))  # fmt: skip
-        assert conn.execute(HELD).fetchone() == {"n": 1}
-        raise psycopg.Rollback()
-    assert conn.execute(HELD).fetchone() == {"n": 0}
-    both(conn)
+def test_a_writer_never_waits_for_another_on_the_summaries(db_url: str) -> None:
+    """While one transaction holds uncommitted changes of every summary (a verdict, scored
+    epochs), another changing the same summary rows commits at once (a lock wait would
+    hit lock_timeout); readers see each change as it commits, and the changes are folded
+    into the summary rows once no one is folding."""
+    with (
+        psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as first,
+        psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as second,
+        psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as reader,
+    ):
+        ids = [
+            insert_run(first, {"run_name": f"r{n}", "model_type": "SDXL", "network_dim": 16})
+            for n in range(2)
+        ]
+        for run_id in ids:
+            first.execute(
+                "INSERT INTO epoch_results (training_run_id, epoch_number) VALUES (%s, 1)",
+                (run_id,),
+            )
+        second.execute("SET lock_timeout = '2s'")
+        with first.transaction():  # holds its changes, and folds them, until it commits
+            first.execute(
+                "UPDATE epoch_results SET visual_quality_score = 6, has_random_pixels = true "
+                "WHERE training_run_id = %s", (ids[0],),
+            )  # fmt: skip
+            first.execute(
+                "UPDATE training_runs SET overall_verdict = 'success', quality_score = 8 "
+                "WHERE id = %s", (ids[0],),
+            )  # fmt: skip
+            with second.transaction():  # the same groups and flags: no wait
+                second.execute(
+                    "UPDATE training_runs SET overall_verdict = 'success', quality_score = 8 "
+                    "WHERE id = %s", (ids[1],),
+                )  # fmt: skip
+                second.execute(
+                    "UPDATE epoch_results SET visual_quality_score = 6, "
+                    "has_random_pixels = true WHERE training_run_id = %s", (ids[1],),
+                )  # fmt: skip
+            both(reader)  # the second's change is seen, the first's not yet
+            flags = reader.execute(SUMMARY_QUERIES["epoch_flags"]).fetchone()
+            assert flags is not None and flags["epochs_scored"] == 1
+        both(reader)
+        flags = reader.execute(SUMMARY_QUERIES["epoch_flags"]).fetchone()
+        assert flags is not None and flags["random_pixels"] == 2
+        # the next change folds what is left: the summary rows alone are right again
+        second.execute("UPDATE training_runs SET quality_score = 9 WHERE id = %s", (ids[1],))
+        second.execute("DELETE FROM epoch_results WHERE training_run_id = %s", (ids[1],))
+        left = reader.execute(
+            "SELECT (SELECT count(*) FROM stats_run_group_changes) + "
+            "(SELECT count(*) FROM stats_epoch_flag_changes) AS n"
+        ).fetchone()
+        assert left == {"n": 0}
+        both(reader)
