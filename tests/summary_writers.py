@@ -163,3 +163,102 @@ def run_writers(url: str, writers: int, rounds: int, seed: int = 0) -> Tally:
     for thread in threads:
         thread.join()
     return tally
+
+
+# -- shared runs: capture and people on the same runs ---------------------------------------
+
+
+def shared_capture(url: str, seed: int, rounds: int, tally: Tally) -> None:
+    """A watcher of several trainings: each batch logs an epoch of one or two of its runs
+    (in run order, as capture writes them) and now and then starts a new run first."""
+    rng = random.Random(seed)
+    keys: list[str] = []
+    committed = deadlocks = 0
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row, prepare_threshold=None) as c:
+        for n in range(rounds):
+            new: list[Any] = []
+            key = None
+            if not keys or rng.random() < 0.3:
+                name = f"s{seed}-{n}-{uuid.uuid4().hex[:6]}"
+                key = f"session:{name}"
+                new = _capture_batch(rng, key, name)[:1]
+            logged = [
+                EpochLogged(run_key=k, epoch=rng.randint(1, 12), loss=0.1)
+                for k in sorted(rng.sample(keys, min(2, len(keys))))
+            ]
+            try:
+                with c.transaction():
+                    apply_events(c, new + logged, runs={})
+            except psycopg.errors.DeadlockDetected as exc:
+                deadlocks += 1
+                tally.details.append(f"capture: {exc.diag.message_detail} @ {exc.diag.context}")
+                continue
+            committed += 1
+            if key:
+                keys.append(key)
+    tally.add(committed, deadlocks, [])
+
+
+def shared_judge(url: str, seed: int, rounds: int, tally: Tally) -> None:
+    """A person judging any run: scores two of its epochs, then the verdict."""
+    rng = random.Random(seed)
+    committed = deadlocks = 0
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row, prepare_threshold=None) as c:
+        for _ in range(rounds):
+            run_ids = [r["id"] for r in c.execute("SELECT id FROM training_runs").fetchall()]
+            if not run_ids:
+                time.sleep(0.05)
+                continue
+            run_id = rng.choice(run_ids)
+            recorded = [
+                r["epoch_number"]
+                for r in c.execute(
+                    "SELECT epoch_number FROM epoch_results WHERE training_run_id = %s",
+                    (run_id,),
+                ).fetchall()
+            ]
+            try:
+                with c.transaction():
+                    for epoch in sorted(rng.sample(recorded, min(2, len(recorded)))):
+                        judging.score_epoch(
+                            c, run_id, epoch, {"visual_quality_score": rng.randint(0, 10)},
+                            flags=rng.sample(FLAGS, 1),
+                        )  # fmt: skip
+                    _verdict(c, rng, run_id)
+            except psycopg.errors.DeadlockDetected as exc:
+                deadlocks += 1
+                tally.details.append(f"judge: {exc.diag.message_detail} @ {exc.diag.context}")
+                continue
+            committed += 1
+    tally.add(committed, deadlocks, [])
+
+
+def run_shared_writers(url: str, each: int, rounds: int, seed: int = 0) -> Tally:
+    """``each`` capture threads and ``each`` judging threads on the same runs. Unlike
+    `run_writers`, they share runs and epochs too, so some deadlocks may be over those rows
+    (a person's epoch scores against capture's run update then epoch upsert), whatever
+    the summaries do: `summary_deadlocks` tells the summaries' own apart."""
+    tally = Tally()
+
+    def guarded(target: Any, n: int) -> None:
+        try:
+            target(url, seed * 1000 + n, rounds, tally)
+        except BaseException as exc:  # reported by the caller
+            with tally.lock:
+                tally.other_errors.append(exc)
+
+    threads = [
+        threading.Thread(target=guarded, args=(target, n))
+        for n in range(each)
+        for target in (shared_capture, shared_judge)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tally
+
+
+def summary_deadlocks(tally: Tally) -> int:
+    """The deadlocks met while a summary trigger ran (its function names start stats_)."""
+    return sum(1 for detail in tally.details if "stats_" in detail.split(" @ ", 1)[-1])
