@@ -340,8 +340,7 @@ _SUMMARY_SELECTS: dict[str, str] = {
     """,
 }
 SUMMARY_QUERIES: dict[str, sql.Composed] = {
-    name: _SUMMARIES_NOW + sql.SQL(select)
-    for name, select in _SUMMARY_SELECTS.items()
+    name: _SUMMARIES_NOW + sql.SQL(select) for name, select in _SUMMARY_SELECTS.items()
 }
 
 STATS_TITLES = {

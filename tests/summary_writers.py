@@ -14,6 +14,10 @@ Each writer is a thread with its own connection. A round is one transaction of o
 A writer only touches runs it captured itself, so the rows two writers share are the
 summary rows alone: a deadlock between them is the summaries' doing. Nothing is retried:
 a deadlock (SQLSTATE 40P01) is counted and its transaction is rolled back whole.
+
+``run_shared_writers`` puts watchers and people on the same runs instead (a person judging
+a run that is still being captured); ``summary_deadlocks`` counts the deadlocks met inside
+a summary trigger.
 """
 
 from __future__ import annotations
