@@ -249,10 +249,36 @@ STATS_QUERIES: dict[str, str] = {
     """,
 }
 
+# The summaries as of this statement: the summary rows plus the changes writers appended
+# and no one has folded into them yet (sql/0010_stats_summary_changes.sql). A WITH query
+# named after each summary table stands in for it (inside it, the name is the table).
+_SUMMARIES_NOW = sql.SQL("""
+    WITH stats_run_groups AS (
+        SELECT kind, g1, g2, g3, overall_verdict, quality_score, SUM(runs)::bigint AS runs
+        FROM (SELECT kind, g1, g2, g3, overall_verdict, quality_score, runs
+              FROM stats_run_groups
+              UNION ALL
+              SELECT kind, g1, g2, g3, overall_verdict, quality_score, runs
+              FROM stats_run_group_changes) AS c
+        GROUP BY kind, g1, g2, g3, overall_verdict, quality_score
+        HAVING SUM(runs) <> 0
+    ), stats_epoch_flags AS (
+        SELECT SUM(epochs_scored)::bigint AS epochs_scored,
+               SUM(wrong_backgrounds)::bigint AS wrong_backgrounds,
+               SUM(random_pixels)::bigint AS random_pixels,
+               SUM(photorealistic)::bigint AS photorealistic
+        FROM (SELECT epochs_scored, wrong_backgrounds, random_pixels, photorealistic
+              FROM stats_epoch_flags
+              UNION ALL
+              SELECT epochs_scored, wrong_backgrounds, random_pixels, photorealistic
+              FROM stats_epoch_flag_changes) AS c
+    )
+""")
+
 # The same answers from the summaries kept by triggers (sql/0008_stats_summaries.sql), for
 # the whole history: a few hundred rows read instead of every run and every epoch. Same
 # columns, types and order as STATS_QUERIES (tests/test_stats_summaries.py checks it).
-SUMMARY_QUERIES: dict[str, str] = {
+_SUMMARY_SELECTS: dict[str, str] = {
     "success_rate": """
         SELECT g1 AS model_type, SUM(runs)::bigint AS total_runs,
                COALESCE(SUM(runs) FILTER (WHERE overall_verdict = 'success'), 0)::bigint
@@ -312,6 +338,9 @@ SUMMARY_QUERIES: dict[str, str] = {
                       ELSE g1::float8 END,
                  g1
     """,
+}
+SUMMARY_QUERIES: dict[str, sql.Composed] = {
+    name: _SUMMARIES_NOW + sql.SQL(select) for name, select in _SUMMARY_SELECTS.items()
 }
 
 STATS_TITLES = {

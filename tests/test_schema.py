@@ -35,6 +35,8 @@ OWN_TABLES = {
     "applied_events",
     "stats_run_groups",
     "stats_epoch_flags",
+    "stats_run_group_changes",
+    "stats_epoch_flag_changes",
     "deleted_checkpoints",
     "deleted_runs",
 }
