@@ -78,6 +78,24 @@ EPOCH_TABLE_OVERFLOW = """() => {
 }"""
 
 
+def _fill_every_column(url: str, tmp_path: Path) -> None:
+    """Every column of SD15_PERFECT_Nov9's epochs filled: four kohya samples an epoch
+    (64 px PNGs), scores, flags, verdict, loss and a long note."""
+    from PIL import Image
+
+    paths = []
+    for index, colour in enumerate(["red", "green", "blue", "orange"]):
+        path = tmp_path / f"pixelbaby_e000006_{index:02d}_20241109100000.png"
+        Image.new("RGB", (64, 64), colour).save(path)
+        paths.append(str(path))
+    _set_epochs(url, "SD15_PERFECT_Nov9", sample_images=paths, verdict="acceptable",
+                visual_quality_score=10, style_match_score=10, prompt_adherence_score=10,
+                production_ready=True, loss=0.2259,
+                has_wrong_backgrounds=True, has_random_pixels=True, is_photorealistic=True,
+                observations="slight noise around outlines, but the background is wrong in"
+                " the beach prompt")  # fmt: skip
+
+
 def _ticks(page: Any, axis: str) -> list[str]:
     texts: list[str] = page.page.eval_on_selector_all(
         f"#chart-curves g.{axis}tick text", "nodes => nodes.map((n) => n.textContent)"
@@ -109,19 +127,7 @@ def test_epoch_samples_stand_two_abreast(
     on a wide screen (not four high), and one above the other where the screen is narrow;
     with every column filled the table is never wider than its section, down to a small
     laptop's screen."""
-    from PIL import Image
-
-    paths = []
-    for index, colour in enumerate(["red", "green", "blue", "orange"]):
-        path = tmp_path / f"pixelbaby_e000006_{index:02d}_20241109100000.png"
-        Image.new("RGB", (64, 64), colour).save(path)
-        paths.append(str(path))
-    _set_epochs(examples_url, "SD15_PERFECT_Nov9", sample_images=paths, verdict="acceptable",
-                visual_quality_score=10, style_match_score=10, prompt_adherence_score=10,
-                production_ready=True, loss=0.2259,
-                has_wrong_backgrounds=True, has_random_pixels=True, is_photorealistic=True,
-                observations="slight noise around outlines, but the background is wrong in"
-                " the beach prompt")  # fmt: skip
+    _fill_every_column(examples_url, tmp_path)
     page = Page(browser, serve() + "#run=SD15_PERFECT_Nov9")
     try:
         _wait_title(page, "SD15_PERFECT_Nov9")
@@ -226,19 +232,7 @@ def test_epoch_table_on_a_phone_and_a_small_window(
     """At 375 px (a phone) and 700 px the page never scrolls sideways and the epoch table
     is a card per epoch: each value labelled ("visual 10"), nothing cut or squeezed, nothing
     to scroll in its box, the note as wide as the card; at 1280 px it is a table again."""
-    from PIL import Image
-
-    paths = []
-    for index, colour in enumerate(["red", "green", "blue", "orange"]):
-        path = tmp_path / f"pixelbaby_e000006_{index:02d}_20241109100000.png"
-        Image.new("RGB", (64, 64), colour).save(path)
-        paths.append(str(path))
-    _set_epochs(examples_url, "SD15_PERFECT_Nov9", sample_images=paths, verdict="acceptable",
-                visual_quality_score=10, style_match_score=10, prompt_adherence_score=10,
-                production_ready=True, loss=0.2259,
-                has_wrong_backgrounds=True, has_random_pixels=True, is_photorealistic=True,
-                observations="slight noise around outlines, but the background is wrong in"
-                " the beach prompt")  # fmt: skip
+    _fill_every_column(examples_url, tmp_path)
     page = Page(browser, serve() + "#run=SD15_PERFECT_Nov9")
     try:
         _wait_title(page, "SD15_PERFECT_Nov9")
