@@ -423,3 +423,53 @@ def test_peft_and_step_checkpoints(tmp_path: Path, db_url: str) -> None:
         "ON tr.id = er.training_run_id WHERE tr.output_name = 'pixelbaby'",
     )
     assert [e["epoch_number"] for e in epochs] == [1]
+
+
+def test_run_updates_of_a_batch_in_one_statement_equal_one_by_one(db_url: str) -> None:
+    """A batch's runs that change the same columns are updated in one statement (through
+    JSON); the rows equal what one UPDATE a run writes, for every kind of column: exact
+    numbers, times, JSON, arrays, NULLs, a NUL in text and a float's NaN."""
+    from datetime import datetime, timedelta, timezone
+    from decimal import Decimal
+
+    from lora_tracker.capture.apply import _set, _set_many
+    from lora_tracker.capture.nul_safe import make_nul_safe
+    from lora_tracker.db import Database
+
+    when = datetime(2026, 11, 28, 1, 2, 3, 456789, tzinfo=timezone(timedelta(hours=-5)))
+    values = [
+        {"checkpoint_file_size_mb": Decimal("144.07"), "network_alpha": Decimal("0.5"),
+         "learning_rate": 1e-4, "unet_lr": float("nan"), "total_steps": 2**31 - 1,
+         "training_finished_at": when, "config": {"a": [1, "x\x00y"], "b": None},
+         "issues_found": ["overfitting", "wrong_backgrounds"], "production_ready": True,
+         "notes": "tab\tnul\x00end", "captured_values": {"seed": 7}},
+        {"checkpoint_file_size_mb": Decimal("0.01"), "network_alpha": Decimal("16"),
+         "learning_rate": 3.5e-05, "unet_lr": None, "total_steps": 0,
+         "training_finished_at": None, "config": [], "issues_found": [],
+         "production_ready": False, "notes": None, "captured_values": {}},
+    ]  # fmt: skip
+    db = Database(db_url, on_connect=make_nul_safe)
+    try:
+        with db.transaction() as conn:
+            ids = [
+                conn.execute(
+                    "INSERT INTO training_runs (run_name) VALUES (%s) RETURNING id", (name,)
+                ).fetchone()["id"]
+                for name in ("one_a", "one_b", "many_a", "many_b")
+            ]
+            for run_id, update in zip(ids[:2], values, strict=True):
+                _set(conn, run_id, dict(update))
+            _set_many(conn, {ids[2]: dict(values[0]), ids[3]: dict(values[1])})
+    finally:
+        db.close()
+    found = {r["id"]: r for r in rows(db_url, "SELECT * FROM training_runs")}
+
+    def same(a: object, b: object) -> bool:
+        return a == b or (a != a and b != b)  # NaN is NaN
+
+    for one, many in ((ids[0], ids[2]), (ids[1], ids[3])):
+        for column in values[0]:
+            assert same(found[one][column], found[many][column]), column
+    assert found[ids[2]]["unet_lr"] != found[ids[2]]["unet_lr"]  # NaN stayed NaN
+    assert found[ids[2]]["training_finished_at"] == when
+    assert found[ids[2]]["checkpoint_file_size_mb"] == Decimal("144.07")

@@ -49,6 +49,7 @@ from .events import (
     RunStarted,
     SamplesObserved,
 )
+from .nul_safe import strip_nul
 from .sample_links import SampleLinks, link_event_samples
 from .trainer_config import run_fields_from_adapter_files, run_fields_from_config
 
@@ -280,8 +281,7 @@ class _FileBatch:
             self.run_updates.setdefault(run_id, {}).update(updates)
 
     def flush(self) -> None:
-        for run_id in sorted(self.run_updates):  # one order: no deadlock between writers
-            _set(self.conn, run_id, self.run_updates[run_id])
+        _set_many(self.conn, self.run_updates)
         self.run_updates = {}
         by_epoch = {(row["run"], row["epoch"]): row for row in self.file_rows}
         for key in [key for key in self.samples if key in by_epoch]:
@@ -902,8 +902,16 @@ def _resolve_run_of(
 
 
 def _prefill(conn: Connection, events: list[AnyEvent], runs: RunCache) -> None:
-    """Look up in one statement the runs of the events that name their run's key."""
-    keys = {key for event in events if (key := getattr(event, "run_key", None)) and key not in runs}
+    """Look up in one statement the runs of the events' keys: those a hook names, and
+    those of checkpoint files (found by their session or folder, as `_apply_checkpoint`
+    asks; a file recorded into a run named by `watch --run` is looked up by name there)."""
+    keys = set()
+    for event in events:
+        key = getattr(event, "run_key", None)
+        if key is None and isinstance(event, CheckpointObserved) and event.run_name is None:
+            key = capture_key(event, _run_settings(event))
+        if key and key not in runs:
+            keys.add(key)
     if not keys:
         return
     found = conn.execute(
@@ -989,6 +997,56 @@ class _EpochWriter:
 
 
 _ONE_US = timedelta(microseconds=1)
+
+
+def _set_many(conn: Connection, updates: dict[int, dict[str, Any]]) -> None:
+    """Each run's updates; runs that change the same columns in one statement (a backfill
+    updates each of its runs once a batch with the same columns: one round trip, not one a
+    run), the rows in id order (one order: no deadlock between writers)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for run_id in sorted(updates):
+        if updates[run_id]:
+            groups.setdefault(tuple(sorted(updates[run_id])), []).append(run_id)
+    for columns, run_ids in groups.items():
+        if len(run_ids) == 1:
+            _set(conn, run_ids[0], updates[run_ids[0]])
+            continue
+        rows = [{"id": run_id, **_json_ready(updates[run_id])} for run_id in run_ids]
+        conn.execute(
+            sql.SQL(
+                "UPDATE training_runs tr SET {} "
+                "FROM jsonb_populate_recordset(NULL::training_runs, %s) AS v "
+                "WHERE tr.id = v.id"
+            ).format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("v", c))
+                    for c in columns
+                )
+            ),
+            (Jsonb(rows),),
+        )
+
+
+def _json_ready(updates: dict[str, Any]) -> dict[str, Any]:
+    """Column values as JSON that ``jsonb_populate_recordset`` reads back to the column's
+    type: numbers and times as text (exact), JSON columns as JSON; text as the connection's
+    text parameters go (NUL removed: JSON would keep it escaped)."""
+    ready: dict[str, Any] = {}
+    for column, value in updates.items():
+        if isinstance(value, Jsonb):
+            value = value.obj
+        if column in _sqlbuild.JSON_COLUMNS or column == "captured_values":
+            pass
+        elif isinstance(value, str):
+            value = strip_nul(value)
+        elif isinstance(value, list):
+            value = [strip_nul(v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, (Decimal, float)) and not isinstance(value, bool):
+            value = str(value) if value == value else "NaN"
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        ready[column] = value
+    return ready
 
 
 def _set(conn: Connection, run_id: int, updates: dict[str, Any]) -> None:
