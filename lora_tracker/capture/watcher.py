@@ -66,6 +66,7 @@ IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
 GUARDED_NEW_RUNS = 5  # a backfill checks the first few runs it records for the first time
 BACKFILL_CHUNK = 200  # checkpoint files a backfill reads before handing them to be written
+BACKFILL_FIRST_CHUNK = 50  # ... the first time (writing starts sooner)
 UNREADABLE_CHECK_S = 10.0  # how often folders skipped for their permissions are tried again
 REPLAY_EVERY_S = 5.0  # how often the spool and unsaved events are offered to the database
 FOLDER_MARK = "\x00folder:"  # a queued folder rescan (no path holds a NUL)
@@ -195,9 +196,10 @@ class Watcher:
     def backfill(self, progress: Callable[[int, int], None] | None = None) -> BackfillStats:
         """Record what is already on disk (and what vanished while nobody watched).
 
-        Files are read in chunks, each handed to a writer thread as soon as it is read, so
-        the database writes a chunk while the next one is read; outcomes are taken in order
-        at the end."""
+        Files are read in chunks, each handed to a writer thread as soon as it is read (the
+        first chunk small, so writing starts early), so the database writes a chunk while
+        the next one is read; each chunk's outcomes are counted and logged as it is written,
+        in order."""
         stats = BackfillStats()
         found = list(scan(self.folders, self._unreadable_folder))
         known = self.delivery.known_files(self.host, [str(f) for f in self.folders])
@@ -205,23 +207,8 @@ class Watcher:
         checkpoints.sort(key=_mtime_order)
         stats.checkpoints = len(checkpoints)
         events: list[Event] = []
-        writer = _BackfillWriter(self.delivery)
-        try:
-            with steady_folders():
-                for start in range(0, len(checkpoints), BACKFILL_CHUNK):
-                    chunk: list[Event] = []
-                    self._observe_all(
-                        checkpoints, start, BACKFILL_CHUNK, known, stats, chunk, progress
-                    )
-                    events.extend(chunk)
-                    writer.write(chunk)
-            if known is not None:
-                later: list[Event] = []
-                self._vanished_and_samples(found, checkpoints, known, stats, events, later)
-                writer.write(later)
-        finally:
-            delivered = writer.finish()
-        for event, outcome, applied in delivered:
+
+        def delivered(event: Event, outcome: DeliveryOutcome, applied: Applied | None) -> None:
             if outcome == "spooled":
                 stats.spooled += 1
             elif outcome == "unsaved":
@@ -235,7 +222,25 @@ class Watcher:
             self._after_delivery(event, outcome)
             if event.kind == "checkpoint":
                 self.on_delivered(event, outcome, applied)
-        stats.samples_linked = _samples_linked(delivered, known)
+
+        writer = _BackfillWriter(self.delivery, delivered)
+        try:
+            with steady_folders():
+                start = 0
+                while start < len(checkpoints):
+                    size = BACKFILL_FIRST_CHUNK if start == 0 else BACKFILL_CHUNK
+                    chunk: list[Event] = []
+                    self._observe_all(checkpoints, start, size, known, stats, chunk, progress)
+                    events.extend(chunk)
+                    writer.write(chunk)
+                    start += size
+            if known is not None:
+                later: list[Event] = []
+                self._vanished_and_samples(found, checkpoints, known, stats, events, later)
+                writer.write(later)
+        finally:
+            outcomes = writer.finish()
+        stats.samples_linked = _samples_linked(outcomes, known)
         writer.report_checks()  # of the trainings found for the first time
         if self.images is not None:
             self.images.backfill(stats)
@@ -639,10 +644,15 @@ class _BackfillWriter:
     database writes one chunk while the watcher reads the next; ``finish`` waits and
     returns every outcome in order (an error on that thread is raised there)."""
 
-    def __init__(self, delivery: EventDelivery) -> None:
+    def __init__(
+        self,
+        delivery: EventDelivery,
+        delivered: Callable[[Event, DeliveryOutcome, Applied | None], None],
+    ) -> None:
         from ..guard import mode_or_default
 
         self.delivery = delivery
+        self.delivered = delivered  # called on this thread for each outcome, in order
         self.outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]] = []
         self.guard_mode = mode_or_default()
         self.checks: list[RecordedChecks] = []  # of the first new runs, asked as they come
@@ -668,6 +678,8 @@ class _BackfillWriter:
                 outcomes = self.delivery.submit_many(chunk, BACKFILL_CHUNK).outcomes
                 self.outcomes.extend(outcomes)
                 self._check_new_runs(outcomes)
+                for outcome in outcomes:
+                    self.delivered(*outcome)
             except BaseException as exc:  # raised to the caller in finish()
                 self._error = exc
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -206,9 +208,32 @@ def _import_once(watcher: Watcher) -> BackfillStats:
         bar.length = total
         bar.update(done - bar.pos)
 
-    stats = watcher.backfill(progress)
-    bar.render_finish()
+    with _logs_held():  # files are recorded while they are read: their lines would cut the bar
+        stats = watcher.backfill(progress)
+        bar.render_finish()
     return stats
+
+
+@contextlib.contextmanager
+def _logs_held() -> Iterator[None]:
+    """Log lines kept (up to 10,000 at a time) while a progress bar is drawn, then written
+    in their order."""
+    from logging.handlers import MemoryHandler
+
+    swapped: list[tuple[logging.Logger, logging.Handler, MemoryHandler]] = []
+    for logger in (logging.getLogger(), logging.getLogger("lora_tracker")):
+        for handler in list(logger.handlers):
+            held = MemoryHandler(10_000, flushLevel=logging.CRITICAL + 1, target=handler)
+            logger.removeHandler(handler)
+            logger.addHandler(held)
+            swapped.append((logger, handler, held))
+    try:
+        yield
+    finally:
+        for logger, handler, held in swapped:
+            logger.removeHandler(held)
+            held.close()  # writes what it holds to the handler
+            logger.addHandler(handler)
 
 
 def _backfill_line(stats: BackfillStats) -> str:
