@@ -473,3 +473,54 @@ def test_run_updates_of_a_batch_in_one_statement_equal_one_by_one(db_url: str) -
     assert found[ids[2]]["unet_lr"] != found[ids[2]]["unet_lr"]  # NaN stayed NaN
     assert found[ids[2]]["training_finished_at"] == when
     assert found[ids[2]]["checkpoint_file_size_mb"] == Decimal("144.07")
+
+
+def test_runs_started_in_one_batch_equal_one_by_one(db_url: str) -> None:
+    """Runs the Python API starts in one batch (a sweep) are created in one statement; each
+    row equals the one a start applied on its own makes, and a start whose name is taken
+    still goes the careful way (it takes the unkeyed run of that name)."""
+    from datetime import datetime, timedelta, timezone
+    from decimal import Decimal
+
+    from lora_tracker.capture.apply import apply_event, apply_events
+    from lora_tracker.capture.events import RunStarted
+    from lora_tracker.capture.nul_safe import make_nul_safe
+    from lora_tracker.db import Database
+    from lora_tracker.models import valid_run_fields
+
+    def started(prefix: str, n: int) -> RunStarted:
+        fields = valid_run_fields({
+            "model_type": "SDXL", "network_dim": 16 + n, "network_alpha": Decimal("8.5"),
+            "learning_rate": 1e-4 / (n + 1), "resolution": "1024x1024",
+            "training_started_at": datetime(2026, 11, 28, 1, 2, 3, 4567,
+                                            tzinfo=timezone(timedelta(hours=9))),
+            "tag_frequency": {"pixel": 3}, "trainer": "api", "host": "gpu-1",
+            "output_dir": "/out", "output_name": "sweep", "notes": "nul\x00here",
+        }, mode="json")  # fmt: skip
+        return RunStarted(
+            run_key=f"api:{prefix}:{n}", run_name=f"{prefix}_{n}", fields=fields,
+            config={"lr": 1e-4, "nested": {"k": [1, 2.5, None]}}, default_name="sweep",
+            observed_at=datetime(2026, 11, 28, 2, 0, n, tzinfo=timezone.utc),
+        )  # fmt: skip
+
+    db = Database(db_url, on_connect=make_nul_safe)
+    try:
+        with db.transaction() as conn:
+            for name in ("batch_2", "single_2"):  # made by hand before: no key yet
+                conn.execute("INSERT INTO training_runs (run_name) VALUES (%s)", (name,))
+            applied = apply_events(conn, [started("batch", n) for n in range(3)], runs={})
+            for n in range(3):
+                apply_event(conn, started("single", n))
+    finally:
+        db.close()
+    assert [(a.outcome, a.run_name, a.new_run) for a in applied] == [
+        ("recorded", "batch_0", True), ("recorded", "batch_1", True),
+        ("recorded", "batch_2", False),
+    ]  # fmt: skip
+    found = {r["run_name"]: r for r in rows(db_url, "SELECT * FROM training_runs")}
+    for n in range(3):
+        batch, single = found[f"batch_{n}"], found[f"single_{n}"]
+        assert batch["capture_key"] == f"api:batch:{n}"
+        for column in batch:
+            if column not in ("id", "run_name", "capture_key", "created_at", "updated_at"):
+                assert batch[column] == single[column], (n, column)

@@ -169,6 +169,7 @@ def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> li
         ).fetchall()
     }
     _prefill(conn, events, runs)
+    _create_started_runs(conn, events, runs)
     writer = _EpochWriter(conn, runs)
     files = _FileBatch(conn, [e for e in events if isinstance(e, CheckpointObserved)])
     results: list[Applied] = []
@@ -568,6 +569,16 @@ def _dated_names(base: str, started: datetime) -> list[str]:
     return [name] + [f"{name}_{n}" for n in range(2, MAX_NAME_ATTEMPTS)]
 
 
+def _new_run_values(fields: dict[str, Any], captured: bool) -> dict[str, Any]:
+    """The columns of a run created from ``fields`` (its name and key aside)."""
+    values = {k: v for k, v in fields.items() if k != "total_steps" or v}
+    values["status"] = "in_progress"
+    values["captured_values"] = Jsonb(_captured_values({}, values) if captured else {})
+    if fields.get("training_started_at"):
+        values["run_date"] = fields["training_started_at"]
+    return values
+
+
 def _insert_run(
     conn: Connection,
     names: list[str],
@@ -575,11 +586,7 @@ def _insert_run(
     fields: dict[str, Any],
     captured: bool = True,
 ) -> dict[str, Any]:
-    values = {k: v for k, v in fields.items() if k != "total_steps" or v}
-    values["status"] = "in_progress"
-    values["captured_values"] = Jsonb(_captured_values({}, values) if captured else {})
-    if fields.get("training_started_at"):
-        values["run_date"] = fields["training_started_at"]
+    values = _new_run_values(fields, captured)
     for name in names:
         query, params = _sqlbuild.insert(
             "training_runs",
@@ -1060,15 +1067,62 @@ def _set(conn: Connection, run_id: int, updates: dict[str, Any]) -> None:
         )
 
 
-def _apply_run_started(
-    conn: Connection, event: RunStarted, runs: RunCache | None = None
-) -> Applied:
+def _started_fields(event: RunStarted) -> dict[str, Any]:
+    """The run columns a start states (validated), and when it was heard of."""
     fields = dict(event.fields)
     fields.setdefault("host", event.host)
     if event.config is not None:
         fields["config"] = event.config
     fields = valid_run_fields(fields)
     fields["last_event_at"] = event.observed_at  # a run made now is made complete
+    return fields
+
+
+def _create_started_runs(conn: Connection, events: list[AnyEvent], runs: RunCache) -> None:
+    """Runs started through the Python API under a name and key not taken yet (a sweep
+    starts hundreds in one process), created in one statement per set of columns, as
+    `_apply_run_started` would create each; any other start is left to it."""
+    fresh: dict[str, RunStarted] = {}
+    for event in events:
+        if (
+            isinstance(event, RunStarted) and event.run_name and not event.previous_key
+            and not event.captured and runs.get(event.run_key) == {}
+            and event.run_name not in fresh
+        ):  # fmt: skip
+            fresh[event.run_name] = event
+    if not fresh:
+        return
+    taken = {
+        row["run_name"]
+        for row in conn.execute(
+            "SELECT run_name FROM training_runs WHERE run_name = ANY(%s)", (list(fresh),)
+        ).fetchall()
+    }
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for name, event in fresh.items():
+        if name not in taken:
+            values = {"run_name": name, "capture_key": event.run_key}
+            values.update(_new_run_values(_started_fields(event), captured=False))
+            groups.setdefault(tuple(sorted(values)), []).append(values)
+    for columns, rows in groups.items():
+        names = sql.SQL(", ").join(map(sql.Identifier, columns))
+        created = conn.execute(
+            sql.SQL(
+                "INSERT INTO training_runs ({}) SELECT {} "
+                "FROM jsonb_populate_recordset(NULL::training_runs, %s) "
+                "ON CONFLICT DO NOTHING RETURNING *"
+            ).format(names, names),
+            (Jsonb([_json_ready(row) for row in rows]),),
+        ).fetchall()
+        for row in created:  # what is not here (taken meanwhile) goes the careful way
+            row[NEW_RUN] = True
+            runs[row["capture_key"]] = row
+
+
+def _apply_run_started(
+    conn: Connection, event: RunStarted, runs: RunCache | None = None
+) -> Applied:
+    fields = _started_fields(event)
     if event.previous_key:
         _take_key(conn, event.previous_key, event.run_key)
         if runs is not None:  # keys moved: what the batch looked up is out of date
