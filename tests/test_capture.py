@@ -451,12 +451,13 @@ def test_run_updates_of_a_batch_in_one_statement_equal_one_by_one(db_url: str) -
     db = Database(db_url, on_connect=make_nul_safe)
     try:
         with db.transaction() as conn:
-            ids = [
-                conn.execute(
-                    "INSERT INTO training_runs (run_name) VALUES (%s) RETURNING id", (name,)
-                ).fetchone()["id"]
-                for name in ("one_a", "one_b", "many_a", "many_b")
-            ]
+            made = conn.execute(
+                "INSERT INTO training_runs (run_name) SELECT unnest(%s::text[]) "
+                "ORDER BY 1 RETURNING id, run_name",
+                (["many_a", "many_b", "one_a", "one_b"],),
+            ).fetchall()
+            by_name = {row["run_name"]: row["id"] for row in made}
+            ids = [by_name[name] for name in ("one_a", "one_b", "many_a", "many_b")]
             for run_id, update in zip(ids[:2], values, strict=True):
                 _set(conn, run_id, dict(update))
             _set_many(conn, {ids[2]: dict(values[0]), ids[3]: dict(values[1])})
