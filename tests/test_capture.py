@@ -525,3 +525,42 @@ def test_runs_started_in_one_batch_equal_one_by_one(db_url: str) -> None:
         for column in batch:
             if column not in ("id", "run_name", "capture_key", "created_at", "updated_at"):
                 assert batch[column] == single[column], (n, column)
+
+
+def test_backfill_creates_its_runs_together_and_a_taken_name_still_works(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A batch's new runs are created together; a run whose first name is taken (a run
+    entered by hand) and a run deleted with cleanup are still handled one by one: the
+    first gets the next free name, the second stays out."""
+    from datetime import datetime, timezone
+
+    started = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc).timestamp()
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, session in (("alpha", 11), ("beta", 12), ("gamma", 13), ("gone", 14)):
+        for epoch in (1, 2):
+            meta = sd15_metadata(name, session, started) | {"ss_epoch": str(epoch)}
+            path = out / f"{name}-{epoch:06d}.safetensors"
+            path.write_bytes(checkpoint_bytes(meta, 4, seed=session * 10 + epoch))
+    rows(db_url, "INSERT INTO training_runs (run_name) VALUES ('beta_2026-11-20') RETURNING id")
+    rows(db_url, "INSERT INTO deleted_runs (capture_key, run_name) "
+                 "VALUES ('session:14', 'gone_2026-11-20') RETURNING capture_key")  # fmt: skip
+    delivery = EventDelivery(db_url)
+    try:
+        stats = Watcher([out], delivery).backfill()
+    finally:
+        delivery.close()
+    assert (stats.recorded, stats.deleted) == (6, 2)
+    found = rows(
+        db_url,
+        "SELECT tr.run_name, tr.capture_key, count(er.id) AS epochs FROM training_runs tr "
+        "LEFT JOIN epoch_results er ON er.training_run_id = tr.id "
+        "GROUP BY tr.id ORDER BY tr.run_name",
+    )
+    assert [(r["run_name"], r["capture_key"], r["epochs"]) for r in found] == [
+        ("alpha_2026-11-20", "session:11", 2),
+        ("beta_2026-11-20", None, 0),
+        ("beta_2026-11-20_2", "session:12", 2),
+        ("gamma_2026-11-20", "session:13", 2),
+    ]

@@ -172,6 +172,7 @@ def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> li
     _create_started_runs(conn, events, runs)
     writer = _EpochWriter(conn, runs)
     files = _FileBatch(conn, [e for e in events if isinstance(e, CheckpointObserved)])
+    _create_file_runs(conn, events, claimed, runs, files)
     results: list[Applied] = []
     for event in events:
         if event.event_id not in claimed:
@@ -1098,12 +1099,43 @@ def _create_started_runs(conn: Connection, events: list[AnyEvent], runs: RunCach
             "SELECT run_name FROM training_runs WHERE run_name = ANY(%s)", (list(fresh),)
         ).fetchall()
     }
+    _insert_runs(conn, [
+        {"run_name": name, "capture_key": event.run_key}
+        | _new_run_values(_started_fields(event), captured=False)
+        for name, event in fresh.items() if name not in taken
+    ], runs)  # fmt: skip
+
+
+def _create_file_runs(
+    conn: Connection, events: list[AnyEvent], claimed: set[Any], runs: RunCache,
+    files: _FileBatch,
+) -> None:  # fmt: skip
+    """The runs of a batch's checkpoint files that no run holds yet (by session or
+    folder), each created from its first file not left out, under its first name, in one
+    statement per set of columns, as `_apply_checkpoint` would create it; a name taken, a
+    file of a deleted run or anything unusual goes the careful way."""
+    first: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if (
+            not isinstance(event, CheckpointObserved) or event.event_id not in claimed
+            or event.force or event.run_key is not None or event.run_name is not None
+        ):  # fmt: skip
+            continue
+        key = capture_key(event, _run_settings(event))
+        if key in first or runs.get(key) != {} or files.of_a_deleted_run(event, key) is not False:
+            continue
+        fields = run_fields(event)
+        values = {"run_name": _default_names(event, fields)[0], "capture_key": key}
+        first[key] = values | _new_run_values(fields, captured=True)
+    _insert_runs(conn, list(first.values()), runs)
+
+
+def _insert_runs(conn: Connection, new: list[dict[str, Any]], runs: RunCache) -> None:
+    """Runs inserted in one statement per set of columns (``jsonb_populate_recordset``);
+    those inserted go into ``runs`` marked new, a name or key taken meanwhile is skipped."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for name, event in fresh.items():
-        if name not in taken:
-            values = {"run_name": name, "capture_key": event.run_key}
-            values.update(_new_run_values(_started_fields(event), captured=False))
-            groups.setdefault(tuple(sorted(values)), []).append(values)
+    for values in new:
+        groups.setdefault(tuple(sorted(values)), []).append(values)
     for columns, rows in groups.items():
         names = sql.SQL(", ").join(map(sql.Identifier, columns))
         created = conn.execute(
@@ -1114,7 +1146,7 @@ def _create_started_runs(conn: Connection, events: list[AnyEvent], runs: RunCach
             ).format(names, names),
             (Jsonb([_json_ready(row) for row in rows]),),
         ).fetchall()
-        for row in created:  # what is not here (taken meanwhile) goes the careful way
+        for row in created:  # what is not here goes the careful way
             row[NEW_RUN] = True
             runs[row["capture_key"]] = row
 
