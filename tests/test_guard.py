@@ -449,19 +449,19 @@ def test_time_limit_setting(value: str, expected: float, monkeypatch: pytest.Mon
     assert time_limit() == expected
 
 
-def test_chunked_backfill_checks_the_first_new_runs_in_order(
+def test_backfill_of_several_batches_checks_the_first_new_runs_in_order(
     tmp_path: Path,
     db_url: str,
     guard_log: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A backfill larger than one chunk: every file lands once, in its run and epoch, while
-    the chunks are written as the next are read; the first five new runs are checked (on
-    one connection a chunk) and their banners come in the order the runs were recorded."""
+    """A backfill larger than one transaction: every file lands once, in its run and epoch;
+    the first five new runs are checked, and their banners, each naming its run, come in
+    the order the runs were recorded."""
     from lora_tracker.capture import watcher
     from lora_tracker.capture.delivery import EventDelivery
 
-    monkeypatch.setattr(watcher, "BACKFILL_CHUNK", 7)
+    monkeypatch.setattr(watcher, "BACKFILL_BATCH", 7)
     old = tmp_path / "old"
     old.mkdir()
     meta = sd15_metadata("old", 1, time.time() - 86400, dim=32) | {"ss_epoch": "1"}
@@ -477,7 +477,7 @@ def test_chunked_backfill_checks_the_first_new_runs_in_order(
 
     out = tmp_path / "out"
     out.mkdir()
-    for run in range(7):  # 7 trainings of 4 epochs: 28 files in 4 chunks
+    for run in range(7):  # 7 trainings of 4 epochs: 28 files in 4 transactions
         started = time.time() - 3600 + run * 60
         for epoch in range(1, 5):
             meta = sd15_metadata(f"r{run}", 100 + run, started, dim=32)
