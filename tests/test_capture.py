@@ -531,8 +531,9 @@ def test_backfill_creates_its_runs_together_and_a_taken_name_still_works(
     tmp_path: Path, db_url: str
 ) -> None:
     """A batch's new runs are created together; a run whose first name is taken (a run
-    entered by hand) and a run deleted with cleanup are still handled one by one: the
-    first gets the next free name, the second stays out."""
+    entered by hand, or a training of the same name that day in the same batch) and a run
+    deleted with cleanup are still handled one by one: the first get the next free name,
+    the last stays out."""
     from datetime import datetime, timezone
 
     started = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc).timestamp()
@@ -543,6 +544,10 @@ def test_backfill_creates_its_runs_together_and_a_taken_name_still_works(
             meta = sd15_metadata(name, session, started) | {"ss_epoch": str(epoch)}
             path = out / f"{name}-{epoch:06d}.safetensors"
             path.write_bytes(checkpoint_bytes(meta, 4, seed=session * 10 + epoch))
+    again = out / "again"  # alpha trained again the same day: the same first name
+    again.mkdir()
+    meta = sd15_metadata("alpha", 15, started + 3600) | {"ss_epoch": "1"}
+    (again / "alpha-000001.safetensors").write_bytes(checkpoint_bytes(meta, 4, seed=151))
     rows(db_url, "INSERT INTO training_runs (run_name) VALUES ('beta_2026-11-20') RETURNING id")
     rows(db_url, "INSERT INTO deleted_runs (capture_key, run_name) "
                  "VALUES ('session:14', 'gone_2026-11-20') RETURNING capture_key")  # fmt: skip
@@ -551,7 +556,7 @@ def test_backfill_creates_its_runs_together_and_a_taken_name_still_works(
         stats = Watcher([out], delivery).backfill()
     finally:
         delivery.close()
-    assert (stats.recorded, stats.deleted) == (6, 2)
+    assert (stats.recorded, stats.deleted) == (7, 2)
     found = rows(
         db_url,
         "SELECT tr.run_name, tr.capture_key, count(er.id) AS epochs FROM training_runs tr "
@@ -560,6 +565,7 @@ def test_backfill_creates_its_runs_together_and_a_taken_name_still_works(
     )
     assert [(r["run_name"], r["capture_key"], r["epochs"]) for r in found] == [
         ("alpha_2026-11-20", "session:11", 2),
+        ("alpha_2026-11-20_2", "session:15", 1),
         ("beta_2026-11-20", None, 0),
         ("beta_2026-11-20_2", "session:12", 2),
         ("gamma_2026-11-20", "session:13", 2),
