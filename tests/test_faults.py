@@ -544,3 +544,33 @@ def test_a_deadlock_during_replay_keeps_the_event_for_next_time(
     synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
     assert "Replayed 2 events, 0 still waiting" in synced.output
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
+
+
+def test_a_deleted_runs_files_are_said_once_a_run(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Watching a folder again after its run was deleted says so in one line for the run
+    (how many files, which run, how to record one again), not one line a file."""
+    import logging
+
+    out = tmp_path / "out"
+    KohyaRun(out, epochs=3, save_last_n=None).run()
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)]).exit_code == 0
+    )
+    [run] = rows(db_url, "SELECT run_name, output_name FROM training_runs")
+    deleted = runner.invoke(cli, ["--database-url", db_url, "delete", run["run_name"], "--yes"])
+    assert deleted.exit_code == 0, deleted.output
+    caplog.set_level(logging.INFO, logger="lora_tracker")
+    delivery = EventDelivery(db_url)
+    try:
+        stats = Watcher([out], delivery).backfill()
+    finally:
+        delivery.close()
+    assert (stats.deleted, stats.recorded) == (3, 0)
+    said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert said == [
+        f"left out 3 checkpoint files of {run['output_name']} in {out}: deleted with their run "
+        "(`lora-tracker record --force FILE` records one again)"
+    ], said

@@ -509,3 +509,19 @@ def test_backfill_of_several_batches_checks_the_first_new_runs_in_order(
     assert len(banners) == 5  # the first five new runs, not seven
     named = re.findall(r"Seen by lora-tracker watch in run (r\d)_", guard_log.text)
     assert named == [f"r{run}" for run in range(5)]
+
+
+def test_watch_log_lines_keep_a_banner_whole() -> None:
+    """`watch` prints its log lines with the time; a block (the banner starts with a newline
+    so no prefix cuts into it) comes without a time left alone on a line above it."""
+    from lora_tracker.cli.capture_commands import _EscapingFormatter
+
+    formatter = _EscapingFormatter("%(asctime)s %(message)s", "%H:%M:%S")
+    line = logging.LogRecord(
+        "lora_tracker", logging.INFO, __file__, 1, "recorded %s", ("a\x1b",), None
+    )
+    block = logging.LogRecord(
+        "lora_tracker", logging.WARNING, __file__, 1, "%s", ("\n===\n !!!",), None
+    )
+    assert re.fullmatch(r"\d\d:\d\d:\d\d recorded a\\x1b", formatter.format(line))
+    assert formatter.format(block) == "\n===\n !!!"

@@ -721,3 +721,33 @@ def test_judging_view_on_a_phone(browser: Any, live: str, judged: JudgingRun) ->
         assert page.errors == []
     finally:
         page.close()
+
+
+@needs_chromium
+def test_a_run_deleted_while_its_page_is_open(
+    browser: Any, live: str, judged: JudgingRun, db_url: str
+) -> None:
+    """`lora-tracker delete` while judging pages are open: a page says the run is no longer
+    recorded (not that the server stopped answering), greys the grid and sends nothing
+    more, whether it notices by polling or by a key pressed before it knew."""
+    keyed = JudgePage(browser, live, judged.name, poll_ms=60000)  # notices on a write
+    polled = JudgePage(browser, live, judged.name)  # notices by polling
+    posted: list[str] = []
+    keyed.page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    try:
+        result = CliRunner().invoke(cli, ["--database-url", db_url, "delete", judged.name, "--yes"])
+        assert result.exit_code == 0, result.output
+        for page in (polled, keyed):
+            if page is keyed:
+                page.keys("5")  # sent before the page knows: refused by the server
+            page.page.wait_for_selector("body.run-gone")
+            status = page.page.inner_text("#status")
+            assert f"{judged.name} is no longer recorded (deleted?)" in status, status
+            assert page.page.inner_text("#live") == "run deleted"
+        sent = len(posted)
+        keyed.keys("6", "g")
+        assert f"{judged.name} is no longer recorded" in keyed.page.inner_text("#status")
+        assert len(posted) == sent  # nothing more sent
+    finally:
+        keyed.close()
+        polled.close()

@@ -208,8 +208,26 @@ class Watcher:
         if known is not None:
             self._vanished_and_samples(found, checkpoints, known, stats, events)
         outcomes = self.delivery.submit_many(events, BACKFILL_BATCH).outcomes
+        new_runs = self._count_outcomes(outcomes, stats)
+        stats.samples_linked = _samples_linked(outcomes, known)
+        self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
+        if self.images is not None:
+            self.images.backfill(stats)
+        return stats
+
+    def _count_outcomes(
+        self, outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]], stats: BackfillStats
+    ) -> list[str]:
+        """Count and log a backfill's outcomes (a deleted run's files in one line per run);
+        returns the runs recorded for the first time."""
         new_runs: list[str] = []
+        left_out: dict[tuple[str, str], int] = {}
         for event, outcome, applied in outcomes:
+            if outcome == "deleted" and isinstance(event, CheckpointObserved):
+                stats.deleted += 1
+                where = (event.output_dir, event.output_name)
+                left_out[where] = left_out.get(where, 0) + 1
+                continue
             if outcome == "spooled":
                 stats.spooled += 1
             elif outcome == "unsaved":
@@ -225,11 +243,13 @@ class Watcher:
                 self.on_delivered(event, outcome, applied)
             if outcome == "recorded" and applied and applied.new_run and applied.run_name:
                 new_runs.append(applied.run_name)
-        stats.samples_linked = _samples_linked(outcomes, known)
-        self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
-        if self.images is not None:
-            self.images.backfill(stats)
-        return stats
+        for (folder, name), count in left_out.items():
+            log.info(
+                "left out %s of %s in %s: deleted with their run "
+                "(`lora-tracker record --force FILE` records one again)",
+                _files(count), name, folder,
+            )  # fmt: skip
+        return new_runs
 
     def _vanished_and_samples(
         self,
@@ -706,6 +726,10 @@ def _log_delivery(event: Event, outcome: DeliveryOutcome, applied: Applied | Non
         pass  # the delivery said why, in one line
     else:
         log.warning("%s: %s", name, outcome)
+
+
+def _files(count: int) -> str:
+    return f"{count} checkpoint file{'' if count == 1 else 's'}"
 
 
 def _shown(path: str) -> str:

@@ -35,6 +35,9 @@ class _EscapingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         from .output import escape_control
 
+        message = record.getMessage()
+        if message.startswith("\n"):  # a block (the launch check's banner): no time alone
+            return escape_control(message)  # on a line of its own above it
         return escape_control(super().format(record))
 
 
@@ -261,7 +264,8 @@ def _backfill_line(stats: BackfillStats) -> str:
 @CONFIG_OPTION
 @click.option(
     "--force", is_flag=True,
-    help="Record files of a run deleted with `cleanup` (capture leaves them out otherwise).",
+    help="Record files of a run deleted with `delete` or `cleanup` (capture leaves them out"
+    " otherwise).",
 )  # fmt: skip
 @click.pass_context
 def record(

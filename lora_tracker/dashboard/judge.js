@@ -536,7 +536,7 @@ function write(kind, body, what, undoing, key) {
     } catch (e) {
       if (key) answered(key, body.fields, seq);
       say(`Not saved · ${what}: ${e.message}`, "err");
-      await reload();  // show what the database holds (the refused change changed nothing)
+      await reloadOrGone();  // show what the database holds (the refused change changed nothing)
       return false;
     } finally {
       setPending(-1);
@@ -574,6 +574,7 @@ function flash(row) {
   if (tr) { tr.classList.remove("saved"); void tr.offsetWidth; tr.classList.add("saved"); }
 }
 function readOnly() {
+  if (runGone) { say(runGone, "err"); return true; }
   if (READ_ONLY) say("This dashboard is read-only (started with --read-only): nothing can be changed here.", "err");
   return READ_ONLY;
 }
@@ -779,8 +780,28 @@ document.getElementById("verdict-form").addEventListener("input", (e) => {
 async function fetchView() {
   const response = await fetch("api/judge?run=" + encodeURIComponent(RUN_REF));
   const payload = await response.json();
-  if (!response.ok) throw new Error(payload.error || response.statusText);
+  if (!response.ok) {
+    const error = new Error(payload.error || response.statusText);
+    error.status = response.status;  // 404: the run is no longer recorded
+    throw error;
+  }
   return payload;
+}
+let runGone = null;  // why nothing can be saved any more (the run was deleted meanwhile)
+function gone() {
+  runGone = `${M ? M.run.run_name : RUN_REF} is no longer recorded (deleted?): nothing here `
+    + "can be saved; open the dashboard to choose a run.";
+  document.getElementById("live").textContent = "run deleted";
+  document.body.classList.add("run-gone");
+  say(runGone, "err");
+}
+async function reloadOrGone() {
+  try {
+    await reload();
+  } catch (e) {
+    if (e.status === 404) gone();
+    else throw e;
+  }
 }
 async function reload() {
   const keep = M && epochAt(state.row) ? { epoch: epochAt(state.row).epoch_number, col: M.columns[state.col] && M.columns[state.col].key } : null;
@@ -800,14 +821,15 @@ async function reload() {
 let reloadTimer = null;
 function reloadSoon() { clearTimeout(reloadTimer); reloadTimer = setTimeout(() => reload().catch(reportError), 50); }
 async function poll() {
+  if (runGone) return;  // nothing left to follow
   try {
     if (M && pendingWrites === 0) {
       const response = await fetch("api/judge/version?run=" + M.run.id);
       const version = await response.text();
       document.getElementById("live").textContent = "live · checked " + new Date().toLocaleTimeString();
       if (pendingWrites === 0 && version !== M.version) {
-        await reload();
-        say("Updated: another page or the CLI changed this run.", "");
+        await reloadOrGone();
+        if (!runGone) say("Updated: another page or the CLI changed this run.", "");
       }
     }
   } catch (e) {
