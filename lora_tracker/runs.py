@@ -251,7 +251,11 @@ def cleanup_candidates(
                    AS epochs,
                (SELECT count(*) FROM prompt_test_results ptr
                   JOIN epoch_results er ON er.id = ptr.epoch_result_id
-                 WHERE er.training_run_id = tr.id) AS prompt_results
+                 WHERE er.training_run_id = tr.id) AS prompt_results,
+               (SELECT coalesce(sum(cardinality(sample_images)), 0) FROM epoch_results er
+                 WHERE er.training_run_id = tr.id) AS sample_images,
+               (SELECT count(*) FROM checkpoints c WHERE c.training_run_id = tr.id)
+                   AS checkpoint_files
         FROM training_runs tr
         WHERE tr.run_date < now() - %s
           AND (%s::text IS NULL OR tr.recommended_for = %s)

@@ -233,6 +233,8 @@ def test_compare_shows_every_run_at_any_width(examples_url: str) -> None:
             assert _read_side_by_side(fitted.output) == whole, (width, fitted.output)
     blocks = run(examples_url, "compare", *runs, columns=80).output
     assert "(runs 1-3 of 5)" in blocks and "(runs 4-5 of 5)" in blocks
+    # the settings' * says a difference among all runs, not within the block shown
+    assert "(runs 1-3 of 5; * differs among all 5 runs)" in blocks
 
 
 def test_runs_columns_and_wide(examples_url: str) -> None:

@@ -341,6 +341,8 @@ def test_deleted_run_is_not_resurrected(tmp_path: Path, db_url: str) -> None:
         cli, ["--database-url", db_url, "cleanup", "--older-than", "0d", "--yes"]
     )
     assert deleted.exit_code == 0, deleted.output
+    assert "Files on disk stay" in deleted.output  # and what goes, as `delete` says it:
+    assert "2 checkpoint file records" in deleted.output, deleted.output
     assert rows(db_url, "SELECT count(*) AS n FROM training_runs")[0]["n"] == 0
 
     again = runner.invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])

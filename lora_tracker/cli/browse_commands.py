@@ -322,7 +322,7 @@ def compare(ctx: click.Context, runs_given: tuple[str, ...], as_json: bool, wide
     click.echo(format_side_by_side(
         ["", "setting"], names,
         [["*" if s["differs"] else "", s["setting"], *s["values"]] for s in settings],
-        width=width,
+        width=width, block_note=f"* differs among all {len(names)} runs",
     ))  # fmt: skip
     if by_epoch:
         click.echo("\nScores per epoch (visual/style/adherence verdict)")

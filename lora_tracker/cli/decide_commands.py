@@ -271,8 +271,13 @@ def cleanup(
                      f"training repeats {its} settings.", terminal_width())  # fmt: skip
     epochs = sum(r["epochs"] for r in found)
     results = sum(r["prompt_results"] for r in found)
-    summary = (f"{plural(len(found), 'run')}, {plural(epochs, 'epoch result')}, "
-               f"{plural(results, 'prompt result')}")  # fmt: skip
+    parts = [plural(epochs, "epoch result"), plural(results, "prompt result")]
+    links = sum(int(r["sample_images"]) for r in found)
+    files = sum(int(r["checkpoint_files"]) for r in found)
+    if links or files:  # as `delete` says them
+        parts += [plural(links, "sample image link"), plural(files, "checkpoint file record")]
+    summary = ", ".join([plural(len(found), "run"), *parts])
+    click.echo("Files on disk stay: checkpoints, samples and test images are not touched.")
     if dry_run:
         click.echo(f"Would delete {summary} (dry run: nothing deleted).")
         return
@@ -280,8 +285,7 @@ def cleanup(
         click.confirm(f"Delete {summary}? (--yes skips this question)", abort=True)
     with db.transaction() as conn:
         deleted = runs.delete_runs(conn, [r["id"] for r in found])
-    click.echo(f"Deleted {plural(deleted, 'run')} with {plural(epochs, 'epoch result')} and "
-               f"{plural(results, 'prompt result')}.")  # fmt: skip
+    click.echo(f"Deleted {plural(deleted, 'run')} with {', '.join(parts[:-1])} and {parts[-1]}.")
 
 
 def _names(names: list[str], shown: int = 3) -> str:

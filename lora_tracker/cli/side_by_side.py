@@ -21,10 +21,12 @@ def format_side_by_side(
     rows: Sequence[Sequence[Any]],
     *,
     width: int | None,
+    block_note: str = "",
 ) -> str:
     """``rows`` (values of the ``fixed`` columns, then one per run) as a table that fits
     ``width``: every run and every value shown, long ones wrapped, the runs in blocks
-    when they do not fit side by side."""
+    when they do not fit side by side (each headed by which runs it shows, and
+    ``block_note``)."""
     columns = [*fixed, *runs]
     if width is None:
         return format_table(columns, rows, width=None)
@@ -45,7 +47,8 @@ def format_side_by_side(
         if len(blocks) > 1:
             first, last = block[0] + 1, block[-1] + 1
             which = f"run {first}" if first == last else f"runs {first}-{last}"
-            out.append(("\n" if number else "") + f"({which} of {len(runs)})")
+            note = f"; {block_note}" if block_note else ""
+            out.append(("\n" if number else "") + f"({which} of {len(runs)}{note})")
         out.extend(_lines([headers[i] for i in shown], widths, [False] * len(shown)))
         out.append(" ".join("-" * (w + 1) for w in widths[:-1]) + " " + "-" * widths[-1])
         for row in cells:
