@@ -801,3 +801,29 @@ def test_a_deadlock_is_one_line_and_says_to_run_again() -> None:
         "Error: another writer was changing the same rows at the same moment (a deadlock): "
         "nothing was changed; run the command again"
     ]
+
+
+def test_a_question_with_no_terminal_to_answer_it(examples_url: str) -> None:
+    """`delete` and `cleanup` without --yes, standard input not a terminal and empty (a
+    script, cron): one line saying how to go ahead, exit 1, nothing deleted; an answer
+    piped in is still read."""
+    before = rows(examples_url, "SELECT run_name FROM training_runs ORDER BY 1")
+    for command in (["delete", "SD15_PERFECT_Nov9"], ["cleanup", "--older-than", "1d"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "lora_tracker", "--database-url", examples_url, *command],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_real_env(),
+            timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 1, done
+        assert done.stderr.strip().splitlines()[-1] == (
+            "Error: no answer to the question (standard input is not a terminal): nothing "
+            "was changed; --yes goes ahead without asking"
+        ), done.stderr
+    assert rows(examples_url, "SELECT run_name FROM training_runs ORDER BY 1") == before
+    answered = subprocess.run(
+        [sys.executable, "-m", "lora_tracker", "--database-url", examples_url,
+         "delete", "SD15_PERFECT_Nov9"],
+        input="n\n", capture_output=True, text=True, env=_real_env(), timeout=120,
+    )  # fmt: skip
+    assert answered.returncode == 1 and "Aborted!" in answered.stderr, answered
+    assert rows(examples_url, "SELECT run_name FROM training_runs ORDER BY 1") == before

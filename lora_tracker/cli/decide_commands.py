@@ -17,6 +17,7 @@ from . import app_context, usage_errors
 from .options import FINITE_RATE, FINITE_ZERO_OR_MORE, choice
 from .output import (
     Layout,
+    confirm_or_stop,
     echo,
     echo_records,
     echo_wrapped,
@@ -282,7 +283,7 @@ def cleanup(
         click.echo(f"Would delete {summary} (dry run: nothing deleted).")
         return
     if not yes:
-        click.confirm(f"Delete {summary}? (--yes skips this question)", abort=True)
+        confirm_or_stop(f"Delete {summary}? (--yes skips this question)")
     with db.transaction() as conn:
         deleted = runs.delete_runs(conn, [r["id"] for r in found])
     click.echo(f"Deleted {plural(deleted, 'run')} with {', '.join(parts[:-1])} and {parts[-1]}.")
@@ -339,7 +340,7 @@ def delete(ctx: click.Context, run: str, dry_run: bool, yes: bool) -> None:
         click.echo("Dry run: nothing deleted.")
         return
     if not yes:
-        click.confirm(f"Delete {escape_control(name)}? (--yes skips this question)", abort=True)
+        confirm_or_stop(f"Delete {escape_control(name)}? (--yes skips this question)")
     with db.transaction() as conn:
         deleted = runs.delete_run(conn, found.run["id"])
     echo(f"Deleted run {deleted.run['run_name']} with {_deletion_summary(deleted)}.")

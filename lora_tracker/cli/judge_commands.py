@@ -10,7 +10,7 @@ import click
 from ..vocab import EPOCH_FLAGS, EPOCH_VERDICTS, MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
 from . import app_context
 from .options import EPOCH, FINITE_RATE, FINITE_ZERO_OR_MORE, choice, resolution
-from .output import echo, escape_control, human_number
+from .output import confirm_or_stop, echo, escape_control, human_number
 
 if TYPE_CHECKING:
     from ..judging import Change
@@ -205,7 +205,7 @@ def epoch_remove(ctx: click.Context, run: str, epoch: int, yes: bool) -> None:
         f" and its {plural(results, 'prompt result')}" if results else ""
     )
     if not yes:
-        click.confirm(f"Remove {escape_control(what)}? (--yes skips this question)", abort=True)
+        confirm_or_stop(f"Remove {escape_control(what)}? (--yes skips this question)")
     with db.transaction() as conn:
         removed = judging.remove_epoch(conn, found.id, epoch)
     echo(f"Removed {what}" + (" (it was the best epoch: best epoch cleared)"

@@ -123,6 +123,27 @@ def terminal_width() -> int | None:
     return None
 
 
+def confirm_or_stop(question: str) -> None:
+    """Ask ``question`` (y/n); "n" stops the command (exit 1). With no answer to read
+    (standard input is not a terminal and holds none), say how to go ahead instead of a
+    bare "Aborted!"."""
+    try:
+        answered = click.confirm(question)
+    except click.Abort:
+        try:
+            asked = sys.stdin.isatty()
+        except (AttributeError, ValueError, OSError):
+            asked = False
+        if asked:
+            raise  # Ctrl-C at the question
+        raise click.ClickException(
+            "no answer to the question (standard input is not a terminal): nothing was "
+            "changed; --yes goes ahead without asking"
+        ) from None
+    if not answered:
+        raise click.Abort()
+
+
 def stdout_is_terminal() -> bool:
     """Whether standard output is a terminal (not a pipe, file or test runner)."""
     try:
