@@ -343,14 +343,17 @@ def delete(ctx: click.Context, run: str, dry_run: bool, yes: bool) -> None:
         confirm_or_stop(f"Delete {escape_control(name)}? (--yes skips this question)")
     with db.transaction() as conn:
         deleted = runs.delete_run(conn, found.run["id"])
-    echo(f"Deleted run {deleted.run['run_name']} with {_deletion_summary(deleted)}.")
+    echo_wrapped(f"Deleted run {deleted.run['run_name']} with {_deletion_summary(deleted)}.",
+                 width)  # fmt: skip
 
 
 def _deletion_summary(found: Any) -> str:
-    parts = [plural(found.epochs, "epoch result"), plural(found.prompt_results, "prompt result"),
-             plural(found.test_images, "test image link")]  # fmt: skip
-    if found.sample_images:
-        parts.append(plural(found.sample_images, "sample image link"))
-    if found.checkpoint_files:
-        parts.append(plural(found.checkpoint_files, "checkpoint file record"))
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+    """What goes with a run, the epochs always, the rest when there is any."""
+    parts = [plural(found.epochs, "epoch result")]
+    for count, what in ((found.prompt_results, "prompt result"),
+                        (found.test_images, "test image link"),
+                        (found.sample_images, "sample image link"),
+                        (found.checkpoint_files, "checkpoint file record")):  # fmt: skip
+        if count:
+            parts.append(plural(count, what))
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
