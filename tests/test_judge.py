@@ -751,3 +751,49 @@ def test_a_run_deleted_while_its_page_is_open(
     finally:
         keyed.close()
         polled.close()
+
+
+@needs_chromium
+def test_judging_on_a_touch_phone(browser: Any, live: str, judged: JudgingRun) -> None:
+    """A touch phone (375 px): tapping a cell of the grid brings the scores into view (they
+    sit below the grid), the score buttons are a finger high, the key hints are not shown,
+    and "back to the grid" returns to the cell being judged; a tapped score saves."""
+    context = browser.new_context(
+        viewport={"width": 375, "height": 700}, is_mobile=True, has_touch=True
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{live}judge#run={judged.name}&poll=60000")
+        page.wait_for_selector("#ready:has-text('ready')", state="attached", timeout=30000)
+        cell = page.locator('#grid tbody tr[data-row="7"] td.cell').first
+        cell.scroll_into_view_if_needed()
+        cell.tap()
+        seen = page.evaluate(
+            """() => {
+              const aside = document.querySelector('aside').getBoundingClientRect();
+              const buttons = [...document.querySelectorAll('#scores .score-row button')];
+              return {
+                aside_on_screen: aside.top >= -1 && aside.top < window.innerHeight / 2,
+                lowest_button: Math.min(...buttons.map((b) => b.getBoundingClientRect().height)),
+                keys_shown: [...document.querySelectorAll('kbd')]
+                  .filter((k) => k.getClientRects().length > 0).length,
+                off_screen: buttons
+                  .filter((b) => b.getBoundingClientRect().right > innerWidth).length,
+              };
+            }"""
+        )  # fmt: skip
+        assert seen["aside_on_screen"] and seen["keys_shown"] == 0, seen
+        assert seen["lowest_button"] >= 40 and seen["off_screen"] == 0, seen
+        page.screenshot(path=str(ARTIFACTS / "judge-touch-scores.png"))
+        page.locator("#scores .score-row").first.locator("button", has_text="6").tap()
+        page.wait_for_selector("#status.ok")
+        assert "visual (none) → 6" in page.inner_text("#status")
+        page.tap("#to-grid")
+        box = page.locator('#grid tbody tr[data-row="7"]').bounding_box()
+        assert box is not None and 0 <= box["y"] < 700, box
+        page.screenshot(path=str(ARTIFACTS / "judge-touch-grid.png"))
+        assert errors == []
+    finally:
+        context.close()

@@ -732,7 +732,11 @@ document.getElementById("grid").addEventListener("click", (e) => {
   if (cell.dataset.col !== undefined) state.col = Number(cell.dataset.col);
   if (e.target.dataset.sample !== undefined) state.sample = Number(e.target.dataset.sample);
   markFocus(false);
+  // a narrow screen has the scores below the grid: go to them (and "back to the grid")
+  if (NARROW.matches) document.querySelector("aside").scrollIntoView({ block: "start" });
 });
+const NARROW = window.matchMedia("(max-width: 760px)");
+document.getElementById("to-grid").addEventListener("click", () => markFocus(true));
 document.getElementById("focus-image").addEventListener("click", () => {
   const f = focusedImage();
   if (f) openImage(f.path, document.getElementById("focus-title").textContent);
