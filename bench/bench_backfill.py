@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from common import fresh_database, machine, table
+from common import fresh_database, machine, spread, start_embedded, table
 
 from lora_tracker import embedded
 from tests.kohya_sim import PNG, checkpoint_bytes, sd15_metadata
@@ -122,10 +122,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="lt-backfill-"))
     try:
-        embedded.start(root / "server")
-        info = embedded.read_postmaster_pid(embedded.pgdata_path(root / "server"))
-        assert info is not None
-        admin = embedded.conninfo_for(info, "postgres")
+        admin = start_embedded(root / "server")
         folder = root / "out"
         files = make_folder(folder, args.runs, args.epochs)
         env = {**os.environ, "LORA_TRACKER_HOME": str(root / "home")}
@@ -150,10 +147,6 @@ def main() -> None:
         embedded.stop(root / "server")
         shutil.rmtree(root, ignore_errors=True)
 
-    def show(samples: list[float]) -> str:
-        return (f"median {statistics.median(samples):.2f} s "
-                f"({min(samples):.2f}-{max(samples):.2f} s, n={len(samples)})")  # fmt: skip
-
     ratio = statistics.median(watch) / statistics.median(limit)
     load = f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     print(f"Machine: {machine()}, {load}\n\n"
@@ -161,8 +154,8 @@ def main() -> None:
           "one sample image per epoch, embedded server, "
           f"bytecode {'not cached' if args.no_bytecode_cache else 'cached'}\n")  # fmt: skip
     print(table([
-        ("`lora-tracker watch --once` (whole process)", show(watch), "< 2x the limit"),
-        ("limit: read every header + one bare insert a file (whole process)", show(limit), "-"),
+        ("`lora-tracker watch --once` (whole process)", spread(watch), "< 2x the limit"),
+        ("limit: read every header + one bare insert a file (whole process)", spread(limit), "-"),
         ("ratio", f"{ratio:.2f}x", "< 2x"),
         ("statements per file in the backfill", f"{statements / files:.2f}", "<= 2"),
     ]))  # fmt: skip

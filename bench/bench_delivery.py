@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from common import fresh_database, machine, table
+from common import fresh_database, machine, start_embedded, table
 
 from lora_tracker import embedded
 
@@ -138,10 +138,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="lt-delivery-"))
     os.environ["LORA_TRACKER_HOME"] = str(root / "home")
     try:
-        embedded.start(root / "server")
-        info = embedded.read_postmaster_pid(embedded.pgdata_path(root / "server"))
-        assert info is not None
-        admin = embedded.conninfo_for(info, "postgres")
+        admin = start_embedded(root / "server")
         results = (
             []
             if args.only_first_call

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from click.testing import CliRunner
-from common import machine
+from common import machine, start_embedded
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
@@ -52,10 +52,7 @@ def poison(path: Path, **overrides: str) -> None:
 class Bench:
     def __init__(self, root: Path) -> None:
         self.root = root
-        embedded.start(root / "server")
-        info = embedded.read_postmaster_pid(embedded.pgdata_path(root / "server"))
-        assert info is not None
-        self.admin = embedded.conninfo_for(info, "postgres")
+        self.admin = start_embedded(root / "server")
         self.count = 0
 
     def fresh(self) -> tuple[str, Path]:

@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import fresh_database, machine, table
+from common import fresh_database, machine, spread, start_embedded, table
 
 from lora_tracker import embedded
 from tests.image_makers import a1111_infotext
@@ -212,10 +212,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="lt-images-"))
     first, again, rss, lines = [], [], [], []
     try:
-        embedded.start(root / "server")
-        info = embedded.read_postmaster_pid(embedded.pgdata_path(root / "server"))
-        assert info is not None
-        admin = embedded.conninfo_for(info, "postgres")
+        admin = start_embedded(root / "server")
         env = {**os.environ, "LORA_TRACKER_HOME": str(root / "home")}
         for n in range(args.repeat):
             url = fresh_database(admin, f"images{n}")
@@ -250,12 +247,6 @@ def main() -> None:
         embedded.stop(root / "server")
         shutil.rmtree(root, ignore_errors=True)
 
-    def show(samples: list[float]) -> str:
-        return (
-            f"median {statistics.median(samples):.2f} s "
-            f"({min(samples):.2f}-{max(samples):.2f} s, n={len(samples)})"
-        )
-
     def speed(samples: list[float]) -> str:
         return f"{size_mb / statistics.median(samples):.0f} MB/s (median of {len(samples)})"
 
@@ -268,8 +259,8 @@ def main() -> None:
     print(
         table(
             [
-                ("`lora-tracker images DIR` (whole process, first run)", show(first), "< 10 s"),
-                ("the same again (all already linked)", show(again), "-"),
+                ("`lora-tracker images DIR` (whole process, first run)", spread(first), "< 10 s"),
+                ("the same again (all already linked)", spread(again), "-"),
                 (
                     "peak RSS of the process",
                     f"max {max(rss):.0f} MB (median {statistics.median(rss):.0f})",

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from common import fresh_database, machine, table
+from common import fresh_database, machine, spread, start_embedded, table
 
 from lora_tracker import embedded
 from tests.kohya_sim import checkpoint_bytes, png_bytes, sd15_metadata
@@ -93,10 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="lt-samples-"))
     try:
-        embedded.start(root / "server")
-        info = embedded.read_postmaster_pid(embedded.pgdata_path(root / "server"))
-        assert info is not None
-        admin = embedded.conninfo_for(info, "postgres")
+        admin = start_embedded(root / "server")
         folder = root / "out"
         files, samples, prompts_file = make_folder(folder, args.runs, args.epochs, args.prompts)
         env = {**os.environ, "LORA_TRACKER_HOME": str(root / "home")}
@@ -118,20 +115,16 @@ def main() -> None:
         embedded.stop(root / "server")
         shutil.rmtree(root, ignore_errors=True)
 
-    def show(values: list[float]) -> str:
-        return (f"median {statistics.median(values):.2f} s "
-                f"({min(values):.2f}-{max(values):.2f} s, n={len(values)})")  # fmt: skip
-
     extra = statistics.median(linked) - statistics.median(plain)
     print(f"Machine: {machine()}\n\n{files} checkpoints ({args.runs} runs x {args.epochs} "
           f"epochs), {samples} samples ({args.prompts} prompts an epoch), "
           "embedded server\n")  # fmt: skip
     print(table([
-        ("`watch --once` (samples as run samples only)", show(plain), "-"),
-        ("`watch --once --prompts prompts.txt` (every sample linked)", show(linked), "-"),
+        ("`watch --once` (samples as run samples only)", spread(plain), "-"),
+        ("`watch --once --prompts prompts.txt` (every sample linked)", spread(linked), "-"),
         ("linking cost per sample", f"{extra / samples * 1000:.2f} ms", "-"),
         ("prompt results made", f"{results} of {samples} samples", "all"),
-        ("the same again (nothing new)", show(again), "-"),
+        ("the same again (nothing new)", spread(again), "-"),
     ]))  # fmt: skip
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
-from common import fresh_database, machine, table
+from common import fresh_database, machine, start_embedded, table
 from psycopg import sql
 
 from lora_tracker import embedded
@@ -141,11 +141,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = rows_for("PostgreSQL 15", os.environ["LORA_TRACKER_TEST_PG15_URL"], args.repeat)
     home = Path(tempfile.mkdtemp(prefix="lt-bench-locks-"))
-    embedded.start(home)
+    admin = start_embedded(home)
     try:
-        info = embedded.read_postmaster_pid(embedded.pgdata_path(home))
-        assert info is not None
-        rows += rows_for("embedded", embedded.conninfo_for(info, "postgres"), args.repeat)
+        rows += rows_for("embedded", admin, args.repeat)
     finally:
         embedded.stop(home)
     print(f"Machine: {machine()}\n")

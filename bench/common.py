@@ -57,6 +57,23 @@ def table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def start_embedded(home: Path) -> str:
+    """Start an embedded server in ``home``; the conninfo of its ``postgres`` database (for
+    `fresh_database`). Stop it with ``embedded.stop(home)``."""
+    from lora_tracker import embedded
+
+    embedded.start(home)
+    info = embedded.read_postmaster_pid(embedded.pgdata_path(home))
+    assert info is not None
+    return embedded.conninfo_for(info, "postgres")
+
+
+def spread(samples: list[float], unit: str = "s") -> str:
+    """``median 0.62 s (0.58-0.66 s, n=9)``."""
+    return (f"median {statistics.median(samples):.2f} {unit} "
+            f"({min(samples):.2f}-{max(samples):.2f} {unit}, n={len(samples)})")  # fmt: skip
+
+
 def fresh_database(admin: str, name: str) -> str:
     """A new database ``name`` on the server ``admin`` reaches, with lora-tracker's schema."""
     import psycopg
