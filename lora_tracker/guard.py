@@ -211,10 +211,13 @@ def start_check(
 
 def check_recorded_run(target: Target, run_name: str, *, limit: float | None = None) -> GuardResult:
     """The same question for a run already recorded (the watcher's new run), by name."""
-    return RecordedChecks(target, [run_name]).results(limit)[0]
+    return start_recorded_check(target, run_name).result(limit)
 
 
-def _recorded_question(run_name: str) -> Callable[[Any], GuardResult]:
+def start_recorded_check(target: Target, run_name: str) -> PendingCheck:
+    """``check_recorded_run`` started on its own thread (a backfill asks for its new runs
+    at once, then reports each in order)."""
+
     def question(conn: Any) -> GuardResult:
         from psycopg import sql
 
@@ -230,48 +233,7 @@ def _recorded_question(run_name: str) -> Callable[[Any], GuardResult]:
         result.run_name = run_name
         return result
 
-    return question
-
-
-class RecordedChecks:
-    """The checks of runs already recorded (a backfill's new runs), asked one after the
-    other on one daemon thread and one connection; ``results`` gives each answer in order,
-    waiting at most the time limit since they were asked."""
-
-    def __init__(self, target: Target, run_names: list[str]) -> None:
-        self._started = time.monotonic()
-        self.run_names = list(run_names)
-        self._answers: list[GuardResult] = []  # filled in order by the thread
-        self._done = threading.Event()
-
-        def run() -> None:
-            time.sleep(START_YIELD_S)  # as PendingCheck: the caller goes on first
-            try:
-                _ask_all(target, [_recorded_question(n) for n in self.run_names], self._answers)
-            except Exception as exc:  # reported as skips
-                self._answers.append(GuardResult(skipped=_reason(exc)))
-            finally:
-                self._done.set()
-
-        threading.Thread(target=run, name="lora-tracker-guard", daemon=True).start()
-
-    def results(self, limit: float | None = None) -> list[GuardResult]:
-        seconds = limit if limit is not None else time_limit()
-        self._done.wait(max(seconds - (time.monotonic() - self._started), 0.0))
-        elapsed = time.monotonic() - self._started
-        answers = list(self._answers[: len(self.run_names)])
-        for answer in answers:
-            answer.elapsed_s = elapsed
-        if len(answers) < len(self.run_names):
-            why = (
-                answers[-1].skipped if self._done.is_set() and answers and answers[-1].skipped
-                else f"the database did not answer within {seconds:g} s"
-            )  # fmt: skip
-            answers += [
-                GuardResult(skipped=why, elapsed_s=elapsed)
-                for _ in range(len(self.run_names) - len(answers))
-            ]
-        return answers
+    return PendingCheck(lambda: _ask(target, question))
 
 
 def _equivalent(conn: Any, settings: dict[str, Any]) -> GuardResult:
@@ -294,16 +256,6 @@ def _statement_timeout_ms() -> int:
 def _ask(target: Target, question: Callable[[Any], GuardResult]) -> GuardResult:
     """Run ``question`` in one read-only transaction with short time-outs; an unreachable
     or schema-less database is a skip with its reason (password masked)."""
-    answers: list[GuardResult] = []
-    _ask_all(target, [question], answers)
-    return answers[0]
-
-
-def _ask_all(
-    target: Target, questions: list[Callable[[Any], GuardResult]], answers: list[GuardResult]
-) -> None:
-    """Each question's answer appended to ``answers`` in order, each question in a
-    read-only transaction of its own on one connection (see `_ask`)."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -313,40 +265,14 @@ def _ask_all(
     if conninfo is None:
         conninfo = embedded.running_conninfo(target.home)
         if conninfo is None and not (embedded.pgdata_path(target.home) / "PG_VERSION").exists():
-            answers += [GuardResult() for _ in questions]  # a new data folder: nothing to say
-            return
+            return GuardResult()  # a new data folder: nothing recorded, nothing to say
         if conninfo is None:  # starting it takes seconds: the delivery thread does that
-            answers += [
-                GuardResult(skipped="the embedded database is not running yet") for _ in questions
-            ]
-            return
+            return GuardResult(skipped="the embedded database is not running yet")
     try:
         with psycopg.connect(
             conninfo, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S,
             application_name="lora-tracker guard", prepare_threshold=None,
-        ) as conn:  # fmt: skip
-            for question in questions:
-                try:
-                    answers.append(_ask_on(conn, question))
-                except psycopg.OperationalError:
-                    raise  # the connection is gone
-                except psycopg.Error as exc:  # this question only
-                    answers.append(GuardResult(skipped=_redacted(exc, target)))
-    except psycopg.Error as exc:  # the connection: every question not answered yet
-        skipped = _redacted(exc, target)
-        answers += [GuardResult(skipped=skipped) for _ in questions[len(answers) :]]
-
-
-def _redacted(exc: BaseException, target: Target) -> str:
-    reason = _reason(exc)
-    return redact(reason, target.url) if target.url else reason
-
-
-def _ask_on(conn: Any, question: Callable[[Any], GuardResult]) -> GuardResult:
-    import psycopg
-
-    try:
-        with conn.transaction():
+        ) as conn, conn.transaction():  # fmt: skip
             conn.execute("SET TRANSACTION READ ONLY")
             # local to the transaction, not a startup option: a transaction-mode pooler
             # (PgBouncer) refuses unknown startup options and keeps this
@@ -358,6 +284,9 @@ def _ask_on(conn: Any, question: Callable[[Any], GuardResult]) -> GuardResult:
         return GuardResult(skipped="the database has no lora-tracker schema yet")
     except psycopg.errors.QueryCanceled:
         return GuardResult(skipped="the database was too slow to answer")
+    except psycopg.Error as exc:
+        reason = _reason(exc)
+        return GuardResult(skipped=redact(reason, target.url) if target.url else reason)
 
 
 def _reason(exc: BaseException) -> str:

@@ -644,15 +644,14 @@ class Watcher:
     def _guard_new_runs(self, run_names: list[str]) -> None:
         """``_guard_new_run`` for the new runs of a backfill: asked all at once (a thread
         and connection each: round trips to a far database overlap), reported in order."""
-        from ..guard import RecordedChecks, mode_or_default, report
+        from ..guard import mode_or_default, report, start_recorded_check
 
         mode = mode_or_default()
         if mode == "off":
             return
-        checks = [RecordedChecks(self.delivery.target, [name]) for name in run_names]
+        checks = [start_recorded_check(self.delivery.target, name) for name in run_names]
         for check in checks:
-            for result in check.results():
-                report(result, mode, stops=False)
+            report(check.result(), mode, stops=False)
 
 
 class _Handler(FileSystemEventHandler):
