@@ -1011,15 +1011,14 @@ def _set_many(conn: Connection, updates: dict[int, dict[str, Any]]) -> None:
     """Each run's updates; runs that change the same columns in one statement (a backfill
     updates each of its runs once a batch with the same columns: one round trip, not one a
     run), the rows in id order (one order: no deadlock between writers)."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for run_id in sorted(updates):
-        if updates[run_id]:
-            groups.setdefault(tuple(sorted(updates[run_id])), []).append(run_id)
-    for columns, run_ids in groups.items():
-        if len(run_ids) == 1:
-            _set(conn, run_ids[0], updates[run_ids[0]])
+    rows_of = _by_columns([{"id": run_id} | updates[run_id] for run_id in sorted(updates)
+                           if updates[run_id]])  # fmt: skip
+    for columns, group in rows_of.items():
+        columns = tuple(c for c in columns if c != "id")
+        if len(group) == 1:
+            _set(conn, group[0]["id"], {c: group[0][c] for c in columns})
             continue
-        rows = [{"id": run_id, **_json_ready(updates[run_id])} for run_id in run_ids]
+        rows = [_json_ready(row) for row in group]
         conn.execute(
             sql.SQL(
                 "UPDATE training_runs tr SET {} "
@@ -1033,6 +1032,14 @@ def _set_many(conn: Connection, updates: dict[int, dict[str, Any]]) -> None:
             ),
             (Jsonb(rows),),
         )
+
+
+def _by_columns(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Rows grouped by the columns they set (one statement a group), in their order."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return groups
 
 
 def _json_ready(updates: dict[str, Any]) -> dict[str, Any]:
@@ -1133,10 +1140,7 @@ def _create_file_runs(
 def _insert_runs(conn: Connection, new: list[dict[str, Any]], runs: RunCache) -> None:
     """Runs inserted in one statement per set of columns (``jsonb_populate_recordset``);
     those inserted go into ``runs`` marked new, a name or key taken meanwhile is skipped."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for values in new:
-        groups.setdefault(tuple(sorted(values)), []).append(values)
-    for columns, rows in groups.items():
+    for columns, rows in _by_columns(new).items():
         names = sql.SQL(", ").join(map(sql.Identifier, columns))
         created = conn.execute(
             sql.SQL(

@@ -224,7 +224,7 @@ class Watcher:
         left_out: dict[tuple[str, str], int] = {}
         for event, outcome, applied in outcomes:
             if outcome == "deleted" and isinstance(event, CheckpointObserved):
-                stats.deleted += 1
+                stats.deleted += 1  # (only a checkpoint of a deleted run is left out)
                 where = (event.output_dir, event.output_name)
                 left_out[where] = left_out.get(where, 0) + 1
                 continue
@@ -234,8 +234,6 @@ class Watcher:
                 stats.unsaved += 1
             elif outcome == "rejected":
                 stats.rejected += 1
-            elif outcome == "deleted":
-                stats.deleted += 1
             elif outcome in ("recorded", "duplicate") and event.kind == "checkpoint":
                 stats.recorded += 1
             self._after_delivery(event, outcome)
