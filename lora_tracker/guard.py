@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .settings import Target, redact
 
@@ -215,9 +215,23 @@ def check_recorded_run(target: Target, run_name: str, *, limit: float | None = N
 
 
 def start_recorded_check(target: Target, run_name: str) -> PendingCheck:
-    """``check_recorded_run`` started on its own thread (a backfill asks for its new runs
-    at once, then reports each in order)."""
+    """``check_recorded_run`` started on its own thread."""
+    return PendingCheck(lambda: _ask(target, _recorded_question(run_name)))
 
+
+def check_recorded_runs(conn: Any, run_names: list[str], url: str | None) -> list[GuardResult]:
+    """``check_recorded_run`` for each of ``run_names`` on an open connection (a backfill's
+    new runs, asked on its own connection once they are committed: no thread or connection
+    each), in one read-only transaction with the same time-outs. ``url`` is masked out of
+    a reason given for skipping."""
+    questions = [_recorded_question(name) for name in run_names]
+    answers = _answer(conn, lambda conn: [question(conn) for question in questions], url)
+    if isinstance(answers, GuardResult):  # skipped: the same reason for each
+        return [GuardResult(skipped=answers.skipped, run_name=name) for name in run_names]
+    return answers
+
+
+def _recorded_question(run_name: str) -> Callable[[Any], GuardResult]:
     def question(conn: Any) -> GuardResult:
         from psycopg import sql
 
@@ -233,7 +247,7 @@ def start_recorded_check(target: Target, run_name: str) -> PendingCheck:
         result.run_name = run_name
         return result
 
-    return PendingCheck(lambda: _ask(target, question))
+    return question
 
 
 def _equivalent(conn: Any, settings: dict[str, Any]) -> GuardResult:
@@ -272,7 +286,26 @@ def _ask(target: Target, question: Callable[[Any], GuardResult]) -> GuardResult:
         with psycopg.connect(
             conninfo, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S,
             application_name="lora-tracker guard", prepare_threshold=None,
-        ) as conn, conn.transaction():  # fmt: skip
+        ) as conn:  # fmt: skip
+            return _answer(conn, question, target.url)
+    except psycopg.Error as exc:
+        reason = _reason(exc)
+        return GuardResult(skipped=redact(reason, target.url) if target.url else reason)
+
+
+_Answer = TypeVar("_Answer")
+
+
+def _answer(
+    conn: Any, question: Callable[[Any], _Answer], url: str | None
+) -> _Answer | GuardResult:
+    """``question`` in one read-only transaction with a short statement time-out; a
+    schema-less, slow or failing database is a skip with its reason (``url``'s password
+    masked)."""
+    import psycopg
+
+    try:
+        with conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
             # local to the transaction, not a startup option: a transaction-mode pooler
             # (PgBouncer) refuses unknown startup options and keeps this
@@ -286,7 +319,7 @@ def _ask(target: Target, question: Callable[[Any], GuardResult]) -> GuardResult:
         return GuardResult(skipped="the database was too slow to answer")
     except psycopg.Error as exc:
         reason = _reason(exc)
-        return GuardResult(skipped=redact(reason, target.url) if target.url else reason)
+        return GuardResult(skipped=redact(reason, url) if url else reason)
 
 
 def _reason(exc: BaseException) -> str:

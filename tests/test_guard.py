@@ -525,3 +525,56 @@ def test_watch_log_lines_keep_a_banner_whole() -> None:
     )
     assert re.fullmatch(r"\d\d:\d\d:\d\d recorded a\\x1b", formatter.format(line))
     assert formatter.format(block) == "\n===\n !!!"
+
+
+def test_backfill_asks_on_its_own_connection_and_a_slow_answer_is_a_skip(
+    tmp_path: Path,
+    db_url: str,
+    guard_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backfill asks about its new runs on the connection it wrote them with (no thread
+    and connection each); a question that takes too long there is one skip line a run,
+    and the connection still works after it."""
+    from lora_tracker import guard
+    from lora_tracker.capture.delivery import EventDelivery
+
+    def no_thread(*_: object) -> None:
+        raise AssertionError("the backfill opened a connection of its own for a check")
+
+    def backfill(name: str, session: int) -> None:
+        out = tmp_path / name
+        out.mkdir()
+        meta = sd15_metadata(name, session, time.time(), dim=32) | {"ss_epoch": "1"}
+        (out / f"{name}-000001.safetensors").write_bytes(checkpoint_bytes(meta, 32, seed=session))
+        delivery = EventDelivery(db_url)
+        try:
+            Watcher([out], delivery).backfill()
+        finally:
+            delivery.close()
+
+    backfill("first", 1)
+    [first] = rows(db_url, "SELECT run_name FROM training_runs")
+    mark_failed(db_url, first["run_name"])
+    monkeypatch.setattr(guard, "start_recorded_check", no_thread)
+    backfill("again", 2)
+    [again] = rows(db_url, "SELECT run_name FROM training_runs WHERE run_name <> %s",
+                   (first["run_name"],))  # fmt: skip
+    assert "THIS CONFIGURATION ALREADY FAILED" in guard_log.text
+    assert f"Seen by lora-tracker watch in run {again['run_name']}" in guard_log.text
+
+    # the same question while another session holds the table: skipped at the time-out
+    monkeypatch.setenv("LORA_TRACKER_GUARD_TIMEOUT", "0.8")  # the default (tests allow more)
+    with psycopg.connect(db_url) as holder, psycopg.connect(
+        db_url, autocommit=True, row_factory=psycopg.rows.dict_row
+    ) as conn:  # fmt: skip
+        holder.execute("LOCK training_runs IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        names = [first["run_name"], again["run_name"]]
+        results = guard.check_recorded_runs(conn, names, db_url)
+        elapsed = time.monotonic() - started
+        holder.rollback()
+        too_slow = "the database was too slow to answer"
+        assert [(r.run_name, r.skipped) for r in results] == [(n, too_slow) for n in names]
+        assert elapsed < 1.6
+        assert conn.execute("SELECT count(*) AS n FROM training_runs").fetchone() == {"n": 2}

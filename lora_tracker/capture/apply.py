@@ -349,9 +349,26 @@ _SETTINGS: dict[tuple[Any, ...], dict[str, Any]] = {}
 _SETTINGS_KEPT = 64
 
 
+# ... and by event: a batch asks for each event's settings three times (to find its run,
+# to create it, to record the file); the event is kept with them, so its id is its own
+_BY_EVENT: dict[int, tuple[CheckpointObserved, dict[str, Any]]] = {}
+_BY_EVENT_KEPT = 1024
+
+
 def _run_settings(event: CheckpointObserved) -> dict[str, Any]:
     """The run columns of ``event`` outside its metadata's `SAVE_KEYS`, validated (shared:
     copy before changing)."""
+    known = _BY_EVENT.get(id(event))
+    if known is not None and known[0] is event:
+        return known[1]
+    found = _settings_of(event)
+    if len(_BY_EVENT) >= _BY_EVENT_KEPT:
+        _BY_EVENT.clear()
+    _BY_EVENT[id(event)] = (event, found)
+    return found
+
+
+def _settings_of(event: CheckpointObserved) -> dict[str, Any]:
     # a set: safetensors writes the keys of each file in an order of its own
     metadata = frozenset(item for item in event.metadata.items() if item[0] not in SAVE_KEYS)
     config = json.dumps(event.config, sort_keys=True, default=str) if event.config else None

@@ -18,15 +18,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import psycopg
 import pydantic
 
-from ..db import Database
+from ..db import Connection, Database
 from ..errors import DatabaseUnavailable, LoraTrackerError, SchemaNotInitialized
 from ..pg import translate_errors
 from ..settings import Target, resolve_target
@@ -50,6 +50,8 @@ Event = AnyEvent
 DeliveryOutcome = Literal[
     "recorded", "duplicate", "unmatched", "deleted", "spooled", "rejected", "unsaved"
 ]
+
+T = TypeVar("T")
 
 RETRY_AFTER_S = 5.0  # after a failure, how long to spool without trying the database
 
@@ -258,6 +260,19 @@ class EventDelivery:
                 db = self._database()
                 with db.transaction() as conn:
                     return known_files(conn, host, folders)
+            except (DatabaseUnavailable, SchemaNotInitialized) as exc:
+                self._mark_down(exc)
+                return None
+
+    def on_connection(self, work: Callable[[Connection], T]) -> T | None:
+        """``work`` on this delivery's connection, between its writes (None when the
+        database is down or cannot be reached: nothing is spooled for it). ``work`` runs
+        its own transaction."""
+        if self.database_down:
+            return None
+        with self._turn:
+            try:
+                return work(self._database().connect())
             except (DatabaseUnavailable, SchemaNotInitialized) as exc:
                 self._mark_down(exc)
                 return None

@@ -640,16 +640,23 @@ class Watcher:
         report(check_recorded_run(self.delivery.target, run_name), mode, stops=False)
 
     def _guard_new_runs(self, run_names: list[str]) -> None:
-        """``_guard_new_run`` for the new runs of a backfill: asked all at once (a thread
-        and connection each: round trips to a far database overlap), reported in order."""
-        from ..guard import mode_or_default, report, start_recorded_check
+        """``_guard_new_run`` for the new runs of a backfill, asked on the delivery's
+        connection once they are committed (a thread and connection each if it has gone
+        meanwhile), reported in order."""
+        from ..guard import check_recorded_runs, mode_or_default, report, start_recorded_check
 
         mode = mode_or_default()
-        if mode == "off":
+        if mode == "off" or not run_names:
             return
-        checks = [start_recorded_check(self.delivery.target, name) for name in run_names]
-        for check in checks:
-            report(check.result(), mode, stops=False)
+        url = self.delivery.target.url
+        results = self.delivery.on_connection(
+            lambda conn: check_recorded_runs(conn, run_names, url)
+        )
+        if results is None:
+            checks = [start_recorded_check(self.delivery.target, name) for name in run_names]
+            results = [check.result() for check in checks]
+        for result in results:
+            report(result, mode, stops=False)
 
 
 class _Handler(FileSystemEventHandler):
