@@ -351,26 +351,38 @@ _SETTINGS_KEPT = 64
 
 # ... and by event: a batch asks for each event's settings three times (to find its run,
 # to create it, to record the file); the event is kept with them, so its id is its own
-_BY_EVENT: dict[int, tuple[CheckpointObserved, dict[str, Any]]] = {}
+_BY_EVENT: dict[int, tuple[CheckpointObserved, dict[str, Any], frozenset[tuple[str, str]]]] = {}
 _BY_EVENT_KEPT = 1024
 
 
 def _run_settings(event: CheckpointObserved) -> dict[str, Any]:
     """The run columns of ``event`` outside its metadata's `SAVE_KEYS`, validated (shared:
     copy before changing)."""
+    return _facts(event)[1]
+
+
+def _shared_metadata(event: CheckpointObserved) -> frozenset[tuple[str, str]]:
+    """The items of ``event``'s metadata outside `SAVE_KEYS`: what its run's other
+    checkpoints hold too."""
+    return _facts(event)[2]
+
+
+def _facts(
+    event: CheckpointObserved,
+) -> tuple[CheckpointObserved, dict[str, Any], frozenset[tuple[str, str]]]:
     known = _BY_EVENT.get(id(event))
     if known is not None and known[0] is event:
-        return known[1]
-    found = _settings_of(event)
+        return known
+    # a set: safetensors writes the keys of each file in an order of its own
+    shared = frozenset(item for item in event.metadata.items() if item[0] not in SAVE_KEYS)
+    facts = (event, _settings_of(event, shared), shared)
     if len(_BY_EVENT) >= _BY_EVENT_KEPT:
         _BY_EVENT.clear()
-    _BY_EVENT[id(event)] = (event, found)
-    return found
+    _BY_EVENT[id(event)] = facts
+    return facts
 
 
-def _settings_of(event: CheckpointObserved) -> dict[str, Any]:
-    # a set: safetensors writes the keys of each file in an order of its own
-    metadata = frozenset(item for item in event.metadata.items() if item[0] not in SAVE_KEYS)
+def _settings_of(event: CheckpointObserved, metadata: frozenset[tuple[str, str]]) -> dict[str, Any]:
     config = json.dumps(event.config, sort_keys=True, default=str) if event.config else None
     key = (event.trainer, event.output_name, event.output_dir, event.host, config, metadata)
     found = _SETTINGS.get(key)
@@ -677,20 +689,25 @@ FILE_ROWS = """
     file AS (
         SELECT f.*,
                -- JSON values travel as one JSON array (an array of jsonb costs psycopg
-               -- 0.3 ms an element to write); a JSON null there is no value
-               NULLIF(%(metadata)s::jsonb -> (f.n - 1)::integer, 'null') AS metadata,
+               -- 0.3 ms an element to write); a JSON null there is no value. A file's
+               -- metadata is what its run's files share (sent once: `metadata_shared`
+               -- holds each distinct one, `f.shared` points in it) and its own keys
+               -- (`SAVE_KEYS`: epoch, steps, hashes): the same document, 1/7 of the bytes
+               CASE WHEN f.shared IS NOT NULL THEN
+                   (%(metadata_shared)s::jsonb -> f.shared)
+                   || (%(metadata)s::jsonb -> (f.n - 1)::integer)
+               END AS metadata,
                NULLIF(%(samples)s::jsonb -> (f.n - 1)::integer, 'null') AS samples
         FROM unnest(
             %(run)s::bigint[], %(epoch)s::integer[], %(path)s::text[], %(host)s::text[],
             %(mb)s::numeric[], %(size)s::bigint[], %(hash)s::text[],
             %(mtime)s::timestamptz[], %(step)s::integer[], %(kind)s::text[],
-            %(format)s::text[], %(epoch_result_id)s::bigint[]
+            %(format)s::text[], %(epoch_result_id)s::bigint[], %(shared)s::integer[]
         ) WITH ORDINALITY AS f(run, epoch, path, host, mb, size, hash, mtime, step, kind,
-                               format, epoch_result_id, n))
+                               format, epoch_result_id, shared, n))
 """
 FILE_COLUMNS = ("run", "epoch", "path", "host", "mb", "size", "hash", "mtime", "step",
                 "kind", "format", "epoch_result_id")  # fmt: skip
-FILE_JSON_COLUMNS = ("metadata", "samples")
 
 EPOCH_INSERT = """
     INSERT INTO epoch_results (
@@ -779,7 +796,7 @@ def _file_params(
         "run": run_id, "epoch": epoch, "path": event.path, "host": event.host,
         "mb": _megabytes(event.size_bytes), "size": event.size_bytes,
         "hash": event.content_hash, "mtime": event.mtime, "step": event.step,
-        "metadata": event.metadata or None,
+        "event": event,
         "kind": event.checkpoint_kind, "format": event.file_format,
         "epoch_result_id": epoch_result_id, "samples": None,
     }  # fmt: skip
@@ -787,10 +804,23 @@ def _file_params(
 
 def file_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Files' rows as `FILE_ROWS`' parameters: an array a column, a JSON array a JSON
-    column."""
+    column, each distinct shared part of the files' metadata once."""
     params: dict[str, Any] = {column: [row[column] for row in rows] for column in FILE_COLUMNS}
-    for column in FILE_JSON_COLUMNS:
-        params[column] = Jsonb([row[column] for row in rows])
+    shared: dict[frozenset[tuple[str, str]], int] = {}
+    pointers: list[int | None] = []
+    own: list[dict[str, str] | None] = []
+    for row in rows:
+        event: CheckpointObserved = row["event"]
+        if not event.metadata:
+            pointers.append(None)
+            own.append(None)
+            continue
+        pointers.append(shared.setdefault(_shared_metadata(event), len(shared)))
+        own.append({key: event.metadata[key] for key in SAVE_KEYS if key in event.metadata})
+    params["shared"] = pointers
+    params["metadata"] = Jsonb(own)
+    params["metadata_shared"] = Jsonb([dict(items) for items in shared])
+    params["samples"] = Jsonb([row["samples"] for row in rows])
     return params
 
 

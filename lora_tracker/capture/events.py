@@ -297,7 +297,10 @@ def checkpoint_event(
                 epoch += 1  # kohya writes its 0-based epoch in progress into step files
     step = name.step if name.step is not None else from_meta.get("global_step")
     output_dir = Path(output_dir_of(path))
-    config, used_config = _trainer_config(output_dir, config_path, name.trainer)
+    config, used_config = _once_while_steady(
+        ("config", output_dir, config_path, name.trainer),
+        lambda: _trainer_config(output_dir, config_path, name.trainer),
+    )  # each event masks a copy of its own
     extra = _adapter_files(path) if name.trainer in ("peft", "diffusers") else {}
     if name.trainer == "diffusers":  # issue 17: hparams.yml, the rank, the final's step
         from .diffusers import diffusers_facts, final_step
