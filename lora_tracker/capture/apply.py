@@ -740,8 +740,9 @@ CHECKPOINT_INSERT = """
     SELECT f.run, {epoch_result_id}, f.host, f.path, f.kind, f.format, f.epoch, f.step,
            f.size, f.hash, f.mtime, true, NULL,
            -- kohya's sshs_model_hash (the content hash when it is one) is A1111's LoRA
-           -- hash, which test images are matched by (lora_tracker/images/matching.py)
-           CASE WHEN f.hash ~ '^[0-9a-f]{{64}}$' THEN f.hash END
+           -- hash, which test images are matched by (lora_tracker/images/matching.py);
+           -- 64 hex digits, tested without a bounded regex ({{64}} costs 5 us a row)
+           CASE WHEN length(f.hash) = 64 AND f.hash !~ '[^0-9a-f]' THEN f.hash END
     FROM {source} ORDER BY f.n
     ON CONFLICT (host, path) DO UPDATE SET
         training_run_id = EXCLUDED.training_run_id,
