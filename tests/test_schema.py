@@ -281,9 +281,7 @@ def test_lora_hash_rule_is_0009s(conn: psycopg.Connection[Any], value: str | Non
         "SELECT coalesce(%s ~ '^[0-9a-f]{64}$', true) AS ok", (value,)
     ).fetchone()
     assert old_rule is not None
-    conn.execute(
-        "INSERT INTO training_runs (run_name) VALUES ('hash rule') ON CONFLICT DO NOTHING"
-    )
+    conn.execute("INSERT INTO training_runs (run_name) VALUES ('hash rule') ON CONFLICT DO NOTHING")
     try:
         with conn.transaction():
             conn.execute(
