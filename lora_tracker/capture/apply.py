@@ -208,6 +208,7 @@ class _FileBatch:
         self.step_rows: list[dict[str, Any]] = []  # CHECKPOINT_UPSERT, no epoch row
         self.samples: dict[tuple[int, int], set[str]] = {}
         self.samples_written: dict[tuple[int, int], set[str]] = {}
+        self.samples_of_run: dict[int, dict[int, list[str]]] = {}  # each event brings all
         self.links = SampleLinks()  # the samples to link to the prompt grid (issue 12)
         self.run_updates: dict[int, dict[str, Any]] = {}
         self.seen: set[str] = set()  # paths queued in this batch
@@ -271,6 +272,9 @@ class _FileBatch:
         (self.file_rows if with_epoch else self.step_rows).append(params)
 
     def add_samples(self, run_id: int, samples: dict[int, list[str]]) -> None:
+        if self.samples_of_run.get(run_id) == samples:  # what the run's last file brought
+            return
+        self.samples_of_run[run_id] = samples
         for epoch, paths in samples.items():
             key = (run_id, epoch)
             written = self.samples_written.setdefault(key, set())

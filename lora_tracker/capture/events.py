@@ -297,8 +297,9 @@ def checkpoint_event(
                 epoch += 1  # kohya writes its 0-based epoch in progress into step files
     step = name.step if name.step is not None else from_meta.get("global_step")
     output_dir = Path(output_dir_of(path))
+    folder = str(output_dir)  # (in the memo keys below: a str hashes and compares fast)
     config, used_config = _once_while_steady(
-        ("config", output_dir, config_path, name.trainer),
+        ("config", folder, config_path, name.trainer),
         lambda: _trainer_config(output_dir, config_path, name.trainer),
     )  # each event masks a copy of its own
     extra = _adapter_files(path) if name.trainer in ("peft", "diffusers") else {}
@@ -314,7 +315,7 @@ def checkpoint_event(
     started = _started_at(metadata)
     others = (
         _once_while_steady(
-            ("others", output_dir, output_name, started),
+            ("others", folder, output_name, started),
             lambda: _other_starts(output_dir, output_name, started),
         )
         if started
@@ -322,7 +323,7 @@ def checkpoint_event(
     )
     steps_per_epoch = _steps_per_epoch(metadata)
     samples = _once_while_steady(
-        ("samples", output_dir, output_name, started, steps_per_epoch),
+        ("samples", folder, output_name, started, steps_per_epoch),
         lambda: samples_by_epoch(
             output_dir, output_name, since=started,
             until=min((t for t in others if t > started), default=None) if started else None,
@@ -331,7 +332,7 @@ def checkpoint_event(
     )  # fmt: skip
     return CheckpointObserved(
         path=str(path),
-        output_dir=str(output_dir),
+        output_dir=folder,
         output_name=output_name,
         checkpoint_kind=kind,
         file_format=name.file_format,
@@ -362,7 +363,7 @@ def _prompts_for(
     """The kohya prompts file of a folder's samples (read once per version of the file;
     looked for once per folder during a backfill)."""
     return _once_while_steady(  # type: ignore[no-any-return]
-        ("prompts", output_dir, configured_prompts_path(config), config_path, explicit),
+        ("prompts", str(output_dir), configured_prompts_path(config), config_path, explicit),
         lambda: find_sample_prompts(output_dir, config, explicit=explicit, config_path=config_path),
     )
 
@@ -600,7 +601,7 @@ def _other_starts(
             if key not in _START_CACHE:
                 if len(_START_CACHE) > 4096:
                     _START_CACHE.clear()
-                header = _steady_header(Path(entry_path), keep=True)
+                header = _steady_header(Path(entry_path), keep=True, stat=stat)
                 _START_CACHE[key] = _started_at(header.metadata)
             other = _START_CACHE[key]
         except Exception:  # a file being written or broken: not a witness
