@@ -12,16 +12,15 @@ from ..errors import InvalidInput
 from ..secrets import mask_secrets
 from .checkpoint_metadata import _decimal, _int, _number, _resolution_text
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 GUI_CONFIG_GLOB = "config_lora-*.toml"
 
 
 def load_toml(path: Path) -> dict[str, Any]:
     """A TOML file with its sections flattened, as kohya reads ``--config_file``."""
+    if sys.version_info >= (3, 11):  # imported when a TOML is read: most folders have none
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     try:
         with open(path, "rb") as handle:
             document = tomllib.load(handle)

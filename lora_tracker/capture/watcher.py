@@ -11,6 +11,7 @@ on.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import os
@@ -21,8 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-from watchdog.events import FileSystemEventHandler
 
 from .apply import Applied
 from .delivery import DeliveryOutcome, Event, EventDelivery
@@ -365,7 +364,7 @@ class Watcher:
         from watchdog.observers.polling import PollingObserver
 
         observer = PollingObserver(timeout=0.5) if self.poll else Observer()
-        handler = _Handler(self)
+        handler = _handler(self)
         for folder in self.folders:
             observer.schedule(handler, str(folder), recursive=True)
         if self.images is not None:
@@ -486,7 +485,7 @@ class Watcher:
             self._unreadable.discard(folder)
             log.info("%s can be read now", folder)
             if self._observer is not None:
-                self._observer.schedule(_Handler(self), folder, recursive=True)
+                self._observer.schedule(_handler(self), folder, recursive=True)
         for path in scan([Path(folder)], self._unreadable_folder):
             self.schedule(str(path.absolute()))
 
@@ -659,33 +658,45 @@ class Watcher:
             report(result, mode, stops=False)
 
 
-class _Handler(FileSystemEventHandler):
-    """watchdog event handler: every event on a candidate path schedules a check."""
+def _handler(watcher: Watcher) -> Any:
+    """The watchdog event handler of ``watcher``: every event on a candidate path schedules
+    a check (watchdog is imported once watching starts: `watch --once` never needs it)."""
+    return _handler_class()(watcher)
 
-    def __init__(self, watcher: Watcher) -> None:
-        super().__init__()
-        self.watcher = watcher
 
-    def dispatch(self, event: Any) -> None:
-        if event.event_type in IGNORED_EVENTS:
-            return
-        if event.is_directory:
-            if event.event_type in FOLDER_EVENTS:
-                raw = getattr(event, "dest_path", None) or event.src_path
-                folder = os.fsdecode(raw)
-                if not self.watcher.skipped_folder(Path(folder)):
-                    self.watcher.folder_changed(folder)
-            return
-        for attribute in ("src_path", "dest_path"):
-            raw = getattr(event, attribute, None)
-            if not raw:
-                continue
-            path = os.fsdecode(raw)
-            pure = Path(path)
-            if is_temporary(pure) or in_state_folder(pure):
-                continue
-            if is_candidate(pure) and not self.watcher.skipped_folder(pure.parent):
-                self.watcher.schedule(path)
+@functools.cache
+def _handler_class() -> type:
+    from watchdog.events import FileSystemEventHandler
+
+    class _Handler(FileSystemEventHandler):
+        """watchdog event handler: every event on a candidate path schedules a check."""
+
+        def __init__(self, watcher: Watcher) -> None:
+            super().__init__()
+            self.watcher = watcher
+
+        def dispatch(self, event: Any) -> None:
+            if event.event_type in IGNORED_EVENTS:
+                return
+            if event.is_directory:
+                if event.event_type in FOLDER_EVENTS:
+                    raw = getattr(event, "dest_path", None) or event.src_path
+                    folder = os.fsdecode(raw)
+                    if not self.watcher.skipped_folder(Path(folder)):
+                        self.watcher.folder_changed(folder)
+                return
+            for attribute in ("src_path", "dest_path"):
+                raw = getattr(event, attribute, None)
+                if not raw:
+                    continue
+                path = os.fsdecode(raw)
+                pure = Path(path)
+                if is_temporary(pure) or in_state_folder(pure):
+                    continue
+                if is_candidate(pure) and not self.watcher.skipped_folder(pure.parent):
+                    self.watcher.schedule(path)
+
+    return _Handler
 
 
 def _mtime_order(path: Path) -> tuple[str, float, str]:
