@@ -222,13 +222,39 @@ def start_recorded_check(target: Target, run_name: str) -> PendingCheck:
 def check_recorded_runs(conn: Any, run_names: list[str], url: str | None) -> list[GuardResult]:
     """``check_recorded_run`` for each of ``run_names`` on an open connection (a backfill's
     new runs, asked on its own connection once they are committed: no thread or connection
-    each), in one read-only transaction with the same time-outs. ``url`` is masked out of
-    a reason given for skipping."""
-    questions = [_recorded_question(name) for name in run_names]
-    answers = _answer(conn, lambda conn: [question(conn) for question in questions], url)
+    each), in one read-only transaction with the same time-outs; runs with the same
+    settings (a folder's trainings often share them) are asked about once. ``url`` is
+    masked out of a reason given for skipping."""
+    answers = _answer(conn, lambda conn: _recorded_answers(conn, run_names), url)
     if isinstance(answers, GuardResult):  # skipped: the same reason for each
         return [GuardResult(skipped=answers.skipped, run_name=name) for name in run_names]
     return answers
+
+
+def _recorded_answers(conn: Any, run_names: list[str]) -> list[GuardResult]:
+    from psycopg import sql
+
+    columns = sql.SQL(", ").join(map(sql.Identifier, COMPARED))
+    query = sql.SQL("SELECT id, run_name, {} FROM training_runs WHERE run_name = ANY(%s)")
+    rows = {row["run_name"]: row for row in conn.execute(query.format(columns), (run_names,))}
+    asked: dict[tuple[tuple[str, Any], ...], GuardResult] = {}
+    results: list[GuardResult] = []
+    for name in run_names:
+        row = rows.get(name)
+        wanted = compared_settings(row) if row is not None else {}
+        if row is None or not wanted:
+            results.append(GuardResult())
+            continue
+        key = tuple(sorted(wanted.items()))
+        if key not in asked:
+            asked[key] = _equivalent(conn, wanted)
+        found = asked[key]
+        results.append(GuardResult(
+            settings=found.settings, run_name=name,
+            failed=[r for r in found.failed if r["id"] != row["id"]],
+            succeeded=[r for r in found.succeeded if r["id"] != row["id"]],
+        ))  # fmt: skip
+    return results
 
 
 def _recorded_question(run_name: str) -> Callable[[Any], GuardResult]:
