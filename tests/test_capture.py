@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -569,4 +570,49 @@ def test_backfill_creates_its_runs_together_and_a_taken_name_still_works(
         ("beta_2026-11-20", None, 0),
         ("beta_2026-11-20_2", "session:12", 2),
         ("gamma_2026-11-20", "session:13", 2),
+    ]
+
+
+def test_backfill_logs_a_long_run_in_one_line(tmp_path: Path, db_url: str) -> None:
+    """`watch --once` lists a run's files one by one up to five; a run of more is one line
+    saying which epochs (consecutive ones as a span) and how many step files it holds."""
+    out = tmp_path / "out"
+    out.mkdir()
+    started = time.time() - 3600
+
+    def save(name: str, filename: str, epoch: int, session: int) -> None:
+        meta = sd15_metadata(name, session, started + session, dim=8) | {"ss_epoch": str(epoch)}
+        path = out / filename
+        path.write_bytes(checkpoint_bytes(meta, 8, seed=session * 100 + epoch))
+        os.utime(path, (started + epoch, started + epoch))
+
+    for epoch in (1, 2, 3, 5, 6, 7):
+        save("long", f"long-{epoch:06d}.safetensors", epoch, 1)
+    for step, epoch in ((150, 4), (250, 6)):  # kohya writes the 0-based epoch in progress
+        save("long", f"long-step{step:08d}.safetensors", epoch - 1, 1)
+    for epoch in (1, 2):
+        save("short", f"short-{epoch:06d}.safetensors", epoch, 2)
+    logger = logging.getLogger("lora_tracker")
+    handler = logging.StreamHandler(stream := io.StringIO())
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    delivery = EventDelivery(db_url)
+    try:
+        stats = Watcher([out], delivery).backfill()
+    finally:
+        delivery.close()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert stats.recorded == 10
+    lines = [line for line in stream.getvalue().splitlines() if line.startswith("recorded")]
+    [long_run] = rows(db_url, "SELECT run_name FROM training_runs WHERE output_name = 'long'")
+    size_mb = sum(p.stat().st_size for p in out.glob("long*")) / (1024 * 1024)
+    assert lines[0] == (
+        f"recorded 8 checkpoint files -> run {long_run['run_name']} epochs 1-3, 5-7 "
+        f"and 2 step files ({size_mb:.1f} MB)"
+    )
+    assert [line.split(" -> ")[0] for line in lines[1:]] == [
+        "recorded short-000001.safetensors",
+        "recorded short-000002.safetensors",
     ]

@@ -62,6 +62,7 @@ IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
 GUARDED_NEW_RUNS = 5  # a backfill checks the first few runs it records for the first time
+LISTED_FILES = 5  # a backfill logs a run's recorded files one by one up to this many
 # files a backfill writes in one transaction: one batch is fewer round trips (each costs
 # 10-40 ms to a hosted database) than writing chunks while reading the next, which was
 # measured slower even locally (the two threads share the interpreter lock)
@@ -217,10 +218,12 @@ class Watcher:
     def _count_outcomes(
         self, outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]], stats: BackfillStats
     ) -> list[str]:
-        """Count and log a backfill's outcomes (a deleted run's files in one line per run);
-        returns the runs recorded for the first time."""
+        """Count and log a backfill's outcomes (a run's recorded files, when more than
+        `LISTED_FILES`, and a deleted run's files in one line per run); returns the runs
+        recorded for the first time."""
         new_runs: list[str] = []
         left_out: dict[tuple[str, str], int] = {}
+        by_run: dict[str, list[tuple[CheckpointObserved, Applied]]] = {}
         for event, outcome, applied in outcomes:
             if outcome == "deleted" and isinstance(event, CheckpointObserved):
                 stats.deleted += 1  # (only a checkpoint of a deleted run is left out)
@@ -236,10 +239,16 @@ class Watcher:
             elif outcome in ("recorded", "duplicate") and event.kind == "checkpoint":
                 stats.recorded += 1
             self._after_delivery(event, outcome)
-            if event.kind == "checkpoint":
+            if (
+                self.on_delivered is _log_delivery and isinstance(event, CheckpointObserved)
+                and outcome in ("recorded", "duplicate") and applied and applied.run_name
+            ):  # fmt: skip
+                by_run.setdefault(applied.run_name, []).append((event, applied))
+            elif event.kind == "checkpoint":
                 self.on_delivered(event, outcome, applied)
             if outcome == "recorded" and applied and applied.new_run and applied.run_name:
                 new_runs.append(applied.run_name)
+        _log_recorded(by_run)
         for (folder, name), count in left_out.items():
             log.info(
                 "left out %s of %s in %s: deleted with their run "
@@ -741,6 +750,40 @@ def _log_delivery(event: Event, outcome: DeliveryOutcome, applied: Applied | Non
         pass  # the delivery said why, in one line
     else:
         log.warning("%s: %s", name, outcome)
+
+
+def _log_recorded(by_run: dict[str, list[tuple[CheckpointObserved, Applied]]]) -> None:
+    """A backfill's recorded files: one line each, or one line for a run of more than
+    `LISTED_FILES` (an old folder of 50 epochs is 50 lines otherwise)."""
+    for run_name, files in by_run.items():
+        if len(files) <= LISTED_FILES:
+            for event, applied in files:
+                _log_delivery(event, "recorded", applied)
+            continue
+        size_mb = sum(event.size_bytes for event, _ in files) / (1024 * 1024)
+        log.info("recorded %s -> run %s %s (%.1f MB)", _files(len(files)), run_name,
+                 _saves(files), size_mb)  # fmt: skip
+
+
+def _saves(files: list[tuple[CheckpointObserved, Applied]]) -> str:
+    """``epochs 1-48, 50 and 3 step files``: what a run's recorded files hold."""
+    epochs = sorted(
+        {a.epoch for e, a in files if a.epoch is not None and e.checkpoint_kind != "step"}
+    )
+    steps = len(files) - sum(
+        1 for e, a in files if a.epoch is not None and e.checkpoint_kind != "step"
+    )
+    spans: list[list[int]] = []  # runs of consecutive epochs
+    for epoch in epochs:
+        if spans and epoch == spans[-1][-1] + 1:
+            spans[-1].append(epoch)
+        else:
+            spans.append([epoch])
+    text = ", ".join(f"{s[0]}-{s[-1]}" if len(s) > 1 else f"{s[0]}" for s in spans)
+    parts = [f"epoch{'s' if len(epochs) > 1 else ''} {text}"] if epochs else []
+    if steps:
+        parts.append(f"{steps} step file{'' if steps == 1 else 's'}")
+    return " and ".join(parts)
 
 
 def _files(count: int) -> str:
