@@ -4,6 +4,7 @@ names, modules and one-line helps must say what the command modules really defin
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,32 @@ def test_each_command_help_and_unknown_commands() -> None:
     assert "No such command 'wach'." in result.output
     if hasattr(click.exceptions, "NoSuchCommand"):  # click 8.4+ suggests a close name
         assert "Did you mean 'watch'?" in result.output
+
+
+def test_the_collector_is_paused_while_a_command_imports(tmp_path: Path) -> None:
+    """`lora-tracker` pauses the garbage collector while a command imports its modules, and
+    a command that opens its database has it running again (what was imported frozen out
+    of its full passes); `cli` run in a test process never touches the collector."""
+    import gc
+
+    probe = (
+        "import gc, sys; import lora_tracker.cli as c; sys.argv = ['lora-tracker'] + sys.argv[1:]\n"
+        "seen = []\n"
+        "real = c.AppContext.open_db\n"
+        "def open_db(self, **kw):\n"
+        "    seen.append(gc.isenabled()); db = real(self, **kw)\n"
+        "    seen.append((gc.isenabled(), gc.get_freeze_count() > 0)); return db\n"
+        "c.AppContext.open_db = open_db\n"
+        "import atexit; atexit.register(lambda: print(seen))\n"
+        "c.main()\n"
+    )  # fmt: skip
+    home = tmp_path / "home"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "--database-url", "postgresql://u@127.0.0.1:9/x", "runs"],
+        capture_output=True, text=True, env={**os.environ, "LORA_TRACKER_HOME": str(home)},
+    )  # fmt: skip
+    assert done.stdout.strip() == "[False, (True, True)]", done.stdout + done.stderr
+    frozen = gc.get_freeze_count()
+    assert gc.isenabled()
+    CliRunner().invoke(cli, ["--database-url", "postgresql://u@127.0.0.1:9/x", "runs"])
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
