@@ -378,7 +378,10 @@ def _facts(
     if known is not None and known[0] is event:
         return known
     # a set: safetensors writes the keys of each file in an order of its own
-    shared = frozenset(item for item in event.metadata.items() if item[0] not in SAVE_KEYS)
+    items = set(event.metadata.items())
+    for key in SAVE_KEYS.intersection(event.metadata):
+        items.discard((key, event.metadata[key]))
+    shared = frozenset(items)
     facts = (event, _settings_of(event, shared), shared)
     if len(_BY_EVENT) >= _BY_EVENT_KEPT:
         _BY_EVENT.clear()

@@ -107,15 +107,27 @@ def _samples_linked(
 ) -> int:
     """How many sample images the recorded events added to their epochs (the backfill's
     count): those of checkpoint and sample events, less the ones recorded before."""
-    paths: set[str] = set()
-    for event, outcome, _ in outcomes:
-        if outcome != "recorded":
-            continue
-        if isinstance(event, CheckpointObserved):
-            paths.update(path for found in event.samples_by_epoch.values() for path in found)
-        elif isinstance(event, SamplesObserved):
+    recorded = [event for event, outcome, _ in outcomes if outcome == "recorded"]
+    paths = _carried_samples(recorded)
+    for event in recorded:
+        if isinstance(event, SamplesObserved):
             paths.update(event.paths)
     return len(paths - (known.samples if known is not None else set()))
+
+
+def _carried_samples(events: list[Event]) -> set[str]:
+    """The sample images the checkpoint events among ``events`` bring along (each event of
+    a run brings all the run's: a run's next event is looked at only if it differs)."""
+    paths: set[str] = set()
+    last: dict[tuple[str, str], dict[int, list[str]]] = {}
+    for event in events:
+        if not isinstance(event, CheckpointObserved):
+            continue
+        run = (event.output_dir, event.output_name)
+        if last.get(run) != event.samples_by_epoch:
+            last[run] = event.samples_by_epoch
+            paths.update(path for found in event.samples_by_epoch.values() for path in found)
+    return paths
 
 
 def scan(
@@ -273,13 +285,7 @@ class Watcher:
             if present and known_path not in on_disk and not os.path.exists(known_path):
                 later.append(CheckpointRemoved(path=known_path))
                 stats.removed += 1
-        carried = {  # sample images the checkpoint events bring along already
-            sample
-            for event in events
-            if isinstance(event, CheckpointObserved)
-            for paths in event.samples_by_epoch.values()
-            for sample in paths
-        }
+        carried = _carried_samples(events)  # what the checkpoint events bring along already
         for path in found:
             absolute = str(path.absolute())
             if absolute in carried or not classify_sample(path):
