@@ -428,9 +428,7 @@ def samples_by_epoch(
     """
     candidates: list[tuple[int, SampleName, str]] = []
     names: set[tuple[int | None, int | None, int]] = set()
-    for entry_path, sample in _samples_in(output_dir / "sample"):
-        if sample.output_name != output_name:
-            continue
+    for entry_path, sample in _named(_samples_in(output_dir / "sample"), output_name):
         key = (sample.epoch, sample.step, sample.index)
         shared = shared or key in names
         names.add(key)
@@ -551,6 +549,23 @@ def _checkpoint_named(path: str) -> CheckpointName | None:
     return classify_checkpoint(Path(path))
 
 
+_GROUPS: dict[int, tuple[list[Any], dict[str, list[Any]]]] = {}
+
+
+def _named(entries: list[tuple[str, Any]], output_name: str) -> list[tuple[str, Any]]:
+    """The entries of a folder's listing with this output name: the listing is grouped
+    once (a folder of many trainings is looked at once for each of them)."""
+    groups = _GROUPS.get(id(entries))
+    if groups is None or groups[0] is not entries:  # (the listing is kept with its groups)
+        by_name: dict[str, list[Any]] = {}
+        for entry in entries:
+            by_name.setdefault(entry[1].output_name, []).append(entry)
+        if len(_GROUPS) > 256:
+            _GROUPS.clear()
+        groups = _GROUPS[id(entries)] = (entries, by_name)
+    return groups[1].get(output_name, [])
+
+
 def _samples_in(folder: Path) -> list[tuple[str, SampleName]]:
     return _listing(folder, "samples", _sample_named)
 
@@ -589,11 +604,8 @@ def _other_starts(
     (from their headers; the next one ends this run's sample window). The run's own files
     share its start and so never count."""
     found: list[datetime] = []
-    for entry_path, name in _checkpoints_in(output_dir):
-        if (
-            name.file_format != "safetensors" or name.output_name != output_name
-            or (skip is not None and entry_path == str(skip))
-        ):  # fmt: skip
+    for entry_path, name in _named(_checkpoints_in(output_dir), output_name):
+        if name.file_format != "safetensors" or (skip is not None and entry_path == str(skip)):
             continue
         try:
             stat = os.stat(entry_path)
