@@ -616,3 +616,54 @@ def test_backfill_logs_a_long_run_in_one_line(tmp_path: Path, db_url: str) -> No
         "recorded short-000001.safetensors",
         "recorded short-000002.safetensors",
     ]
+
+
+def test_backfill_chunks_sent_ahead_and_a_refused_one(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's files go to the server in chunks without waiting for it (pipeline mode).
+    When the server refuses a file in a chunk already sent, the batch is rolled back whole
+    and done again the careful way: that file alone is refused (kept in the spool's
+    rejected file), every other lands once, and nothing else is said about it."""
+    from lora_tracker.capture import apply
+
+    monkeypatch.setattr(apply, "FILE_CHUNK", 4)
+    sent: list[int] = []
+    write_files = apply._FileBatch._write_files
+
+    def counted(self: apply._FileBatch) -> None:
+        sent.append(len(self.file_rows) if self.pipeline is not None else -1)
+        write_files(self)
+
+    monkeypatch.setattr(apply._FileBatch, "_write_files", counted)
+    out = tmp_path / "out"
+    out.mkdir()
+    started = time.time() - 3600
+
+    def save(filename: str, epoch: str, at: float) -> None:
+        meta = sd15_metadata("chunks", 1, started, dim=8) | {"ss_epoch": epoch}
+        path = out / filename
+        path.write_bytes(checkpoint_bytes(meta, 8, seed=int(at)))
+        os.utime(path, (started + at, started + at))
+
+    for epoch in range(1, 10):
+        save(f"chunks-{epoch:06d}.safetensors", str(epoch), epoch)
+    save("chunks.safetensors", "99999999999", 5.5)  # the 6th file: an epoch out of range
+    logger = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    delivery = EventDelivery(db_url)
+    try:
+        stats = Watcher([out], delivery).backfill()
+    finally:
+        delivery.close()
+        logger.removeHandler(handler)
+    assert sent[:2] == [4, 4]  # the first two chunks sent in pipeline mode
+    assert (stats.recorded, stats.rejected) == (9, 1)
+    epochs = rows(db_url, "SELECT epoch_number FROM epoch_results ORDER BY 1")
+    assert [r["epoch_number"] for r in epochs] == list(range(1, 10))
+    assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 9
+    said = stream.getvalue()
+    assert "refused" in said and "chunks.safetensors" in said and "out of range" in said
+    assert "pipeline" not in said.lower()

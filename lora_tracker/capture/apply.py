@@ -19,6 +19,7 @@ seen by two watchers lands exactly once; then
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +29,8 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from psycopg import sql
+import psycopg
+from psycopg import Pipeline, sql
 from psycopg.types.json import Jsonb
 
 from .. import _sqlbuild
@@ -172,6 +174,21 @@ def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> li
     _create_started_runs(conn, events, runs)
     writer = _EpochWriter(conn, runs)
     files = _FileBatch(conn, [e for e in events if isinstance(e, CheckpointObserved)])
+    try:
+        return _apply_all(conn, events, claimed, runs, writer, files)
+    except BaseException as exc:
+        files.close(exc)  # (sent chunks: the caller rolls the batch back)
+        raise
+
+
+def _apply_all(
+    conn: Connection,
+    events: list[AnyEvent],
+    claimed: set[Any],
+    runs: RunCache,
+    writer: _EpochWriter,
+    files: _FileBatch,
+) -> list[Applied]:
     _create_file_runs(conn, events, claimed, runs, files)
     results: list[Applied] = []
     for event in events:
@@ -196,14 +213,21 @@ def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> li
     return results
 
 
+# A batch's epoch files go to the server this many at a time, without waiting: it writes
+# them while the next ones are worked out here (pipeline mode; one statement a chunk)
+FILE_CHUNK = 128
+
+
 class _FileBatch:
     """The checkpoint files of one batch: what the database knows of their paths read in
-    one statement up front; their rows, the sample images they bring and their runs'
-    updates written together at the end (each file's two rows in one statement), so a
-    backfill costs about two statements a file."""
+    one statement up front; their rows (each file's two rows in one statement) sent in
+    chunks of `FILE_CHUNK` as they are worked out, without waiting for the server; the
+    sample images they bring and their runs' updates written at the end. A backfill costs
+    a few statements a batch. `close` waits for the server (and raises what it refused)."""
 
     def __init__(self, conn: Connection, events: list[CheckpointObserved]) -> None:
         self.conn = conn
+        self.pipeline: tuple[contextlib.ExitStack, Pipeline] | None = None  # chunks in flight
         self.file_rows: list[dict[str, Any]] = []  # EPOCH_AND_CHECKPOINT_UPSERT
         self.step_rows: list[dict[str, Any]] = []  # CHECKPOINT_UPSERT, no epoch row
         self.samples: dict[tuple[int, int], set[str]] = {}
@@ -270,6 +294,8 @@ class _FileBatch:
                  event: CheckpointObserved) -> None:  # fmt: skip
         params = _file_params(run_id, epoch, event)
         (self.file_rows if with_epoch else self.step_rows).append(params)
+        if len(self.file_rows) >= FILE_CHUNK:
+            self._send_files()
 
     def add_samples(self, run_id: int, samples: dict[int, list[str]]) -> None:
         if self.samples_of_run.get(run_id) == samples:  # what the run's last file brought
@@ -286,15 +312,44 @@ class _FileBatch:
         if updates:
             self.run_updates.setdefault(run_id, {}).update(updates)
 
-    def flush(self) -> None:
-        _set_many(self.conn, self.run_updates)
-        self.run_updates = {}
+    def _send_files(self) -> None:
+        """The queued epoch files' rows, sent without waiting for the server (pipeline
+        mode, entered for the rest of the batch) where the connection can."""
+        if self.pipeline is None and Pipeline.is_supported():
+            stack = contextlib.ExitStack()  # left in close()
+            self.pipeline = stack, stack.enter_context(self.conn.pipeline())
+        self._write_files()
+
+    def _write_files(self) -> None:
         by_epoch = {(row["run"], row["epoch"]): row for row in self.file_rows}
         for key in [key for key in self.samples if key in by_epoch]:
-            # an epoch's images go in with its file's row: no statement of their own
+            # an epoch's images go in with its file's row: no statement of their own (the
+            # images of epochs whose files come later wait for them)
             by_epoch[key]["samples"] = sorted(self.samples.pop(key))
         for wave in _waves(self.file_rows, lambda row: (row["run"], row["epoch"])):
             self.conn.execute(EPOCH_AND_CHECKPOINT_UPSERT, file_rows(wave))
+        self.file_rows = []
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Wait for what was sent, and raise what the server refused (a batch is rolled
+        back whole then, and done again the careful way); with ``error`` (already on its
+        way out), only leave pipeline mode."""
+        if self.pipeline is None:
+            return
+        (stack, pipeline), self.pipeline = self.pipeline, None
+        if error is None:
+            stack.close()
+            return
+        with contextlib.suppress(psycopg.Error):  # what was sent fails with the batch
+            pipeline.sync()
+        with contextlib.suppress(psycopg.Error):
+            stack.close()
+
+    def flush(self) -> None:
+        _set_many(self.conn, self.run_updates)
+        self.run_updates = {}
+        self._write_files()
+        self.close()  # the statements below read results, or must come after the files
         if self.step_rows:
             self.conn.execute(CHECKPOINT_ONLY_UPSERT, file_rows(self.step_rows))
         if self.samples:
@@ -303,7 +358,7 @@ class _FileBatch:
                 [run for run, _ in keys], [epoch for _, epoch in keys],
                 [Jsonb(sorted(self.samples[key])) for key in keys],
             ))  # fmt: skip
-        self.file_rows, self.step_rows, self.samples = [], [], {}
+        self.step_rows, self.samples = [], {}
         self.links.flush(self.conn)  # once their epochs and checkpoints are written
 
 
