@@ -215,7 +215,7 @@ def _apply_all(
 
 # A batch's epoch files go to the server this many at a time, without waiting: it writes
 # them while the next ones are worked out here (pipeline mode; one statement a chunk)
-FILE_CHUNK = 128
+FILE_CHUNK = 64
 
 
 class _FileBatch:
