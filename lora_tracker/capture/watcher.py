@@ -115,6 +115,30 @@ def _samples_linked(
     return len(paths - (known.samples if known is not None else set()))
 
 
+class _Asking:
+    """``ask(*args)`` on a thread of its own; ``result()`` waits for it and returns what
+    it returned (or raises what it raised)."""
+
+    def __init__(self, ask: Callable[..., Any], *args: Any) -> None:
+        self._outcome: tuple[Any, BaseException | None] = (None, None)
+
+        def run() -> None:
+            try:
+                self._outcome = (ask(*args), None)
+            except BaseException as exc:  # handed to result()
+                self._outcome = (None, exc)
+
+        self._thread = threading.Thread(target=run, name="lora-tracker-known", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        found, error = self._outcome
+        if error is not None:
+            raise error
+        return found
+
+
 def _carried_samples(events: list[Event]) -> set[str]:
     """The sample images the checkpoint events among ``events`` bring along (each event of
     a run brings all the run's: a run's next event is looked at only if it differs)."""
@@ -209,10 +233,13 @@ class Watcher:
         """Record what is already on disk (and what vanished while nobody watched): every
         file read, then delivered in transactions of up to `BACKFILL_BATCH` files."""
         stats = BackfillStats()
+        # what the database knows is asked (connecting first, perhaps) while the folders
+        # are listed: the two overlap
+        asking = _Asking(self.delivery.known_files, self.host, [str(f) for f in self.folders])
         found = list(scan(self.folders, self._unreadable_folder))
-        known = self.delivery.known_files(self.host, [str(f) for f in self.folders])
         checkpoints = [p for p in found if classify_checkpoint(p) is not None]
         checkpoints.sort(key=_mtime_order)
+        known = asking.result()
         stats.checkpoints = len(checkpoints)
         events: list[Event] = []
         with steady_folders():
