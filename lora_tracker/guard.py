@@ -332,11 +332,13 @@ def _answer(
 
     try:
         with conn.transaction():
-            conn.execute("SET TRANSACTION READ ONLY")
-            # local to the transaction, not a startup option: a transaction-mode pooler
-            # (PgBouncer) refuses unknown startup options and keeps this
+            # read only, with a time-out, in one round trip; local to the transaction, not a
+            # startup option: a transaction-mode pooler (PgBouncer) refuses unknown startup
+            # options and keeps this
             conn.execute(
-                "SELECT set_config('statement_timeout', %s, true)", (str(_statement_timeout_ms()),)
+                "SELECT set_config('transaction_read_only', 'on', true), "
+                "set_config('statement_timeout', %s, true)",
+                (str(_statement_timeout_ms()),),
             )
             return question(conn)
     except psycopg.errors.UndefinedTable:

@@ -578,3 +578,7 @@ def test_backfill_asks_on_its_own_connection_and_a_slow_answer_is_a_skip(
         assert [(r.run_name, r.skipped) for r in results] == [(n, too_slow) for n in names]
         assert elapsed < 1.6
         assert conn.execute("SELECT count(*) AS n FROM training_runs").fetchone() == {"n": 2}
+        # the question's transaction is read only
+        wrote = guard._answer(conn, lambda c: c.execute("DELETE FROM training_runs"), db_url)
+        assert isinstance(wrote, GuardResult) and "read-only transaction" in str(wrote.skipped)
+        assert conn.execute("SELECT count(*) AS n FROM training_runs").fetchone() == {"n": 2}

@@ -296,7 +296,7 @@ def checkpoint_event(
             if epoch is not None and name.kind == "step" and name.trainer == "kohya":
                 epoch += 1  # kohya writes its 0-based epoch in progress into step files
     step = name.step if name.step is not None else from_meta.get("global_step")
-    output_dir = Path(output_dir_of(path))
+    output_dir = output_dir_of(path)
     folder = str(output_dir)  # (in the memo keys below: a str hashes and compares fast)
     config, used_config = _once_while_steady(
         ("config", folder, config_path, name.trainer),

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
+from typing import TypeVar
 
 from ..vocab import CheckpointKind as CheckpointKind  # re-exported: events.py uses it
 
@@ -153,6 +154,11 @@ def _classify_checkpoint(path: PurePath) -> CheckpointName | None:
 
 def classify_sample(path: PurePath) -> SampleName | None:
     """A kohya sample image in a ``sample/`` folder, or None."""
+    return _classify_sample(path)
+
+
+@functools.lru_cache(maxsize=16384)  # a function of the path alone: a backfill asks twice
+def _classify_sample(path: PurePath) -> SampleName | None:
     if path.suffix.lower() not in IMAGE_SUFFIXES or path.parent.name not in SAMPLE_DIRS:
         return None
     if is_temporary(path):
@@ -181,8 +187,11 @@ def _local_stamp(stamp: str) -> datetime | None:
         return None
 
 
-def output_dir_of(path: PurePath) -> PurePath:
-    """The trainer's output folder a checkpoint or sample lives in."""
+_P = TypeVar("_P", bound=PurePath)
+
+
+def output_dir_of(path: _P) -> _P:
+    """The trainer's output folder a checkpoint or sample lives in (a path of its kind)."""
     if path.parent.name in SAMPLE_DIRS or _CHECKPOINT_DIR.match(path.parent.name):
         return path.parent.parent
     return path.parent
