@@ -9,6 +9,8 @@ transactions, one per unit of work, so no connection is ever left idle in a tran
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -23,6 +25,7 @@ from .settings import Target, mask_password, redact, resolve_target
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5
+AHEAD_ERROR_S = 5.0  # how long connect_ahead's failure stands for the next connect()
 
 
 class Database:
@@ -45,6 +48,8 @@ class Database:
         self.auto_migrate = auto_migrate
         self.on_connect = on_connect  # adapts each new connection (capture: NUL-safe)
         self._conn: Connection | None = None
+        self._connecting = threading.Lock()  # connect_ahead's thread and the first user
+        self._ahead_error: tuple[float, Exception] | None = None
 
     # -- connection --------------------------------------------------------------------
     def conninfo(self) -> str:
@@ -55,6 +60,29 @@ class Database:
 
     def connect(self) -> Connection:
         """Open (once) and return the connection, with the schema checked or migrated."""
+        with self._connecting:
+            failed = self._ahead_error
+            self._ahead_error = None
+            if failed is not None and time.monotonic() - failed[0] < AHEAD_ERROR_S:
+                raise failed[1]  # what connect_ahead met just now: not met twice
+            return self._connect()
+
+    def connect_ahead(self) -> None:
+        """Start connecting on a thread of its own, for a command with much to import first
+        (`watch`: the connection is made, or the embedded server started, meanwhile; to a
+        far database that is several round trips). `connect` returns that connection, or
+        raises what the thread met, once."""
+
+        def run() -> None:
+            with self._connecting:
+                try:
+                    self._connect()
+                except Exception as exc:  # for the next caller of connect()
+                    self._ahead_error = (time.monotonic(), exc)
+
+        threading.Thread(target=run, name="lora-tracker-connect", daemon=True).start()
+
+    def _connect(self) -> Connection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
         self._conn = self._open()

@@ -577,3 +577,37 @@ def test_a_deleted_runs_files_are_said_once_a_run(
         f"left out 3 checkpoint files of {run['output_name']} in {out}: deleted with their run "
         "(`lora-tracker record --force FILE` records one again)"
     ], said
+
+
+def test_connect_ahead_makes_one_connection_and_says_a_failure_once(db_url: str) -> None:
+    """`Database.connect_ahead` (what `watch` does while it imports the capture stack):
+    the first `connect` gets the connection the thread made, not a second one; a database
+    that cannot be reached is said by that `connect`, once, without a second attempt, and
+    the one after tries again."""
+    import psycopg
+
+    from lora_tracker.db import Database
+    from lora_tracker.errors import DatabaseUnavailable
+
+    database = Database(db_url)
+    database.connect_ahead()
+    conn = database.connect()
+    assert database.connect() is conn
+    with psycopg.connect(db_url) as other:
+        mine = other.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lora-tracker' "
+            "AND pid = %s",
+            (conn.info.backend_pid,),
+        ).fetchone()
+        assert mine == (1,)
+    database.close()
+
+    refused = Database("postgresql://lora:secret-pw@127.0.0.1:9/lora_tracker")
+    refused.connect_ahead()
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="Connection refused") as said:
+        refused.connect()
+    assert "secret-pw" not in str(said.value)
+    assert time.monotonic() - started < 2
+    with pytest.raises(DatabaseUnavailable):  # tried again, not the old failure kept
+        refused.connect()

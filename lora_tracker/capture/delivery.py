@@ -73,11 +73,14 @@ class EventDelivery:
         *,
         target: Target | None = None,
         retry_after_s: float = RETRY_AFTER_S,
+        database: Database | None = None,
     ) -> None:
-        self.target = target or resolve_target(database_url)
+        """``database``: one already connecting (`Database.connect_ahead`), made with
+        `make_nul_safe` as its ``on_connect``; its target is this delivery's."""
+        self.target = database.target if database else target or resolve_target(database_url)
         self.retry_after_s = retry_after_s
         self.spool: Spool = spool_for(self.target.home)
-        self._db: Database | None = None
+        self._db: Database | None = database
         self._down_until = 0.0
         self._spool_error: str | None = None  # the spool's last write failure, until one works
         self._said_down = False  # the outage was logged (a line per outage, not per retry)

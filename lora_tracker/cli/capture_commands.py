@@ -152,12 +152,6 @@ def watch(
     With --images, each image rendered into those folders is linked to its epoch too.
     Stop with Ctrl-C.
     """
-    from ..capture.delivery import EventDelivery
-    from ..capture.watcher import BackfillStats, Watcher
-
-    # the collector resumes, leaving what was imported out of the full passes that a
-    # backfill's many objects set off (500 files: about 25 ms less)
-    imports_done()
     if not folders and not image_folders:
         raise click.UsageError("give a FOLDER to watch, or --images DIR")
     _check_config(config_path)
@@ -166,10 +160,21 @@ def watch(
     if missing and once:
         raise click.BadParameter(f"{missing[0]} does not exist", param_hint="FOLDERS")
     _log_to_stderr()
+    from ..capture.nul_safe import make_nul_safe
+    from ..db import Database
+
+    database = Database(app_context(ctx).database_url, on_connect=make_nul_safe)
+    database.connect_ahead()  # while the capture stack is imported
+    from ..capture.delivery import EventDelivery
+    from ..capture.watcher import BackfillStats, Watcher
+
+    # the collector resumes, leaving what was imported out of the full passes that a
+    # backfill's many objects set off (500 files: about 25 ms less)
+    imports_done()
     stop = threading.Event()
     if missing and not _wait_for_folders(missing, stop):
         return
-    delivery = EventDelivery(app_context(ctx).database_url)
+    delivery = EventDelivery(database=database)
     watcher = Watcher(
         list(folders), delivery, run_name=run_name, config_path=config_path,
         prompts_path=prompts_path.absolute() if prompts_path else None, poll=poll,
