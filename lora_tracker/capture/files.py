@@ -103,15 +103,15 @@ def classify_checkpoint(path: PurePath) -> CheckpointName | None:
 
 @functools.lru_cache(maxsize=16384)  # a function of the path alone; a backfill asks 7 times
 def _classify_checkpoint(path: PurePath) -> CheckpointName | None:
-    if is_temporary(path) or in_state_folder(path):
-        return None
-    suffix = path.suffix.lower()
+    suffix = path.suffix.lower()  # (first: most files in a trainer's folder are images)
     stem = path.stem
     if suffix == ".bin" and stem in ADAPTER_FILES:
         file_format = "bin"
     elif suffix in CHECKPOINT_SUFFIXES:
         file_format = CHECKPOINT_SUFFIXES[suffix]
     else:
+        return None
+    if is_temporary(path) or in_state_folder(path):
         return None
 
     folder = _CHECKPOINT_DIR.match(path.parent.name)
