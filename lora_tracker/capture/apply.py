@@ -412,6 +412,7 @@ _SETTINGS_KEPT = 64
 # to create it, to record the file); the event is kept with them, so its id is its own
 _BY_EVENT: dict[int, tuple[CheckpointObserved, dict[str, Any], frozenset[tuple[str, str]]]] = {}
 _BY_EVENT_KEPT = 1024
+_SHARED: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}
 
 
 def _run_settings(event: CheckpointObserved) -> dict[str, Any]:
@@ -437,6 +438,11 @@ def _facts(
     for key in SAVE_KEYS.intersection(event.metadata):
         items.discard((key, event.metadata[key]))
     shared = frozenset(items)
+    # one object for each distinct shared part: looked up again (the run's settings, the
+    # batch's metadata), it is found by identity, not compared item by item
+    if len(_SHARED) >= _SETTINGS_KEPT:
+        _SHARED.clear()
+    shared = _SHARED.setdefault(shared, shared)
     facts = (event, _settings_of(event, shared), shared)
     if len(_BY_EVENT) >= _BY_EVENT_KEPT:
         _BY_EVENT.clear()
