@@ -270,39 +270,6 @@ def test_constraints(conn: psycopg.Connection[Any]) -> None:
     ) in defs
 
 
-@pytest.mark.parametrize(
-    "value",
-    ["0" * 64, "0123456789abcdef" * 4, "A" * 64, "a" * 63, "a" * 65, "g" + "a" * 63,
-     "a" * 64 + "\n", "\n" + "a" * 63, "é" + "a" * 63, "", None],
-)  # fmt: skip
-def test_lora_hash_rule_is_0009s(conn: psycopg.Connection[Any], value: str | None) -> None:
-    """0011's cheaper CHECK on checkpoints.lora_hash accepts exactly what 0009's regex did."""
-    old_rule = conn.execute(
-        "SELECT coalesce(%s ~ '^[0-9a-f]{64}$', true) AS ok", (value,)
-    ).fetchone()
-    assert old_rule is not None
-    conn.execute("INSERT INTO training_runs (run_name) VALUES ('hash rule') ON CONFLICT DO NOTHING")
-    try:
-        with conn.transaction():
-            conn.execute(
-                "INSERT INTO checkpoints (training_run_id, host, path, kind, file_format, "
-                "size_bytes, mtime, lora_hash) SELECT id, 'h', 'p', 'epoch', 'safetensors', "
-                "1, now(), %s FROM training_runs WHERE run_name = 'hash rule'",
-                (value,),
-            )
-            accepted = True
-            raise _RollBack
-    except psycopg.errors.CheckViolation:
-        accepted = False
-    except _RollBack:
-        pass
-    assert accepted == old_rule["ok"]
-
-
-class _RollBack(Exception):
-    pass
-
-
 def test_row_level_security_enabled(conn: psycopg.Connection[Any]) -> None:
     """Every table has RLS on (and not forced, so the owner connection works)."""
     rows = conn.execute(
