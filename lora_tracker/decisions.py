@@ -41,7 +41,8 @@ def tried(conn: Connection, settings: dict[str, Any], *, limit: int = 20) -> Tri
     """Runs with the same settings (equivalent) and with some of them (nearby).
 
     Nearby: at least one setting equal, numbers within a factor of 2, the same model type
-    when one is given. Ranked by how many settings match.
+    when one is given. Ranked by how many settings match, then failures first, then by
+    quality: among more than ``limit`` equal runs, the failures are the ones kept.
     """
     given = {k: v for k, v in settings.items() if v is not None and v != ""}
     result = TriedResult(given)
@@ -78,7 +79,9 @@ def tried(conn: Connection, settings: dict[str, Any], *, limit: int = 20) -> Tri
                ({score}) AS matching
         FROM training_runs
         WHERE ({neighbourhood}) {model_filter}
-        ORDER BY matching DESC, quality_score DESC NULLS LAST, run_date DESC
+        -- failures first among runs alike: "it failed before" is never cut by the limit
+        ORDER BY matching DESC, coalesce(overall_verdict = 'failure', false) DESC,
+                 quality_score DESC NULLS LAST, run_date DESC
         LIMIT %s
         """
     ).format(score=score, neighbourhood=neighbourhood, model_filter=model_filter)

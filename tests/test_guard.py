@@ -582,3 +582,29 @@ def test_backfill_asks_on_its_own_connection_and_a_slow_answer_is_a_skip(
         wrote = guard._answer(conn, lambda c: c.execute("DELETE FROM training_runs"), db_url)
         assert isinstance(wrote, GuardResult) and "read-only transaction" in str(wrote.skipped)
         assert conn.execute("SELECT count(*) AS n FROM training_runs").fetchone() == {"n": 2}
+
+
+def test_a_failure_among_many_runs_alike_is_never_cut_off(
+    db_url: str,
+) -> None:
+    """More than 20 runs with the same settings (tried's limit): the old, low-scored failure
+    among them still makes `tried` exit 3 and a backfill's new run show the banner."""
+    from click.testing import CliRunner
+
+    from lora_tracker.cli import cli
+
+    failed_run(db_url, "old_failure", network_dim=8, run_date="2020-01-01")  # quality 3
+    with psycopg.connect(db_url) as conn:
+        for n in range(24):  # newer, better scored runs with the same settings
+            conn.execute(
+                "INSERT INTO training_runs (run_name, model_type, network_dim, network_alpha, "
+                "resolution, learning_rate, overall_verdict, quality_score) "
+                "VALUES (%s, 'SD15', 8, 8, '512x512', 1e-4, 'partial', 7)",
+                (f"alike_{n}",),
+            )
+    asked = CliRunner().invoke(cli, [
+        "--database-url", db_url, "tried", "--model-type", "SD15", "--network-dim", "8",
+        "--network-alpha", "8", "--resolution", "512x512", "--learning-rate", "1e-4",
+    ])  # fmt: skip
+    assert asked.exit_code == 3, asked.output
+    assert "old_failure" in asked.output
