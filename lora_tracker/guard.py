@@ -131,6 +131,7 @@ class GuardResult:
     skipped: str | None = None  # why nothing could be said
     elapsed_s: float = 0.0
     run_name: str | None = None  # the recorded run checked (the watcher's new run)
+    more_runs: list[str] = field(default_factory=list)  # others with the same answer
 
     @property
     def repeats_failure(self) -> bool:
@@ -219,19 +220,39 @@ def start_recorded_check(target: Target, run_name: str) -> PendingCheck:
     return PendingCheck(lambda: _ask(target, _recorded_question(run_name)))
 
 
-def check_recorded_runs(conn: Any, run_names: list[str], url: str | None) -> list[GuardResult]:
+def check_recorded_runs(
+    conn: Any, run_names: list[str], url: str | None, *, questions: int | None = None
+) -> list[GuardResult]:
     """``check_recorded_run`` for each of ``run_names`` on an open connection (a backfill's
     new runs, asked on its own connection once they are committed: no thread or connection
     each), in one read-only transaction with the same time-outs; runs with the same
-    settings (a folder's trainings often share them) are asked about once. ``url`` is
-    masked out of a reason given for skipping."""
-    answers = _answer(conn, lambda conn: _recorded_answers(conn, run_names), url)
+    settings (a folder's trainings often share them) are asked about once, and at most
+    ``questions`` settings are asked about (the runs of others get an empty answer).
+    ``url`` is masked out of a reason given for skipping."""
+    answers = _answer(conn, lambda conn: _recorded_answers(conn, run_names, questions), url)
     if isinstance(answers, GuardResult):  # skipped: the same reason for each
         return [GuardResult(skipped=answers.skipped, run_name=name) for name in run_names]
     return answers
 
 
-def _recorded_answers(conn: Any, run_names: list[str]) -> list[GuardResult]:
+def same_answers(results: list[GuardResult]) -> list[GuardResult]:
+    """Results that say the same (the same failed and succeeded runs, or the same reason
+    to skip) as one, naming its runs (`more_runs`); in the order of their first run."""
+    merged: dict[tuple[Any, ...], GuardResult] = {}
+    for result in results:
+        key = (result.skipped, tuple(r["id"] for r in result.failed),
+               tuple(r["id"] for r in result.succeeded))  # fmt: skip
+        first = merged.get(key)
+        if first is None:
+            merged[key] = result
+        elif result.run_name:
+            first.more_runs.append(result.run_name)
+    return list(merged.values())
+
+
+def _recorded_answers(
+    conn: Any, run_names: list[str], questions: int | None = None
+) -> list[GuardResult]:
     from psycopg import sql
 
     columns = sql.SQL(", ").join(map(sql.Identifier, COMPARED))
@@ -246,6 +267,9 @@ def _recorded_answers(conn: Any, run_names: list[str]) -> list[GuardResult]:
             results.append(GuardResult())
             continue
         key = tuple(sorted(wanted.items()))
+        if key not in asked and questions is not None and len(asked) >= questions:
+            results.append(GuardResult())
+            continue
         if key not in asked:
             asked[key] = _equivalent(conn, wanted)
         found = asked[key]
@@ -414,7 +438,7 @@ def banner(result: GuardResult, mode: str, *, stops: bool = True) -> str:
     if mode == "strict" and stops:
         lines.append(f" Stopping before the first step ({GUARD_ENV}=strict).")
     elif not stops:
-        seen = f" in run {result.run_name}" if result.run_name else ""
+        seen = _seen_in([result.run_name, *result.more_runs] if result.run_name else [])
         lines += _wrapped(
             f"Seen by lora-tracker watch{seen}, which cannot stop a training (the launcher's "
             f"--guard strict or {GUARD_ENV}=strict stops one before it starts).", " ", " ",
@@ -423,6 +447,19 @@ def banner(result: GuardResult, mode: str, *, stops: bool = True) -> str:
         lines.append(f" Training goes on. {GUARD_ENV}=strict stops here; =off skips this check.")
     lines.append(rule)
     return escape_control("\n".join(lines))
+
+
+def _seen_in(runs: list[str]) -> str:
+    """`` in run A`` / `` in runs A, B and C`` / `` in runs A, B, ... and 7 more``."""
+    if not runs:
+        return ""
+    if len(runs) == 1:
+        return f" in run {runs[0]}"
+    shown = runs[:MAX_FAILED_SHOWN]
+    rest = len(runs) - len(shown)
+    if rest:
+        return f" in runs {', '.join(shown)} and {rest} more"
+    return f" in runs {', '.join(shown[:-1])} and {shown[-1]}"
 
 
 def success_line(result: GuardResult) -> str:

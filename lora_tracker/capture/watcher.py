@@ -61,7 +61,7 @@ Status = Literal[
 IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
-GUARDED_NEW_RUNS = 5  # a backfill checks the first few runs it records for the first time
+GUARDED_NEW_RUNS = 5  # a backfill checks the first few settings of the runs it records anew
 LISTED_FILES = 5  # a backfill logs a run's recorded files one by one up to this many
 # files a backfill writes in one transaction: one batch is fewer round trips (each costs
 # 10-40 ms to a hosted database) than writing chunks while reading the next, which was
@@ -249,7 +249,7 @@ class Watcher:
         outcomes = self.delivery.submit_many(events, BACKFILL_BATCH).outcomes
         new_runs = self._count_outcomes(outcomes, stats)
         stats.samples_linked = _samples_linked(outcomes, known)
-        self._guard_new_runs(new_runs[:GUARDED_NEW_RUNS])  # trainings found for the first time
+        self._guard_new_runs(new_runs)  # trainings found for the first time
         if self.images is not None:
             self.images.backfill(stats)
         return stats
@@ -682,21 +682,31 @@ class Watcher:
 
     def _guard_new_runs(self, run_names: list[str]) -> None:
         """``_guard_new_run`` for the new runs of a backfill, asked on the delivery's
-        connection once they are committed (a thread and connection each if it has gone
-        meanwhile), reported in order."""
-        from ..guard import check_recorded_runs, mode_or_default, report, start_recorded_check
+        connection once they are committed (a thread and connection each, for the first
+        few, if it has gone meanwhile): the first `GUARDED_NEW_RUNS` settings among them,
+        each answer said once, naming its runs."""
+        from ..guard import (
+            check_recorded_runs,
+            mode_or_default,
+            report,
+            same_answers,
+            start_recorded_check,
+        )  # fmt: skip
 
         mode = mode_or_default()
         if mode == "off" or not run_names:
             return
         url = self.delivery.target.url
         results = self.delivery.on_connection(
-            lambda conn: check_recorded_runs(conn, run_names, url)
+            lambda conn: check_recorded_runs(conn, run_names, url, questions=GUARDED_NEW_RUNS)
         )
         if results is None:
-            checks = [start_recorded_check(self.delivery.target, name) for name in run_names]
+            checks = [
+                start_recorded_check(self.delivery.target, name)
+                for name in run_names[:GUARDED_NEW_RUNS]
+            ]
             results = [check.result() for check in checks]
-        for result in results:
+        for result in same_answers(results):
             report(result, mode, stops=False)
 
 
