@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from lora_tracker.capture.delivery import EventDelivery
 from lora_tracker.capture.events import event_from_json
-from lora_tracker.capture.watcher import Watcher
+from lora_tracker.capture.watcher import BackfillStats, Watcher
 from lora_tracker.cli import cli
 
 from .conftest import proxied, proxy_target, rows, wait_for
@@ -609,7 +610,7 @@ def test_backfill_logs_a_long_run_in_one_line(tmp_path: Path, db_url: str) -> No
     [long_run] = rows(db_url, "SELECT run_name FROM training_runs WHERE output_name = 'long'")
     size_mb = sum(p.stat().st_size for p in out.glob("long*")) / (1024 * 1024)
     assert lines[0] == (
-        f"recorded 8 checkpoint files -> run {long_run['run_name']} epochs 1-3, 5-7 "
+        f"recorded 8 files -> run {long_run['run_name']} epochs 1-3, 5-7 "
         f"and 2 step files ({size_mb:.1f} MB)"
     )
     assert [line.split(" -> ")[0] for line in lines[1:]] == [
@@ -667,3 +668,71 @@ def test_backfill_chunks_sent_ahead_and_a_refused_one(
     said = stream.getvalue()
     assert "refused" in said and "chunks.safetensors" in said and "out of range" in said
     assert "pipeline" not in said.lower()
+
+
+def test_backfill_with_the_database_away_then_back(tmp_path: Path, db_url: str) -> None:
+    """A backfill while the database is away spools its files, a training of more than five
+    in one line; the next one replays them first, then finds them all recorded: nothing
+    is written twice."""
+    proxy = Proxy(proxy_target(db_url))  # down until up()
+    url = proxied(db_url, proxy)
+    out = tmp_path / "out"
+    out.mkdir()
+    started = time.time() - 3600
+    for name, epochs in (("long", 7), ("short", 2)):
+        for epoch in range(1, epochs + 1):
+            meta = sd15_metadata(name, len(name), started, dim=8) | {"ss_epoch": str(epoch)}
+            path = out / f"{name}-{epoch:06d}.safetensors"
+            path.write_bytes(checkpoint_bytes(meta, 8, seed=len(name) * 100 + epoch))
+    logger = logging.getLogger("lora_tracker")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+
+    def backfill() -> BackfillStats:
+        delivery = EventDelivery(url)
+        try:
+            return Watcher([out], delivery).backfill()
+        finally:
+            delivery.close()
+
+    try:
+        away = backfill()
+        said = stream.getvalue().splitlines()
+        proxy.up()
+        back = backfill()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        proxy.down()
+    size_mb = sum(p.stat().st_size for p in out.glob("long-*")) / (1024 * 1024)
+    assert away.spooled == 9
+    assert f"spooled 7 files of long in {out} (database unavailable; {size_mb:.1f} MB)" in said
+    assert sum(line.startswith("spooled short-00000") for line in said) == 2
+    assert (back.recorded, back.unchanged) == (0, 9)
+    files = rows(db_url, "SELECT count(*) AS n, count(*) FILTER (WHERE updated_at > created_at) "
+                         "AS rewritten FROM checkpoints")  # fmt: skip
+    assert files == [{"n": 9, "rewritten": 0}]
+
+
+def test_a_runs_epochs_in_one_line() -> None:
+    """Consecutive epochs as spans, up to four of them; more (every other epoch saved) as
+    a range and a count, so the line stays short."""
+    from lora_tracker.capture.apply import Applied
+    from lora_tracker.capture.watcher import _saves
+
+    def files(epochs: list[int], steps: int = 0) -> list[tuple[Any, Applied]]:
+        epoch_files = [(_Kind("epoch"), Applied("recorded", "r", e)) for e in epochs]
+        return epoch_files + [(_Kind("step"), Applied("recorded", "r", 1))] * steps
+
+    assert _saves(files([1, 2, 3, 5, 6, 7, 9], steps=2)) == "epochs 1-3, 5-7, 9 and 2 step files"
+    assert _saves(files([4])) == "epoch 4"
+    assert _saves(files([], steps=1)) == "1 step file"
+    assert _saves(files(list(range(2, 101, 2)))) == "epochs 2 to 100 (50 of them)"
+
+
+class _Kind:
+    def __init__(self, kind: str) -> None:
+        self.checkpoint_kind = kind

@@ -63,6 +63,7 @@ IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 MAX_BACKOFF_S = 300.0  # a check that keeps failing is retried at most this often
 GUARDED_NEW_RUNS = 5  # a backfill checks the first few settings of the runs it records anew
 LISTED_FILES = 5  # a backfill logs a run's recorded files one by one up to this many
+MAX_SPANS = 4  # a run's epochs said as spans (1-40, 42-49) up to this many, else a range
 # files a backfill writes in one transaction: one batch is fewer round trips (each costs
 # 10-40 ms to a hosted database) than writing chunks while reading the next, which was
 # measured slower even locally (the two threads share the interpreter lock)
@@ -233,6 +234,8 @@ class Watcher:
         """Record what is already on disk (and what vanished while nobody watched): every
         file read, then delivered in transactions of up to `BACKFILL_BATCH` files."""
         stats = BackfillStats()
+        if not self.delivery.nothing_spooled():  # what waits goes first, and then counts
+            self.delivery.replay()  # as known (not recorded twice)
         # what the database knows is asked (connecting first, perhaps) while the folders
         # are listed: the two overlap
         asking = _Asking(self.delivery.known_files, self.host, [str(f) for f in self.folders])
@@ -257,12 +260,13 @@ class Watcher:
     def _count_outcomes(
         self, outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]], stats: BackfillStats
     ) -> list[str]:
-        """Count and log a backfill's outcomes (a run's recorded files, when more than
-        `LISTED_FILES`, and a deleted run's files in one line per run); returns the runs
+        """Count and log a backfill's outcomes (a run's recorded or spooled files, when more
+        than `LISTED_FILES`, and a deleted run's files in one line per run); returns the runs
         recorded for the first time."""
         new_runs: list[str] = []
         left_out: dict[tuple[str, str], int] = {}
         by_run: dict[str, list[tuple[CheckpointObserved, Applied]]] = {}
+        spooled: dict[tuple[str, str], list[CheckpointObserved]] = {}
         for event, outcome, applied in outcomes:
             if outcome == "deleted" and isinstance(event, CheckpointObserved):
                 stats.deleted += 1  # (only a checkpoint of a deleted run is left out)
@@ -278,16 +282,22 @@ class Watcher:
             elif outcome in ("recorded", "duplicate") and event.kind == "checkpoint":
                 stats.recorded += 1
             self._after_delivery(event, outcome)
-            if (
-                self.on_delivered is _log_delivery and isinstance(event, CheckpointObserved)
-                and outcome in ("recorded", "duplicate") and applied and applied.run_name
-            ):  # fmt: skip
-                by_run.setdefault(applied.run_name, []).append((event, applied))
+            # (the default log: a backfill's lines by run; another on_delivered: each)
+            said = (
+                event
+                if isinstance(event, CheckpointObserved) and self.on_delivered is _log_delivery
+                else None
+            )
+            if said and outcome in ("recorded", "duplicate") and applied and applied.run_name:
+                by_run.setdefault(applied.run_name, []).append((said, applied))
+            elif said and outcome == "spooled":
+                spooled.setdefault((said.output_dir, said.output_name), []).append(said)
             elif event.kind == "checkpoint":
                 self.on_delivered(event, outcome, applied)
             if outcome == "recorded" and applied and applied.new_run and applied.run_name:
                 new_runs.append(applied.run_name)
         _log_recorded(by_run)
+        _log_spooled(spooled)
         for (folder, name), count in left_out.items():
             log.info(
                 "left out %s of %s in %s: deleted with their run "
@@ -804,8 +814,20 @@ def _log_recorded(by_run: dict[str, list[tuple[CheckpointObserved, Applied]]]) -
                 _log_delivery(event, "recorded", applied)
             continue
         size_mb = sum(event.size_bytes for event, _ in files) / (1024 * 1024)
-        log.info("recorded %s -> run %s %s (%.1f MB)", _files(len(files)), run_name,
+        log.info("recorded %d files -> run %s %s (%.1f MB)", len(files), run_name,
                  _saves(files), size_mb)  # fmt: skip
+
+
+def _log_spooled(by_training: dict[tuple[str, str], list[CheckpointObserved]]) -> None:
+    """A backfill's spooled files (the database away): as `_log_recorded`, by training."""
+    for (folder, name), files in by_training.items():
+        if len(files) <= LISTED_FILES:
+            for event in files:
+                _log_delivery(event, "spooled", None)
+            continue
+        size_mb = sum(event.size_bytes for event in files) / (1024 * 1024)
+        log.info("spooled %d files of %s in %s (database unavailable; %.1f MB)",
+                 len(files), name, folder, size_mb)  # fmt: skip
 
 
 def _saves(files: list[tuple[CheckpointObserved, Applied]]) -> str:
@@ -823,6 +845,8 @@ def _saves(files: list[tuple[CheckpointObserved, Applied]]) -> str:
         else:
             spans.append([epoch])
     text = ", ".join(f"{s[0]}-{s[-1]}" if len(s) > 1 else f"{s[0]}" for s in spans)
+    if len(spans) > MAX_SPANS:  # (every other epoch saved: 50 numbers)
+        text = f"{epochs[0]} to {epochs[-1]} ({len(epochs)} of them)"
     parts = [f"epoch{'s' if len(epochs) > 1 else ''} {text}"] if epochs else []
     if steps:
         parts.append(f"{steps} step file{'' if steps == 1 else 's'}")
