@@ -593,20 +593,9 @@ def test_backfill_logs_a_long_run_in_one_line(tmp_path: Path, db_url: str) -> No
         save("long", f"long-step{step:08d}.safetensors", epoch - 1, 1)
     for epoch in (1, 2):
         save("short", f"short-{epoch:06d}.safetensors", epoch, 2)
-    logger = logging.getLogger("lora_tracker")
-    handler = logging.StreamHandler(stream := io.StringIO())
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    delivery = EventDelivery(db_url)
-    try:
-        stats = Watcher([out], delivery).backfill()
-    finally:
-        delivery.close()
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    stats, said = logged_backfill(out, db_url)
     assert stats.recorded == 10
-    lines = [line for line in stream.getvalue().splitlines() if line.startswith("recorded")]
+    lines = [line for line in said if line.startswith("recorded")]
     [long_run] = rows(db_url, "SELECT run_name FROM training_runs WHERE output_name = 'long'")
     size_mb = sum(p.stat().st_size for p in out.glob("long*")) / (1024 * 1024)
     assert lines[0] == (
@@ -650,22 +639,13 @@ def test_backfill_chunks_sent_ahead_and_a_refused_one(
     for epoch in range(1, 10):
         save(f"chunks-{epoch:06d}.safetensors", str(epoch), epoch)
     save("chunks.safetensors", "99999999999", 5.5)  # the 6th file: an epoch out of range
-    logger = logging.getLogger()
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger.addHandler(handler)
-    delivery = EventDelivery(db_url)
-    try:
-        stats = Watcher([out], delivery).backfill()
-    finally:
-        delivery.close()
-        logger.removeHandler(handler)
+    stats, lines = logged_backfill(out, db_url)
     assert sent[:2] == [4, 4]  # the first two chunks sent in pipeline mode
     assert (stats.recorded, stats.rejected) == (9, 1)
     epochs = rows(db_url, "SELECT epoch_number FROM epoch_results ORDER BY 1")
     assert [r["epoch_number"] for r in epochs] == list(range(1, 10))
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 9
-    said = stream.getvalue()
+    said = "\n".join(lines)
     assert "refused" in said and "chunks.safetensors" in said and "out of range" in said
     assert "pipeline" not in said.lower()
 
@@ -684,28 +664,11 @@ def test_backfill_with_the_database_away_then_back(tmp_path: Path, db_url: str) 
             meta = sd15_metadata(name, len(name), started, dim=8) | {"ss_epoch": str(epoch)}
             path = out / f"{name}-{epoch:06d}.safetensors"
             path.write_bytes(checkpoint_bytes(meta, 8, seed=len(name) * 100 + epoch))
-    logger = logging.getLogger("lora_tracker")
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-
-    def backfill() -> BackfillStats:
-        delivery = EventDelivery(url)
-        try:
-            return Watcher([out], delivery).backfill()
-        finally:
-            delivery.close()
-
     try:
-        away = backfill()
-        said = stream.getvalue().splitlines()
+        away, said = logged_backfill(out, url)
         proxy.up()
-        back = backfill()
+        back, _ = logged_backfill(out, url)
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
         proxy.down()
     size_mb = sum(p.stat().st_size for p in out.glob("long-*")) / (1024 * 1024)
     assert away.spooled == 9
@@ -736,3 +699,23 @@ def test_a_runs_epochs_in_one_line() -> None:
 class _Kind:
     def __init__(self, kind: str) -> None:
         self.checkpoint_kind = kind
+
+
+def logged_backfill(folder: Path, url: str) -> tuple[BackfillStats, list[str]]:
+    """A backfill of ``folder`` (a delivery of its own) and every line logged meanwhile:
+    lora-tracker's from INFO up, and anything a library says."""
+    root = logging.getLogger()
+    ours = logging.getLogger("lora_tracker")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root.addHandler(handler)
+    level = ours.level
+    ours.setLevel(logging.INFO)
+    delivery = EventDelivery(url)
+    try:
+        stats = Watcher([folder], delivery).backfill()
+    finally:
+        delivery.close()
+        root.removeHandler(handler)
+        ours.setLevel(level)
+    return stats, stream.getvalue().splitlines()
