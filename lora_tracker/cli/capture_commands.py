@@ -173,6 +173,7 @@ def watch(
     imports_done()
     stop = threading.Event()
     if missing and not _wait_for_folders(missing, stop):
+        database.close()
         return
     delivery = EventDelivery(database=database)
     watcher = Watcher(
