@@ -719,3 +719,20 @@ def logged_backfill(folder: Path, url: str) -> tuple[BackfillStats, list[str]]:
         root.removeHandler(handler)
         ours.setLevel(level)
     return stats, stream.getvalue().splitlines()
+
+
+def test_watch_once_says_a_file_still_being_written_is_left_out(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`watch --once` does not look again: a checkpoint still being written (its data short
+    of what its header promises) is said to be left out, not to be recorded later."""
+    out = tmp_path / "out"
+    out.mkdir()
+    meta = sd15_metadata("partial", 1, time.time()) | {"ss_epoch": "1"}
+    (out / "partial-000001.safetensors").write_bytes(checkpoint_bytes(meta, 8, seed=1)[:-64])
+    caplog.set_level(logging.INFO, logger="lora_tracker")
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 skipped" in result.output
+    assert "left out, not complete yet: partial-000001.safetensors" in caplog.text
+    assert "recorded once it is" not in caplog.text

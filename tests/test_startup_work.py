@@ -73,3 +73,32 @@ def test_spool_loads_its_file_lock_only_to_write(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True, env={"PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert done.stdout.split("\n")[:2] == ["0 0 False", "1 True"]
+
+
+@pytest.mark.both_servers
+def test_capture_into_a_schema_behind_says_not_ready(
+    blank_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shared database one migration behind this version answers, so capture says it is
+    not ready (and what to run), not that it is unavailable; the file waits in the spool."""
+    from lora_tracker.capture.delivery import EventDelivery
+    from lora_tracker.capture.events import observe_checkpoint
+
+    from .kohya_sim import checkpoint_bytes, sd15_metadata
+
+    with psycopg.connect(blank_url, autocommit=True, row_factory=dict_row) as conn:
+        migrations.migrate(conn)
+        last = migrations.available_versions()[-1]
+        conn.execute("DELETE FROM schema_migrations WHERE version = %s", (last,))
+    path = tmp_path / "behind-000001.safetensors"
+    meta = sd15_metadata("behind", 1, 1731146400.0) | {"ss_epoch": "1"}
+    path.write_bytes(checkpoint_bytes(meta, 8, seed=1))
+    delivery = EventDelivery(blank_url)
+    try:
+        outcome, _ = delivery.submit(observe_checkpoint(path))
+    finally:
+        delivery.close()
+    assert outcome == "spooled"
+    assert "database not ready, events go to the spool: " in caplog.text
+    assert f"lacks migrations {last}: run `lora-tracker init`" in caplog.text
+    assert "database unavailable" not in caplog.text

@@ -96,7 +96,9 @@ class EventDelivery:
 
     def _mark_down(self, exc: Exception) -> None:
         if not self._said_down:  # once per outage, not at every retry
-            log.warning("database unavailable, events go to the spool: %s", exc)
+            # (a database whose schema is behind this version answers: it is not down)
+            what = "not ready" if isinstance(exc, SchemaNotInitialized) else "unavailable"
+            log.warning("database %s, events go to the spool: %s", what, exc)
             self._said_down = True
         self._down_until = time.monotonic() + self.retry_after_s
         if self._db is not None:

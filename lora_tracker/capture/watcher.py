@@ -228,11 +228,17 @@ class Watcher:
         self._last_unreadable_check = 0.0
         self._last_retry = 0.0
         self._errors = _Throttle()
+        self._final = False  # this backfill is all there is (watch --once)
 
     # -- backfill ----------------------------------------------------------------------
-    def backfill(self, progress: Callable[[int, int], None] | None = None) -> BackfillStats:
+    def backfill(
+        self, progress: Callable[[int, int], None] | None = None, *, final: bool = False
+    ) -> BackfillStats:
         """Record what is already on disk (and what vanished while nobody watched): every
-        file read, then delivered in transactions of up to `BACKFILL_BATCH` files."""
+        file read, then delivered in transactions of up to `BACKFILL_BATCH` files.
+        ``final``: nothing looks again afterwards (`watch --once`): a file still being
+        written is said to be left out, not to be recorded later."""
+        self._final = final
         stats = BackfillStats()
         if not self.delivery.nothing_spooled():  # what waits goes first, and then counts
             self.delivery.replay()  # as known (not recorded twice)
@@ -382,7 +388,10 @@ class Watcher:
         try:
             event = self._observe(path, st)
         except IncompleteCheckpoint as exc:
-            log.info("not complete yet, %s (recorded once it is)", exc)
+            if self._final:
+                log.info("left out, not complete yet: %s (`watch` records it once it is)", exc)
+            else:
+                log.info("not complete yet, %s (recorded once it is)", exc)
             self._state[key] = FileState(identity, "incomplete")
             self.schedule(key, self.retry_s)  # perhaps still being written
             stats.skipped += 1

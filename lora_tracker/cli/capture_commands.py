@@ -213,7 +213,7 @@ def watch(
 def _import_once(watcher: Watcher) -> BackfillStats:
     """``watch --once``: the backfill, with a progress bar on a terminal."""
     if not sys.stderr.isatty():
-        return watcher.backfill(None)
+        return watcher.backfill(None, final=True)
     bar = click.progressbar(length=0, label="Importing", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
@@ -221,7 +221,7 @@ def _import_once(watcher: Watcher) -> BackfillStats:
         bar.update(done - bar.pos)
 
     with _logs_held():  # files are recorded while they are read: their lines would cut the bar
-        stats = watcher.backfill(progress)
+        stats = watcher.backfill(progress, final=True)
         bar.render_finish()
     return stats
 
