@@ -217,7 +217,7 @@ def check_recorded_run(target: Target, run_name: str, *, limit: float | None = N
 
 def start_recorded_check(target: Target, run_name: str) -> PendingCheck:
     """``check_recorded_run`` started on its own thread."""
-    return PendingCheck(lambda: _ask(target, _recorded_question(run_name)))
+    return PendingCheck(lambda: _ask(target, lambda conn: _recorded_answers(conn, [run_name])[0]))
 
 
 def check_recorded_runs(
@@ -262,9 +262,12 @@ def _recorded_answers(
     results: list[GuardResult] = []
     for name in run_names:
         row = rows.get(name)
-        wanted = compared_settings(row) if row is not None else {}
-        if row is None or not wanted:
+        if row is None:
             results.append(GuardResult())
+            continue
+        wanted = compared_settings(row)
+        if not wanted:
+            results.append(GuardResult(run_name=name))
             continue
         key = tuple(sorted(wanted.items()))
         if key not in asked and questions is not None and len(asked) >= questions:
@@ -279,25 +282,6 @@ def _recorded_answers(
             succeeded=[r for r in found.succeeded if r["id"] != row["id"]],
         ))  # fmt: skip
     return results
-
-
-def _recorded_question(run_name: str) -> Callable[[Any], GuardResult]:
-    def question(conn: Any) -> GuardResult:
-        from psycopg import sql
-
-        columns = sql.SQL(", ").join(map(sql.Identifier, COMPARED))
-        query = sql.SQL("SELECT id, {} FROM training_runs WHERE run_name = %s").format(columns)
-        row = conn.execute(query, (run_name,)).fetchone()
-        if row is None:
-            return GuardResult()
-        wanted = compared_settings(row)
-        result = _equivalent(conn, wanted) if wanted else GuardResult()
-        result.failed = [r for r in result.failed if r["id"] != row["id"]]
-        result.succeeded = [r for r in result.succeeded if r["id"] != row["id"]]
-        result.run_name = run_name
-        return result
-
-    return question
 
 
 def _equivalent(conn: Any, settings: dict[str, Any]) -> GuardResult:
