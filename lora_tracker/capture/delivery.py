@@ -258,16 +258,15 @@ class EventDelivery:
 
     def known_files(self, host: str, folders: list[str]) -> KnownFiles | None:
         """What the database already holds under these folders (None if unreachable)."""
-        if self.database_down:
-            return None
-        with self._turn:
-            try:
-                db = self._database()
-                with db.transaction() as conn:
-                    return known_files(conn, host, folders)
-            except (DatabaseUnavailable, SchemaNotInitialized) as exc:
-                self._mark_down(exc)
-                return None
+        return self._read(lambda conn: known_files(conn, host, folders))
+
+    def linked_images(self, paths: list[Path]) -> set[Path]:
+        """The test images already linked and not written since (none if unreachable)."""
+        if not paths:
+            return set()
+        from ..images.linking import untouched_since_linked
+
+        return self._read(lambda conn: untouched_since_linked(conn, paths)) or set()
 
     def on_connection(self, work: Callable[[Connection], T]) -> T | None:
         """``work`` on this delivery's connection, between its writes (None when the
@@ -282,20 +281,15 @@ class EventDelivery:
                 self._mark_down(exc)
                 return None
 
-    def linked_images(self, paths: list[Path]) -> set[Path]:
-        """The test images already linked and not written since (none if unreachable)."""
-        if self.database_down or not paths:
-            return set()
-        from ..images.linking import untouched_since_linked
+    def _read(self, work: Callable[[Connection], T]) -> T | None:
+        """``work`` in a transaction of its own on this delivery's connection (None when
+        the database is down or cannot be reached)."""
 
-        with self._turn:
-            try:
-                db = self._database()
-                with db.transaction() as conn:
-                    return untouched_since_linked(conn, paths)
-            except (DatabaseUnavailable, SchemaNotInitialized) as exc:
-                self._mark_down(exc)
-                return set()
+        def in_transaction(conn: Connection) -> T:
+            with translate_errors(conn), conn.transaction():
+                return work(conn)
+
+        return self.on_connection(in_transaction)
 
     def replay(self, *, wait: bool = False) -> ReplayResult:
         """Apply spooled events in order; stops (keeping the rest) if the database fails.
