@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,30 +115,6 @@ def _samples_linked(
         if isinstance(event, SamplesObserved):
             paths.update(event.paths)
     return len(paths - (known.samples if known is not None else set()))
-
-
-class _Asking:
-    """``ask(*args)`` on a thread of its own; ``result()`` waits for it and returns what
-    it returned (or raises what it raised)."""
-
-    def __init__(self, ask: Callable[..., Any], *args: Any) -> None:
-        self._outcome: tuple[Any, BaseException | None] = (None, None)
-
-        def run() -> None:
-            try:
-                self._outcome = (ask(*args), None)
-            except BaseException as exc:  # handed to result()
-                self._outcome = (None, exc)
-
-        self._thread = threading.Thread(target=run, name="lora-tracker-known", daemon=True)
-        self._thread.start()
-
-    def result(self) -> Any:
-        self._thread.join()
-        found, error = self._outcome
-        if error is not None:
-            raise error
-        return found
 
 
 def _carried_samples(events: list[Event]) -> set[str]:
@@ -244,11 +221,14 @@ class Watcher:
             self.delivery.replay()  # as known (not recorded twice)
         # what the database knows is asked (connecting first, perhaps) while the folders
         # are listed: the two overlap
-        asking = _Asking(self.delivery.known_files, self.host, [str(f) for f in self.folders])
-        found = list(scan(self.folders, self._unreadable_folder))
-        checkpoints = [p for p in found if classify_checkpoint(p) is not None]
-        checkpoints.sort(key=_mtime_order)
-        known = asking.result()
+        with ThreadPoolExecutor(1, thread_name_prefix="lora-tracker-known") as pool:
+            asking = pool.submit(
+                self.delivery.known_files, self.host, [str(f) for f in self.folders]
+            )
+            found = list(scan(self.folders, self._unreadable_folder))
+            checkpoints = [p for p in found if classify_checkpoint(p) is not None]
+            checkpoints.sort(key=_mtime_order)
+            known = asking.result()
         stats.checkpoints = len(checkpoints)
         events: list[Event] = []
         with steady_folders():
