@@ -40,7 +40,7 @@ from psycopg.rows import dict_row
 
 from lora_tracker import embedded
 from lora_tracker.capture.delivery import EventDelivery
-from lora_tracker.capture.watcher import Watcher
+from lora_tracker.capture.watcher import BackfillStats, Watcher
 from lora_tracker.migrations import load_examples, migrate
 
 from .netproxy import Proxy
@@ -239,6 +239,16 @@ def run_cli(
 def rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
         return conn.execute(query, params).fetchall()
+
+
+def backfilled(folder: Path, url: str) -> BackfillStats:
+    """A backfill of ``folder`` into ``url`` through a delivery of its own, closed after
+    (what `watch --once` does)."""
+    delivery = EventDelivery(url)
+    try:
+        return Watcher([folder], delivery).backfill()
+    finally:
+        delivery.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -21,7 +21,7 @@ from lora_tracker.capture.events import event_from_json
 from lora_tracker.capture.watcher import BackfillStats, Watcher
 from lora_tracker.cli import cli
 
-from .conftest import proxied, proxy_target, rows, wait_for
+from .conftest import backfilled, proxied, proxy_target, rows, wait_for
 from .kohya_sim import PNG, KohyaRun, checkpoint_bytes, sd15_metadata
 from .netproxy import Proxy
 
@@ -553,11 +553,7 @@ def test_backfill_creates_its_runs_together_and_a_taken_name_still_works(
     rows(db_url, "INSERT INTO training_runs (run_name) VALUES ('beta_2026-11-20') RETURNING id")
     rows(db_url, "INSERT INTO deleted_runs (capture_key, run_name) "
                  "VALUES ('session:14', 'gone_2026-11-20') RETURNING capture_key")  # fmt: skip
-    delivery = EventDelivery(db_url)
-    try:
-        stats = Watcher([out], delivery).backfill()
-    finally:
-        delivery.close()
+    stats = backfilled(out, db_url)
     assert (stats.recorded, stats.deleted) == (7, 2)
     found = rows(
         db_url,
@@ -711,11 +707,9 @@ def logged_backfill(folder: Path, url: str) -> tuple[BackfillStats, list[str]]:
     root.addHandler(handler)
     level = ours.level
     ours.setLevel(logging.INFO)
-    delivery = EventDelivery(url)
     try:
-        stats = Watcher([folder], delivery).backfill()
+        stats = backfilled(folder, url)
     finally:
-        delivery.close()
         root.removeHandler(handler)
         ours.setLevel(level)
     return stats, stream.getvalue().splitlines()

@@ -24,7 +24,7 @@ from lora_tracker.capture.watcher import Watcher
 from lora_tracker.cli import cli
 from lora_tracker.spool import Spool
 
-from .conftest import proxied, proxy_target, rows, wait_for
+from .conftest import backfilled, proxied, proxy_target, rows, wait_for
 from .kohya_sim import KohyaRun, checkpoint_bytes, sd15_metadata, write_in_place
 from .netproxy import Proxy
 
@@ -566,11 +566,7 @@ def test_a_deleted_runs_files_are_said_once_a_run(
     deleted = runner.invoke(cli, ["--database-url", db_url, "delete", run["run_name"], "--yes"])
     assert deleted.exit_code == 0, deleted.output
     caplog.set_level(logging.INFO, logger="lora_tracker")
-    delivery = EventDelivery(db_url)
-    try:
-        stats = Watcher([out], delivery).backfill()
-    finally:
-        delivery.close()
+    stats = backfilled(out, db_url)
     assert (stats.deleted, stats.recorded) == (3, 0)
     said = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert said == [

@@ -22,7 +22,7 @@ import lora_tracker
 from lora_tracker.capture.watcher import Watcher
 from lora_tracker.guard import GuardResult, RepeatsFailedRun, banner, resolve_mode
 
-from .conftest import proxied, rows, wait_for
+from .conftest import backfilled, proxied, rows, wait_for
 from .kohya_sim import checkpoint_bytes, sd15_metadata
 from .netproxy import Proxy
 from .test_hooks_kohya import kohya_args, launch
@@ -388,7 +388,6 @@ def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
 ) -> None:
     """`watch --once` (a backfill) checks the runs it records for the first time; runs it
     had recorded before stay quiet."""
-    from lora_tracker.capture.delivery import EventDelivery
 
     now = time.time()
 
@@ -399,23 +398,16 @@ def test_watch_once_banner_for_a_new_run_that_repeats_a_failure(
         (out / f"{name}-000001.safetensors").write_bytes(checkpoint_bytes(meta, dim, seed=session))
         return out
 
-    def backfill(out: Path) -> None:
-        delivery = EventDelivery(db_url)
-        try:
-            Watcher([out], delivery).backfill()
-        finally:
-            delivery.close()
-
     first = folder("first", 1, 32)
-    backfill(first)
+    backfilled(first, db_url)
     [recorded] = rows(db_url, "SELECT run_name FROM training_runs")
     mark_failed(db_url, recorded["run_name"])
-    backfill(first)  # nothing new: no banner
+    backfilled(first, db_url)  # nothing new: no banner
     assert "ALREADY FAILED" not in guard_log.text
-    backfill(folder("second", 2, 32))
+    backfilled(folder("second", 2, 32), db_url)
     assert "ALREADY FAILED" in guard_log.text and recorded["run_name"] in guard_log.text
     guard_log.clear()
-    backfill(folder("third", 3, 16))
+    backfilled(folder("third", 3, 16), db_url)
     assert "ALREADY FAILED" not in guard_log.text
 
 
@@ -459,18 +451,13 @@ def test_backfill_of_several_batches_says_one_banner_naming_its_new_runs(
     its seven new runs, all with a failed run's settings, get one banner naming them in the
     order they were recorded (five, and how many more)."""
     from lora_tracker.capture import watcher
-    from lora_tracker.capture.delivery import EventDelivery
 
     monkeypatch.setattr(watcher, "BACKFILL_BATCH", 7)
     old = tmp_path / "old"
     old.mkdir()
     meta = sd15_metadata("old", 1, time.time() - 86400, dim=32) | {"ss_epoch": "1"}
     (old / "old-000001.safetensors").write_bytes(checkpoint_bytes(meta, 32, seed=1))
-    delivery = EventDelivery(db_url)
-    try:
-        Watcher([old], delivery).backfill()
-    finally:
-        delivery.close()
+    backfilled(old, db_url)
     [failed] = rows(db_url, "SELECT run_name FROM training_runs")
     mark_failed(db_url, failed["run_name"])
     guard_log.clear()
@@ -486,11 +473,7 @@ def test_backfill_of_several_batches_says_one_banner_naming_its_new_runs(
             path.write_bytes(checkpoint_bytes(meta, 32, seed=run * 10 + epoch))
             stamp = started + epoch
             os.utime(path, (stamp, stamp))
-    delivery = EventDelivery(db_url)
-    try:
-        stats = Watcher([out], delivery).backfill()
-    finally:
-        delivery.close()
+    stats = backfilled(out, db_url)
     assert (stats.checkpoints, stats.recorded, stats.skipped) == (28, 28, 0)
     epochs = rows(
         db_url,
@@ -539,7 +522,6 @@ def test_backfill_asks_on_its_own_connection_and_a_slow_answer_is_a_skip(
     and connection each); a question that takes too long there is one skip line a run,
     and the connection still works after it."""
     from lora_tracker import guard
-    from lora_tracker.capture.delivery import EventDelivery
 
     def no_thread(*_: object) -> None:
         raise AssertionError("the backfill opened a connection of its own for a check")
@@ -549,11 +531,7 @@ def test_backfill_asks_on_its_own_connection_and_a_slow_answer_is_a_skip(
         out.mkdir()
         meta = sd15_metadata(name, session, time.time(), dim=32) | {"ss_epoch": "1"}
         (out / f"{name}-000001.safetensors").write_bytes(checkpoint_bytes(meta, 32, seed=session))
-        delivery = EventDelivery(db_url)
-        try:
-            Watcher([out], delivery).backfill()
-        finally:
-            delivery.close()
+        backfilled(out, db_url)
 
     backfill("first", 1)
     [first] = rows(db_url, "SELECT run_name FROM training_runs")
