@@ -297,9 +297,11 @@ class _FileBatch:
         if len(self.file_rows) >= FILE_CHUNK:
             self._send_files()
 
-    def add_samples(self, run_id: int, samples: dict[int, list[str]]) -> None:
-        if self.samples_of_run.get(run_id) == samples:  # what the run's last file brought
-            return
+    def add_samples(self, run_id: int, samples: dict[int, list[str]]) -> bool:
+        """Queue a file's sample images for their epochs; False when they are what the
+        run's last file brought (each of a run's events brings them all)."""
+        if self.samples_of_run.get(run_id) == samples:
+            return False
         self.samples_of_run[run_id] = samples
         for epoch, paths in samples.items():
             key = (run_id, epoch)
@@ -307,6 +309,7 @@ class _FileBatch:
             if not written.issuperset(paths):  # each of a run's events brings them all
                 self.samples.setdefault(key, set()).update(paths)
                 written.update(paths)
+        return True
 
     def update_run(self, run_id: int, updates: dict[str, Any]) -> None:
         if updates:
@@ -518,8 +521,9 @@ def _apply_checkpoint(
     with_epoch = epoch is not None and event.checkpoint_kind in ("epoch", "final", "unknown")
     if files is not None and files.replaced(event) is False:
         files.add_file(run["id"], epoch, with_epoch, event)
-        files.add_samples(run["id"], event.samples_by_epoch)
-        files.links.add(run, _carried(event), event.sample_prompts, _step_file(event))
+        new_samples = files.add_samples(run["id"], event.samples_by_epoch)
+        carried = _carried(event) if new_samples else ()  # (the same ones queued already)
+        files.links.add(run, carried, event.sample_prompts, _step_file(event))
         return Applied("recorded", run["run_name"], epoch, new_run=created)
     if files is not None:
         files.flush()
