@@ -369,7 +369,7 @@ class Watcher:
             event = self._observe(path, st)
         except IncompleteCheckpoint as exc:
             if self._final:
-                log.info("left out, not complete yet: %s (`watch` records it once it is)", exc)
+                log.info("left out, not complete yet: %s", exc)  # (nothing looks again)
             else:
                 log.info("not complete yet, %s (recorded once it is)", exc)
             self._state[key] = FileState(identity, "incomplete")
