@@ -730,3 +730,52 @@ def test_watch_once_says_a_file_still_being_written_is_left_out(
     assert "1 skipped" in result.output
     assert "left out, not complete yet: partial-000001.safetensors" in caplog.text
     assert "recorded once it is" not in caplog.text
+
+
+def test_an_event_read_from_a_file_is_the_validated_one(tmp_path: Path) -> None:
+    """`observe_checkpoint` builds an event from what it read without validating it again:
+    for every kind of file a watcher meets, that event equals the one validation makes from
+    it, reads back from the spool the same, and holds no secret."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    from lora_tracker.capture.events import CheckpointObserved, event_to_json, observe_checkpoint
+
+    from .diffusers_sim import DiffusersRun
+    from .kohya_sim import sample_prompts_file
+
+    kohya = tmp_path / "kohya"
+    sim = KohyaRun(kohya, epochs=3, save_last_n=None)
+    sim.run()
+    sim.save_step(250)
+    (kohya / "config_lora-20260101-120000.toml").write_text(
+        'hub_token = "hf_notStored"\nnetwork_dim = 32\n'
+        f'sample_prompts = "{sample_prompts_file(kohya)}"\n'
+    )
+    other = KohyaRun(tmp_path / "nometa", flavour="nometa", epochs=2, save_last_n=None)
+    other.run()
+    meta = sd15_metadata("secretive", 7, 1_700_000_000.0)
+    meta.update(ss_wandb_api_key="wandbNotStored", ss_repo="https://me:pwNotStored@example.com/")
+    secretive = tmp_path / "secretive" / "secretive-000001.safetensors"
+    secretive.parent.mkdir()
+    secretive.write_bytes(checkpoint_bytes(meta, 8, seed=3))
+    peft = tmp_path / "peft" / "checkpoint-10"
+    peft.mkdir(parents=True)
+    (peft / "adapter_model.safetensors").write_bytes(
+        save({"q_proj.lora_A.weight": np.zeros((8, 16), np.float32)}, metadata={"format": "pt"})
+    )
+    (peft / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
+    diffusers = DiffusersRun(tmp_path / "diffusers", hub_token="hf_notStoredEither")
+    diffusers.run()
+    files = [*sim.written, *other.written, secretive, peft / "adapter_model.safetensors",
+             *diffusers.saved]  # fmt: skip
+    events = [observe_checkpoint(path) for path in files]
+    SECRETS = ("hf_notStored", "wandbNotStored", "pwNotStored")
+    assert any(e.samples_by_epoch for e in events) and any(e.sample_prompts for e in events)
+    assert any(e.checkpoint_kind == "step" for e in events) and any(e.config for e in events)
+    for event in events:
+        validated = CheckpointObserved.model_validate(event.model_dump())
+        assert validated == event, event.path
+        assert event_from_json(event_to_json(event)) == event, event.path
+        spooled = event_to_json(event)
+        assert not any(secret in spooled for secret in SECRETS), event.path

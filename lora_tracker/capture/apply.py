@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -161,16 +161,15 @@ def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> li
     error): every event id claimed in one statement, and the epoch reports of hooks and the
     Python API (most of what a training sends) written together in one pipelined
     statement, with each run's ``last_event_at`` set once."""
-    claimed = {
-        row["event_id"]
-        for row in conn.execute(
+    with _sent_together(conn):  # the runs are looked for while the server claims
+        claiming = conn.execute(
             "INSERT INTO applied_events (event_id, kind) "
             "SELECT * FROM unnest(%s::uuid[], %s::text[]) "
             "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
             ([e.event_id for e in events], [e.kind for e in events]),
-        ).fetchall()
-    }
-    _prefill(conn, events, runs)
+        )
+        _prefill(conn, events, runs)
+        claimed = {row["event_id"] for row in claiming.fetchall()}
     _create_started_runs(conn, events, runs)
     writer = _EpochWriter(conn, runs)
     files = _FileBatch(conn, [e for e in events if isinstance(e, CheckpointObserved)])
@@ -340,13 +339,7 @@ class _FileBatch:
         if self.pipeline is None:
             return
         (stack, pipeline), self.pipeline = self.pipeline, None
-        if error is None:
-            stack.close()
-            return
-        with contextlib.suppress(psycopg.Error):  # what was sent fails with the batch
-            pipeline.sync()
-        with contextlib.suppress(psycopg.Error):
-            stack.close()
+        _leave_pipeline(stack, pipeline, error)
 
     def flush(self) -> None:
         _set_many(self.conn, self.run_updates)
@@ -363,6 +356,37 @@ class _FileBatch:
             ))  # fmt: skip
         self.step_rows, self.samples = [], {}
         self.links.flush(self.conn)  # once their epochs and checkpoints are written
+
+
+@contextlib.contextmanager
+def _sent_together(conn: Connection) -> Iterator[None]:
+    """Statements sent without waiting for one another's answers (pipeline mode, where
+    the connection can): an answer is awaited when read, and this side works meanwhile."""
+    if not Pipeline.is_supported():
+        yield
+        return
+    stack = contextlib.ExitStack()
+    pipeline = stack.enter_context(conn.pipeline())
+    try:
+        yield
+    except BaseException as exc:
+        _leave_pipeline(stack, pipeline, exc)
+        raise
+    _leave_pipeline(stack, pipeline, None)
+
+
+def _leave_pipeline(
+    stack: contextlib.ExitStack, pipeline: Pipeline, error: BaseException | None
+) -> None:
+    """Leave pipeline mode; with ``error`` (on its way out: the caller rolls back), without
+    a second error or psycopg's warning about the statements that failed with it."""
+    if error is None:
+        stack.close()
+        return
+    with contextlib.suppress(psycopg.Error):  # what was sent fails with the batch
+        pipeline.sync()
+    with contextlib.suppress(psycopg.Error):
+        stack.close()
 
 
 def _waves(rows: list[Any], key: Callable[[Any], tuple[Any, ...]]) -> list[list[Any]]:

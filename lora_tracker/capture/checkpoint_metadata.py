@@ -256,13 +256,17 @@ def run_fields_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
 
 
 def save_fields_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
-    """The run columns read from `SAVE_KEYS` (only those present)."""
-    meta = {key: decode_value(key, raw[key]) for key in SAVE_KEYS if key in raw}
+    """The run columns read from `SAVE_KEYS` (only those present; called for every file,
+    so only the keys it reads are decoded)."""
+    meta = {key: decode_value(key, raw[key]) for key in _SAVE_FIELD_KEYS if key in raw}
     fields = {
         "training_finished_at": _timestamp(meta.get("ss_training_finished_at")),
         "total_steps": _int(meta.get("ss_steps")) or _int(_training_info(meta).get("step")),
     }
     return {k: v for k, v in fields.items() if v is not None}
+
+
+_SAVE_FIELD_KEYS = ("ss_training_finished_at", "ss_steps", "training_info")  # of SAVE_KEYS
 
 
 def run_settings_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
