@@ -613,6 +613,7 @@ def test_backfill_chunks_sent_ahead_and_a_refused_one(
     rejected file), every other lands once, and nothing else is said about it."""
     from lora_tracker.capture import apply
 
+    monkeypatch.setattr(apply, "FIRST_FILE_CHUNK", 2)
     monkeypatch.setattr(apply, "FILE_CHUNK", 4)
     sent: list[int] = []
     write_files = apply._FileBatch._write_files
@@ -636,7 +637,8 @@ def test_backfill_chunks_sent_ahead_and_a_refused_one(
         save(f"chunks-{epoch:06d}.safetensors", str(epoch), epoch)
     save("chunks.safetensors", "99999999999", 5.5)  # the 6th file: an epoch out of range
     stats, lines = logged_backfill(out, db_url)
-    assert sent[:2] == [4, 4]  # the first two chunks sent in pipeline mode
+    assert sent[:3] == [2, 4, 4]  # the first chunks sent in pipeline mode (the 6th file
+    # in the second)
     assert (stats.recorded, stats.rejected) == (9, 1)
     epochs = rows(db_url, "SELECT epoch_number FROM epoch_results ORDER BY 1")
     assert [r["epoch_number"] for r in epochs] == list(range(1, 10))

@@ -40,6 +40,7 @@ from .checkpoint_metadata import (
     SAVE_KEYS,
     run_settings_from_metadata,
     save_fields_from_metadata,
+    session_id_of,
 )
 from .events import (
     AnyEvent,
@@ -213,8 +214,10 @@ def _apply_all(
 
 
 # A batch's epoch files go to the server this many at a time, without waiting: it writes
-# them while the next ones are worked out here (pipeline mode; one statement a chunk)
+# them while the next ones are worked out here (pipeline mode; one statement a chunk). The
+# first chunk is smaller: the server, slower at them than this side, starts sooner.
 FILE_CHUNK = 64
+FIRST_FILE_CHUNK = 16
 
 
 class _FileBatch:
@@ -227,6 +230,7 @@ class _FileBatch:
     def __init__(self, conn: Connection, events: list[CheckpointObserved]) -> None:
         self.conn = conn
         self.pipeline: tuple[contextlib.ExitStack, Pipeline] | None = None  # chunks in flight
+        self.chunk = FIRST_FILE_CHUNK  # files queued before the next chunk is sent
         self.file_rows: list[dict[str, Any]] = []  # EPOCH_AND_CHECKPOINT_UPSERT
         self.step_rows: list[dict[str, Any]] = []  # CHECKPOINT_UPSERT, no epoch row
         self.samples: dict[tuple[int, int], set[str]] = {}
@@ -293,8 +297,9 @@ class _FileBatch:
                  event: CheckpointObserved) -> None:  # fmt: skip
         params = _file_params(run_id, epoch, event)
         (self.file_rows if with_epoch else self.step_rows).append(params)
-        if len(self.file_rows) >= FILE_CHUNK:
+        if len(self.file_rows) >= self.chunk:
             self._send_files()
+            self.chunk = FILE_CHUNK
 
     def add_samples(self, run_id: int, samples: dict[int, list[str]]) -> bool:
         """Queue a file's sample images for their epochs; False when they are what the
@@ -406,9 +411,11 @@ def _waves(rows: list[Any], key: Callable[[Any], tuple[Any, ...]]) -> list[list[
 # -- checkpoints -----------------------------------------------------------------------------
 
 
-def capture_key(event: CheckpointObserved, fields: dict[str, Any]) -> str:
-    """How capture recognises the run of a file again."""
-    session = fields.get("session_id")
+def capture_key(event: CheckpointObserved) -> str:
+    """How capture recognises the run of a file again: its training session (the run's
+    ``session_id``), else its folder and output name on its host (read from the event
+    alone: a batch asks for every file's before it works out their runs' settings)."""
+    session = session_id_of(event.metadata)
     if session:
         return f"session:{session}"
     return f"dir:{event.host}:{event.output_dir}:{event.output_name}"
@@ -515,7 +522,7 @@ def _apply_checkpoint(
     if files is not None and not files.takes(event):
         files = None  # this one the careful way, after what is queued
     fields = run_fields(event)
-    key = event.run_key or capture_key(event, fields)
+    key = event.run_key or capture_key(event)
     deleted = files.of_a_deleted_run(event, key) if files is not None else None
     if deleted is None:
         deleted = _of_a_deleted_run(conn, event, key)
@@ -1061,7 +1068,7 @@ def _prefill(conn: Connection, events: list[AnyEvent], runs: RunCache) -> None:
     for event in events:
         key = getattr(event, "run_key", None)
         if key is None and isinstance(event, CheckpointObserved) and event.run_name is None:
-            key = capture_key(event, _run_settings(event))
+            key = capture_key(event)
         if key and key not in runs:
             keys.add(key)
     if not keys:
@@ -1272,7 +1279,7 @@ def _create_file_runs(
             or event.force or event.run_key is not None or event.run_name is not None
         ):  # fmt: skip
             continue
-        key = capture_key(event, _run_settings(event))
+        key = capture_key(event)
         if key in first or runs.get(key) != {} or files.of_a_deleted_run(event, key) is not False:
             continue
         fields = run_fields(event)

@@ -293,7 +293,7 @@ def run_settings_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
         "mixed_precision": meta.get("ss_mixed_precision") or None,
         "tag_frequency": _tag_frequency(meta),
         "dataset_dirs": _dataset_dirs(meta),
-        "session_id": _text(meta.get("ss_session_id")),
+        "session_id": session_id_of(raw),
         "output_name": _text(meta.get("ss_output_name")) or _text(meta.get("name")),
         "training_started_at": _timestamp(meta.get("ss_training_started_at")),
     }
@@ -303,6 +303,13 @@ def run_settings_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
         if fields[key] is not None and not 0 <= fields[key] < float("inf"):
             fields[key] = None
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def session_id_of(raw: dict[str, str]) -> str | None:
+    """kohya's training session (``ss_session_id``): how capture tells a run's files from
+    another training's into the same folder."""
+    value = raw.get("ss_session_id")
+    return None if value is None else _text(decode_value("ss_session_id", value))
 
 
 def _training_info(meta: dict[str, Any]) -> dict[str, Any]:
