@@ -87,17 +87,19 @@ def mask_mapping(values: dict[str, str]) -> dict[str, str]:
     """A ``str -> str`` mapping (checkpoint metadata) with its secrets masked (a count
     under a key ending in "tokens", kohya's ``ss_keep_tokens = "1"``, is no secret: every
     metadata value is a string)."""
-    if "://" not in "".join(values.values()) and not any(map(is_secret_key, values)):
-        return dict(values)  # (the usual case, found at C speed: a backfill asks per file)
-    masked: dict[str, str] = {}
-    for key, text in values.items():
+    # (a backfill asks for every file: the keys and values to look at are found at C speed)
+    masked = dict(values)
+    if "://" in "".join(values.values()):
+        for key, text in values.items():
+            if "://" in text:
+                masked[key] = mask_text(text)
+    for key in filter(is_secret_key, values):
+        text = values[key]
         if (
-            is_secret_key(key) and text and text not in ("None", "null")
+            text and text not in ("None", "null")
             and not (text.isascii() and text.isdigit() and _counts_tokens(key))
         ):  # fmt: skip
             masked[key] = MASK
-        else:
-            masked[key] = mask_text(text) if "://" in text else text
     return masked
 
 
