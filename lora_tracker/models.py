@@ -6,12 +6,14 @@ or the Supabase editor is refused too. The vocabularies come from ``vocab.py``; 
 the CHECKs back from a migrated database and compares them with it.
 """
 
-import functools
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# the run fields capture validates live apart (capture builds that model alone)
+from .run_fields import InputModel, RunFields, Score, render_validation_error, valid_run_fields
 
 # the vocabularies live in vocab.py (one source: the SQL CHECKs are tested against it)
 from .vocab import (
@@ -29,9 +31,7 @@ from .vocab import (
     RunStatus,
 )
 
-Score = Annotated[int, Field(ge=0, le=10)]
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Resolution = Annotated[str, StringConstraints(pattern=r"^[0-9]+x[0-9]+$")]
 
 __all__ = [
     "DETAIL_LEVELS",
@@ -42,74 +42,16 @@ __all__ = [
     "RUN_STATUSES",
     "DetailLevel",
     "EpochVerdict",
+    "InputModel",
     "ModelType",
     "OverallVerdict",
     "PromptVerdict",
+    "RunFields",
     "RunStatus",
+    "Score",
+    "render_validation_error",
+    "valid_run_fields",
 ]
-
-
-class _Input(BaseModel):
-    """Base of write models: unknown fields are an error, not silently dropped."""
-
-    # defer_build: a model's validator is built when first used, not at import (capture
-    # imports this module for RunFields alone; a CLI command uses one or two models)
-    model_config = ConfigDict(
-        extra="forbid", protected_namespaces=(), defer_build=True
-    )  # protected_namespaces: the model_type field (pydantic<2.10)
-
-    def given(self) -> dict[str, Any]:
-        """Only the fields the caller set, for partial updates."""
-        return self.model_dump(exclude_unset=True)
-
-
-class RunFields(_Input):
-    """Columns of training_runs a caller may set (all optional: for updates)."""
-
-    run_date: datetime | None = None
-    status: RunStatus | None = None
-    base_model: str | None = None
-    model_type: ModelType | None = None
-    num_images: Annotated[int, Field(ge=0)] | None = None
-    caption_version: str | None = None
-    resolution: Resolution | None = None
-    network_dim: Annotated[int, Field(gt=0)] | None = None
-    network_alpha: Annotated[Decimal, Field(ge=0)] | None = None
-    checkpoint_file_size_mb: Annotated[Decimal, Field(ge=0)] | None = None
-    overall_verdict: OverallVerdict | None = None
-    quality_score: Score | None = None
-    production_ready: bool | None = None
-    best_epoch: Annotated[int, Field(ge=0)] | None = None
-    key_findings: str | None = None
-    issues_found: list[str] | None = None
-    strengths: list[str] | None = None
-    recommended_for: str | None = None
-    notes: str | None = None
-    trainer: str | None = None
-    output_name: str | None = None
-    output_dir: str | None = None
-    session_id: str | None = None
-    host: str | None = None
-    training_started_at: datetime | None = None
-    training_finished_at: datetime | None = None
-    learning_rate: Annotated[float, Field(ge=0)] | None = None
-    unet_lr: Annotated[float, Field(ge=0)] | None = None
-    text_encoder_lr: Annotated[float, Field(ge=0)] | None = None
-    optimizer: str | None = None
-    lr_scheduler: str | None = None
-    seed: int | None = None
-    num_epochs: Annotated[int, Field(ge=0)] | None = None
-    max_train_steps: Annotated[int, Field(ge=0)] | None = None
-    total_steps: Annotated[int, Field(ge=0)] | None = None
-    batch_size: Annotated[int, Field(gt=0)] | None = None
-    network_module: str | None = None
-    mixed_precision: str | None = None
-    tag_frequency: dict[str, int] | None = None
-    dataset_dirs: dict[str, Any] | list[Any] | None = None
-    config: dict[str, Any] | None = None
-    checkpoint_metadata: dict[str, Any] | None = None
-    failure_reason: str | None = None
-    last_event_at: datetime | None = None
 
 
 class RunCreate(RunFields):
@@ -118,7 +60,7 @@ class RunCreate(RunFields):
     run_name: NonEmpty
 
 
-class EpochFields(_Input):
+class EpochFields(InputModel):
     """Columns of epoch_results a caller may set."""
 
     checkpoint_path: str | None = None
@@ -144,7 +86,7 @@ class EpochFields(_Input):
     metrics: dict[str, float] | None = None
 
 
-class CaptionVersionCreate(_Input):
+class CaptionVersionCreate(InputModel):
     """A new caption version."""
 
     version_name: NonEmpty
@@ -161,7 +103,7 @@ class CaptionVersionCreate(_Input):
     notes: str | None = None
 
 
-class TestPromptCreate(_Input):
+class TestPromptCreate(InputModel):
     """A new test prompt."""
 
     __test__ = False  # not a pytest test class
@@ -179,7 +121,7 @@ class TestPromptCreate(_Input):
     notes: str | None = None
 
 
-class PromptResultFields(_Input):
+class PromptResultFields(InputModel):
     """What a person records for one epoch on one test prompt."""
 
     image_path: str | None = None
@@ -294,42 +236,3 @@ class CaptionVersion(_Row):
     notes: str | None = None
     created_at: datetime
     updated_at: datetime
-
-
-def render_validation_error(exc: Any) -> str:
-    """One readable line per invalid field, as ``field: problem``."""
-    lines = []
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error.get("loc", ())) or "value"
-        lines.append(f"{location}: {error.get('msg', 'invalid')}")
-    return "; ".join(lines)
-
-
-@functools.cache
-def _run_field_names() -> frozenset[str]:
-    return frozenset(RunFields.model_fields)  # (a property: asked once, not per key)
-
-
-def valid_run_fields(
-    fields: dict[str, Any], *, mode: Literal["python", "json"] = "python"
-) -> dict[str, Any]:
-    """The fields training_runs accepts, validated; unknown keys and values the schema would
-    refuse (a negative alpha in odd metadata, ...) are logged and dropped: one bad key must
-    not cost a whole run or checkpoint. ``mode="json"``: JSON-ready values (for events)."""
-    import logging
-
-    from pydantic import ValidationError
-
-    log = logging.getLogger(__name__)
-    names = _run_field_names()
-    known = {k: v for k, v in fields.items() if k in names}
-    unknown = sorted(set(fields) - set(known))
-    if unknown:
-        log.warning("lora-tracker: ignoring unknown run fields %s", ", ".join(unknown))
-    try:
-        return RunFields.model_validate(known).model_dump(exclude_unset=True, mode=mode)
-    except ValidationError as exc:
-        bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
-    log.warning("lora-tracker: ignoring invalid run fields %s", ", ".join(sorted(bad)))
-    kept = {k: v for k, v in known.items() if k not in bad}
-    return RunFields.model_validate(kept).model_dump(exclude_unset=True, mode=mode)

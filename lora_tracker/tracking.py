@@ -684,7 +684,7 @@ def start_run(
         def job() -> list[Any]:
             from .capture.events import RunStarted
             from .capture.trainer_config import run_fields_from_generic_config
-            from .models import valid_run_fields
+            from .run_fields import valid_run_fields
 
             found = run_fields_from_generic_config(config_dict)
             found.update(fields)

@@ -34,8 +34,8 @@ from psycopg import Pipeline, sql
 from psycopg.types.json import Jsonb
 
 from .. import _sqlbuild
-from ..models import valid_run_fields
 from ..pg import Connection
+from ..run_fields import valid_run_fields
 from .checkpoint_metadata import (
     SAVE_KEYS,
     run_settings_from_metadata,

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ..errors import InvalidInput
 
@@ -35,6 +35,9 @@ FoundBy = Literal["--sample_prompts", "watch --prompts", "config", "sample/promp
 class SamplePromptsFile(BaseModel):
     """A prompts file as it was read: its path, kohya's format for it, its text, and how
     it was found."""
+
+    model_config = ConfigDict(defer_build=True)  # its validator built on first use (a
+    # backfill of a folder without a prompts file never builds it)
 
     path: str
     format: Literal["txt", "toml", "json"]

@@ -262,7 +262,7 @@ class KohyaTracker:
         if run is None or not run.enabled:
             return
         from ..capture.events import RunStarted, this_host
-        from ..models import valid_run_fields
+        from ..run_fields import valid_run_fields
 
         fields = dict(fields)
         fields.pop("output_name", None)
