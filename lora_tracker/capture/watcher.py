@@ -249,12 +249,13 @@ class Watcher:
             )
             found = list(scan(self.folders, self._unreadable_folder))
             checkpoints = [p for p in found if classify_checkpoint(p) is not None]
-            checkpoints.sort(key=_mtime_order)
+            seen: dict[Path, os.stat_result | None] = {}  # (each file's stat, taken once)
+            checkpoints.sort(key=lambda path: _mtime_order(path, seen))
             known = asking.result()
         stats.checkpoints = len(checkpoints)
         events: list[Event] = []
         with steady_folders():
-            self._observe_all(checkpoints, known, stats, events, progress)
+            self._observe_all(checkpoints, seen, known, stats, events, progress)
         if known is not None:
             self._vanished_and_samples(found, checkpoints, known, stats, events)
         outcomes = self.delivery.submit_many(events, BACKFILL_BATCH).outcomes
@@ -350,6 +351,7 @@ class Watcher:
     def _observe_all(
         self,
         checkpoints: list[Path],
+        seen: dict[Path, os.stat_result | None],
         known: Any,
         stats: BackfillStats,
         events: list[Event],
@@ -357,7 +359,7 @@ class Watcher:
     ) -> None:
         for index, path in enumerate(checkpoints, 1):
             try:
-                event = self._backfill_one(path, known, stats)
+                event = self._backfill_one(path, seen.get(path), known, stats)
             except Exception as exc:  # one bad file never costs the others
                 log.warning("skipped %s: %s", path, _describe(exc))
                 self._state.pop(str(path.absolute()), None)
@@ -374,11 +376,12 @@ class Watcher:
         if outcome == "unsaved":
             self._unsaved.append(event)
 
-    def _backfill_one(self, path: Path, known: Any, stats: BackfillStats) -> Event | None:
+    def _backfill_one(
+        self, path: Path, st: os.stat_result | None, known: Any, stats: BackfillStats
+    ) -> Event | None:
+        """``st``: the file's stat as the listing was sorted (None: it was gone then)."""
         key = str(path.absolute())
-        try:
-            st = path.stat()
-        except OSError:
+        if st is None:
             return None
         identity = (st.st_size, st.st_mtime_ns)
         if known is not None and key in known.checkpoints:
@@ -772,11 +775,13 @@ def _handler_class() -> type:
     return _Handler
 
 
-def _mtime_order(path: Path) -> tuple[str, float, str]:
+def _mtime_order(path: Path, seen: dict[Path, os.stat_result | None]) -> tuple[str, float, str]:
     try:
-        mtime = path.stat().st_mtime
+        st: os.stat_result | None = path.stat()
     except OSError:
-        mtime = 0.0
+        st = None
+    seen[path] = st  # (kept for the backfill)
+    mtime = st.st_mtime if st is not None else 0.0
     # by trainer output folder (diffusers' checkpoint-N/ are one folder's files), then
     # in the order they were written: a second training into the folder comes second
     return (str(output_dir_of(path)), mtime, path.name)
