@@ -692,14 +692,23 @@ def resolve_run(
     return _insert_run(conn, default_names(), key, fields, captured)
 
 
+def _default_name(event: CheckpointObserved, fields: dict[str, Any]) -> str:
+    """The first name a file's run is given: its output name and the day it started."""
+    return _dated_name(event.output_name, fields.get("training_started_at") or event.mtime)
+
+
 def _default_names(event: CheckpointObserved, fields: dict[str, Any]) -> list[str]:
-    return _dated_names(event.output_name, fields.get("training_started_at") or event.mtime)
+    return _names_from(_default_name(event, fields))
 
 
-def _dated_names(base: str, started: datetime) -> list[str]:
-    """``{base}_{date}``, then ``..._2``, ``..._3``: the run names to try, in order."""
-    name = f"{base}_{started:%Y-%m-%d}"
-    return [name] + [f"{name}_{n}" for n in range(2, MAX_NAME_ATTEMPTS)]
+def _dated_name(base: str, started: datetime) -> str:
+    return f"{base}_{started:%Y-%m-%d}"
+
+
+def _names_from(first: str) -> list[str]:
+    """``first`` (``{base}_{date}``), then ``..._2``, ``..._3``: the run names to try, in
+    order."""
+    return [first] + [f"{first}_{n}" for n in range(2, MAX_NAME_ATTEMPTS)]
 
 
 def _new_run_values(fields: dict[str, Any], captured: bool) -> dict[str, Any]:
@@ -1055,7 +1064,7 @@ def _resolve_run_of(
     started = fields.get("training_started_at") or event.observed_at
     return resolve_run(
         conn, event.run_key, event.run_name, fields, key_absent=key_absent,
-        default_names=lambda: _dated_names(base, started),
+        default_names=lambda: _names_from(_dated_name(base, started)),
         captured=getattr(event, "captured", False),
     )  # fmt: skip
 
@@ -1283,7 +1292,7 @@ def _create_file_runs(
         if key in first or runs.get(key) != {} or files.of_a_deleted_run(event, key) is not False:
             continue
         fields = run_fields(event)
-        values = {"run_name": _default_names(event, fields)[0], "capture_key": key}
+        values = {"run_name": _default_name(event, fields), "capture_key": key}
         first[key] = values | _new_run_values(fields, captured=True)
     _insert_runs(conn, list(first.values()), runs)
 
