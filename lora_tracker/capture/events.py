@@ -514,15 +514,16 @@ def _listing(folder: Path, kind: str, classify: Any) -> list[tuple[str, Any]]:
 _STEADY: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar(
     "steady", default=None
 )
+_STATS = "stats"  # (the memo's entry of the stats a backfill took)
 
 
 @contextlib.contextmanager
-def steady_folders() -> Iterator[None]:
+def steady_folders(stats: dict[str, os.stat_result | None] | None = None) -> Iterator[None]:
     """While a backfill observes folders as they are now, each folder is listed once and
     what a run's checkpoints share (its samples, the other trainings beside it) is worked
     out once per run (a file added meanwhile is seen by the live watcher, whose events
-    come after)."""
-    token = _STEADY.set({})
+    come after). ``stats``: the files' stats the backfill took (by path), not taken again."""
+    token = _STEADY.set({_STATS: stats or {}})
     try:
         yield
     finally:
@@ -615,11 +616,12 @@ def _other_starts(
     (from their headers; the next one ends this run's sample window). The run's own files
     share its start and so never count."""
     found: list[datetime] = []
+    taken = (_STEADY.get() or {}).get(_STATS, {})
     for entry_path, name in _named(_checkpoints_in(output_dir), output_name):
         if name.file_format != "safetensors" or (skip is not None and entry_path == str(skip)):
             continue
         try:
-            stat = os.stat(entry_path)
+            stat = taken.get(entry_path) or os.stat(entry_path)
             key = (entry_path, stat.st_size, stat.st_mtime)
             if key not in _START_CACHE:
                 if len(_START_CACHE) > 4096:

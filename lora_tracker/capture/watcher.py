@@ -249,12 +249,12 @@ class Watcher:
             )
             found = list(scan(self.folders, self._unreadable_folder))
             checkpoints = [p for p in found if classify_checkpoint(p) is not None]
-            seen: dict[Path, os.stat_result | None] = {}  # (each file's stat, taken once)
+            seen: dict[str, os.stat_result | None] = {}  # each file's stat, taken once
             checkpoints.sort(key=lambda path: _mtime_order(path, seen))
             known = asking.result()
         stats.checkpoints = len(checkpoints)
         events: list[Event] = []
-        with steady_folders():
+        with steady_folders(seen):
             self._observe_all(checkpoints, seen, known, stats, events, progress)
         if known is not None:
             self._vanished_and_samples(found, checkpoints, known, stats, events)
@@ -351,7 +351,7 @@ class Watcher:
     def _observe_all(
         self,
         checkpoints: list[Path],
-        seen: dict[Path, os.stat_result | None],
+        seen: dict[str, os.stat_result | None],
         known: Any,
         stats: BackfillStats,
         events: list[Event],
@@ -359,7 +359,7 @@ class Watcher:
     ) -> None:
         for index, path in enumerate(checkpoints, 1):
             try:
-                event = self._backfill_one(path, seen.get(path), known, stats)
+                event = self._backfill_one(path, seen.get(str(path)), known, stats)
             except Exception as exc:  # one bad file never costs the others
                 log.warning("skipped %s: %s", path, _describe(exc))
                 self._state.pop(str(path.absolute()), None)
@@ -775,12 +775,12 @@ def _handler_class() -> type:
     return _Handler
 
 
-def _mtime_order(path: Path, seen: dict[Path, os.stat_result | None]) -> tuple[str, float, str]:
+def _mtime_order(path: Path, seen: dict[str, os.stat_result | None]) -> tuple[str, float, str]:
     try:
         st: os.stat_result | None = path.stat()
     except OSError:
         st = None
-    seen[path] = st  # (kept for the backfill)
+    seen[str(path)] = st  # (kept for the backfill)
     mtime = st.st_mtime if st is not None else 0.0
     # by trainer output folder (diffusers' checkpoint-N/ are one folder's files), then
     # in the order they were written: a second training into the folder comes second
