@@ -781,3 +781,30 @@ def test_an_event_read_from_a_file_is_the_validated_one(tmp_path: Path) -> None:
         assert event_from_json(event_to_json(event)) == event, event.path
         spooled = event_to_json(event)
         assert not any(secret in spooled for secret in SECRETS), event.path
+
+
+def test_watch_pauses_the_collector_only_while_it_backfills(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`watch --once` pauses the cyclic collector while it backfills and has it running
+    after; a watcher anywhere else (a hook's, inside a training) never touches it."""
+    import gc
+
+    from lora_tracker.capture import watcher as watcher_module
+
+    seen: list[bool] = []
+    real = watcher_module.Watcher.backfill
+
+    def backfill(self: Watcher, *args: Any, **kwargs: Any) -> BackfillStats:
+        seen.append(gc.isenabled())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(watcher_module.Watcher, "backfill", backfill)
+    KohyaRun(tmp_path / "out", epochs=2, save_last_n=None).run()
+    result = CliRunner().invoke(
+        cli, ["--database-url", db_url, "watch", "--once", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [False] and gc.isenabled()
+    backfilled(tmp_path / "out", db_url)  # as a hook's fallback watcher does
+    assert seen == [False, True] and gc.isenabled()

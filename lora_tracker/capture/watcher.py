@@ -11,9 +11,7 @@ on.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import heapq
 import logging
 import os
@@ -74,21 +72,6 @@ BACKFILL_BATCH = 1000
 UNREADABLE_CHECK_S = 10.0  # how often folders skipped for their permissions are tried again
 REPLAY_EVERY_S = 5.0  # how often the spool and unsaved events are offered to the database
 FOLDER_MARK = "\x00folder:"  # a queued folder rescan (no path holds a NUL)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """A backfill makes objects by the thousand that all live until they are delivered: the
-    cyclic collector's passes over them free nothing (reference counting frees what it
-    always does) and cost about 15 ms for 500 files. Paused for the backfill, it resumes
-    after (unless it was off already: another backfill in this process, or `main`)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # Folder events that may bring files no file event announced: a folder moved in, or one
@@ -234,10 +217,6 @@ class Watcher:
         ``final``: nothing looks again afterwards (`watch --once`): a file still being
         written is said to be left out, not to be recorded later."""
         self._final = final
-        with _collector_paused():
-            return self._backfill(progress)
-
-    def _backfill(self, progress: Callable[[int, int], None] | None) -> BackfillStats:
         stats = BackfillStats()
         if not self.delivery.nothing_spooled():  # what waits goes first, and then counts
             self.delivery.replay()  # as known (not recorded twice)

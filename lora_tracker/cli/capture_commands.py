@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import InvalidInput
-from . import app_context, imports_done
+from . import app_context, collector_paused, imports_done
 from .output import echo, plural
 
 if TYPE_CHECKING:  # the capture stack is imported when a command runs, not for --help
@@ -190,9 +190,10 @@ def watch(
         if once:
             stats = _import_once(watcher)
         else:
-            watcher.start()
-            while (found := watcher.wait_backfilled(0.5)) is None and not stop.is_set():
-                pass
+            with collector_paused():  # while the worker backfills
+                watcher.start()
+                while (found := watcher.wait_backfilled(0.5)) is None and not stop.is_set():
+                    pass
             stats = found or BackfillStats()
         click.echo(_backfill_line(stats), err=True)
         if once:
@@ -213,14 +214,16 @@ def watch(
 def _import_once(watcher: Watcher) -> BackfillStats:
     """``watch --once``: the backfill, with a progress bar on a terminal."""
     if not sys.stderr.isatty():
-        return watcher.backfill(None, final=True)
+        with collector_paused():
+            return watcher.backfill(None, final=True)
     bar = click.progressbar(length=0, label="Importing", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         bar.length = total
         bar.update(done - bar.pos)
 
-    with _logs_held():  # files are recorded while they are read: their lines would cut the bar
+    # files are recorded while they are read: their lines would cut the bar
+    with _logs_held(), collector_paused():
         stats = watcher.backfill(progress, final=True)
         bar.render_finish()
     return stats
