@@ -162,18 +162,21 @@ def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> li
     error): every event id claimed in one statement, and the epoch reports of hooks and the
     Python API (most of what a training sends) written together in one pipelined
     statement, with each run's ``last_event_at`` set once."""
-    with _sent_together(conn):  # the runs are looked for while the server claims
+    # three questions, one wait: the server claims the events and reads what it knows of
+    # the files while the runs to look for are worked out here
+    with _sent_together(conn):
         claiming = conn.execute(
             "INSERT INTO applied_events (event_id, kind) "
             "SELECT * FROM unnest(%s::uuid[], %s::text[]) "
             "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
             ([e.event_id for e in events], [e.kind for e in events]),
         )
+        files = _FileBatch(conn, [e for e in events if isinstance(e, CheckpointObserved)])
         _prefill(conn, events, runs)
         claimed = {row["event_id"] for row in claiming.fetchall()}
+        files.read_known()
     _create_started_runs(conn, events, runs)
     writer = _EpochWriter(conn, runs)
-    files = _FileBatch(conn, [e for e in events if isinstance(e, CheckpointObserved)])
     try:
         return _apply_all(conn, events, claimed, runs, writer, files)
     except BaseException as exc:
@@ -221,11 +224,12 @@ FIRST_FILE_CHUNK = 16
 
 
 class _FileBatch:
-    """The checkpoint files of one batch: what the database knows of their paths read in
-    one statement up front; their rows (each file's two rows in one statement) sent in
-    chunks of `FILE_CHUNK` as they are worked out, without waiting for the server; the
-    sample images they bring and their runs' updates written at the end. A backfill costs
-    a few statements a batch. `close` waits for the server (and raises what it refused)."""
+    """The checkpoint files of one batch: what the database knows of their paths asked in
+    one statement up front (`read_known` reads the answer); their rows (each file's two
+    rows in one statement) sent in chunks of `FILE_CHUNK` as they are worked out, without
+    waiting for the server; the sample images they bring and their runs' updates written
+    at the end. A backfill costs a few statements a batch. `close` waits for the server
+    (and raises what it refused)."""
 
     def __init__(self, conn: Connection, events: list[CheckpointObserved]) -> None:
         self.conn = conn
@@ -242,11 +246,12 @@ class _FileBatch:
         self.known: dict[str, dict[str, Any]] = {}
         self.deleted: dict[str, dict[str, Any]] = {}
         self.deleted_keys: set[str] | None = set()
+        self.asking: psycopg.Cursor[Any] | None = None  # what is known of these files
         if not events:
             return
         hosts = {e.host for e in events}
         paths = [e.path for e in events]
-        rows = conn.execute(
+        self.asking = conn.execute(
             """
             SELECT 'known' AS what, host, path, epoch_result_id, content_hash, mtime,
                    NULL::bigint AS size_bytes
@@ -259,7 +264,13 @@ class _FileBatch:
              LIMIT 10001)
             """,
             {"hosts": list(hosts), "paths": paths},
-        ).fetchall()
+        )
+
+    def read_known(self) -> None:
+        """The answer to the question asked at the start (sent, not awaited, there)."""
+        if self.asking is None:
+            return
+        rows, self.asking = self.asking.fetchall(), None
         for row in rows:
             if row["what"] == "known":
                 self.known[f"{row['host']}\0{row['path']}"] = row
