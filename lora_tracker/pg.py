@@ -8,7 +8,7 @@ here imports either, so the two never import each other.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -58,6 +58,37 @@ def translate_errors(conn: Connection | None = None) -> Iterator[None]:
         raise SchemaNotInitialized(
             f"{first_line(str(exc))}: run `lora-tracker init` on this database"
         ) from None
+
+
+@contextmanager
+def sent_together(conn: Connection) -> Iterator[None]:
+    """Statements sent without waiting for one another's answers (pipeline mode, where
+    the connection can): an answer is awaited when read, and this side works meanwhile."""
+    if not psycopg.Pipeline.is_supported():
+        yield
+        return
+    stack = ExitStack()
+    pipeline = stack.enter_context(conn.pipeline())
+    try:
+        yield
+    except BaseException as exc:
+        leave_pipeline(stack, pipeline, exc)
+        raise
+    leave_pipeline(stack, pipeline, None)
+
+
+def leave_pipeline(
+    stack: ExitStack, pipeline: psycopg.Pipeline, error: BaseException | None
+) -> None:
+    """Leave pipeline mode; with ``error`` (on its way out: the caller rolls back), without
+    a second error or psycopg's warning about the statements that failed with it."""
+    if error is None:
+        stack.close()
+        return
+    with suppress(psycopg.Error):  # what was sent fails with the batch
+        pipeline.sync()
+    with suppress(psycopg.Error):
+        stack.close()
 
 
 def refusal_message(exc: psycopg.Error) -> str:

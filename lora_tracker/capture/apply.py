@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -34,7 +34,7 @@ from psycopg import Pipeline, sql
 from psycopg.types.json import Jsonb
 
 from .. import _sqlbuild
-from ..pg import Connection
+from ..pg import Connection, leave_pipeline, sent_together
 from ..run_fields import valid_run_fields
 from .checkpoint_metadata import (
     SAVE_KEYS,
@@ -164,7 +164,7 @@ def apply_events(conn: Connection, events: list[AnyEvent], runs: RunCache) -> li
     statement, with each run's ``last_event_at`` set once."""
     # three questions, one wait: the server claims the events and reads what it knows of
     # the files while the runs to look for are worked out here
-    with _sent_together(conn):
+    with sent_together(conn):
         claiming = conn.execute(
             "INSERT INTO applied_events (event_id, kind) "
             "SELECT * FROM unnest(%s::uuid[], %s::text[]) "
@@ -355,7 +355,7 @@ class _FileBatch:
         if self.pipeline is None:
             return
         (stack, pipeline), self.pipeline = self.pipeline, None
-        _leave_pipeline(stack, pipeline, error)
+        leave_pipeline(stack, pipeline, error)
 
     def flush(self) -> None:
         _set_many(self.conn, self.run_updates)
@@ -372,37 +372,6 @@ class _FileBatch:
             ))  # fmt: skip
         self.step_rows, self.samples = [], {}
         self.links.flush(self.conn)  # once their epochs and checkpoints are written
-
-
-@contextlib.contextmanager
-def _sent_together(conn: Connection) -> Iterator[None]:
-    """Statements sent without waiting for one another's answers (pipeline mode, where
-    the connection can): an answer is awaited when read, and this side works meanwhile."""
-    if not Pipeline.is_supported():
-        yield
-        return
-    stack = contextlib.ExitStack()
-    pipeline = stack.enter_context(conn.pipeline())
-    try:
-        yield
-    except BaseException as exc:
-        _leave_pipeline(stack, pipeline, exc)
-        raise
-    _leave_pipeline(stack, pipeline, None)
-
-
-def _leave_pipeline(
-    stack: contextlib.ExitStack, pipeline: Pipeline, error: BaseException | None
-) -> None:
-    """Leave pipeline mode; with ``error`` (on its way out: the caller rolls back), without
-    a second error or psycopg's warning about the statements that failed with it."""
-    if error is None:
-        stack.close()
-        return
-    with contextlib.suppress(psycopg.Error):  # what was sent fails with the batch
-        pipeline.sync()
-    with contextlib.suppress(psycopg.Error):
-        stack.close()
 
 
 def _waves(rows: list[Any], key: Callable[[Any], tuple[Any, ...]]) -> list[list[Any]]:
