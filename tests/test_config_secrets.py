@@ -79,6 +79,17 @@ def test_metadata_token_counts_stay() -> None:
         "api_tokens": MASK, "hub_token_number": "12", "password": MASK,
         "tokens": MASK, "ss_keep_tokens_separator": "|||",
     }  # fmt: skip
+    # a URL's password masked in any value, a secret key's value whole; "None" and an empty
+    # value are no secret; the keys keep their order
+    masked = mask_mapping({
+        "ss_repo": "https://me:pw@h/x", "note": "see http://host/x", "api_key": "https://me:pw@h",
+        "password": "None", "auth": "",
+    })  # fmt: skip
+    assert masked == {
+        "ss_repo": f"https://me:{MASK}@h/x", "note": "see http://host/x", "api_key": MASK,
+        "password": "None", "auth": "",
+    }  # fmt: skip
+    assert list(masked) == ["ss_repo", "note", "api_key", "password", "auth"]
 
 
 def _diffusers_args(out: Path) -> argparse.Namespace:
