@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 
 from lora_tracker import runs as runs_module
 from lora_tracker.cli import cli
+from lora_tracker.cli.browse_commands import RUN_TABLE
 from lora_tracker.models import RunCreate, RunFields
 
 from .conftest import ROOT, rows
@@ -370,6 +371,27 @@ def _in_a_terminal(command: list[str], env: dict[str, str], columns: int) -> str
     finally:
         os.close(leader)
     return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_a_table_cut_to_the_width_says_which_columns_it_left_out(examples_url: str) -> None:
+    """A table cut to the width says, on stderr, which columns it left out and how to see
+    them, in a line that fits; with room for every column, or with --wide, nothing."""
+    fitted = subprocess.run(_runs_command(examples_url), capture_output=True, text=True,
+                            env=_real_env(LORA_TRACKER_WIDTH="80"), timeout=120)  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    header = fitted.stdout.splitlines()[0].split()
+    note = fitted.stderr.strip()
+    shape = r"\((\d+) columns left out: (.+?)(?: and (\d+) more)?; --wide shows them\)"
+    found = re.fullmatch(shape, note)
+    assert found and len(note) <= 80, note
+    named = found[2].split(", ")
+    assert int(found[1]) == len(named) + int(found[3] or 0) == len(RUN_TABLE) - len(header)
+    assert named == [c for c in RUN_TABLE if c not in header][: len(named)]
+    for more, env in (([], _real_env()), (["--wide"], _real_env(LORA_TRACKER_WIDTH="80"))):
+        whole = subprocess.run(_runs_command(examples_url, *more), capture_output=True,
+                               text=True, env=env, timeout=120)  # fmt: skip
+        assert whole.returncode == 0 and whole.stderr == "", whole.stderr
+        assert set(RUN_TABLE) <= set(whole.stdout.splitlines()[0].split())
 
 
 def test_a_real_terminal_fits_its_width_or_columns(examples_url: str) -> None:

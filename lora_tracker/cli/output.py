@@ -207,7 +207,14 @@ def format_table(
     width: int | None = None,
 ) -> str:
     """A plain-text table that fits ``width`` (columns dropped from the right, long text
-    cut with an ellipsis); with no width, everything at full length.
+    cut with an ellipsis); with no width, everything at full length."""
+    return fitted_table(columns, rows, width)[0]
+
+
+def fitted_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None
+) -> tuple[str, list[str]]:
+    """`format_table`'s text, and the columns it left out to fit ``width``.
 
     rich measures and cuts the text (terminal cell widths of wide characters, the
     ellipsis); the lines themselves are simple enough to join here, which costs a fraction
@@ -232,7 +239,22 @@ def format_table(
     rule = (rule + " " if rule else "") + "-" * (widths[-1] if widths else 0)
     lines = [line([headers[i] for i in chosen]), rule.rstrip()]
     lines += [line([row[i] for i in chosen]) for row in cells]
-    return "\n".join(lines)
+    kept = set(chosen)
+    left_out = [header for index, header in enumerate(headers) if index not in kept]
+    return "\n".join(lines), left_out
+
+
+def left_out_line(left_out: Sequence[str], width: int, hint: str) -> str:
+    """``(2 columns left out: a, b; HINT)``, naming as many as fit ``width``."""
+    head = f"({plural(len(left_out), 'column')} left out: "
+    tail = f"; {hint})" if hint else ")"
+    for shown in range(len(left_out), 0, -1):
+        names = ", ".join(left_out[:shown])
+        if shown < len(left_out):
+            names += f" and {len(left_out) - shown} more"
+        if len(head) + len(names) + len(tail) <= width:
+            return head + names + tail
+    return f"({plural(len(left_out), 'column')} left out{tail}"
 
 
 def columns_left_out(
@@ -417,4 +439,8 @@ def echo_rows(
         click.echo(text, nl=False)
     else:
         width = (layout or Layout()).width
-        click.echo(format_table(columns, rows, width=width))
+        text, left_out = fitted_table(columns, rows, width)
+        click.echo(text)
+        if left_out and width is not None:  # (on stderr: what a script reads stays a table)
+            hint = "--wide shows them" if layout is not None else ""
+            click.echo(left_out_line(left_out, width, hint), err=True)
