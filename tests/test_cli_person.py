@@ -289,6 +289,7 @@ def test_show_numbers_prompts_that_do_not_fit(examples_url: str) -> None:
     shown = len(narrow[1].split()) - 1  # the rule under the header: epoch, prompts
     assert 0 < shown < len(names) and all(len(line) <= 20 for line in narrow[:3])
     assert f"({len(names) - shown} more prompts left out at this width: --wide" in "\n".join(narrow)
+    assert "\n".join(narrow).count("left out") == 1  # said once, in the grid's words
     wide = grid_of(run(examples_url, "show", "SD15_PERFECT_Nov9", "--wide", columns=100).output)
     assert wide[0].split("  ")[1:] == names and "left out" not in "\n".join(wide)
 

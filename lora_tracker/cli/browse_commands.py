@@ -13,7 +13,6 @@ from . import app_context, usage_errors
 from .options import choice
 from .output import (
     Layout,
-    columns_left_out,
     echo_records,
     echo_rows,
     echo_wrapped,
@@ -245,11 +244,10 @@ def _echo_prompt_grid(results: list[dict[str, Any]], wide: bool, width: int | No
     if numbered:
         grid_columns = ["epoch", *(f"#{n}" for n in range(1, len(names) + 1))]
     click.echo("\nTest prompts (epoch x prompt: score verdict)")
-    echo_rows(grid_columns, grid, layout=grid_layout)
-    left_out = columns_left_out(grid_columns, grid, grid_layout.width)
-    if left_out:  # each column is a prompt: say so rather than hide its results
-        click.echo(f"({plural(left_out, 'more prompt')} left out at this width: --wide "
-                   "shows every prompt, --json every result)", err=True)  # fmt: skip
+    # each column is a prompt: said so rather than hiding its results
+    echo_rows(grid_columns, grid, layout=grid_layout, say_left_out=lambda left_out: (
+        f"({plural(len(left_out), 'more prompt')} left out at this width: --wide shows every "
+        "prompt, --json every result)"))  # fmt: skip
     if numbered:
         for n, name in enumerate(names, 1):
             echo_wrapped(f"  #{n:<3} {name}", width, 7)

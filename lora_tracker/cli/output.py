@@ -257,17 +257,6 @@ def left_out_line(left_out: Sequence[str], width: int, hint: str) -> str:
     return f"({plural(len(left_out), 'column')} left out{tail}"
 
 
-def columns_left_out(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None
-) -> int:
-    """How many of ``columns`` `format_table` leaves out at ``width``."""
-    if width is None:
-        return 0
-    cells = [[display_cell(v) for v in row] for row in rows]
-    headers = [escape_control(str(c), keep_newlines=False) for c in columns]
-    return len(columns) - len(fit_columns(headers, cells, width)[0])
-
-
 def _cut(text: str, width: int) -> str:
     """``text`` cut to ``width`` terminal cells, ending with an ellipsis."""
     from rich.text import Text
@@ -428,8 +417,10 @@ def echo_rows(
     fmt: str = "table",
     *,
     layout: Layout | None = None,
+    say_left_out: Callable[[list[str]], str] | None = None,
 ) -> None:
-    """Print rows in the chosen format: ``table``, ``json`` or ``csv``."""
+    """Print rows in the chosen format: ``table``, ``json`` or ``csv``. A table cut to the
+    width says, on stderr, which columns it left out (``say_left_out``: in its own words)."""
     if fmt == "json":
         click.echo(format_json(columns, rows))
     elif fmt == "csv":
@@ -442,5 +433,8 @@ def echo_rows(
         text, left_out = fitted_table(columns, rows, width)
         click.echo(text)
         if left_out and width is not None:  # (on stderr: what a script reads stays a table)
-            hint = "--wide shows them" if layout is not None else ""
-            click.echo(left_out_line(left_out, width, hint), err=True)
+            if say_left_out is not None:
+                click.echo(say_left_out(left_out), err=True)
+            else:
+                hint = "--wide shows them" if layout is not None else ""
+                click.echo(left_out_line(left_out, width, hint), err=True)
