@@ -323,8 +323,7 @@ def _ask(target: Target, question: Callable[[Any], GuardResult]) -> GuardResult:
         ) as conn:  # fmt: skip
             return _answer(conn, question, target.url)
     except psycopg.Error as exc:
-        reason = _reason(exc)
-        return GuardResult(skipped=redact(reason, target.url) if target.url else reason)
+        return _skipped(exc, target.url)
 
 
 _Answer = TypeVar("_Answer")
@@ -354,8 +353,13 @@ def _answer(
     except psycopg.errors.QueryCanceled:
         return GuardResult(skipped="the database was too slow to answer")
     except psycopg.Error as exc:
-        reason = _reason(exc)
-        return GuardResult(skipped=redact(reason, url) if url else reason)
+        return _skipped(exc, url)
+
+
+def _skipped(exc: BaseException, url: str | None) -> GuardResult:
+    """A skip for ``exc``, ``url``'s password masked out of its reason."""
+    reason = _reason(exc)
+    return GuardResult(skipped=redact(reason, url) if url else reason)
 
 
 def _reason(exc: BaseException) -> str:
