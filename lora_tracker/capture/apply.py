@@ -422,8 +422,9 @@ _SETTINGS: dict[tuple[Any, ...], dict[str, Any]] = {}
 _SETTINGS_KEPT = 64
 
 
-# ... and by event: a batch asks for each event's settings three times (to find its run,
-# to create it, to record the file); the event is kept with them, so its id is its own
+# ... and by event: a batch asks for an event's facts up to three times (its run's settings
+# to create the run and to record the file, its shared metadata to send its row); the
+# event is kept with them, so its id is its own
 _BY_EVENT: dict[int, tuple[CheckpointObserved, dict[str, Any], frozenset[tuple[str, str]]]] = {}
 _BY_EVENT_KEPT = 1024
 _SHARED: dict[frozenset[tuple[str, str]], frozenset[tuple[str, str]]] = {}

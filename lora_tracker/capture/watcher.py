@@ -827,12 +827,9 @@ def _log_spooled(by_training: dict[tuple[str, str], list[CheckpointObserved]]) -
 
 def _saves(files: list[tuple[CheckpointObserved, Applied]]) -> str:
     """``epochs 1-48, 50 and 3 step files``: what a run's recorded files hold."""
-    epochs = sorted(
-        {a.epoch for e, a in files if a.epoch is not None and e.checkpoint_kind != "step"}
-    )
-    steps = len(files) - sum(
-        1 for e, a in files if a.epoch is not None and e.checkpoint_kind != "step"
-    )
+    of_epochs = [a.epoch for e, a in files if a.epoch is not None and e.checkpoint_kind != "step"]
+    epochs = sorted(set(of_epochs))
+    steps = len(files) - len(of_epochs)
     spans: list[list[int]] = []  # runs of consecutive epochs
     for epoch in epochs:
         if spans and epoch == spans[-1][-1] + 1:
