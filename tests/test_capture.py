@@ -211,6 +211,49 @@ def test_rewritten_file_updates_its_row(tmp_path: Path, db_url: str) -> None:
     assert runs[1]["run_name"] == "pixelbaby_2024-11-09_2"  # same name and date: made unique
 
 
+def test_record_says_what_was_recorded_already(tmp_path: Path, db_url: str) -> None:
+    """`record` on a folder says a run's many files in one line, as `watch` does; run again,
+    it says the files are recorded already (not "recorded" again), but for a file written
+    since; into another run (--run), a file is recorded anew."""
+    sim = KohyaRun(tmp_path, epochs=8, save_last_n=None)
+    sim.run()
+    record = ["--database-url", db_url, "record", str(tmp_path)]
+    first = CliRunner().invoke(cli, record)
+    assert first.exit_code == 0, first.output
+    lines = first.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("recorded 8 files -> run pixelbaby_"), lines
+    assert lines[0].split(" (")[0].endswith(" epochs 1-8")
+    again = CliRunner().invoke(cli, record)
+    assert again.exit_code == 0, again.output
+    assert again.output.splitlines() == ["already " + lines[0]]
+    before = rows(db_url, "SELECT id, size_bytes, mtime FROM checkpoints ORDER BY path")
+    assert len(before) == 8
+    os.utime(sim.epoch_path(2), (time.time() + 5, time.time() + 5))  # written again
+    third = CliRunner().invoke(cli, record)
+    assert third.exit_code == 0, third.output
+    said = third.output.splitlines()
+    assert said[0].startswith("recorded pixelbaby-000002.safetensors -> run pixelbaby_")
+    assert " epoch 2 (" in said[0]
+    assert said[1].startswith("already recorded 7 files -> run pixelbaby_"), said
+    assert said[1].split(" (")[0].endswith(" epochs 1, 3-8") and len(said) == 2
+    moved = CliRunner().invoke(
+        cli, ["--database-url", db_url, "record", "--run", "elsewhere", str(sim.epoch_path(3))]
+    )
+    assert moved.exit_code == 0, moved.output  # (it was refused: the session was taken)
+    assert moved.output.startswith("recorded pixelbaby-000003.safetensors -> run elsewhere ")
+    owner = rows(
+        db_url,
+        "SELECT tr.run_name, tr.session_id FROM checkpoints c "
+        "JOIN training_runs tr ON tr.id = c.training_run_id WHERE c.path = %s",
+        (str(sim.epoch_path(3)),),
+    )
+    assert owner == [{"run_name": "elsewhere", "session_id": None}]  # the session: the first's
+    once_more = CliRunner().invoke(
+        cli, ["--database-url", db_url, "record", "--run", "elsewhere", str(sim.epoch_path(3))]
+    )
+    assert once_more.output.startswith("already recorded pixelbaby-000003.safetensors -> run")
+
+
 def test_record_command(tmp_path: Path, db_url: str) -> None:
     """`record` files into a named run; a bad file in the list records nothing."""
     sim = KohyaRun(tmp_path, epochs=2, save_last_n=None)

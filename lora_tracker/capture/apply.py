@@ -87,6 +87,7 @@ class Applied:
     run_name: str | None = None
     epoch: int | None = None
     new_run: bool = False  # this event created its run (logged once the write is committed)
+    unchanged: bool = False  # the file was recorded already, as it is, in this run
     # a test image: every (run, epoch) it was linked to, or why none
     links: tuple[tuple[str, int], ...] = ()
     detail: str = ""
@@ -254,14 +255,14 @@ class _FileBatch:
         self.asking = conn.execute(
             """
             SELECT 'known' AS what, host, path, epoch_result_id, content_hash, mtime,
-                   NULL::bigint AS size_bytes
+                   size_bytes, training_run_id, on_disk
             FROM checkpoints WHERE host = ANY(%(hosts)s) AND path = ANY(%(paths)s)
             UNION ALL
-            SELECT 'deleted', host, path, NULL, content_hash, mtime, size_bytes
+            SELECT 'deleted', host, path, NULL, content_hash, mtime, size_bytes, NULL, NULL
             FROM deleted_checkpoints WHERE host = ANY(%(hosts)s) AND path = ANY(%(paths)s)
             UNION ALL
-            (SELECT 'key', NULL, capture_key, NULL, NULL, NULL, NULL FROM deleted_runs
-             LIMIT 10001)
+            (SELECT 'key', NULL, capture_key, NULL, NULL, NULL, NULL, NULL, NULL
+             FROM deleted_runs LIMIT 10001)
             """,
             {"hosts": list(hosts), "paths": paths},
         )
@@ -297,6 +298,16 @@ class _FileBatch:
         if key in self.deleted_keys:
             return True
         return _still_the_deleted_file(self.deleted.get(f"{event.host}\0{event.path}"), event)
+
+    def recorded_before(self, event: CheckpointObserved, run_id: int) -> bool:
+        """Whether this file is recorded already, as it is now, in this run (the same size,
+        time and content hash): the event changes nothing, and says so."""
+        row = self.known.get(f"{event.host}\0{event.path}")
+        return (
+            row is not None and bool(row["on_disk"]) and row["training_run_id"] == run_id
+            and row["size_bytes"] == event.size_bytes and row["mtime"] == event.mtime
+            and row["content_hash"] == event.content_hash
+        )  # fmt: skip
 
     def replaced(self, event: CheckpointObserved) -> bool | None:
         """As `_replaced_file` when nothing changes on disk (None: ask the database)."""
@@ -533,20 +544,7 @@ def _apply_checkpoint(
         deleted = _of_a_deleted_run(conn, event, key)
     if deleted:
         return Applied("deleted")
-    by_name = event.run_key is None and event.run_name is not None  # watch --run NAME
-    run = None if by_name else runs.get(key) or None
-    if run is None:
-        run = resolve_run(
-            conn, key, event.run_name, fields, by_name=by_name, key_absent=key in runs,
-            default_names=lambda: _default_names(event, fields),
-        )  # fmt: skip
-        runs[key] = run
-    if not by_name and event.run_key is None and _another_training(conn, run, event, key):
-        _detach(conn, run, runs, key)
-        run = runs[key] = resolve_run(
-            conn, key, event.run_name, fields, key_absent=True,
-            default_names=lambda: _default_names(event, fields),
-        )  # fmt: skip
+    run, fields = _file_run(conn, event, key, fields, runs)
     created = _created(run)
     updates = _update_run(conn, run, event, fields, apply=files is None)
     run.update(updates)
@@ -560,7 +558,8 @@ def _apply_checkpoint(
         new_samples = files.add_samples(run["id"], event.samples_by_epoch)
         carried = _carried(event) if new_samples else ()  # (the same ones queued already)
         files.links.add(run, carried, event.sample_prompts, _step_file(event))
-        return Applied("recorded", run["run_name"], epoch, new_run=created)
+        return Applied("recorded", run["run_name"], epoch, new_run=created,
+                       unchanged=files.recorded_before(event, run["id"]))  # fmt: skip
     if files is not None:
         files.flush()
     stale = _replaced_file(conn, event)
@@ -576,6 +575,33 @@ def _apply_checkpoint(
         _add_samples(conn, run["id"], sample_epoch, paths)
     link_event_samples(conn, run, _carried(event), event.sample_prompts, _step_file(event))
     return Applied("recorded", run["run_name"], epoch, new_run=created)
+
+
+def _file_run(
+    conn: Connection,
+    event: CheckpointObserved,
+    key: str,
+    fields: dict[str, Any],
+    runs: RunCache,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run a checkpoint file goes to, and the settings it may give that run."""
+    by_name = event.run_key is None and event.run_name is not None  # watch --run NAME
+    run = None if by_name else runs.get(key) or None
+    if run is None:
+        run = resolve_run(
+            conn, key, event.run_name, fields, by_name=by_name, key_absent=runs.get(key) == {},
+            default_names=lambda: _default_names(event, fields),
+        )  # fmt: skip
+        runs[key] = run
+    if by_name and run.get("capture_key") != key:
+        fields = _without_session(fields)  # the run asked for holds another training's
+    if not by_name and event.run_key is None and _another_training(conn, run, event, key):
+        _detach(conn, run, runs, key)
+        run = runs[key] = resolve_run(
+            conn, key, event.run_name, fields, key_absent=True,
+            default_names=lambda: _default_names(event, fields),
+        )  # fmt: skip
+    return run, fields
 
 
 def _carried(event: CheckpointObserved) -> list[str]:
@@ -693,8 +719,18 @@ def resolve_run(
                 )
                 row["capture_key"] = key
             return row
-        return _insert_run(conn, [run_name], key if key_free else None, fields, captured)
+        if key_free:
+            return _insert_run(conn, [run_name], key, fields, captured)
+        # the training is recorded already, in another run: this one, asked for by name,
+        # takes its files but not its session (`record --run NAME` of a recorded file)
+        return _insert_run(conn, [run_name], None, _without_session(fields), captured)
     return _insert_run(conn, default_names(), key, fields, captured)
+
+
+def _without_session(fields: dict[str, Any]) -> dict[str, Any]:
+    """A training's settings for a run that does not hold its session (the session id of
+    a training names one run: ``training_runs_session_uq``)."""
+    return {k: v for k, v in fields.items() if k != "session_id"}
 
 
 def _default_name(event: CheckpointObserved, fields: dict[str, Any]) -> str:

@@ -776,17 +776,11 @@ def _same_time(recorded: datetime | None, st_mtime: float) -> bool:
 def _log_delivery(event: Event, outcome: DeliveryOutcome, applied: Applied | None) -> None:
     if event.kind != "checkpoint":
         return
-    size_mb = event.size_bytes / (1024 * 1024)
     name = _shown(event.path)
     if outcome in ("recorded", "duplicate") and applied is not None:
-        where = f"run {applied.run_name}"
-        if applied.epoch is not None and event.checkpoint_kind != "step":
-            where += f" epoch {applied.epoch}"
-        elif event.step is not None:
-            where += f" step {event.step}"
-        log.info("recorded %s -> %s (%.1f MB)", name, where, size_mb)
+        log.info("%s", file_line(event, applied))
     elif outcome == "spooled":
-        log.info("spooled %s (database unavailable; %.1f MB)", name, size_mb)
+        log.info("%s", spooled_lines({("", ""): [event]})[0])
     elif outcome == "unsaved":
         log.info("not recorded yet %s (database unavailable, spool not writable)", name)
     elif outcome == "deleted":
@@ -800,29 +794,63 @@ def _log_delivery(event: Event, outcome: DeliveryOutcome, applied: Applied | Non
         log.warning("%s: %s", name, outcome)
 
 
-def _log_recorded(by_run: dict[str, list[tuple[CheckpointObserved, Applied]]]) -> None:
-    """A backfill's recorded files: one line each, or one line for a run of more than
+def file_line(event: CheckpointObserved, applied: Applied, said: str = "recorded") -> str:
+    """``recorded NAME -> run RUN epoch N (0.4 MB)``: a recorded file, as capture says it."""
+    where = f"run {applied.run_name}"
+    if applied.epoch is not None and event.checkpoint_kind != "step":
+        where += f" epoch {applied.epoch}"
+    elif event.step is not None:
+        where += f" step {event.step}"
+    return f"{said} {_shown(event.path)} -> {where} ({event.size_bytes / (1024 * 1024):.1f} MB)"
+
+
+def recorded_lines(
+    by_run: dict[str, list[tuple[CheckpointObserved, Applied]]], said: str = "recorded"
+) -> list[str]:
+    """Recorded files by run: a line each, or one line for a run of more than
     `LISTED_FILES` (an old folder of 50 epochs is 50 lines otherwise)."""
+    lines: list[str] = []
     for run_name, files in by_run.items():
         if len(files) <= LISTED_FILES:
-            for event, applied in files:
-                _log_delivery(event, "recorded", applied)
+            lines.extend(file_line(event, applied, said) for event, applied in files)
             continue
         size_mb = sum(event.size_bytes for event, _ in files) / (1024 * 1024)
-        log.info("recorded %d files -> run %s %s (%.1f MB)", len(files), run_name,
-                 _saves(files), size_mb)  # fmt: skip
+        lines.append(
+            f"{said} {len(files)} files -> run {run_name} {_saves(files)} ({size_mb:.1f} MB)"
+        )
+    return lines
+
+
+def _log_recorded(by_run: dict[str, list[tuple[CheckpointObserved, Applied]]]) -> None:
+    """A backfill's recorded files (`recorded_lines`)."""
+    for line in recorded_lines(by_run):
+        log.info("%s", line)
+
+
+def spooled_lines(by_training: dict[tuple[str, str], list[CheckpointObserved]]) -> list[str]:
+    """Spooled files (the database away), by training (folder, output name): as
+    `recorded_lines`."""
+    lines: list[str] = []
+    for (folder, name), files in by_training.items():
+        if len(files) <= LISTED_FILES:
+            lines.extend(
+                f"spooled {_shown(event.path)} (database unavailable; "
+                f"{event.size_bytes / (1024 * 1024):.1f} MB)"
+                for event in files
+            )
+            continue
+        size_mb = sum(event.size_bytes for event in files) / (1024 * 1024)
+        lines.append(
+            f"spooled {len(files)} files of {name} in {folder} "
+            f"(database unavailable; {size_mb:.1f} MB)"
+        )
+    return lines
 
 
 def _log_spooled(by_training: dict[tuple[str, str], list[CheckpointObserved]]) -> None:
-    """A backfill's spooled files (the database away): as `_log_recorded`, by training."""
-    for (folder, name), files in by_training.items():
-        if len(files) <= LISTED_FILES:
-            for event in files:
-                _log_delivery(event, "spooled", None)
-            continue
-        size_mb = sum(event.size_bytes for event in files) / (1024 * 1024)
-        log.info("spooled %d files of %s in %s (database unavailable; %.1f MB)",
-                 len(files), name, folder, size_mb)  # fmt: skip
+    """A backfill's spooled files (`spooled_lines`)."""
+    for line in spooled_lines(by_training):
+        log.info("%s", line)
 
 
 def _saves(files: list[tuple[CheckpointObserved, Applied]]) -> str:

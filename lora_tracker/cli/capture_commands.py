@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +19,8 @@ from . import app_context, collector_paused, imports_done
 from .output import echo, plural
 
 if TYPE_CHECKING:  # the capture stack is imported when a command runs, not for --help
+    from ..capture.apply import Applied
+    from ..capture.delivery import DeliveryOutcome
     from ..capture.events import CheckpointObserved
     from ..capture.watcher import BackfillStats, Watcher
 
@@ -313,17 +315,7 @@ def record(
         result = delivery.submit_many(events)
     finally:
         delivery.close()
-    for event, outcome, applied in result.outcomes:
-        name = Path(event.path).name if event.kind == "checkpoint" else event.kind
-        if applied is not None and applied.run_name:
-            where = f"run {applied.run_name}"
-            if applied.epoch is not None:
-                where += f" epoch {applied.epoch}"
-            echo(f"{outcome} {name} -> {where}")
-        elif outcome == "deleted":
-            echo(f"left out {name}: its run was deleted (--force records it again)")
-        else:
-            echo(f"{outcome} {name}")
+    _say_recorded(result.outcomes)
     spooled = result.count("spooled")
     if spooled:
         click.echo(
@@ -339,6 +331,34 @@ def record(
         )
     if result.count("rejected"):
         raise click.ClickException("some events were refused; see the spool's rejected.jsonl")
+
+
+def _say_recorded(outcomes: list[tuple[Any, DeliveryOutcome, Applied | None]]) -> None:
+    """`record`'s lines: its files by run (a line each, or one for a run's many files, as
+    `watch` says them), a file that was recorded already as it is said to be so."""
+    from ..capture.events import CheckpointObserved
+    from ..capture.watcher import recorded_lines, spooled_lines
+
+    recorded: dict[str, list[tuple[CheckpointObserved, Applied]]] = {}
+    again: dict[str, list[tuple[CheckpointObserved, Applied]]] = {}
+    spooled: dict[tuple[str, str], list[CheckpointObserved]] = {}
+    for event, outcome, applied in outcomes:
+        name = Path(event.path).name if event.kind == "checkpoint" else event.kind
+        if isinstance(event, CheckpointObserved) and applied is not None and applied.run_name:
+            unchanged = applied.unchanged or outcome == "duplicate"
+            (again if unchanged else recorded).setdefault(applied.run_name, []).append(
+                (event, applied)
+            )
+        elif isinstance(event, CheckpointObserved) and outcome == "spooled":
+            spooled.setdefault((event.output_dir, event.output_name), []).append(event)
+        elif outcome == "deleted":
+            echo(f"left out {name}: its run was deleted (--force records it again)")
+        else:
+            echo(f"{outcome} {name}")
+    for line in recorded_lines(recorded) + recorded_lines(again, "already recorded"):
+        echo(line)
+    for line in spooled_lines(spooled):
+        echo(line)
 
 
 @click.command()
