@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 30.0
+# rejected.jsonl is read to keep a refusal once only up to this size (refusals are rare:
+# a file this large is not the usual case, and is appended to without reading it)
+MAX_REJECTED_SCAN_BYTES = 16 * 1024 * 1024
 
 
 class SpoolWriteError(LoraTrackerError):
@@ -117,11 +120,35 @@ class Spool:
         """How many events wait (a line cut off by a crash is not one: replay sets it aside)."""
         return _count_lines(self.path)
 
-    def reject(self, line: str, reason: str) -> None:
-        """Set an event aside in rejected.jsonl, with the reason, durably."""
+    def reject(self, line: str, reason: str, *, identity: str | None = None) -> bool:
+        """Set an event aside in rejected.jsonl, with the reason, durably. ``identity``:
+        what the event says, whenever it was observed (the same file seen again); an event
+        refused for the same reason as one kept already is not kept twice (a folder
+        backfilled again meets its refused file again). False when it was kept already."""
         self._ensure_folder()
         with self._lock:
-            self._reject_locked(line, reason)
+            if identity is not None and self._kept_already(identity, reason):
+                return False
+            self._reject_locked(line, reason, identity)
+            return True
+
+    def _kept_already(self, identity: str, reason: str) -> bool:
+        try:
+            if self.rejected_path.stat().st_size > MAX_REJECTED_SCAN_BYTES:
+                return False  # (a file that large is not read for this)
+            text = self.rejected_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        for line in text.splitlines():
+            if identity not in line:  # (read as JSON only when it may be the one)
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("identity") == identity and record.get("reason") == reason:
+                return True
+        return False
 
     def rejected(self) -> int:
         """How many events were set aside as never appliable."""
@@ -182,11 +209,13 @@ class Spool:
             self._reject_locked(lines.pop(), "partial line (interrupted write)")
         return [line for line in lines if line.strip()], torn
 
-    def _reject_locked(self, line: str, reason: str) -> None:
-        record = json.dumps(
-            {"rejected_at": datetime.now(timezone.utc).isoformat(), "reason": reason, "event": line}
-        )
-        self._append_locked(self.rejected_path, record)
+    def _reject_locked(self, line: str, reason: str, identity: str | None = None) -> None:
+        record: dict[str, str] = {
+            "rejected_at": datetime.now(timezone.utc).isoformat(), "reason": reason, "event": line
+        }  # fmt: skip
+        if identity is not None:
+            record["identity"] = identity
+        self._append_locked(self.rejected_path, json.dumps(record))
 
     def _rewrite_or_explain(self, remaining: list[str], applied: int) -> None:
         try:

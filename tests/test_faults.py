@@ -94,7 +94,7 @@ def test_refused_event_is_set_aside_and_the_rest_lands(
     # the refused event is never offered again: a second import changes nothing
     again = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
     assert again.exit_code == 0
-    assert len(rejected_lines()) == 2  # seen again as a new observation, refused again
+    assert len(rejected_lines()) == 1  # seen again, refused again, kept once
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 3
 
 
@@ -136,6 +136,13 @@ def test_step_beyond_an_integer_is_refused_alone(
     refusal_logs = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusal_logs) == 1 and str(huge) in refusal_logs[0]
     assert "\n" not in refusal_logs[0] and "Traceback" not in result.output
+    # backfilled again: refused again, said to be kept already, and kept once
+    caplog.clear()
+    again = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
+    assert again.exit_code == 0 and "1 refused" in again.output, again.output
+    refusal_logs = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusal_logs) == 1 and refusal_logs[0].endswith("rejected.jsonl already)")
+    assert len(rejected_lines()) == 1
 
 
 def test_api_run_name_with_nul_is_recorded(db_url: str) -> None:

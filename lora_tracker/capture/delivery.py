@@ -14,6 +14,7 @@ it (a ``Watcher`` given one does not).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -249,10 +250,12 @@ class EventDelivery:
     def _reject(self, event: Event, exc: Exception) -> None:
         reason = _reason(exc)
         what = getattr(event, "path", None) or f"{event.kind} event {event.event_id}"
-        log.error("refused %s: %s (kept in %s)", what, reason, self.spool.rejected_path)
         try:
-            self.spool.reject(event_to_json(event), reason)
+            kept = self.spool.reject(event_to_json(event), reason, identity=_identity(event))
+            log.error("refused %s: %s (kept in %s%s)", what, reason, self.spool.rejected_path,
+                      "" if kept else " already")  # fmt: skip
         except OSError as write_error:
+            log.error("refused %s: %s", what, reason)
             log.error("could not keep the refused event in %s: %s", self.spool.rejected_path,
                       write_error.strerror or write_error)  # fmt: skip
 
@@ -389,6 +392,13 @@ def spooled_line(event: Event, target: Target) -> str:
     event model ignores), so a replay into another database leaves it waiting."""
     document = event_to_json(event)
     return '{"spooled_for": ' + json.dumps(target.spool_tag) + ", " + document[1:]
+
+
+def _identity(event: Event) -> str:
+    """What ``event`` says, whenever and however often it was observed (its id and time
+    left out): the same refused file met again is kept in rejected.jsonl once."""
+    said = event.model_dump(mode="json", exclude={"event_id", "observed_at"})
+    return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()
 
 
 def _spooled_for(line: str) -> str | None:
