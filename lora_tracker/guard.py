@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ._background import after_caller
 from .settings import Target, redact
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ DEFAULT_MODE = "warn"
 EXIT_REPEATS_FAILURE = 3  # the same status as `lora-tracker tried`
 TIME_LIMIT_S = 0.8  # the most a check may hold up its caller (thread start included)
 TIME_LIMIT_ENV = "LORA_TRACKER_GUARD_TIMEOUT"
-START_YIELD_S = 0.002
 CONNECT_TIMEOUT_S = 2  # libpq's least; the caller has stopped waiting long before
 STATEMENT_TIMEOUT_MS = 700
 BANNER_WIDTH = 98  # fits a terminal of 100 columns
@@ -152,9 +152,7 @@ class PendingCheck:
         self._done = threading.Event()
 
         def run() -> None:
-            # let the caller go on before this thread's imports take the interpreter lock
-            # (a training thread waits in Thread.start() for every thread it starts)
-            time.sleep(START_YIELD_S)
+            after_caller()  # the caller goes on before this thread's imports (_background)
             try:
                 self._result = work()
             except Exception as exc:  # reported as a skip: never raised into training

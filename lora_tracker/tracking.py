@@ -21,13 +21,19 @@ seconds (default 10) to be written; whatever is left is spooled for the next syn
 from __future__ import annotations
 
 import atexit
+
+# Issue 17: a module that registers a threading at-exit hook cannot be imported once
+# interpreter shutdown has begun ("can't register atexit after shutdown"). filelock 4.0.x
+# imports concurrent.futures.thread (which registers one) when the spool is first used,
+# which for a short script is at exit: both the write and the spool fallback failed. So it
+# is imported with this module, on the training thread (not in `start_run`'s call).
+import concurrent.futures.thread  # noqa: F401
 import contextlib
 import dataclasses
 import logging
 import os
 import sys
 import threading
-import time
 import traceback
 import uuid
 import weakref
@@ -37,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._background import after_caller, caller_first
 from .settings import Target, resolve_target, this_host
 from .vocab import EndStatus
 
@@ -161,7 +168,6 @@ class Dispatcher:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
-                _import_before_shutdown()
                 self._thread = threading.Thread(
                     target=self._work, name="lora-tracker-api", daemon=True
                 )
@@ -180,9 +186,7 @@ class Dispatcher:
             return self._deliveries[key]
 
     def _work(self) -> None:
-        # let the training thread go on before this thread's imports take the interpreter
-        # lock (it waits in Thread.start() for each thread it starts: the launch check's too)
-        time.sleep(0.002)
+        after_caller()  # the training thread goes on before this thread's imports
         _import_exit_path()
         self._take_jobs()
 
@@ -304,18 +308,9 @@ class Dispatcher:
             log.exception("lora-tracker could not spool an event")
 
 
-def _import_before_shutdown() -> None:
-    """Issue 17: a module that registers a threading at-exit hook cannot be imported once
-    interpreter shutdown has begun ("can't register atexit after shutdown"). filelock 4.0.x
-    imports ``concurrent.futures.thread`` (which registers one) when the spool is first
-    used, which for a short script is at exit: both the write and the spool fallback
-    failed. Imported here, on the training thread at the first event (a few ms, once)."""
-    import concurrent.futures.thread  # noqa: F401
-
-
 def _import_exit_path() -> None:
     """The background thread's first work: import all that delivering and spooling need,
-    so nothing is imported at exit (see ``_import_before_shutdown``)."""
+    so nothing is imported at exit (see the import of ``concurrent.futures.thread``)."""
     try:
         from .capture import delivery, events  # noqa: F401 (delivery imports the spool)
     except Exception as exc:  # pragma: no cover - a broken install; logged by the jobs
@@ -663,48 +658,10 @@ def start_run(
     recorded as cancelled and ``RepeatsFailedRun`` (a ``SystemExit`` with status 3) is
     raised.
     """
-    check = None
     try:
-        # Only what must be read now happens on the training thread (the config as it is
-        # at this moment); capture's imports and the mining of the config are the
-        # background thread's work, so the first call returns as fast as the next ones.
-        target = resolve_target(database_url)
-        config_dict = config_to_dict(config)
-        host = this_host()
-        folder = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
-        if folder is not None:
-            output_name = output_name or os.path.basename(folder)
-        if run_key is None:
-            run_key = f"dir:{host}:{folder}:{output_name}" if folder else f"api:{uuid.uuid4()}"
-        key = run_key
-        at = _now()
-        run = TrackedRun(run_key, name, target, output_dir=folder)
-        check = _start_guard(target, guard, config_dict, fields)
-
-        def job() -> list[Any]:
-            from .capture.events import RunStarted
-            from .capture.trainer_config import run_fields_from_generic_config
-            from .run_fields import valid_run_fields
-
-            found = run_fields_from_generic_config(config_dict)
-            found.update(fields)
-            found.update(trainer=trainer, host=host)
-            if folder is not None:
-                found.update(output_dir=folder, output_name=output_name)
-            return [
-                RunStarted(
-                    run_key=key,
-                    run_name=name,
-                    observed_at=at,
-                    fields=valid_run_fields(found, mode="json"),
-                    config=config_dict or None,
-                    default_name=output_name or trainer,
-                )
-            ]
-
-        run.submit(job)
-        _open_runs.add(run)
-        _install_excepthook()
+        with caller_first():  # the threads started here wait for this call to return
+            run, check = _start(name, config, database_url, output_dir, output_name, trainer,
+                                run_key, guard, fields)  # fmt: skip
     except Exception:
         log.exception("lora-tracker could not start recording; training goes on untracked")
         return TrackedRun("disabled", name, resolve_target(None), enabled=False)
@@ -714,6 +671,61 @@ def start_run(
         except Exception:  # RepeatsFailedRun (strict mode) is a SystemExit: it goes through
             log.exception("lora-tracker: the launch check failed; training goes on")
     return run
+
+
+def _start(
+    name: str | None,
+    config: Any,
+    database_url: str | None,
+    output_dir: str | os.PathLike[str] | None,
+    output_name: str | None,
+    trainer: str,
+    run_key: str | None,
+    guard: str | None,
+    fields: dict[str, Any],
+) -> tuple[TrackedRun, tuple[Any, str] | None]:
+    """`start_run`'s work on the training thread."""
+    # Only what must be read now happens on the training thread (the config as it is
+    # at this moment); capture's imports and the mining of the config are the
+    # background thread's work, so the first call returns as fast as the next ones.
+    target = resolve_target(database_url)
+    config_dict = config_to_dict(config)
+    host = this_host()
+    folder = os.path.abspath(os.fspath(output_dir)) if output_dir is not None else None
+    if folder is not None:
+        output_name = output_name or os.path.basename(folder)
+    if run_key is None:
+        run_key = f"dir:{host}:{folder}:{output_name}" if folder else f"api:{uuid.uuid4()}"
+    key = run_key
+    at = _now()
+    run = TrackedRun(run_key, name, target, output_dir=folder)
+    check = _start_guard(target, guard, config_dict, fields)
+
+    def job() -> list[Any]:
+        from .capture.events import RunStarted
+        from .capture.trainer_config import run_fields_from_generic_config
+        from .run_fields import valid_run_fields
+
+        found = run_fields_from_generic_config(config_dict)
+        found.update(fields)
+        found.update(trainer=trainer, host=host)
+        if folder is not None:
+            found.update(output_dir=folder, output_name=output_name)
+        return [
+            RunStarted(
+                run_key=key,
+                run_name=name,
+                observed_at=at,
+                fields=valid_run_fields(found, mode="json"),
+                config=config_dict or None,
+                default_name=output_name or trainer,
+            )
+        ]
+
+    run.submit(job)
+    _open_runs.add(run)
+    _install_excepthook()
+    return run, check
 
 
 def _start_guard(
