@@ -226,8 +226,14 @@ def test_record_says_what_was_recorded_already(tmp_path: Path, db_url: str) -> N
     again = CliRunner().invoke(cli, record)
     assert again.exit_code == 0, again.output
     assert again.output.splitlines() == ["already " + lines[0]]
-    before = rows(db_url, "SELECT id, size_bytes, mtime FROM checkpoints ORDER BY path")
+    written = (
+        "SELECT c.path, c.updated_at, er.updated_at AS epoch_written FROM checkpoints c "
+        "JOIN epoch_results er ON er.id = c.epoch_result_id ORDER BY c.path"
+    )
+    before = rows(db_url, written)
     assert len(before) == 8
+    assert CliRunner().invoke(cli, record).exit_code == 0
+    assert rows(db_url, written) == before  # left alone: not written again
     os.utime(sim.epoch_path(2), (time.time() + 5, time.time() + 5))  # written again
     third = CliRunner().invoke(cli, record)
     assert third.exit_code == 0, third.output
@@ -248,10 +254,28 @@ def test_record_says_what_was_recorded_already(tmp_path: Path, db_url: str) -> N
         (str(sim.epoch_path(3)),),
     )
     assert owner == [{"run_name": "elsewhere", "session_id": None}]  # the session: the first's
+    epochs = rows(
+        db_url,
+        "SELECT er.epoch_number, er.sample_images FROM epoch_results er JOIN training_runs tr "
+        "ON tr.id = er.training_run_id WHERE tr.run_name = 'elsewhere'",
+    )
+    assert [e["epoch_number"] for e in epochs] == [3]  # not its training's other samples
+    assert epochs[0]["sample_images"] and all("_e000003_" in p for p in epochs[0]["sample_images"])
     once_more = CliRunner().invoke(
         cli, ["--database-url", db_url, "record", "--run", "elsewhere", str(sim.epoch_path(3))]
     )
     assert once_more.output.startswith("already recorded pixelbaby-000003.safetensors -> run")
+    # the folder again, without --run: the file stays where it was put, and is said so
+    folder = CliRunner().invoke(cli, record)
+    assert folder.exit_code == 0, folder.output
+    said = folder.output.splitlines()
+    assert said[0].startswith("already recorded 7 files -> run pixelbaby_"), said
+    assert said[0].split(" (")[0].endswith(" epochs 1-2, 4-8")
+    assert said[1].startswith("already recorded pixelbaby-000003.safetensors -> run elsewhere ")
+    assert len(said) == 2
+    assert rows(db_url, "SELECT tr.run_name FROM checkpoints c JOIN training_runs tr "
+                "ON tr.id = c.training_run_id WHERE c.path = %s",
+                (str(sim.epoch_path(3)),)) == [{"run_name": "elsewhere"}]  # fmt: skip
 
 
 def test_record_command(tmp_path: Path, db_url: str) -> None:

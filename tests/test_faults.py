@@ -141,7 +141,14 @@ def test_step_beyond_an_integer_is_refused_alone(
     again = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
     assert again.exit_code == 0 and "1 refused" in again.output, again.output
     refusal_logs = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert len(refusal_logs) == 1 and refusal_logs[0].endswith("rejected.jsonl already)")
+    assert len(refusal_logs) == 1 and "(already kept in " in refusal_logs[0]
+    assert len(rejected_lines()) == 1
+    # `record` of the folder: the refused file said once (its reason logged, then the
+    # count), the others recorded already and left alone
+    recorded = CliRunner().invoke(cli, ["--database-url", db_url, "record", str(out)])
+    assert recorded.exit_code == 1, recorded.output
+    assert "1 file refused by the database (said above; kept in " in recorded.output
+    assert "already recorded" in recorded.output and "rejected " not in recorded.output
     assert len(rejected_lines()) == 1
 
 

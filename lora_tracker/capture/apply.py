@@ -87,7 +87,6 @@ class Applied:
     run_name: str | None = None
     epoch: int | None = None
     new_run: bool = False  # this event created its run (logged once the write is committed)
-    unchanged: bool = False  # the file was recorded already, as it is, in this run
     # a test image: every (run, epoch) it was linked to, or why none
     links: tuple[tuple[str, int], ...] = ()
     detail: str = ""
@@ -255,14 +254,14 @@ class _FileBatch:
         self.asking = conn.execute(
             """
             SELECT 'known' AS what, host, path, epoch_result_id, content_hash, mtime,
-                   size_bytes, training_run_id, on_disk
+                   NULL::bigint AS size_bytes
             FROM checkpoints WHERE host = ANY(%(hosts)s) AND path = ANY(%(paths)s)
             UNION ALL
-            SELECT 'deleted', host, path, NULL, content_hash, mtime, size_bytes, NULL, NULL
+            SELECT 'deleted', host, path, NULL, content_hash, mtime, size_bytes
             FROM deleted_checkpoints WHERE host = ANY(%(hosts)s) AND path = ANY(%(paths)s)
             UNION ALL
-            (SELECT 'key', NULL, capture_key, NULL, NULL, NULL, NULL, NULL, NULL
-             FROM deleted_runs LIMIT 10001)
+            (SELECT 'key', NULL, capture_key, NULL, NULL, NULL, NULL FROM deleted_runs
+             LIMIT 10001)
             """,
             {"hosts": list(hosts), "paths": paths},
         )
@@ -298,16 +297,6 @@ class _FileBatch:
         if key in self.deleted_keys:
             return True
         return _still_the_deleted_file(self.deleted.get(f"{event.host}\0{event.path}"), event)
-
-    def recorded_before(self, event: CheckpointObserved, run_id: int) -> bool:
-        """Whether this file is recorded already, as it is now, in this run (the same size,
-        time and content hash): the event changes nothing, and says so."""
-        row = self.known.get(f"{event.host}\0{event.path}")
-        return (
-            row is not None and bool(row["on_disk"]) and row["training_run_id"] == run_id
-            and row["size_bytes"] == event.size_bytes and row["mtime"] == event.mtime
-            and row["content_hash"] == event.content_hash
-        )  # fmt: skip
 
     def replaced(self, event: CheckpointObserved) -> bool | None:
         """As `_replaced_file` when nothing changes on disk (None: ask the database)."""
@@ -544,7 +533,7 @@ def _apply_checkpoint(
         deleted = _of_a_deleted_run(conn, event, key)
     if deleted:
         return Applied("deleted")
-    run, fields = _file_run(conn, event, key, fields, runs)
+    run, fields, event = _file_run(conn, event, key, fields, runs)
     created = _created(run)
     updates = _update_run(conn, run, event, fields, apply=files is None)
     run.update(updates)
@@ -558,8 +547,7 @@ def _apply_checkpoint(
         new_samples = files.add_samples(run["id"], event.samples_by_epoch)
         carried = _carried(event) if new_samples else ()  # (the same ones queued already)
         files.links.add(run, carried, event.sample_prompts, _step_file(event))
-        return Applied("recorded", run["run_name"], epoch, new_run=created,
-                       unchanged=files.recorded_before(event, run["id"]))  # fmt: skip
+        return Applied("recorded", run["run_name"], epoch, new_run=created)
     if files is not None:
         files.flush()
     stale = _replaced_file(conn, event)
@@ -583,8 +571,9 @@ def _file_run(
     key: str,
     fields: dict[str, Any],
     runs: RunCache,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run a checkpoint file goes to, and the settings it may give that run."""
+) -> tuple[dict[str, Any], dict[str, Any], CheckpointObserved]:
+    """The run a checkpoint file goes to, the settings it may give that run, and the event
+    as that run takes it."""
     by_name = event.run_key is None and event.run_name is not None  # watch --run NAME
     run = None if by_name else runs.get(key) or None
     if run is None:
@@ -594,14 +583,19 @@ def _file_run(
         )  # fmt: skip
         runs[key] = run
     if by_name and run.get("capture_key") != key:
-        fields = _without_session(fields)  # the run asked for holds another training's
+        # the run asked for does not hold this training (`record --run NAME` of a file
+        # recorded in another run): the file brings its own epoch's samples, not all of its
+        # training's, and not the training's session
+        fields = _without_session(fields)
+        own = {e: paths for e, paths in event.samples_by_epoch.items() if e == event.epoch}
+        event = event.model_copy(update={"samples_by_epoch": own})
     if not by_name and event.run_key is None and _another_training(conn, run, event, key):
         _detach(conn, run, runs, key)
         run = runs[key] = resolve_run(
             conn, key, event.run_name, fields, key_absent=True,
             default_names=lambda: _default_names(event, fields),
         )  # fmt: skip
-    return run, fields
+    return run, fields, event
 
 
 def _carried(event: CheckpointObserved) -> list[str]:
@@ -1589,6 +1583,28 @@ def known_files(conn: Connection, host: str, folders: list[str]) -> KnownFiles:
         {r["path"] for r in samples},
         {r["path"] for r in linked},
     )
+
+
+def recorded_files(conn: Connection, host: str, paths: list[str]) -> dict[str, dict[str, Any]]:
+    """The checkpoints among ``paths`` on ``host`` recorded as they are on disk now (by
+    path: its run's name, epoch, kind, step, size, time and hash), for `record` to leave
+    alone what it recorded before, as `watch` does."""
+    rows = conn.execute(
+        "SELECT c.path, tr.run_name, c.epoch_number, c.kind, c.global_step, c.size_bytes, "
+        "c.mtime, c.content_hash FROM checkpoints c "
+        "JOIN training_runs tr ON tr.id = c.training_run_id "
+        "WHERE c.host = %s AND c.path = ANY(%s) AND c.on_disk",
+        (host, paths),
+    ).fetchall()
+    return {row["path"]: row for row in rows}
+
+
+def same_file(row: dict[str, Any], event: CheckpointObserved) -> bool:
+    """Whether a `recorded_files` row is the file ``event`` observed (size, time, hash)."""
+    return bool(
+        row["size_bytes"] == event.size_bytes and row["mtime"] == event.mtime
+        and row["content_hash"] == event.content_hash
+    )  # fmt: skip
 
 
 # -- issue 17: one run per training in a folder used before -------------------------------

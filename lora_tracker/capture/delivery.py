@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 import pydantic
@@ -39,7 +39,7 @@ from ..spool import (
     Unappliable,
     spool_for,
 )
-from .apply import Applied, KnownFiles, apply_event, apply_events, known_files
+from .apply import Applied, KnownFiles, apply_event, apply_events, known_files, recorded_files
 from .events import AnyEvent, event_from_json, event_to_json
 from .nul_safe import make_nul_safe
 
@@ -252,8 +252,8 @@ class EventDelivery:
         what = getattr(event, "path", None) or f"{event.kind} event {event.event_id}"
         try:
             kept = self.spool.reject(event_to_json(event), reason, identity=_identity(event))
-            log.error("refused %s: %s (kept in %s%s)", what, reason, self.spool.rejected_path,
-                      "" if kept else " already")  # fmt: skip
+            log.error("refused %s: %s (%skept in %s)", what, reason,
+                      "" if kept else "already ", self.spool.rejected_path)  # fmt: skip
         except OSError as write_error:
             log.error("refused %s: %s", what, reason)
             log.error("could not keep the refused event in %s: %s", self.spool.rejected_path,
@@ -262,6 +262,20 @@ class EventDelivery:
     def known_files(self, host: str, folders: list[str]) -> KnownFiles | None:
         """What the database already holds under these folders (None if unreachable)."""
         return self._read(lambda conn: known_files(conn, host, folders))
+
+    @property
+    def rejected_path(self) -> Path:
+        """Where events the database refuses are kept (the spool's rejected.jsonl)."""
+        return self.spool.rejected_path
+
+    def recorded_files(self, host: str, paths: list[str]) -> dict[str, dict[str, Any]]:
+        """`apply.recorded_files` in one statement (empty if the database is unreachable)."""
+
+        def ask(conn: Connection) -> dict[str, dict[str, Any]]:
+            with translate_errors(conn):
+                return recorded_files(conn, host, paths)
+
+        return self.on_connection(ask) or {}
 
     def linked_images(self, paths: list[Path]) -> set[Path]:
         """The test images already linked and not written since (none if unreachable)."""

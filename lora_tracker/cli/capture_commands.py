@@ -20,7 +20,7 @@ from .output import echo, plural
 
 if TYPE_CHECKING:  # the capture stack is imported when a command runs, not for --help
     from ..capture.apply import Applied
-    from ..capture.delivery import DeliveryOutcome
+    from ..capture.delivery import DeliveryOutcome, EventDelivery
     from ..capture.events import CheckpointObserved
     from ..capture.watcher import BackfillStats, Watcher
 
@@ -293,7 +293,10 @@ def record(
 
     For trainers that run a command after each save, e.g. SimpleTuner's
     --post_checkpoint_script "lora-tracker record {local_checkpoint_path}". If any file is
-    incomplete or not a valid checkpoint, nothing is recorded.
+    incomplete or not a valid checkpoint, nothing is recorded. A file recorded before, as
+    it is now, is left where it is and said to be "already recorded". A file the database
+    refuses is kept in the spool's rejected.jsonl and the others are recorded (exit 1).
+    With --run, a file recorded in another run moves to the run named.
     """
     from ..capture.delivery import EventDelivery
     from ..capture.files import classify_checkpoint
@@ -312,10 +315,14 @@ def record(
     events = _observed(files, run_name, config_path, force)
     delivery = EventDelivery(app_context(ctx).database_url)
     try:
-        result = delivery.submit_many(events)
+        # a file recorded before as it is now is left alone, as `watch` leaves it (with
+        # --config or --force the caller asks for it to be recorded again; with --run,
+        # unless it is in that run)
+        recorded = {} if config_path or force else _recorded_already(delivery, events, run_name)
+        result = delivery.submit_many([e for e in events if e.path not in recorded])
     finally:
         delivery.close()
-    _say_recorded(result.outcomes)
+    _say_recorded(result.outcomes, [recorded[e.path] for e in events if e.path in recorded])
     spooled = result.count("spooled")
     if spooled:
         click.echo(
@@ -329,32 +336,57 @@ def record(
             "database unavailable and the spool cannot be written: nothing was recorded; "
             "run this again when the database is back"
         )
-    if result.count("rejected"):
-        raise click.ClickException("some events were refused; see the spool's rejected.jsonl")
+    refused = result.count("rejected")
+    if refused:
+        raise click.ClickException(
+            f"{plural(refused, 'file')} refused by the database (said above; kept in "
+            f"{delivery.rejected_path})"
+        )
 
 
-def _say_recorded(outcomes: list[tuple[Any, DeliveryOutcome, Applied | None]]) -> None:
-    """`record`'s lines: its files by run (a line each, or one for a run's many files, as
-    `watch` says them), a file that was recorded already as it is said to be so."""
+def _recorded_already(
+    delivery: EventDelivery, events: list[CheckpointObserved], run_name: str | None
+) -> dict[str, tuple[CheckpointObserved, Applied]]:
+    """The events whose file is recorded already as it is now (in run ``run_name``, when
+    given), with where it is."""
+    from ..capture.apply import Applied, same_file
+
+    if not events:
+        return {}
+    rows = delivery.recorded_files(events[0].host, [e.path for e in events])
+    return {
+        e.path: (e, Applied("recorded", row["run_name"], row["epoch_number"]))
+        for e in events
+        if (row := rows.get(e.path)) is not None
+        and same_file(row, e)
+        and run_name in (None, row["run_name"])
+    }
+
+
+def _say_recorded(
+    outcomes: list[tuple[Any, DeliveryOutcome, Applied | None]],
+    already: list[tuple[CheckpointObserved, Applied]],
+) -> None:
+    """`record`'s lines: the files recorded now by run (a line each, or one for a run's many
+    files, as `watch` says them), then those ``already`` recorded as they are."""
     from ..capture.events import CheckpointObserved
     from ..capture.watcher import recorded_lines, spooled_lines
 
     recorded: dict[str, list[tuple[CheckpointObserved, Applied]]] = {}
-    again: dict[str, list[tuple[CheckpointObserved, Applied]]] = {}
     spooled: dict[tuple[str, str], list[CheckpointObserved]] = {}
     for event, outcome, applied in outcomes:
         name = Path(event.path).name if event.kind == "checkpoint" else event.kind
         if isinstance(event, CheckpointObserved) and applied is not None and applied.run_name:
-            unchanged = applied.unchanged or outcome == "duplicate"
-            (again if unchanged else recorded).setdefault(applied.run_name, []).append(
-                (event, applied)
-            )
+            recorded.setdefault(applied.run_name, []).append((event, applied))
         elif isinstance(event, CheckpointObserved) and outcome == "spooled":
             spooled.setdefault((event.output_dir, event.output_name), []).append(event)
         elif outcome == "deleted":
             echo(f"left out {name}: its run was deleted (--force records it again)")
-        else:
+        elif outcome != "rejected":  # (a refusal was said, with its reason, as it came)
             echo(f"{outcome} {name}")
+    again: dict[str, list[tuple[CheckpointObserved, Applied]]] = {}
+    for event, applied in already:
+        again.setdefault(str(applied.run_name), []).append((event, applied))
     for line in recorded_lines(recorded) + recorded_lines(again, "already recorded"):
         echo(line)
     for line in spooled_lines(spooled):
