@@ -82,8 +82,9 @@ def test_refused_event_is_set_aside_and_the_rest_lands(
     poison_checkpoint(out / "zz-000001.safetensors", ss_output_name=huge, ss_session_id="9")
     caplog.set_level("INFO")
     result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # after the others are recorded, as `record`
     assert "3 recorded" in result.output and "1 refused" in result.output
+    assert "1 file refused by the database (said above; kept in " in result.output
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 3
     refused = rejected_lines()
     assert len(refused) == 1
@@ -93,7 +94,7 @@ def test_refused_event_is_set_aside_and_the_rest_lands(
     assert len(refusal_logs) == 1 and "\n" not in refusal_logs[0].getMessage()
     # the refused event is never offered again: a second import changes nothing
     again = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
-    assert again.exit_code == 0
+    assert again.exit_code == 1
     assert len(rejected_lines()) == 1  # seen again, refused again, kept once
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 3
 
@@ -124,7 +125,7 @@ def test_step_beyond_an_integer_is_refused_alone(
     huge = peft_checkpoint(out, 3_000_000_000)
     caplog.set_level("INFO")
     result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a file not recorded: after the others
     assert "2 recorded" in result.output and "1 refused" in result.output, result.output
     landed = rows(db_url, "SELECT path, global_step FROM checkpoints ORDER BY global_step")
     assert [(r["path"], r["global_step"]) for r in landed] == [(str(good[0]), 10),
@@ -139,7 +140,7 @@ def test_step_beyond_an_integer_is_refused_alone(
     # backfilled again: refused again, said to be kept already, and kept once
     caplog.clear()
     again = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
-    assert again.exit_code == 0 and "1 refused" in again.output, again.output
+    assert again.exit_code == 1 and "1 refused" in again.output, again.output
     refusal_logs = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusal_logs) == 1 and "(already kept in " in refusal_logs[0]
     assert len(rejected_lines()) == 1

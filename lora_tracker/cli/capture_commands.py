@@ -199,6 +199,7 @@ def watch(
             stats = found or BackfillStats()
         click.echo(_backfill_line(stats), err=True)
         if once:
+            _fail_if_lost(stats, delivery)
             return
         watched = [str(f) for f in folders] + [f"{f} (images)" for f in image_folders]
         echo(f"Watching {', '.join(watched)} (Ctrl-C to stop)", err=True)
@@ -251,6 +252,22 @@ def _logs_held() -> Iterator[None]:
             logger.removeHandler(held)
             held.close()  # writes what it holds to the handler
             logger.addHandler(handler)
+
+
+def _fail_if_lost(stats: BackfillStats, delivery: EventDelivery) -> None:
+    """`watch --once`: exit status 1 when a file is neither recorded nor kept to be (refused
+    by the database, or the spool not writable), after the others (as `record`); a file
+    skipped in a folder (not complete yet, not a checkpoint) is not a failure."""
+    if stats.rejected:
+        raise click.ClickException(
+            f"{plural(stats.rejected, 'file')} refused by the database (said above; kept in "
+            f"{delivery.rejected_path})"
+        )
+    if stats.unsaved:
+        raise click.ClickException(
+            f"{plural(stats.unsaved, 'file')} not recorded: the database is unavailable and "
+            "the spool cannot be written; run this again when either is back"
+        )
 
 
 def _backfill_line(stats: BackfillStats) -> str:
