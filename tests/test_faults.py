@@ -134,6 +134,7 @@ def test_step_beyond_an_integer_is_refused_alone(
     assert len(refused) == 1
     assert json.loads(refused[0]["event"])["path"] == str(huge)
     assert "out of range" in refused[0]["reason"] and "\n" not in refused[0]["reason"]
+    assert refused[0]["reason"].endswith("(step 3000000000 is beyond the database's integer)")
     refusal_logs = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusal_logs) == 1 and str(huge) in refusal_logs[0]
     assert "\n" not in refusal_logs[0] and "Traceback" not in result.output

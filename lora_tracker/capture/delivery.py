@@ -248,7 +248,7 @@ class EventDelivery:
         return self._spool_error is not None
 
     def _reject(self, event: Event, exc: Exception) -> None:
-        reason = _reason(exc)
+        reason = _reason(exc) + _which_numbers(event, exc)
         what = getattr(event, "path", None) or f"{event.kind} event {event.event_id}"
         try:
             kept = self.spool.reject(event_to_json(event), reason, identity=_identity(event))
@@ -392,6 +392,25 @@ def _reason(exc: Exception) -> str:
         return str(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+INTEGER_RANGE = range(-(2**31), 2**31)  # PostgreSQL's integer (epochs and steps)
+
+
+def _which_numbers(event: Event, exc: Exception) -> str:
+    """`` (step 3000000000 is beyond ...)``: what the server's "integer out of range" was
+    about, when the event's epoch or step is the number (its message names no column)."""
+    if "out of range" not in str(exc):
+        return ""
+    numbers = [
+        f"{name} {value}"
+        for name in ("epoch", "step")
+        if isinstance(value := getattr(event, name, None), int) and value not in INTEGER_RANGE
+    ]
+    if not numbers:
+        return ""
+    verb = "is" if len(numbers) == 1 else "are"
+    return f" ({' and '.join(numbers)} {verb} beyond the database's integer)"
 
 
 def _log_new_runs(outcomes: list[tuple[Event, DeliveryOutcome, Applied | None]]) -> None:
