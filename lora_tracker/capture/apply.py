@@ -1586,12 +1586,12 @@ def known_files(conn: Connection, host: str, folders: list[str]) -> KnownFiles:
 
 
 def recorded_files(conn: Connection, host: str, paths: list[str]) -> dict[str, dict[str, Any]]:
-    """The checkpoints among ``paths`` on ``host`` recorded as they are on disk now (by
-    path: its run's name, epoch, kind, step, size, time and hash), for `record` to leave
-    alone what it recorded before, as `watch` does."""
+    """The checkpoints among ``paths`` on ``host`` recorded and on disk (by path: its run's
+    name, epoch, size, time and hash), for `record` to leave alone what it recorded before,
+    as `watch` does (`same_file`)."""
     rows = conn.execute(
-        "SELECT c.path, tr.run_name, c.epoch_number, c.kind, c.global_step, c.size_bytes, "
-        "c.mtime, c.content_hash FROM checkpoints c "
+        "SELECT c.path, tr.run_name, c.epoch_number, c.size_bytes, c.mtime, c.content_hash "
+        "FROM checkpoints c "
         "JOIN training_runs tr ON tr.id = c.training_run_id "
         "WHERE c.host = %s AND c.path = ANY(%s) AND c.on_disk",
         (host, paths),
