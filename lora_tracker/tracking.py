@@ -699,7 +699,7 @@ def _start(
     key = run_key
     at = _now()
     run = TrackedRun(run_key, name, target, output_dir=folder)
-    check = _start_guard(target, guard, config_dict, fields)
+    check = _start_guard(target, guard, config_dict, fields, name)
 
     def job() -> list[Any]:
         from .capture.events import RunStarted
@@ -729,10 +729,15 @@ def _start(
 
 
 def _start_guard(
-    target: Target, given: str | None, config: dict[str, Any], fields: dict[str, Any]
+    target: Target,
+    given: str | None,
+    config: dict[str, Any],
+    fields: dict[str, Any],
+    name: str | None,
 ) -> tuple[Any, str] | None:
     """The launch check on the settings this run will be recorded with (worked out on the
-    check's own thread), or None when it is off."""
+    check's own thread), or None when it is off; the run named ``name``, started again
+    when it exists, is left out of the answer."""
     if (given or os.environ.get("LORA_TRACKER_GUARD") or "").strip().lower() == "off":
         return None  # off: not even the guard's import on the training thread
     from .guard import COMPARED, mode_or_default, report, start_check
@@ -751,7 +756,7 @@ def _start_guard(
     def say(result: Any) -> None:  # warn: said by the check's thread when it has the answer
         report(result, mode, stops=True)
 
-    return start_check(target, settings, None if mode == "strict" else say), mode
+    return start_check(target, settings, None if mode == "strict" else say, leave_out=name), mode
 
 
 def _end_guard(run: TrackedRun, check: Any, mode: str) -> None:

@@ -249,6 +249,26 @@ def test_api_strict_raises_exit_3_and_records_cancelled(db_url: str) -> None:
     assert run["status"] == "cancelled" and "pixel_v1" in run["failure_reason"]
 
 
+def test_api_run_started_again_is_not_its_own_repeated_failure(
+    db_url: str, guard_log: pytest.LogCaptureFixture
+) -> None:
+    """start_run with the name of a recorded run starts that run again: the run is not
+    another run with its settings. In strict mode its failure does not stop it, and its
+    record is not turned into a cancelled run (it was: its status and reason overwritten);
+    another failed run with those settings still stops it."""
+    failed_run(db_url, name="t", status="completed")
+    again = lora_tracker.start_run("t", config=api_config(), database_url=db_url, guard="strict")
+    again.log_epoch(1, loss=0.5)
+    again.finish()
+    assert again.flush(10)
+    assert "ALREADY FAILED" not in guard_log.text
+    [run] = rows(db_url, "SELECT status, failure_reason FROM training_runs WHERE run_name = 't'")
+    assert run == {"status": "completed", "failure_reason": None}
+    failed_run(db_url, name="u")  # another run, same settings, failed
+    with pytest.raises(RepeatsFailedRun):
+        lora_tracker.start_run("t", config=api_config(), database_url=db_url, guard="strict")
+
+
 @pytest.mark.parametrize("problem", ["down", "hanging"])
 def test_api_database_down_or_hanging_costs_under_a_second(
     problem: str, db_url: str, guard_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
