@@ -151,8 +151,9 @@ def watch(
     Point it at a trainer's output folder before or during training. Old checkpoints
     deleted by --save_last_n_epochs keep their rows, marked as no longer on disk. When
     the database is unreachable, events wait in the local spool and are replayed later.
-    With --images, each image rendered into those folders is linked to its epoch too.
-    Stop with Ctrl-C.
+    A file the database refuses is kept in the spool's rejected.jsonl, once; with --once
+    the exit status is then 1, after the others are recorded. With --images, each image
+    rendered into those folders is linked to its epoch too. Stop with Ctrl-C.
     """
     if not folders and not image_folders:
         raise click.UsageError("give a FOLDER to watch, or --images DIR")
@@ -313,7 +314,8 @@ def record(
     incomplete or not a valid checkpoint, nothing is recorded. A file recorded before, as
     it is now, is left where it is and said to be "already recorded". A file the database
     refuses is kept in the spool's rejected.jsonl and the others are recorded (exit 1).
-    With --run, a file recorded in another run moves to the run named.
+    With --run, a file recorded in another run is recorded in the run named: its
+    checkpoint goes there, and its epoch's row stays in the other run too.
     """
     from ..capture.delivery import EventDelivery
     from ..capture.files import classify_checkpoint
