@@ -84,7 +84,10 @@ def test_refused_event_is_set_aside_and_the_rest_lands(
     result = CliRunner().invoke(cli, ["--database-url", db_url, "watch", "--once", str(out)])
     assert result.exit_code == 1, result.output  # after the others are recorded, as `record`
     assert "3 recorded" in result.output and "1 refused" in result.output
-    assert "1 file refused by the database (said above; kept in " in result.output
+    assert (
+        "1 file refused by the database, not recorded (why: said above; kept in the "
+        "spool's rejected.jsonl)" in result.output
+    )
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 3
     refused = rejected_lines()
     assert len(refused) == 1
@@ -149,7 +152,7 @@ def test_step_beyond_an_integer_is_refused_alone(
     # count), the others recorded already and left alone
     recorded = CliRunner().invoke(cli, ["--database-url", db_url, "record", str(out)])
     assert recorded.exit_code == 1, recorded.output
-    assert "1 file refused by the database (said above; kept in " in recorded.output
+    assert "1 file refused by the database, not recorded" in recorded.output
     assert "already recorded" in recorded.output and "rejected " not in recorded.output
     assert len(rejected_lines()) == 1
 

@@ -260,15 +260,21 @@ def _fail_if_lost(stats: BackfillStats, delivery: EventDelivery) -> None:
     by the database, or the spool not writable), after the others (as `record`); a file
     skipped in a folder (not complete yet, not a checkpoint) is not a failure."""
     if stats.rejected:
-        raise click.ClickException(
-            f"{plural(stats.rejected, 'file')} refused by the database (said above; kept in "
-            f"{delivery.rejected_path})"
-        )
+        raise _refused(stats.rejected, delivery)
     if stats.unsaved:
         raise click.ClickException(
             f"{plural(stats.unsaved, 'file')} not recorded: the database is unavailable and "
             "the spool cannot be written; run this again when either is back"
         )
+
+
+def _refused(count: int, delivery: EventDelivery) -> click.ClickException:
+    """The last line of a `watch --once` or `record` that some files were refused by (each
+    refusal was logged with its reason and where it is kept, as it came)."""
+    return click.ClickException(
+        f"{plural(count, 'file')} refused by the database, not recorded (why: said above; "
+        f"kept in the spool's {delivery.rejected_path.name})"
+    )
 
 
 def _backfill_line(stats: BackfillStats) -> str:
@@ -357,10 +363,7 @@ def record(
         )
     refused = result.count("rejected")
     if refused:
-        raise click.ClickException(
-            f"{plural(refused, 'file')} refused by the database (said above; kept in "
-            f"{delivery.rejected_path})"
-        )
+        raise _refused(refused, delivery)
 
 
 def _recorded_already(
