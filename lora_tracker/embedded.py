@@ -18,7 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import EmbeddedServerError
 
@@ -186,8 +186,9 @@ def ensure_running(home: Path) -> str:
     return running_conninfo(home) or start(home)
 
 
-def stop(home: Path) -> bool:
-    """Stop the embedded server. Returns False when it was not running."""
+def stop(home: Path, *, mode: Literal["fast", "immediate"] = "fast") -> bool:
+    """Stop the embedded server. Returns False when it was not running. ``immediate``:
+    without the shutdown checkpoint, for a cluster about to be thrown away (the tests')."""
     pgdata = pgdata_path(home)
     info = read_postmaster_pid(pgdata)
     if info is None:
@@ -201,7 +202,7 @@ def stop(home: Path) -> bool:
     user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None
     try:
         subprocess.run(
-            [str(bin_path / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+            [str(bin_path / "pg_ctl"), "-D", str(pgdata), "-m", mode, "-w", "stop"],
             check=True,
             capture_output=True,
             user=user,
