@@ -328,6 +328,7 @@ def record(
     from ..capture.watcher import scan
 
     imports_done()
+    _log_to_stderr()  # as `watch`: the embedded server made, migrations, new runs, refusals
     _check_config(config_path)
     files: list[Path] = []
     for path in paths:
