@@ -73,7 +73,6 @@ UNREADABLE_CHECK_S = 10.0  # how often folders skipped for their permissions are
 REPLAY_EVERY_S = 5.0  # how often the spool and unsaved events are offered to the database
 FOLDER_MARK = "\x00folder:"  # a queued folder rescan (no path holds a NUL)
 
-
 # Folder events that may bring files no file event announced: a folder moved in, or one
 # whose permissions now let it be read.
 FOLDER_EVENTS = frozenset({"created", "moved", "attrib"})
@@ -780,7 +779,7 @@ def _log_delivery(event: Event, outcome: DeliveryOutcome, applied: Applied | Non
     if outcome in ("recorded", "duplicate") and applied is not None:
         log.info("%s", file_line(event, applied))
     elif outcome == "spooled":
-        log.info("%s", spooled_lines({("", ""): [event]})[0])
+        log.info("%s", spooled_file_line(event))
     elif outcome == "unsaved":
         log.info("not recorded yet %s (database unavailable, spool not writable)", name)
     elif outcome == "deleted":
@@ -827,17 +826,21 @@ def _log_recorded(by_run: dict[str, list[tuple[CheckpointObserved, Applied]]]) -
         log.info("%s", line)
 
 
+def spooled_file_line(event: CheckpointObserved) -> str:
+    """``spooled NAME (database unavailable; 0.4 MB)``: a spooled file, as capture says it."""
+    return (
+        f"spooled {_shown(event.path)} (database unavailable; "
+        f"{event.size_bytes / (1024 * 1024):.1f} MB)"
+    )
+
+
 def spooled_lines(by_training: dict[tuple[str, str], list[CheckpointObserved]]) -> list[str]:
     """Spooled files (the database away), by training (folder, output name): as
     `recorded_lines`."""
     lines: list[str] = []
     for (folder, name), files in by_training.items():
         if len(files) <= LISTED_FILES:
-            lines.extend(
-                f"spooled {_shown(event.path)} (database unavailable; "
-                f"{event.size_bytes / (1024 * 1024):.1f} MB)"
-                for event in files
-            )
+            lines.extend(spooled_file_line(event) for event in files)
             continue
         size_mb = sum(event.size_bytes for event in files) / (1024 * 1024)
         lines.append(
