@@ -12,8 +12,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-# the run fields capture validates live apart (capture builds that model alone)
-from .run_fields import InputModel, RunFields, Score, render_validation_error, valid_run_fields
+# the run fields capture validates live apart (capture builds that model alone, and only
+# when a value is not plainly right: see run_fields.py)
+from .run_fields import valid_run_fields
+from .run_model import InputModel, RunFields, Score, render_validation_error
 
 # the vocabularies live in vocab.py (one source: the SQL CHECKs are tested against it)
 from .vocab import (

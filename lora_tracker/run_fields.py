@@ -1,103 +1,139 @@
-"""The columns of ``training_runs`` a caller or capture may set (`RunFields`), and
-`valid_run_fields`, which keeps of what capture read the values the schema accepts.
+"""`valid_run_fields`: of the ``training_runs`` columns capture read, the values the schema
+accepts, checked without importing pydantic when they are plainly right.
 
-Apart from the other models (:mod:`lora_tracker.models`, which holds these too) so that
-capture, which validates run fields alone, does not build every model at start-up (4 ms of
-every `lora-tracker watch`). The same rules as everywhere: see :mod:`lora_tracker.models`.
+Capture (`lora-tracker watch`, `record`, the hooks' background thread) checks every file's
+run fields. The rules are `lora_tracker.run_model.RunFields` (pydantic); importing pydantic
+and building that model cost about 60 ms, a sixth of a whole `watch --once` of 500 files
+(issue 14). So each field has a plain check here (`_CHECKS`) that accepts a value only
+when pydantic would return it unchanged: the exact type, within the field's bounds. A value
+any check does not accept (an int where a float is due, a str date, a value out of range,
+an unknown type) sends the whole mapping to the pydantic model, which decides as before.
+tests/test_run_fields.py holds the two to the same answers, field by field.
 """
 
+from __future__ import annotations
+
 import copy
-import functools
 import logging
+import re
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-
-from .vocab import ModelType, OverallVerdict, RunStatus
+from .vocab import MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
 
 log = logging.getLogger(__name__)
 
-Score = Annotated[int, Field(ge=0, le=10)]
-Resolution = Annotated[str, StringConstraints(pattern=r"^[0-9]+x[0-9]+$")]
+# pydantic, in python mode, keeps an int of any size; the fast path takes the usual ones
+_INT_RANGE = range(-(2**63), 2**63)
 
 
-class InputModel(BaseModel):
-    """Base of write models: unknown fields are an error, not silently dropped."""
-
-    # defer_build: a model's validator is built when first used, not at import (a CLI
-    # command uses one or two models)
-    model_config = ConfigDict(
-        extra="forbid", protected_namespaces=(), defer_build=True
-    )  # protected_namespaces: the model_type field (pydantic<2.10)
-
-    def given(self) -> dict[str, Any]:
-        """Only the fields the caller set, for partial updates."""
-        return self.model_dump(exclude_unset=True)
+def _str(value: Any) -> bool:
+    return type(value) is str
 
 
-class RunFields(InputModel):
-    """Columns of training_runs a caller may set (all optional: for updates)."""
-
-    run_date: datetime | None = None
-    status: RunStatus | None = None
-    base_model: str | None = None
-    model_type: ModelType | None = None
-    num_images: Annotated[int, Field(ge=0)] | None = None
-    caption_version: str | None = None
-    resolution: Resolution | None = None
-    network_dim: Annotated[int, Field(gt=0)] | None = None
-    network_alpha: Annotated[Decimal, Field(ge=0)] | None = None
-    checkpoint_file_size_mb: Annotated[Decimal, Field(ge=0)] | None = None
-    overall_verdict: OverallVerdict | None = None
-    quality_score: Score | None = None
-    production_ready: bool | None = None
-    best_epoch: Annotated[int, Field(ge=0)] | None = None
-    key_findings: str | None = None
-    issues_found: list[str] | None = None
-    strengths: list[str] | None = None
-    recommended_for: str | None = None
-    notes: str | None = None
-    trainer: str | None = None
-    output_name: str | None = None
-    output_dir: str | None = None
-    session_id: str | None = None
-    host: str | None = None
-    training_started_at: datetime | None = None
-    training_finished_at: datetime | None = None
-    learning_rate: Annotated[float, Field(ge=0)] | None = None
-    unet_lr: Annotated[float, Field(ge=0)] | None = None
-    text_encoder_lr: Annotated[float, Field(ge=0)] | None = None
-    optimizer: str | None = None
-    lr_scheduler: str | None = None
-    seed: int | None = None
-    num_epochs: Annotated[int, Field(ge=0)] | None = None
-    max_train_steps: Annotated[int, Field(ge=0)] | None = None
-    total_steps: Annotated[int, Field(ge=0)] | None = None
-    batch_size: Annotated[int, Field(gt=0)] | None = None
-    network_module: str | None = None
-    mixed_precision: str | None = None
-    tag_frequency: dict[str, int] | None = None
-    dataset_dirs: dict[str, Any] | list[Any] | None = None
-    config: dict[str, Any] | None = None
-    checkpoint_metadata: dict[str, Any] | None = None
-    failure_reason: str | None = None
-    last_event_at: datetime | None = None
+def _int(minimum: int) -> Callable[[Any], bool]:
+    return lambda value: type(value) is int and value >= minimum and value in _INT_RANGE
 
 
-def render_validation_error(exc: Any) -> str:
-    """One readable line per invalid field, as ``field: problem``."""
-    lines = []
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error.get("loc", ())) or "value"
-        lines.append(f"{location}: {error.get('msg', 'invalid')}")
-    return "; ".join(lines)
+def _any_int(value: Any) -> bool:
+    return type(value) is int and value in _INT_RANGE
 
 
-@functools.cache
-def _run_field_names() -> frozenset[str]:
-    return frozenset(RunFields.model_fields)  # (a property: asked once, not per key)
+def _float_not_negative(value: Any) -> bool:
+    return type(value) is float and value >= 0  # (NaN is not: pydantic says so)
+
+
+def _decimal_not_negative(value: Any) -> bool:
+    return type(value) is Decimal and value.is_finite() and value >= 0
+
+
+def _datetime(value: Any) -> bool:
+    return type(value) is datetime
+
+
+def _bool(value: Any) -> bool:
+    return type(value) is bool
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], bool]:
+    allowed = frozenset(choices)
+    return lambda value: type(value) is str and value in allowed
+
+
+def _resolution(value: Any) -> bool:
+    return type(value) is str and re.fullmatch(r"[0-9]+x[0-9]+", value) is not None
+
+
+def _score(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= 10
+
+
+def _str_list(value: Any) -> bool:
+    return type(value) is list and all(type(item) is str for item in value)
+
+
+def _str_keys(value: Any) -> bool:
+    return type(value) is dict and all(type(key) is str for key in value)
+
+
+def _counts(value: Any) -> bool:
+    return _str_keys(value) and all(type(count) is int for count in value.values())
+
+
+def _dict_or_list(value: Any) -> bool:
+    return type(value) is list or _str_keys(value)
+
+
+# field -> a value pydantic returns unchanged (None is every field's "not known")
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "run_date": _datetime,
+    "status": _one_of(RUN_STATUSES),
+    "base_model": _str,
+    "model_type": _one_of(MODEL_TYPES),
+    "num_images": _int(0),
+    "caption_version": _str,
+    "resolution": _resolution,
+    "network_dim": _int(1),
+    "network_alpha": _decimal_not_negative,
+    "checkpoint_file_size_mb": _decimal_not_negative,
+    "overall_verdict": _one_of(OVERALL_VERDICTS),
+    "quality_score": _score,
+    "production_ready": _bool,
+    "best_epoch": _int(0),
+    "key_findings": _str,
+    "issues_found": _str_list,
+    "strengths": _str_list,
+    "recommended_for": _str,
+    "notes": _str,
+    "trainer": _str,
+    "output_name": _str,
+    "output_dir": _str,
+    "session_id": _str,
+    "host": _str,
+    "training_started_at": _datetime,
+    "training_finished_at": _datetime,
+    "learning_rate": _float_not_negative,
+    "unet_lr": _float_not_negative,
+    "text_encoder_lr": _float_not_negative,
+    "optimizer": _str,
+    "lr_scheduler": _str,
+    "seed": _any_int,
+    "num_epochs": _int(0),
+    "max_train_steps": _int(0),
+    "total_steps": _int(0),
+    "batch_size": _int(1),
+    "network_module": _str,
+    "mixed_precision": _str,
+    "tag_frequency": _counts,
+    "dataset_dirs": _dict_or_list,
+    "config": _str_keys,
+    "checkpoint_metadata": _str_keys,
+    "failure_reason": _str,
+    "last_event_at": _datetime,
+}
+RUN_FIELD_NAMES = frozenset(_CHECKS)
 
 
 def valid_run_fields(
@@ -105,31 +141,20 @@ def valid_run_fields(
 ) -> dict[str, Any]:
     """The fields training_runs accepts, validated; unknown keys and values the schema would
     refuse (a negative alpha in odd metadata, ...) are logged and dropped: one bad key must
-    not cost a whole run or checkpoint. ``mode="json"``: JSON-ready values (for events)."""
-    names = _run_field_names()
-    known = {k: v for k, v in fields.items() if k in names}
+    not cost a whole run or checkpoint. ``mode="json"``: JSON-ready values (for events).
+    Containers are copies, as pydantic's dump makes."""
+    known = {k: v for k, v in fields.items() if k in RUN_FIELD_NAMES}
     if len(known) < len(fields):
         unknown = sorted(set(fields) - set(known))
         log.warning("lora-tracker: ignoring unknown run fields %s", ", ".join(unknown))
-    try:
-        return _dumped(RunFields.model_validate(known), known, mode)
-    except ValidationError as exc:
-        bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
-    log.warning("lora-tracker: ignoring invalid run fields %s", ", ".join(sorted(bad)))
-    kept = {k: v for k, v in known.items() if k not in bad}
-    return _dumped(RunFields.model_validate(kept), kept, mode)
+    if mode == "python":
+        checked = {}
+        for name, value in known.items():
+            if value is not None and not _CHECKS[name](value):
+                break  # pydantic decides
+            checked[name] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+        else:
+            return checked
+    from .run_model import validated_run_fields
 
-
-def _dumped(
-    model: RunFields, given: dict[str, Any], mode: Literal["python", "json"]
-) -> dict[str, Any]:
-    """``model.model_dump(exclude_unset=True, mode=mode)``; in python mode, the given fields'
-    validated values read directly (a dump walks all 44 fields: capture validates each
-    file's few per-save fields, and that was 40% of the cost)."""
-    if mode == "json":
-        return model.model_dump(exclude_unset=True, mode="json")
-    dumped = {}
-    for name in given:
-        value = model.__dict__[name]
-        dumped[name] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
-    return dumped  # (containers copied, as a dump does)
+    return validated_run_fields(known, mode)

@@ -419,14 +419,14 @@ class TrackedRun:
         metric_values = dict(metrics) if metrics else {}
 
         def job() -> list[Any]:
-            from .capture.events import EpochLogged
+            from .capture.events import EpochLogged, validated
 
             events: list[Any] = self._vanished(at)
             if checkpoint_path is not None:
                 events.extend(self._observe(os.fspath(checkpoint_path), epoch, at))
-            events.append(EpochLogged(
-                run_key=self.run_key, run_name=self.run_name, observed_at=at, epoch=epoch,
-                loss=_finite(loss), metrics=_numbers(metric_values),
+            events.append(validated(  # (the caller's values, checked)
+                EpochLogged, run_key=self.run_key, run_name=self.run_name, observed_at=at,
+                epoch=epoch, loss=_finite(loss), metrics=_numbers(metric_values),
                 sample_images=[os.path.abspath(p) for p in samples],
             ))  # fmt: skip
             return events
@@ -512,11 +512,12 @@ class TrackedRun:
         reason = _describe(error) if error is not None else None
 
         def job() -> list[Any]:
-            from .capture.events import RunFinished
+            from .capture.events import RunFinished, validated
 
             return [
                 *self._vanished(at),
-                RunFinished(
+                validated(
+                    RunFinished,
                     run_key=self.run_key,
                     run_name=self.run_name,
                     observed_at=at,
@@ -702,7 +703,7 @@ def _start(
     check = _start_guard(target, guard, config_dict, fields, name)
 
     def job() -> list[Any]:
-        from .capture.events import RunStarted
+        from .capture.events import RunStarted, validated
         from .capture.trainer_config import run_fields_from_generic_config
         from .run_fields import valid_run_fields
 
@@ -712,7 +713,8 @@ def _start(
         if folder is not None:
             found.update(output_dir=folder, output_name=output_name)
         return [
-            RunStarted(
+            validated(
+                RunStarted,
                 run_key=key,
                 run_name=name,
                 observed_at=at,

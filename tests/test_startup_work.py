@@ -102,3 +102,38 @@ def test_capture_into_a_schema_behind_says_not_ready(
     assert "database not ready, events go to the spool: " in caplog.text
     assert f"lacks migrations {last}: run `lora-tracker init`" in caplog.text
     assert "database unavailable" not in caplog.text
+
+
+def test_a_backfill_of_plain_kohya_files_does_not_import_pydantic(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Issue 14: pydantic is a sixth of a `watch --once` of 500 files. Capture's events are
+    plain dataclasses and its run fields' checks plain code, so a folder of kohya files,
+    its samples and config, is recorded without it (it comes when a value needs it, or an
+    event goes to the spool)."""
+    from .kohya_sim import KohyaRun
+
+    sim = KohyaRun(tmp_path / "out", epochs=3, save_last_n=None)
+    sim.run()
+    (tmp_path / "out" / "config_lora-20260101-120000.toml").write_text(
+        'hub_token = "hf_x"\nnetwork_dim = 32\nlearning_rate = 1e-4\n'
+    )
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('pydantic' in sys.modules, file=sys.stderr))\n"
+        "from lora_tracker.cli import main\n"
+        "sys.argv = ['lora-tracker', '--database-url', sys.argv[1], 'watch', '--once',"
+        " sys.argv[2]]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, db_url, str(tmp_path / "out")],
+        capture_output=True, text=True, env={"PYTHONPATH": str(ROOT),
+                                             "LORA_TRACKER_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "3 recorded" in done.stderr and "6 sample images linked" in done.stderr
+    assert done.stderr.rstrip().endswith("False"), done.stderr
+    with psycopg.connect(db_url) as conn:
+        found = conn.execute("SELECT network_dim, config::text FROM training_runs").fetchall()
+    assert found[0][0] == 32 and "hf_x" not in found[0][1] and len(found) == 1

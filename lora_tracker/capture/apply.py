@@ -20,6 +20,7 @@ seen by two watchers lands exactly once; then
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -588,7 +589,7 @@ def _file_run(
         # training's, and not the training's session
         fields = _without_session(fields)
         own = {e: paths for e, paths in event.samples_by_epoch.items() if e == event.epoch}
-        event = event.model_copy(update={"samples_by_epoch": own})
+        event = dataclasses.replace(event, samples_by_epoch=own)
     if not by_name and event.run_key is None and _another_training(conn, run, event, key):
         _detach(conn, run, runs, key)
         run = runs[key] = resolve_run(

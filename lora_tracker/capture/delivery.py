@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import psycopg
-import pydantic
 
 from ..db import Connection, Database
 from ..errors import DatabaseUnavailable, LoraTrackerError, SchemaNotInitialized
@@ -40,7 +40,7 @@ from ..spool import (
     spool_for,
 )
 from .apply import Applied, KnownFiles, apply_event, apply_events, known_files, recorded_files
-from .events import AnyEvent, event_from_json, event_to_json
+from .events import AnyEvent, event_from_json, event_to_dict, event_to_json
 from .nul_safe import make_nul_safe
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ class EventDelivery:
                 raise ForAnotherDatabase(spooled_for)
             try:
                 event = event_from_json(line)
-            except (pydantic.ValidationError, ValueError) as exc:
+            except ValueError as exc:  # (pydantic's ValidationError is one)
                 raise Unappliable(f"unreadable event ({_reason(exc)})") from None
             try:
                 with self._database().transaction() as conn:
@@ -382,7 +382,8 @@ def _write_conflict(exc: psycopg.Error) -> bool:
 
 def _reason(exc: Exception) -> str:
     """One line for rejected.jsonl and the log."""
-    if isinstance(exc, pydantic.ValidationError):
+    pydantic = sys.modules.get("pydantic")  # (loaded wherever it raised: not imported here)
+    if pydantic is not None and isinstance(exc, pydantic.ValidationError):
         parts = [
             ": ".join(p for p in (".".join(str(x) for x in e["loc"]), e["msg"]) if p)
             for e in exc.errors()[:3]
@@ -430,7 +431,7 @@ def spooled_line(event: Event, target: Target) -> str:
 def _identity(event: Event) -> str:
     """What ``event`` says, whenever and however often it was observed (its id and time
     left out): the same refused file met again is kept in rejected.jsonl once."""
-    said = event.model_dump(mode="json", exclude={"event_id", "observed_at"})
+    said = event_to_dict(event, exclude={"event_id", "observed_at"})
     return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()
 
 

@@ -14,12 +14,11 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from ..secrets import mask_mapping, mask_secrets, mask_text
 from ..settings import this_host as this_host
@@ -44,15 +43,18 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class _Event(BaseModel):
-    # validators built on first use: a backfill makes checkpoint events only
-    model_config = ConfigDict(defer_build=True)
+# The events are plain dataclasses: capture makes them by the thousand and needs pydantic
+# only to write one to the spool or read it back (`event_to_json`, `event_from_json`), or
+# to check what a caller gave (`validated`); importing pydantic is 50 ms of a backfill's
+# 350 (issue 14). Secrets are masked as an event is made (and so as one is read back).
+@dataclass(kw_only=True, slots=True)
+class _Event:
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    observed_at: datetime = field(default_factory=_now)
+    host: str = field(default_factory=this_host)
 
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    observed_at: datetime = Field(default_factory=_now)
-    host: str = Field(default_factory=this_host)
 
-
+@dataclass(kw_only=True, slots=True)
 class CheckpointObserved(_Event):
     """A complete checkpoint file, with what its name, header and config say."""
 
@@ -68,30 +70,24 @@ class CheckpointObserved(_Event):
     mtime: datetime
     content_hash: str | None = None
     trainer: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] | None = None
     config_path: str | None = None
     # every sample image of this run's output name, by epoch: samples are saved after
     # the checkpoint, and one that an earlier event missed comes with the next
-    samples_by_epoch: dict[int, list[str]] = Field(default_factory=dict)
+    samples_by_epoch: dict[int, list[str]] = field(default_factory=dict)
     # the kohya prompts file the samples were rendered from, as read (issue 12)
     sample_prompts: SamplePromptsFile | None = None
     run_name: str | None = None  # --run: record into this run
     run_key: str | None = None  # a hook's own run (its capture key)
     force: bool = False  # record even a file of a run that was deleted (record --force)
 
-    # no secret is spooled or stored: masked as the event is made (and read back)
-    @field_validator("config")
-    @classmethod
-    def _mask_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _masked_config(config)
-
-    @field_validator("metadata")
-    @classmethod
-    def _mask_metadata(cls, metadata: dict[str, str]) -> dict[str, str]:
-        return mask_mapping(metadata)
+    def __post_init__(self) -> None:  # no secret is spooled or stored
+        self.config = _masked_config(self.config)
+        self.metadata = mask_mapping(self.metadata)
 
 
+@dataclass(kw_only=True, slots=True)
 class CheckpointRemoved(_Event):
     """A checkpoint file that disappeared (kohya's --save_last_n_epochs, or by hand)."""
 
@@ -99,6 +95,7 @@ class CheckpointRemoved(_Event):
     path: str
 
 
+@dataclass(kw_only=True, slots=True)
 class SamplesObserved(_Event):
     """Sample images of one epoch of a run."""
 
@@ -113,6 +110,7 @@ class SamplesObserved(_Event):
     sample_prompts: SamplePromptsFile | None = None  # the kohya prompts file, as read
 
 
+@dataclass(kw_only=True, slots=True)
 class _RunEvent(_Event):
     """An event about a run a hook or the Python API is tracking."""
 
@@ -120,11 +118,12 @@ class _RunEvent(_Event):
     run_name: str | None = None
 
 
+@dataclass(kw_only=True, slots=True)
 class RunStarted(_RunEvent):
     """A run began: its configuration, before the first step."""
 
     kind: Literal["run_started"] = "run_started"
-    fields: dict[str, Any] = Field(default_factory=dict)  # training_runs columns
+    fields: dict[str, Any] = field(default_factory=dict)  # training_runs columns
     config: dict[str, Any] | None = None
     default_name: str | None = None  # base of the run name when none is given
     # the key this run was started under before the trainer said who it is (the kohya hook
@@ -134,23 +133,23 @@ class RunStarted(_RunEvent):
     # knows better may correct them (training_runs.captured_values)
     captured: bool = False
 
-    @field_validator("config")
-    @classmethod
-    def _mask_config(cls, config: dict[str, Any] | None) -> dict[str, Any] | None:
-        return _masked_config(config)
+    def __post_init__(self) -> None:
+        self.config = _masked_config(self.config)
 
 
+@dataclass(kw_only=True, slots=True)
 class EpochLogged(_RunEvent):
     """What a trainer reported at an epoch's end: loss, other metrics, samples."""
 
     kind: Literal["epoch_logged"] = "epoch_logged"
     epoch: int
     loss: float | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
-    sample_images: list[str] = Field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    sample_images: list[str] = field(default_factory=list)
     sample_prompts: SamplePromptsFile | None = None  # the kohya prompts file, as read
 
 
+@dataclass(kw_only=True, slots=True)
 class RunFinished(_RunEvent):
     """A run ended: completed, failed (with the error) or cancelled."""
 
@@ -159,12 +158,11 @@ class RunFinished(_RunEvent):
     failure_reason: str | None = None
     total_steps: int | None = None  # the step reached (a hook sees each step)
 
-    @field_validator("failure_reason")
-    @classmethod
-    def _mask_reason(cls, reason: str | None) -> str | None:
-        return mask_text(reason) if reason else reason
+    def __post_init__(self) -> None:
+        self.failure_reason = mask_text(self.failure_reason) if self.failure_reason else None
 
 
+@dataclass(kw_only=True, slots=True)
 class ImageObserved(_Event):
     """A test image rendered in A1111 / Forge / SD.Next / ComfyUI (`watch --images`), with
     what its metadata says (``lora_tracker.images.model.ImageMetadata`` as a dict, secrets
@@ -192,21 +190,42 @@ AnyEvent = (
     | RunFinished
     | ImageObserved
 )
-CaptureEvent = Annotated[AnyEvent, Field(discriminator="kind")]
+E = TypeVar("E", bound=_Event)
 
 
 @functools.cache
-def _event_adapter() -> TypeAdapter[CaptureEvent]:
-    """Reads any event back (the spool); built when first needed."""
-    return TypeAdapter(CaptureEvent)
+def _adapter(of: Any) -> Any:
+    """pydantic's validator and serializer of ``of`` (an event class, or the union of
+    them told apart by ``kind``), built when first needed."""
+    from pydantic import Field, TypeAdapter
+
+    if of is AnyEvent:
+        return TypeAdapter(Annotated[AnyEvent, Field(discriminator="kind")])
+    return TypeAdapter(of)
+
+
+def validated(of: type[E], /, **fields: Any) -> E:
+    """An event of class ``of`` from values a caller gave, checked and converted by its field
+    types as pydantic does (``"3"`` for an epoch is 3; a wrong value raises pydantic's
+    ValidationError, a ValueError)."""
+    event: E = _adapter(cast(Hashable, of)).validate_python(fields)
+    return event
 
 
 def event_to_json(event: AnyEvent) -> str:
-    return event.model_dump_json()
+    text: bytes = _adapter(AnyEvent).dump_json(event)
+    return text.decode()
+
+
+def event_to_dict(event: AnyEvent, *, exclude: set[str] | None = None) -> dict[str, Any]:
+    """``event`` as JSON-ready values (its fields but ``exclude``)."""
+    values: dict[str, Any] = _adapter(AnyEvent).dump_python(event, mode="json", exclude=exclude)
+    return values
 
 
 def event_from_json(line: str) -> AnyEvent:
-    return _event_adapter().validate_json(line)
+    event: AnyEvent = _adapter(AnyEvent).validate_json(line)
+    return event
 
 
 def observe_checkpoint(
@@ -285,9 +304,9 @@ def checkpoint_event(
     validate: bool = True,
 ) -> CheckpointObserved:
     """The event for a checkpoint whose facts are known (read from the file, or handed to
-    a hook by the trainer as it saved). ``validate=False``: every value was read here and
-    is typed as its field (`observe_checkpoint`), so the event is built without validating
-    it again (a tenth of a backfill's reading); only the validators' masking is done."""
+    a hook by the trainer as it saved), checked by pydantic (`validated`); with
+    ``validate=False``, every value was read here and is typed as its field
+    (`observe_checkpoint`): the event is made as it is (secrets masked, as always)."""
     name = _classify(path)
     from_meta = epoch_fields_from_metadata(metadata)
     kind = name.kind
@@ -357,12 +376,9 @@ def checkpoint_event(
         run_key=run_key,
     )
     if validate:
-        return CheckpointObserved(**fields)
-    # (tests/test_capture.py: an event built so equals the validated one; the defaults
-    # given here, as model_construct inspects a default factory's signature each time)
-    fields.update(metadata=mask_mapping(metadata), config=_masked_config(config),
-                  event_id=uuid.uuid4(), observed_at=_now(), host=this_host())  # fmt: skip
-    return CheckpointObserved.model_construct(**fields)
+        return validated(CheckpointObserved, **fields)
+    # (tests/test_capture.py: an event built so equals the validated one)
+    return CheckpointObserved(**fields)
 
 
 def _prompts_for(

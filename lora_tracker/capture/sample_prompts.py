@@ -18,10 +18,9 @@ No database here: plain reads, small and bounded (MAX_PROMPTS_FILE_BYTES).
 
 import logging
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
 
 from ..errors import InvalidInput
 
@@ -32,12 +31,10 @@ GUI_PROMPTS_FILE = ("sample", "prompt.txt")
 FoundBy = Literal["--sample_prompts", "watch --prompts", "config", "sample/prompt.txt", "run"]
 
 
-class SamplePromptsFile(BaseModel):
+@dataclass(kw_only=True, frozen=True, slots=True)
+class SamplePromptsFile:
     """A prompts file as it was read: its path, kohya's format for it, its text, and how
-    it was found."""
-
-    model_config = ConfigDict(defer_build=True)  # its validator built on first use (a
-    # backfill of a folder without a prompts file never builds it)
+    it was found (a plain dataclass, as the events that carry it)."""
 
     path: str
     format: Literal["txt", "toml", "json"]
@@ -81,7 +78,7 @@ def read_sample_prompts(path: str | Path, found_by: FoundBy) -> SamplePromptsFil
             _READ[key] = None
     found = _READ[key]
     if found is not None and found.found_by != found_by:
-        found = found.model_copy(update={"found_by": found_by})
+        found = replace(found, found_by=found_by)
     return found
 
 
