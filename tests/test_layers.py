@@ -8,6 +8,8 @@
 - migrations never imports db, and db reaches migrations only lazily (no import cycle);
 - the spool has one door, ``capture/delivery.py``: no other module opens it or reaches
   into a delivery's spool (``db status`` only counts its lines).
+- capture and `run_fields.py` import pydantic (and the models) only inside the functions
+  that need it (issue 14).
 """
 
 from __future__ import annotations
@@ -74,6 +76,26 @@ def test_capture_imports_no_front_end() -> None:
         f"lora_tracker.{name}" for name in ("cli", "dashboard", "integrations", "tracking")
     )
     assert _violations(_sources(PACKAGE / "capture"), forbidden) == []
+
+
+def _module_level_imports(path: Path) -> list[str]:
+    """The modules ``path`` imports when it is imported (not those a function imports)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {node.lineno for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))}
+    return [module for line, module in _imports(path) if line in top]
+
+
+def test_capture_loads_pydantic_only_when_a_value_needs_it() -> None:
+    # issue 14: pydantic is a sixth of a backfill's time (tests/test_startup_work.py runs one)
+    heavy = ("pydantic", "lora_tracker.models", "lora_tracker.run_model")
+    on_the_way = [*_sources(PACKAGE / "capture"), PACKAGE / "run_fields.py"]
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        for path in on_the_way
+        for module in _module_level_imports(path)
+        if any(module == h or module.startswith(h + ".") for h in heavy)
+    ]
+    assert bad == []
 
 
 def test_nothing_below_the_cli_imports_click() -> None:
