@@ -14,11 +14,11 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar
 
 from ..secrets import mask_mapping, mask_secrets, mask_text
 from ..settings import this_host as this_host
@@ -193,22 +193,26 @@ AnyEvent = (
 E = TypeVar("E", bound=_Event)
 
 
-@functools.cache
-def _adapter(of: Any) -> Any:
+_ADAPTERS: dict[object, Any] = {}
+
+
+def _adapter(of: object) -> Any:
     """pydantic's validator and serializer of ``of`` (an event class, or the union of
     them told apart by ``kind``), built when first needed."""
-    from pydantic import Field, TypeAdapter
+    found = _ADAPTERS.get(of)
+    if found is None:
+        from pydantic import Field, TypeAdapter
 
-    if of is AnyEvent:
-        return TypeAdapter(Annotated[AnyEvent, Field(discriminator="kind")])
-    return TypeAdapter(of)
+        whole: Any = Annotated[AnyEvent, Field(discriminator="kind")] if of is AnyEvent else of
+        found = _ADAPTERS[of] = TypeAdapter(whole)
+    return found
 
 
 def validated(of: type[E], /, **fields: Any) -> E:
     """An event of class ``of`` from values a caller gave, checked and converted by its field
     types as pydantic does (``"3"`` for an epoch is 3; a wrong value raises pydantic's
     ValidationError, a ValueError)."""
-    event: E = _adapter(cast(Hashable, of)).validate_python(fields)
+    event: E = _adapter(of).validate_python(fields)
     return event
 
 
