@@ -212,6 +212,69 @@ def test_rewritten_file_updates_its_row(tmp_path: Path, db_url: str) -> None:
     assert runs[1]["run_name"] == "pixelbaby_2024-11-09_2"  # same name and date: made unique
 
 
+def test_a_file_put_in_a_run_by_hand_stays_there_when_met_again(
+    tmp_path: Path, db_url: str
+) -> None:
+    """`record --run NAME` of a file its training's run holds puts it in NAME; met again
+    unchanged but touched (its time newer), by `record` or `watch --once`, on a folder or
+    alone, it stays in NAME (it went back to its training's run). Another model written
+    at the path goes by its training, as any new file."""
+    sim = KohyaRun(tmp_path, epochs=4, save_last_n=None)
+    sim.run()
+    third = sim.epoch_path(3)
+    base = ["--database-url", db_url]
+    assert CliRunner().invoke(cli, [*base, "record", str(tmp_path)]).exit_code == 0
+    moved = CliRunner().invoke(cli, [*base, "record", "--run", "elsewhere", str(third)])
+    assert moved.exit_code == 0, moved.output
+
+    def owner() -> list[Any]:
+        return [
+            (r["run_name"], r["epoch_number"])
+            for r in rows(
+                db_url,
+                "SELECT tr.run_name, er.epoch_number FROM checkpoints c "
+                "JOIN training_runs tr ON tr.id = c.training_run_id "
+                "JOIN epoch_results er ON er.id = c.epoch_result_id WHERE c.path = %s",
+                (str(third),),
+            )
+        ]
+
+    assert owner() == [("elsewhere", 3)]
+    again = [
+        [*base, "record", str(tmp_path)],
+        [*base, "watch", "--once", str(tmp_path)],
+        [*base, "record", str(third)],
+    ]
+    for n, command in enumerate(again, start=1):
+        os.utime(third, (time.time() + 5 * n, time.time() + 5 * n))  # touched
+        done = CliRunner().invoke(cli, command)
+        assert done.exit_code == 0, done.output
+        assert owner() == [("elsewhere", 3)], command
+    assert "pixelbaby-000003.safetensors -> run elsewhere epoch 3" in done.output
+    # one event alone (a spool's replay, a batch done again event by event)
+    from lora_tracker.capture.apply import apply_event
+    from lora_tracker.capture.events import observe_checkpoint
+    from lora_tracker.db import Database
+
+    os.utime(third, (time.time() + 20, time.time() + 20))
+    with Database(db_url) as db, db.transaction() as conn:
+        assert apply_event(conn, observe_checkpoint(third)).run_name == "elsewhere"
+    assert owner() == [("elsewhere", 3)]
+    elsewhere = rows(
+        db_url,
+        "SELECT session_id, (SELECT count(*) FROM epoch_results er "
+        "WHERE er.training_run_id = tr.id) AS epochs FROM training_runs tr "
+        "WHERE run_name = 'elsewhere'",
+    )
+    assert elsewhere == [{"session_id": None, "epochs": 1}]  # nor did it take the others
+    # another model at the path (the training saved epoch 3 again): its training's run
+    third.write_bytes(checkpoint_bytes(sim.metadata(3), sim.dim, seed=999))
+    os.utime(third, (time.time() + 30, time.time() + 30))
+    assert CliRunner().invoke(cli, [*base, "record", str(tmp_path)]).exit_code == 0
+    assert owner() == [(rows(db_url, "SELECT run_name FROM training_runs WHERE session_id "
+                             "IS NOT NULL")[0]["run_name"], 3)]  # fmt: skip
+
+
 def test_record_says_what_was_recorded_already(tmp_path: Path, db_url: str) -> None:
     """`record` on a folder says a run's many files in one line, as `watch` does; run again,
     it says the files are recorded already (not "recorded" again), but for a file written

@@ -255,13 +255,13 @@ class _FileBatch:
         self.asking = conn.execute(
             """
             SELECT 'known' AS what, host, path, epoch_result_id, content_hash, mtime,
-                   NULL::bigint AS size_bytes
+                   NULL::bigint AS size_bytes, training_run_id AS run_id
             FROM checkpoints WHERE host = ANY(%(hosts)s) AND path = ANY(%(paths)s)
             UNION ALL
-            SELECT 'deleted', host, path, NULL, content_hash, mtime, size_bytes
+            SELECT 'deleted', host, path, NULL, content_hash, mtime, size_bytes, NULL
             FROM deleted_checkpoints WHERE host = ANY(%(hosts)s) AND path = ANY(%(paths)s)
             UNION ALL
-            (SELECT 'key', NULL, capture_key, NULL, NULL, NULL, NULL FROM deleted_runs
+            (SELECT 'key', NULL, capture_key, NULL, NULL, NULL, NULL, NULL FROM deleted_runs
              LIMIT 10001)
             """,
             {"hosts": list(hosts), "paths": paths},
@@ -534,7 +534,7 @@ def _apply_checkpoint(
         deleted = _of_a_deleted_run(conn, event, key)
     if deleted:
         return Applied("deleted")
-    run, fields, event = _file_run(conn, event, key, fields, runs)
+    run, fields, event = _file_run(conn, event, key, fields, runs, files)
     created = _created(run)
     updates = _update_run(conn, run, event, fields, apply=files is None)
     run.update(updates)
@@ -572,6 +572,7 @@ def _file_run(
     key: str,
     fields: dict[str, Any],
     runs: RunCache,
+    files: _FileBatch | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], CheckpointObserved]:
     """The run a checkpoint file goes to, the settings it may give that run, and the event
     as that run takes it."""
@@ -583,13 +584,17 @@ def _file_run(
             default_names=lambda: _default_names(event, fields),
         )  # fmt: skip
         runs[key] = run
-    if by_name and run.get("capture_key") != key:
+    placed = None if by_name or event.run_key else _placed_by_hand(conn, event, run, files)
+    if placed is not None:
+        run = placed
+    if (by_name and run.get("capture_key") != key) or placed is not None:
         # the run asked for does not hold this training (`record --run NAME` of a file
-        # recorded in another run): the file brings its own epoch's samples, not all of its
-        # training's, and not the training's session
+        # recorded in another run, or that file met again): the file brings its own
+        # epoch's samples, not all of its training's, and not the training's session
         fields = _without_session(fields)
         own = {e: paths for e, paths in event.samples_by_epoch.items() if e == event.epoch}
         event = dataclasses.replace(event, samples_by_epoch=own)
+        return run, fields, event
     if not by_name and event.run_key is None and _another_training(conn, run, event, key):
         _detach(conn, run, runs, key)
         run = runs[key] = resolve_run(
@@ -597,6 +602,30 @@ def _file_run(
             default_names=lambda: _default_names(event, fields),
         )  # fmt: skip
     return run, fields, event
+
+
+def _placed_by_hand(
+    conn: Connection, event: CheckpointObserved, run: dict[str, Any], files: _FileBatch | None
+) -> dict[str, Any] | None:
+    """The run a person put this very file in (`record --run NAME`), when it is not the run
+    its training's key finds: met again unchanged (the same content at the same path, its
+    time touched), it stays where it was put; a new model at the path goes by its key."""
+    if event.content_hash is None:
+        return None  # (no telling the content apart: by its key)
+    if files is not None and files.asking is None:
+        row = files.known.get(f"{event.host}\0{event.path}")
+    else:
+        row = conn.execute(
+            "SELECT training_run_id AS run_id, content_hash FROM checkpoints "
+            "WHERE host = %s AND path = %s",
+            (event.host, event.path),
+        ).fetchone()
+    if row is None or row["run_id"] == run["id"] or row["content_hash"] != event.content_hash:
+        return None
+    found: dict[str, Any] | None = conn.execute(
+        "SELECT * FROM training_runs WHERE id = %s", (row["run_id"],)
+    ).fetchone()
+    return found
 
 
 def _carried(event: CheckpointObserved) -> list[str]:

@@ -321,7 +321,8 @@ def record(
     it is now, is left where it is and said to be "already recorded". A file the database
     refuses is kept in the spool's rejected.jsonl and the others are recorded (exit 1).
     With --run, a file recorded in another run is recorded in the run named: its
-    checkpoint goes there, and its epoch's row stays in the other run too.
+    checkpoint goes there, and its epoch's row stays in the other run too. Met again
+    unchanged (by record or watch), it stays in the run named.
     """
     from ..capture.delivery import EventDelivery
     from ..capture.files import classify_checkpoint
