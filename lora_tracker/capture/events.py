@@ -159,7 +159,8 @@ class RunFinished(_RunEvent):
     total_steps: int | None = None  # the step reached (a hook sees each step)
 
     def __post_init__(self) -> None:
-        self.failure_reason = mask_text(self.failure_reason) if self.failure_reason else None
+        reason = self.failure_reason
+        self.failure_reason = mask_text(reason) if reason else reason
 
 
 @dataclass(kw_only=True, slots=True)
