@@ -25,8 +25,9 @@ from .vocab import MODEL_TYPES, OVERALL_VERDICTS, RUN_STATUSES
 
 log = logging.getLogger(__name__)
 
-# pydantic, in python mode, keeps an int of any size; the fast path takes the usual ones
-_INT_RANGE = range(-(2**63), 2**63)
+# the columns' types: PostgreSQL's integer (counts), bigint (the seed)
+_INTEGER = range(-(2**31), 2**31)
+_BIGINT = range(-(2**63), 2**63)
 
 
 def _str(value: Any) -> bool:
@@ -34,11 +35,11 @@ def _str(value: Any) -> bool:
 
 
 def _int(minimum: int) -> Callable[[Any], bool]:
-    return lambda value: type(value) is int and value >= minimum and value in _INT_RANGE
+    return lambda value: type(value) is int and value >= minimum and value in _INTEGER
 
 
-def _any_int(value: Any) -> bool:
-    return type(value) is int and value in _INT_RANGE
+def _bigint(value: Any) -> bool:
+    return type(value) is int and value in _BIGINT
 
 
 def _float_not_negative(value: Any) -> bool:
@@ -119,7 +120,7 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "text_encoder_lr": _float_not_negative,
     "optimizer": _str,
     "lr_scheduler": _str,
-    "seed": _any_int,
+    "seed": _bigint,
     "num_epochs": _int(0),
     "max_train_steps": _int(0),
     "total_steps": _int(0),

@@ -19,6 +19,12 @@ from .vocab import ModelType, OverallVerdict, RunStatus
 log = logging.getLogger("lora_tracker.run_fields")  # (valid_run_fields says it)
 
 Score = Annotated[int, Field(ge=0, le=10)]
+# the columns' own types bound them too: PostgreSQL's integer, and bigint for the seed (a
+# value beyond one is dropped with the other bad values, not sent to be refused)
+INTEGER_MAX = 2**31 - 1
+Count = Annotated[int, Field(ge=0, le=INTEGER_MAX)]
+PositiveCount = Annotated[int, Field(gt=0, le=INTEGER_MAX)]
+BigInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 Resolution = Annotated[str, StringConstraints(pattern=r"^[0-9]+x[0-9]+$")]
 
 
@@ -43,16 +49,16 @@ class RunFields(InputModel):
     status: RunStatus | None = None
     base_model: str | None = None
     model_type: ModelType | None = None
-    num_images: Annotated[int, Field(ge=0)] | None = None
+    num_images: Count | None = None
     caption_version: str | None = None
     resolution: Resolution | None = None
-    network_dim: Annotated[int, Field(gt=0)] | None = None
+    network_dim: PositiveCount | None = None
     network_alpha: Annotated[Decimal, Field(ge=0)] | None = None
     checkpoint_file_size_mb: Annotated[Decimal, Field(ge=0)] | None = None
     overall_verdict: OverallVerdict | None = None
     quality_score: Score | None = None
     production_ready: bool | None = None
-    best_epoch: Annotated[int, Field(ge=0)] | None = None
+    best_epoch: Count | None = None
     key_findings: str | None = None
     issues_found: list[str] | None = None
     strengths: list[str] | None = None
@@ -70,11 +76,11 @@ class RunFields(InputModel):
     text_encoder_lr: Annotated[float, Field(ge=0)] | None = None
     optimizer: str | None = None
     lr_scheduler: str | None = None
-    seed: int | None = None
-    num_epochs: Annotated[int, Field(ge=0)] | None = None
-    max_train_steps: Annotated[int, Field(ge=0)] | None = None
-    total_steps: Annotated[int, Field(ge=0)] | None = None
-    batch_size: Annotated[int, Field(gt=0)] | None = None
+    seed: BigInt | None = None
+    num_epochs: Count | None = None
+    max_train_steps: Count | None = None
+    total_steps: Count | None = None
+    batch_size: PositiveCount | None = None
     network_module: str | None = None
     mixed_precision: str | None = None
     tag_frequency: dict[str, int] | None = None

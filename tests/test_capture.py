@@ -944,3 +944,41 @@ def test_watch_pauses_the_collector_only_while_it_backfills(
     assert seen == [False] and gc.isenabled()
     backfilled(tmp_path / "out", db_url)  # as a hook's fallback watcher does
     assert seen == [False, True] and gc.isenabled()
+
+
+def test_an_odd_setting_in_the_metadata_costs_only_itself(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A setting beyond its column (an epoch count past PostgreSQL's integer), an alpha of
+    1e308 or a start time in the year 3e12 costs that setting, not the checkpoint: `record`
+    crashed (the time overflowed) or had the file refused whole (the number reached the
+    server)."""
+    odd = {
+        "ss_training_started_at": "1e20", "ss_num_epochs": "99999999999",
+        "ss_num_train_images": "3000000000", "ss_network_alpha": "1e308",
+        "ss_seed": str(2**64), "ss_max_train_steps": "2147483647",
+    }  # fmt: skip
+    paths = []
+    for epoch in (1, 2):
+        meta = sd15_metadata("odd", 77, 1_700_000_000.0)
+        meta.update(odd, ss_epoch=str(epoch))
+        path = tmp_path / f"odd-{epoch:06d}.safetensors"
+        path.write_bytes(checkpoint_bytes(meta, 4, seed=epoch))
+        paths.append(str(path))
+    caplog.set_level(logging.WARNING)
+    done = CliRunner().invoke(cli, ["--database-url", db_url, "record", *paths])
+    assert done.exit_code == 0, done.output
+    assert [line.split(" -> ")[0] for line in done.output.splitlines()] == [
+        "recorded odd-000001.safetensors", "recorded odd-000002.safetensors",
+    ], done.output  # fmt: skip
+    run = rows(
+        db_url,
+        "SELECT num_epochs, network_alpha::float8 AS alpha, seed, max_train_steps, "
+        "training_started_at, (SELECT count(*) FROM checkpoints) AS files FROM training_runs",
+    )
+    assert run == [{
+        "num_epochs": None, "alpha": 1e308, "seed": None,
+        "max_train_steps": 2147483647, "training_started_at": None, "files": 2,
+    }]  # fmt: skip
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "ignoring invalid run fields num_epochs" in said, said

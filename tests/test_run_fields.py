@@ -17,7 +17,8 @@ from lora_tracker.run_fields import RUN_FIELD_NAMES, valid_run_fields
 from lora_tracker.run_model import RunFields, validated_run_fields
 
 PROBES: list[Any] = [
-    None, 0, 1, 7, 10, 11, -1, 2**63, -(2**63) - 1, True, False,
+    None, 0, 1, 7, 10, 11, -1, 2**31 - 1, 2**31, -(2**31), 2**63 - 1, 2**63, -(2**63),
+    -(2**63) - 1, True, False,
     0.0, 1e-4, 2.5, -0.5, math.inf, -math.inf, math.nan,
     Decimal("0"), Decimal("1.50"), Decimal("-1"), Decimal("NaN"), Decimal("Infinity"),
     "", "x", "4", "1e-4", "512x768", "512x768\n", "512 x 768", "\uff15\uff11\uff12x768",

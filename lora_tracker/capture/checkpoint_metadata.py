@@ -88,10 +88,14 @@ def _decimal(value: Any) -> Decimal | None:
         result = Decimal(str(number)).normalize()
     except InvalidOperation:
         return None
-    return result.quantize(Decimal(1)) if result == result.to_integral_value() else result
+    if result != result.to_integral_value() or result.adjusted() >= 28:
+        return result  # (1E+308 is integral, but longer than quantize's 28 digits)
+    return result.quantize(Decimal(1))
 
 
-def _timestamp(value: Any) -> datetime | None:
+def timestamp(value: Any) -> datetime | None:
+    """A kohya time (seconds since 1970, as text) as a UTC datetime; None when it is not
+    one of this era (before 1970, after 2099, not a number: not a time a file was made)."""
     number = _number(value)
     if number is None or not 0 < number < 4_102_444_800:  # before 2100
         return None
@@ -260,7 +264,7 @@ def save_fields_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
     so only the keys it reads are decoded)."""
     meta = {key: decode_value(key, raw[key]) for key in _SAVE_FIELD_KEYS if key in raw}
     fields = {
-        "training_finished_at": _timestamp(meta.get("ss_training_finished_at")),
+        "training_finished_at": timestamp(meta.get("ss_training_finished_at")),
         "total_steps": _int(meta.get("ss_steps")) or _int(_training_info(meta).get("step")),
     }
     return {k: v for k, v in fields.items() if v is not None}
@@ -295,7 +299,7 @@ def run_settings_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
         "dataset_dirs": _dataset_dirs(meta),
         "session_id": session_id_of(raw),
         "output_name": _text(meta.get("ss_output_name")) or _text(meta.get("name")),
-        "training_started_at": _timestamp(meta.get("ss_training_started_at")),
+        "training_started_at": timestamp(meta.get("ss_training_started_at")),
     }
     if fields["network_dim"] is not None and fields["network_dim"] <= 0:
         fields["network_dim"] = None

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from ..secrets import mask_mapping, mask_secrets, mask_text
 from ..settings import this_host as this_host
 from ..vocab import EndStatus
-from .checkpoint_metadata import epoch_fields_from_metadata, trainer_of
+from .checkpoint_metadata import epoch_fields_from_metadata, timestamp, trainer_of
 from .files import (
     CheckpointKind,
     CheckpointName,
@@ -484,13 +484,7 @@ def samples_by_epoch(
 
 
 def _started_at(metadata: dict[str, str]) -> datetime | None:
-    try:
-        value = float(metadata.get("ss_training_started_at") or "nan")
-    except ValueError:
-        return None
-    if value != value or value <= 0:
-        return None
-    return datetime.fromtimestamp(value, tz=timezone.utc)
+    return timestamp(metadata.get("ss_training_started_at"))  # (1e20: none, no overflow)
 
 
 def _steps_per_epoch(metadata: dict[str, str]) -> int | None:
