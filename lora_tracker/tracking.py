@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._background import after_caller, caller_first
 from .settings import Target, resolve_target, this_host
-from .vocab import EndStatus
+from .vocab import END_STATUSES, EndStatus
 
 if TYPE_CHECKING:
     from .capture.delivery import EventDelivery
@@ -232,7 +232,11 @@ class Dispatcher:
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
-        if self._failures == 1:  # once, with the traceback; then counted
+        if hasattr(exc, "errors") and isinstance(exc, ValueError):  # a value pydantic refused
+            from .run_model import render_validation_error
+
+            log.error("lora-tracker could not record an event: %s", render_validation_error(exc))
+        elif self._failures == 1:  # once, with the traceback; then counted
             log.error("lora-tracker could not record an event", exc_info=exc)
         else:
             log.debug("lora-tracker could not record an event: %s", exc)
@@ -415,15 +419,19 @@ class TrackedRun:
         if not self.enabled:
             return
         at = _now()
-        samples = [os.fspath(p) for p in sample_images or ()]
-        metric_values = dict(metrics) if metrics else {}
+        # (what the caller gave, taken as it can be: a call never raises into training)
+        if isinstance(sample_images, (str, os.PathLike)):
+            sample_images = [sample_images]  # one image, not its path's letters
+        samples = [p for p in (_path(i, "sample image") for i in sample_images or ()) if p]
+        checkpoint = _path(checkpoint_path, "checkpoint") if checkpoint_path is not None else None
+        metric_values = _mapping(metrics, "metrics")
 
         def job() -> list[Any]:
             from .capture.events import EpochLogged, validated
 
             events: list[Any] = self._vanished(at)
-            if checkpoint_path is not None:
-                events.extend(self._observe(os.fspath(checkpoint_path), epoch, at))
+            if checkpoint is not None:
+                events.extend(self._observe(checkpoint, epoch, at))
             events.append(validated(  # (the caller's values, checked)
                 EpochLogged, run_key=self.run_key, run_name=self.run_name, observed_at=at,
                 epoch=epoch, loss=_finite(loss), metrics=_numbers(metric_values),
@@ -438,8 +446,9 @@ class TrackedRun:
         if not self.enabled:
             return
         at = _now()
-        file = os.fspath(path)
-        self._submit(lambda: self._vanished(at) + self._observe(file, epoch, at))
+        file = _path(path, "checkpoint")
+        if file is not None:
+            self._submit(lambda: self._vanished(at) + self._observe(file, epoch, at))
 
     def log_saved(
         self,
@@ -454,7 +463,10 @@ class TrackedRun:
         if not self.enabled:
             return
         at = _now()
-        file = os.path.abspath(os.fspath(path))
+        given = _path(path, "checkpoint")
+        if given is None:
+            return
+        file = os.path.abspath(given)
         try:
             stat = os.stat(file)
         except OSError as exc:
@@ -484,7 +496,10 @@ class TrackedRun:
         if not self.enabled:
             return
         at = _now()
-        file = os.path.abspath(os.fspath(path))
+        given = _path(path, "checkpoint")
+        if given is None:
+            return
+        file = os.path.abspath(given)
 
         def job() -> list[Any]:
             from .capture.events import CheckpointRemoved
@@ -506,6 +521,12 @@ class TrackedRun:
     ) -> None:
         """Mark the run completed, or failed/cancelled with the error."""
         if not self.enabled or self.finished:
+            return
+        if status not in END_STATUSES:  # (the run ends at exit, as if finish was not called)
+            log.warning(
+                "lora-tracker: finish(status=%r) ignored: a run ends %s", status,
+                ", ".join(END_STATUSES[:-1]) + " or " + END_STATUSES[-1],
+            )  # fmt: skip
             return
         self.finished = True
         at = _now()
@@ -593,12 +614,56 @@ def _finite(value: float | None) -> float | None:
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics that are finite numbers (a NaN or infinite one is left out quietly: a
+    diverging training says so in its loss; one that is no number at all, with a line)."""
     found = {}
     for key, value in metrics.items():
         number = _finite(value) if not isinstance(value, bool) else None
         if number is not None:
             found[str(key)] = number
+        elif value is not None and not isinstance(value, (int, float)):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                _warn_once(f"metric {key}", f"metric {key!r} = {_short(value)} is no number")
     return found
+
+
+def _path(value: Any, what: str) -> str | None:
+    """``value`` as a file path, or None, said once, when it is none (an int, a list)."""
+    try:
+        path = os.fspath(value)
+    except TypeError:
+        path = None
+    if not isinstance(path, str):
+        _warn_once(f"{what} {type(value).__name__}", f"{what} {_short(value)} is no file path")
+        return None
+    return path
+
+
+def _mapping(value: Any, what: str) -> dict[Any, Any]:
+    if not value:
+        return {}
+    try:
+        return dict(value)
+    except (TypeError, ValueError):
+        _warn_once(what, f"{what} {_short(value)} is no mapping")
+        return {}
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, problem: str) -> None:
+    """One line for a value the caller gave that is left out, once per kind of problem."""
+    if key not in _WARNED and len(_WARNED) < 1000:
+        _WARNED.add(key)
+        log.warning("lora-tracker: %s: left out", problem)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _describe(error: BaseException | str) -> str:

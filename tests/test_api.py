@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner
@@ -136,6 +138,48 @@ def test_bad_values_never_raise_into_training(
     assert "ignoring unknown run fields no_such_column" in text
     assert "ignoring invalid run fields" in text
     assert "missing.safetensors not recorded" in text
+
+
+def test_values_of_the_wrong_kind_are_left_out_with_one_line(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What is no path (a sample image given as 123, a checkpoint as 7), no mapping or no
+    number is left out with a line, and the rest of the call is recorded (a TypeError
+    came out of log_epoch into the training loop; a bad checkpoint cost the epoch its
+    loss); a bad epoch costs that call, in one line, not a traceback; finish() with a
+    status that is none leaves the run to end as if it was not called."""
+    caplog.set_level(logging.WARNING)
+    (tmp_path / "a.png").write_bytes(b"png")
+    run = lora_tracker.start_run("kinds", database_url=db_url)
+    bad: Any = [123, tmp_path / "a.png"]
+    run.log_epoch(1, loss=0.5, sample_images=bad, metrics=cast(Any, {"bad": "x", "ok": 1.0}))
+    run.log_epoch(2, loss=0.4, sample_images=str(tmp_path / "a.png"), checkpoint_path=bad[0])
+    run.log_epoch(3, loss=0.3, metrics=bad)
+    run.log_checkpoint(bad)
+    run.log_epoch(cast(int, 3.5), loss=0.2)
+    run.finish(cast(Any, "done"))
+    assert not run.finished
+    run.finish()
+    assert run.flush(30)
+    epochs = rows(
+        db_url,
+        "SELECT epoch_number, loss, metrics, sample_images FROM epoch_results "
+        "ORDER BY epoch_number",
+    )
+    image = str(tmp_path / "a.png")
+    assert [(e["epoch_number"], e["loss"], e["sample_images"]) for e in epochs] == [
+        (1, 0.5, [image]), (2, 0.4, [image]), (3, 0.3, []),
+    ]  # fmt: skip
+    assert epochs[0]["metrics"] == {"ok": 1.0}
+    assert rows(db_url, "SELECT status FROM training_runs") == [{"status": "completed"}]
+    said = [r.getMessage() for r in caplog.records]
+    assert "lora-tracker: sample image 123 is no file path: left out" in said
+    assert "lora-tracker: metric 'bad' = 'x' is no number: left out" in said
+    assert any(line.startswith("lora-tracker: metrics [123") for line in said), said
+    assert any(line.startswith("lora-tracker could not record an event: epoch:") for line in said)
+    ended = "completed, failed or cancelled"
+    assert f"lora-tracker: finish(status='done') ignored: a run ends {ended}" in said
+    assert not any(r.exc_info for r in caplog.records)  # no traceback
 
 
 def test_output_dir_joins_the_watchers_run(tmp_path: Path, db_url: str) -> None:
