@@ -10,7 +10,8 @@ or spooled, ``mask_secrets`` replaces
   ``None`` under such a key is no secret and stays (``use_auth_token=True``,
   ``max_token_length=225``);
 - the value after a command-line flag that names a secret (``--hub_token hf_x`` or
-  ``--hub_token=hf_x``) in a list of strings;
+  ``--hub_token=hf_x``) in a list of strings, or in a command line written as one string
+  (the kohya_ss GUI's ``additional_parameters``);
 - the password of a URL with credentials (``https://user:pw@host/``) in any string.
 
 The events carry the masked configuration (their validators call this too), so neither the
@@ -64,11 +65,29 @@ def _counts_tokens(key: str) -> bool:
     return bool(words) and words[-1] == "tokens"
 
 
+# a flag and its value in a command line written as one string: --hub_token hf_x,
+# --hub_token=hf_x, --hub_token "hf x"
+_FLAG_VALUE = re.compile(r"""(?<![\w-])(--?[A-Za-z][\w.-]*)(=|[ \t]+)("[^"]*"|'[^']*'|[^\s"']+)""")
+
+
 def mask_text(text: str) -> str:
-    """``text`` with the password of every URL in it masked."""
-    if "://" not in text:
-        return text
-    return _URL_PASSWORD.sub(lambda m: m[1] + MASK + m[3], text)
+    """``text`` with the password of every URL in it masked, and the value of every
+    command-line flag in it that names a secret."""
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m[1] + MASK + m[3], text)
+    if "--" in text:  # (a path's dashes alone do not cost a search)
+        text = _FLAG_VALUE.sub(_masked_flag, text)
+    return text
+
+
+def _masked_flag(match: re.Match[str]) -> str:
+    flag, between, value = match[1], match[2], match[3]
+    if (
+        not is_secret_key(flag) or value.startswith("-") or value == MASK
+        or (value.isascii() and value.isdigit() and _counts_tokens(flag))
+    ):  # fmt: skip
+        return match[0]
+    return flag + between + MASK
 
 
 def mask_secrets(value: Any) -> Any:
@@ -89,9 +108,10 @@ def mask_mapping(values: dict[str, str]) -> dict[str, str]:
     metadata value is a string)."""
     # (a backfill asks for every file: the keys and values to look at are found at C speed)
     masked = dict(values)
-    if "://" in "".join(values.values()):
+    joined = "".join(values.values())
+    if "://" in joined or "--" in joined:
         for key, text in values.items():
-            if "://" in text:
+            if "://" in text or "--" in text:
                 masked[key] = mask_text(text)
     for key in filter(is_secret_key, values):
         text = values[key]

@@ -92,6 +92,29 @@ def test_metadata_token_counts_stay() -> None:
     assert list(masked) == ["ss_repo", "note", "api_key", "password", "auth"]
 
 
+def test_a_command_line_written_as_one_string_is_masked() -> None:
+    """The kohya_ss GUI keeps extra sd-scripts flags as one string
+    (``additional_parameters``); a caller may pass a command line so too: the value after
+    a flag naming a secret is masked there as in a list. A count after ``--keep_tokens``,
+    a flag after a secret's flag and look-alike flags stay."""
+    cases = {
+        f"--huggingface_token {HUB_TOKEN} --wandb_api_key={API_KEY}":
+            f"--huggingface_token {MASK} --wandb_api_key={MASK}",
+        f'train.py --hub_token "{HUB_TOKEN}" --lr 1e-4': f"train.py --hub_token {MASK} --lr 1e-4",
+        "--keep_tokens 1 --max_token_length 225 --token-count 5":
+            "--keep_tokens 1 --max_token_length 225 --token-count 5",
+        "--hub_token --push_to_hub": "--hub_token --push_to_hub",
+        f"x --password={URL_PASSWORD} https://me:{URL_PASSWORD}@h/x":
+            f"x --password={MASK} https://me:{MASK}@h/x",
+        "/data/run-1/out--final": "/data/run-1/out--final",
+    }  # fmt: skip
+    for given, stored in cases.items():
+        assert mask_secrets({"additional_parameters": given}) == {"additional_parameters": stored}
+    assert mask_mapping({"ss_args": f"--hub_token {HUB_TOKEN}"}) == {
+        "ss_args": f"--hub_token {MASK}"
+    }
+
+
 def _diffusers_args(out: Path) -> argparse.Namespace:
     """What train_text_to_image_lora.py's parse_args() returns (diffusers 58eb52c)."""
     return argparse.Namespace(
