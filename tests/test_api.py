@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 import lora_tracker
 from lora_tracker.cli import cli
+from lora_tracker.db import Database
 
 from .conftest import proxied, proxy_target, rows
 from .kohya_sim import KohyaRun
@@ -180,6 +181,30 @@ def test_values_of_the_wrong_kind_are_left_out_with_one_line(
     ended = "completed, failed or cancelled"
     assert f"lora-tracker: finish(status='done') ignored: a run ends {ended}" in said
     assert not any(r.exc_info for r in caplog.records)  # no traceback
+
+
+def test_a_finished_run_started_again_under_its_name_says_so(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A script run twice with the same name continues the run (a resumed training): when
+    that run had ended, and was judged, a line says its epochs are now this training's."""
+    caplog.set_level(logging.WARNING)
+    with lora_tracker.start_run("twice_named", database_url=db_url) as run:
+        run.log_epoch(1, loss=0.5)
+    assert run.flush(30)
+    with Database(db_url) as db, db.transaction() as conn:
+        conn.execute("UPDATE training_runs SET overall_verdict = 'success'")
+    assert not [r for r in caplog.records if "started again" in r.getMessage()]
+    with lora_tracker.start_run("twice_named", database_url=db_url) as again:
+        again.log_epoch(1, loss=0.25)
+    assert again.flush(30)
+    said = [r.getMessage() for r in caplog.records if "started again" in r.getMessage()]
+    assert said == [
+        "run twice_named was completed, judged success: started again under its name, it "
+        "takes this training's epochs (a new experiment wants a new name)"
+    ]
+    assert rows(db_url, "SELECT status FROM training_runs") == [{"status": "completed"}]
+    assert rows(db_url, "SELECT loss FROM epoch_results") == [{"loss": 0.25}]
 
 
 def test_output_dir_joins_the_watchers_run(tmp_path: Path, db_url: str) -> None:

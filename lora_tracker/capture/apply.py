@@ -1387,6 +1387,13 @@ def _apply_run_started(
     if run["status"] in ("planned", "failed", "cancelled", "completed"):
         updates["status"] = "in_progress"  # started (again)
         updates["failure_reason"] = None
+        if not created and run["status"] != "planned":  # (a script run twice, same name)
+            verdict = run.get("overall_verdict")
+            log.warning(
+                "run %s was %s%s: started again under its name, it takes this training's "
+                "epochs (a new experiment wants a new name)", run["run_name"], run["status"],
+                f", judged {verdict}" if verdict and verdict != "pending" else "",
+            )  # fmt: skip
     updates["last_event_at"] = event.observed_at
     updates = {column: value for column, value in updates.items() if run.get(column) != value}
     if event.captured:
