@@ -205,6 +205,8 @@ def test_append_after_a_torn_line_starts_a_new_line(tmp_path: Path, db_url: str)
     assert "3 events waiting" in status.output
     synced = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
     assert "Replayed 2 events, 0 still waiting, 1 rejected" in synced.output
+    assert synced.exit_code == 1  # (the torn line set aside: said, as a refused file is)
+    assert "1 event set aside, not recorded" in synced.output
     assert rows(db_url, "SELECT count(*) AS n FROM checkpoints")[0]["n"] == 2
     assert [r["event"] for r in rejected_lines()] == ['{"kind": "checkpoint", "path": "/cut']
 
@@ -336,8 +338,9 @@ def test_sync_on_a_full_disk_is_one_line_and_loses_nothing(
     )
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 1
-    error = result.stderr.strip().splitlines()
-    assert len(error) == 1 and "No space left on device" in error[0], result.stderr
+    said = result.stderr.strip().splitlines()  # the refusal, with its reason; the error
+    assert len(said) == 2 and "No space left on device" in said[1], result.stderr
+    assert said[0].startswith("refused ") and "epoch_number >= 0" in said[0]
     (tiny_disk / "filler").unlink()
     again = CliRunner().invoke(cli, ["--database-url", db_url, "sync"])
     assert "Traceback" not in again.output

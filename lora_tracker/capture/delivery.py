@@ -325,7 +325,9 @@ class EventDelivery:
             try:
                 event = event_from_json(line)
             except ValueError as exc:  # (pydantic's ValidationError is one)
-                raise Unappliable(f"unreadable event ({_reason(exc)})") from None
+                reason = f"unreadable event ({_reason(exc)})"
+                log.error("refused a spooled event: %s (kept in %s)", reason, self.rejected_path)
+                raise Unappliable(reason) from None
             try:
                 with self._database().transaction() as conn:
                     applied = apply_event(conn, event)
@@ -337,7 +339,10 @@ class EventDelivery:
                     # another writer: this event stays first in line, replayed next time
                     raise DatabaseUnavailable(f"conflicting writers: {_reason(exc)}") from None
                 _raise_if_transient(exc)
-                raise Unappliable(_reason(exc)) from None
+                reason = _reason(exc) + _which_numbers(event, exc)
+                what = getattr(event, "path", None) or f"a spooled {event.kind} event"
+                log.error("refused %s: %s (kept in %s)", what, reason, self.rejected_path)
+                raise Unappliable(reason) from None
 
         try:
             result = self.spool.replay(apply, wait=wait)

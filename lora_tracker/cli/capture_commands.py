@@ -420,7 +420,10 @@ def _say_recorded(
 @click.command()
 @click.pass_context
 def sync(ctx: click.Context) -> None:
-    """Replay events waiting in the local spool (the watcher also does this by itself)."""
+    """Replay events waiting in the local spool (the watcher also does this by itself).
+
+    An event the database refuses is kept in the spool's rejected.jsonl, said with its
+    reason, and the others are replayed (exit 1)."""
     from ..capture.delivery import EventDelivery
     from ..errors import DatabaseUnavailable
 
@@ -448,6 +451,11 @@ def sync(ctx: click.Context) -> None:
         left = result.remaining - result.elsewhere
         raise DatabaseUnavailable(
             f"{plural(left, 'event')} still waiting: the database is unavailable"
+        )
+    if result.rejected:  # (as record and watch --once end when a file was refused)
+        raise click.ClickException(
+            f"{plural(result.rejected, 'event')} set aside, not recorded (why: said above; "
+            f"kept in the spool's {delivery.rejected_path.name})"
         )
 
 
