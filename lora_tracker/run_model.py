@@ -107,7 +107,8 @@ def validated_run_fields(known: dict[str, Any], mode: Literal["python", "json"])
         return _dumped(RunFields.model_validate(known), known, mode)
     except ValidationError as exc:
         bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
-    log.warning("lora-tracker: ignoring invalid run fields %s", ", ".join(sorted(bad)))
+    said = (f"{name}={_short(known.get(name))}" for name in sorted(bad))
+    log.warning("lora-tracker: ignoring invalid run fields %s", ", ".join(said))
     kept = {k: v for k, v in known.items() if k not in bad}
     return _dumped(RunFields.model_validate(kept), kept, mode)
 
@@ -124,3 +125,8 @@ def _dumped(
         value = model.__dict__[name]
         dumped[name] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
     return dumped  # (containers copied, as a dump does)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

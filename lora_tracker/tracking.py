@@ -379,7 +379,27 @@ def _json_safe(value: Any) -> Any:
         return value if value == value and abs(value) != float("inf") else str(value)
     if isinstance(value, Path):
         return str(value)
+    if hasattr(value, "tolist") and _small(value):  # numpy's and torch's numbers and arrays
+        try:
+            plain = value.tolist()
+        except Exception:  # (an odd object's tolist: its text, as any other)
+            return str(value)
+        if plain is not value:
+            return _json_safe(plain)
     return str(value)
+
+
+def _small(value: Any) -> bool:
+    """Whether an array (or a number) holds few enough values to be stored as a list."""
+    size = getattr(value, "size", 1)
+    try:
+        size = size() if callable(size) else size  # (torch's size is a method: the shape)
+        count = 1
+        for dimension in size if isinstance(size, tuple) else (size,):
+            count *= int(dimension)
+    except (TypeError, ValueError):
+        return False
+    return count <= 10_000
 
 
 class TrackedRun:

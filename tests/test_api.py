@@ -183,6 +183,22 @@ def test_values_of_the_wrong_kind_are_left_out_with_one_line(
     assert not any(r.exc_info for r in caplog.records)  # no traceback
 
 
+def test_numpy_values_in_a_config_are_stored_as_numbers(db_url: str) -> None:
+    """A config built from numpy (or torch) values keeps them as JSON numbers and lists,
+    not as their text ("16"), so they compare as numbers and fill the run's columns."""
+    import numpy as np
+
+    config = {"rank": np.int64(16), "learning_rate": np.float32(0.5), "shape": np.arange(3)}
+    with lora_tracker.start_run("numbers", config, database_url=db_url) as run:
+        pass
+    assert run.flush(30)
+    stored = rows(db_url, "SELECT config, network_dim, learning_rate FROM training_runs")
+    assert stored == [{
+        "config": {"rank": 16, "learning_rate": 0.5, "shape": [0, 1, 2]},
+        "network_dim": 16, "learning_rate": 0.5,
+    }]  # fmt: skip
+
+
 def test_a_finished_run_started_again_under_its_name_says_so(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -94,4 +94,4 @@ def test_a_bad_value_is_dropped_alone_with_a_warning(caplog: pytest.LogCaptureFi
     assert out == {"network_dim": 8}
     said = [r.getMessage() for r in caplog.records]
     assert "lora-tracker: ignoring unknown run fields nope" in said
-    assert "lora-tracker: ignoring invalid run fields network_alpha" in said
+    assert "lora-tracker: ignoring invalid run fields network_alpha=Decimal('-1')" in said

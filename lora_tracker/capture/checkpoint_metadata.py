@@ -301,11 +301,9 @@ def run_settings_from_metadata(raw: dict[str, str]) -> dict[str, Any]:
         "output_name": _text(meta.get("ss_output_name")) or _text(meta.get("name")),
         "training_started_at": timestamp(meta.get("ss_training_started_at")),
     }
-    if fields["network_dim"] is not None and fields["network_dim"] <= 0:
-        fields["network_dim"] = None
     for key in ("learning_rate", "unet_lr", "text_encoder_lr"):
-        if fields[key] is not None and not 0 <= fields[key] < float("inf"):
-            fields[key] = None
+        if fields[key] is not None and not -float("inf") < fields[key] < float("inf"):
+            fields[key] = None  # (NaN, infinite: no rate; a negative one the rules say)
     return {k: v for k, v in fields.items() if v is not None}
 
 
