@@ -291,9 +291,17 @@ def _recorded_answers(
     return results
 
 
+# a configuration is told apart by its training settings: with none of these known (only
+# the model type, base model, resolution), "the same settings" would be most runs of that
+# model, and the check says nothing rather than a banner about unrelated runs
+TRAINING_SETTINGS = frozenset({"network_dim", "network_alpha", "learning_rate", "optimizer"})
+
+
 def _equivalent(conn: Any, settings: dict[str, Any]) -> GuardResult:
     from .decisions import tried
 
+    if TRAINING_SETTINGS.isdisjoint(settings):
+        return GuardResult(settings=settings)
     found = tried(conn, settings)
     return GuardResult(
         settings=found.settings,

@@ -239,6 +239,26 @@ def test_api_banner_for_a_repeated_failure(
                      "(quality 8/10, best epoch not set)"]  # fmt: skip
 
 
+def test_no_banner_when_no_training_setting_is_known(
+    db_url: str, guard_log: pytest.LogCaptureFixture
+) -> None:
+    """With only the model type and resolution known (a config without its dim, alpha,
+    learning rate or optimizer), "the same settings" would be every run of that model: the
+    check says nothing (it printed the failure banner, then a success line for another
+    run). One training setting known, it compares again."""
+    failed_run(db_url)
+    vague = lora_tracker.start_run("vague", database_url=db_url, model_type="SD15",
+                                   resolution="512x512")  # fmt: skip
+    vague.finish()
+    assert vague.flush(10)
+    assert guard_log.text == ""
+    known = lora_tracker.start_run("known", database_url=db_url, model_type="SD15",
+                                   resolution="512x512", network_dim=16)  # fmt: skip
+    wait_for(lambda: "THIS CONFIGURATION ALREADY FAILED" in guard_log.text)
+    known.finish()
+    assert known.flush(10)
+
+
 def test_api_strict_raises_exit_3_and_records_cancelled(db_url: str) -> None:
     """guard="strict": RepeatsFailedRun (SystemExit 3) before training, the run cancelled."""
     failed_run(db_url)
