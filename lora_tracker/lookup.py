@@ -45,6 +45,15 @@ def find_by_ref(
             sql.SQL("SELECT * FROM {} WHERE id = %s").format(table_id), (int(text),)
         ).fetchone()
         if row:
+            named = conn.execute(
+                sql.SQL("SELECT id FROM {} WHERE {} = %s AND id <> %s").format(table_id, name_id),
+                (text, row["id"]),
+            ).fetchone()
+            if named:  # a name of digits: which one is meant is not for this to guess
+                raise AmbiguousName(
+                    f"{text!r} is the id of {noun} {row[name_column]!r} and the name of "
+                    f"{noun} id {named['id']}: give {row[name_column]!r} or {named['id']}"
+                )
             return row
     row = conn.execute(
         sql.SQL("SELECT * FROM {} WHERE {} = %s").format(table_id, name_id), (text,)

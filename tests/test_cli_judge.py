@@ -677,3 +677,25 @@ def test_watch_once_counts_the_sample_images_it_links(db_url: str, tmp_path: Pat
     assert code == 0 and out.splitlines()[-1].endswith("0 marked removed; 1 sample image linked")
     linked = rows(db_url, "SELECT sum(cardinality(sample_images)) AS n FROM epoch_results")
     assert linked[0]["n"] == 7
+
+
+def test_a_run_named_with_another_runs_id_is_never_guessed(examples_url: str) -> None:
+    """A run named "1" while run id 1 is another: `show 1` or `score 1` picked the id
+    without a word (a score went to the wrong run); now either is one line, and each
+    run is reached by the other reference the line gives."""
+    first = rows(examples_url, "SELECT id, run_name FROM training_runs ORDER BY id LIMIT 1")[0]
+    ref = str(first["id"])
+    code, output = run(examples_url, "new", ref)
+    assert code == 0, output
+    named = rows(examples_url, "SELECT id FROM training_runs WHERE run_name = %s", (ref,))[0]
+    before = snapshot(examples_url)
+    for args in (["show", ref], ["score", ref, "1", "--visual", "5", "--add"]):
+        code, output = run(examples_url, *args)
+        assert code == 1 and output.count("\n") == 1, output
+        assert output == (
+            f"Error: {ref!r} is the id of run {first['run_name']!r} and the name of run id "
+            f"{named['id']}: give {first['run_name']!r} or {named['id']}\n"
+        )
+    assert snapshot(examples_url) == before
+    code, output = run(examples_url, "show", str(named["id"]))
+    assert code == 0 and output.startswith(f"{ref} (id {named['id']}): "), output[:200]
