@@ -78,6 +78,8 @@ class PromptScored:
     result: dict[str, Any]
     changes: list[Change] = field(default_factory=list)
     added_epoch: bool = False
+    linked_image: bool = False  # the result scored is an image linked by capture
+    linked_images: int = 0  # the images linked to this epoch and prompt (their own results)
 
     @property
     def result_id(self) -> int:
@@ -288,8 +290,9 @@ def score_prompt(
     add: bool = False,
 ) -> PromptScored:
     """Record how a recorded epoch (or, with ``add``, a new one) did on a test prompt: the
-    person's own result (``result_key = ''``; images linked by capture are results of their
-    own, scored with score_prompt_result)."""
+    person's own result (``result_key = ''``), or, when ``image_path`` is an image capture
+    linked to this epoch and prompt, that image's result (each linked image is a result of
+    its own: score_prompt_result scores one by id)."""
     from .models import EpochFields
 
     values = _prompt_fields(fields)
@@ -301,6 +304,18 @@ def score_prompt(
     added = epoch is None
     if epoch is None:
         epoch = epochs.upsert_epoch(conn, run.id, epoch_number, EpochFields())
+    linked = conn.execute(
+        "SELECT id, image_path FROM prompt_test_results"
+        " WHERE epoch_result_id = %s AND test_prompt_id = %s AND result_key <> ''",
+        (epoch.id, test_prompt["id"]),
+    ).fetchall()
+    image = values.given().get("image_path")
+    for result in linked:
+        if image is not None and result["image_path"] == image:
+            # the image capture linked: scored as its own result (not given a second row)
+            scored = score_prompt_result(conn, result["id"], values)
+            scored.linked_image, scored.linked_images = True, len(linked)
+            return scored
     before = conn.execute(
         "SELECT * FROM prompt_test_results"
         " WHERE epoch_result_id = %s AND test_prompt_id = %s AND result_key = ''",
@@ -308,7 +323,8 @@ def score_prompt(
     ).fetchone()
     row = prompts.record_result(conn, epoch.id, test_prompt["id"], values)
     changes = _result_changes(before, row, values)
-    return PromptScored(run, epoch_number, test_prompt["prompt_name"], row, changes, added)
+    return PromptScored(run, epoch_number, test_prompt["prompt_name"], row, changes, added,
+                        linked_images=len(linked))  # fmt: skip
 
 
 def score_prompt_result(

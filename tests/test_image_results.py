@@ -78,3 +78,31 @@ def test_a_taken_name_gets_a_number(conn: psycopg.Connection[dict[str, Any]]) ->
     names = [r["prompt_name"] for r in conn.execute(
         "SELECT prompt_name FROM test_prompts ORDER BY id").fetchall()]  # fmt: skip
     assert names == ["dog", "dog #2"]
+
+
+def test_prompt_score_with_a_linked_images_path_scores_that_image(
+    conn: psycopg.Connection[dict[str, Any]],
+) -> None:
+    """`prompt score RUN EPOCH PROMPT --image PATH` of an image capture linked scores that
+    image's result (it made a second row, unscored, pointing at the same file); without
+    --image it is the epoch's own result, and says how many images are linked beside it."""
+    from lora_tracker import judging
+
+    epoch_id = _epoch(conn)
+    text = "a knight, pixel art, full body"
+    for seed, sha in ((1, "a" * 64), (2, "b" * 64)):
+        image = TestImage(prompt=text, seed=seed, steps=20, cfg_scale=7.0, sampler="Euler a",
+                          width=512, height=512, lora_weight=0.8, generator="a1111",
+                          metadata={"parameters": f"{text}\nSeed: {seed}"})  # fmt: skip
+        image_results.link_image(conn, epoch_id, image, image_path=f"/img/{seed}.png",
+                                 image_sha256=sha, source="image /img")  # fmt: skip
+    done = judging.score_prompt(conn, "img_run", 3, text, {"score": 8, "image_path": "/img/2.png"})
+    assert done.linked_image and done.linked_images == 2
+    scored = conn.execute(
+        "SELECT image_path, score, result_key FROM prompt_test_results ORDER BY image_path"
+    ).fetchall()
+    assert [(r["image_path"], r["score"]) for r in scored] == [("/img/1.png", None),
+                                                              ("/img/2.png", 8)]  # fmt: skip
+    own = judging.score_prompt(conn, "img_run", 3, text, {"score": 5})
+    assert not own.linked_image and own.linked_images == 2 and own.result["result_key"] == ""
+    assert conn.execute("SELECT count(*) AS n FROM prompt_test_results").fetchone() == {"n": 3}

@@ -265,8 +265,13 @@ def prompt_score(
     with app_context(ctx).db.transaction() as conn:
         done = judging.score_prompt(conn, run, epoch, prompt_ref, given, add=add)
     added = " (epoch added)" if done.added_epoch else ""
-    echo(f"{done.run.run_name} epoch {epoch}{added} / {done.prompt_name}: "
+    which = " (its linked image)" if done.linked_image else ""
+    echo(f"{done.run.run_name} epoch {epoch}{added} / {done.prompt_name}{which}: "
          f"{describe_changes(done.changes)}")  # fmt: skip
+    if done.linked_images and not done.linked_image:
+        echo(f"note: this is the epoch's own result on the prompt; "
+             f"{plural(done.linked_images, 'image')} linked to it are results of their own "
+             f"(--image PATH scores one)", err=True)  # fmt: skip
     if image is not None and not image.is_file():
         echo(f"warning: {image} does not exist (yet): the dashboard will show no image",
              err=True)  # fmt: skip
