@@ -14,6 +14,7 @@ outputs all land here, through :func:`link_image`.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +52,27 @@ class TestImage:
 def image_key(sha256_hex: str) -> str:
     """The result_key of an image, from the SHA-256 of its bytes."""
     return f"image:{sha256_hex}"
+
+
+def linked_paths(conn: Connection, sha256s: list[str]) -> dict[str, str]:
+    """The path each of these images (by the SHA-256 of their bytes) is linked under."""
+    if not sha256s:
+        return {}
+    rows = conn.execute(
+        "SELECT DISTINCT ON (result_key) result_key, image_path FROM prompt_test_results"
+        " WHERE result_key = ANY(%s) ORDER BY result_key, id",
+        ([image_key(sha) for sha in sha256s],),
+    ).fetchall()
+    return {row["result_key"].removeprefix("image:"): row["image_path"] for row in rows}
+
+
+def copy_of(path: str, linked_path: str | None) -> str | None:
+    """The image ``path`` is a copy of: the same bytes, linked under another path that is
+    still there. The copy is left alone, so the row keeps its path (a second pass over a
+    folder holding both moved it back and forth); a file moved away is linked anew."""
+    if linked_path is None or linked_path == path or not os.path.exists(linked_path):
+        return None
+    return linked_path
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

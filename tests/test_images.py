@@ -649,3 +649,41 @@ def test_a_rewritten_checkpoint_loses_its_old_hash(tmp_path: Path, db_url: str) 
     a1111_png(tmp_path / "i" / "b.png", text.replace("Seed: 1234", "Seed: 7"), seed=7)
     result = _images(db_url, str(tmp_path / "i"))
     assert result.stdout.strip().endswith("1 unmatched; hashed 1 checkpoint once, for matching")
+
+
+def test_a_copy_of_a_linked_image_leaves_its_row_alone(tmp_path: Path, db_url: str) -> None:
+    """The same image bytes at two paths (a copy in a subfolder) are one result, linked
+    under the first path; a second pass changes nothing (the row's path went back and
+    forth on every pass); once the first file is moved away, the copy takes the row."""
+    run = _train(tmp_path, db_url, "knight")
+    out = tmp_path / "outputs"
+    out.mkdir()
+    text = a1111_infotext(f"{PROMPT} <lora:knight:0.8>", seed=7,
+                          lora_hashes={"knight": _hash12(run.epoch_path(2))})  # fmt: skip
+    original = out / "a.png"
+    a1111_png(original, text, seed=7)
+    (out / "sub").mkdir()
+    shutil.copy(original, out / "sub" / "copy.png")
+    first = _images(db_url, str(out))
+    assert first.exit_code == 0 and first.output.startswith("Linked 1 image "), first.output
+    paths = [r["image_path"] for r in _results(db_url)]
+    assert paths == [str(original)]
+    for _ in range(2):
+        again = _images(db_url, str(out))
+        assert again.exit_code == 0 and again.output.startswith("Linked 0 images "), again.output
+        assert [r["image_path"] for r in _results(db_url)] == paths
+    # as `watch --images` meets the copy: left alone too, and said so
+    from lora_tracker.capture.image_capture import observe_image
+
+    delivery = EventDelivery(db_url)
+    try:
+        outcome, applied = delivery.submit(observe_image(out / "sub" / "copy.png"))
+    finally:
+        delivery.close()
+    assert outcome == "unmatched" and applied is not None
+    assert applied.detail == f"the same image as {original}, linked already"
+    assert [r["image_path"] for r in _results(db_url)] == paths
+    original.rename(tmp_path / "moved-away.png")
+    moved = _images(db_url, str(out))
+    assert moved.output.startswith("Linked 1 image "), moved.output
+    assert [r["image_path"] for r in _results(db_url)] == [str(out / "sub" / "copy.png")]

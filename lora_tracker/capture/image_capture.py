@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..image_results import link_image_once
+from ..image_results import copy_of, link_image_once, linked_paths
 from ..images.linking import test_image
 from ..images.matching import CheckpointIndex, Match
 from ..images.model import ImageMetadata, LoraRef
@@ -56,6 +56,9 @@ def record_image(conn: Connection, event: ImageObserved) -> ImageLinked:
     meta = metadata_of(event)
     if not meta.loras:
         return ImageLinked(detail="made with no LoRA")
+    original = copy_of(event.path, linked_paths(conn, [event.sha256]).get(event.sha256))
+    if original is not None:
+        return ImageLinked(detail=f"the same image as {original}, linked already")
     index = CheckpointIndex(conn, host=event.host, hash_missing="named")
     resolution = index.resolve(meta.loras)
     if not resolution.matches:

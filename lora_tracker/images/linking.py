@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from ..image_results import TestImage, link_image_once
+from ..image_results import TestImage, copy_of, link_image_once, linked_paths
 from ..pg import Connection
 from .matching import CheckpointIndex, Match
 from .model import ImageMetadata, NotUsable
@@ -139,9 +139,15 @@ def _link_batch(
     paths = [p for p in paths if p not in linked_before]
     # files are read (and checkpoints hashed) outside any transaction; two readers, as
     # hashing and Pillow's checks let go of the GIL
-    for path, read in zip(paths, _read_all(paths), strict=True):
+    reads = _read_all(paths)
+    linked = linked_paths(conn, [r.sha256 for r in reads if not isinstance(r, NotUsable)])
+    for path, read in zip(paths, reads, strict=True):
         if isinstance(read, NotUsable):
             outcomes.append(ImageOutcome(path, "skipped", read.reason, read.detail))
+            continue
+        original = copy_of(str(path), linked.setdefault(read.sha256, str(path)))
+        if original is not None:  # (the first of several copies in this pass is linked)
+            outcomes.append(ImageOutcome(path, "unchanged", detail=f"a copy of {original}"))
             continue
         if not read.metadata.loras:
             outcomes.append(ImageOutcome(path, "unmatched", detail="made with no LoRA"))
