@@ -378,7 +378,7 @@ def record_verdict(
     if clear_strengths:
         given["strengths"] = []
     values = Fields(**given).given()
-    issues, strengths = list(add_issues), list(add_strengths)
+    issues, strengths = list(dict.fromkeys(add_issues)), list(dict.fromkeys(add_strengths))
     run = runs.get_run(conn, run_ref)
     best = values.get("best_epoch")
     if best is not None and _existing_epoch(conn, run, best) is None:

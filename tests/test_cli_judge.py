@@ -699,3 +699,13 @@ def test_a_run_named_with_another_runs_id_is_never_guessed(examples_url: str) ->
     assert snapshot(examples_url) == before
     code, output = run(examples_url, "show", str(named["id"]))
     assert code == 0 and output.startswith(f"{ref} (id {named['id']}): "), output[:200]
+
+
+def test_an_issue_given_twice_in_one_command_is_listed_once(examples_url: str) -> None:
+    twice = ["--issue", "overfits", "--issue", "overfits", "--strength", "sharp"]
+    code, output = run(examples_url, "verdict", "SD15_PERFECT_Nov9", *twice, "--strength", "sharp")
+    assert code == 0, output
+    found = rows(examples_url, "SELECT issues_found, strengths FROM training_runs "
+                 "WHERE run_name = 'SD15_PERFECT_Nov9'")[0]  # fmt: skip
+    assert found["issues_found"].count("overfits") == 1
+    assert found["strengths"].count("sharp") == 1
