@@ -69,11 +69,12 @@ class Target:
             return f"url:{found.group(1)}"
         from urllib.parse import urlsplit
 
+        shown = mask_password(self.url)  # (a password holding "/" is no path: not kept)
         try:
-            path = urlsplit(self.url).path if "://" in self.url else ""
+            path = urlsplit(shown).path if "://" in shown else ""
         except ValueError:  # a malformed URL: its connection fails and says why
             path = ""
-        return f"url:{path.lstrip('/') or mask_password(self.url)}"
+        return f"url:{path.lstrip('/') or shown}"
 
     def display(self) -> str:
         """A printable description of the target, never showing a password."""
@@ -172,6 +173,11 @@ def passwords_in(conninfo: str) -> list[str]:
         if raw.startswith("'"):
             found.add(raw.strip("'"))
         found.add(unquote(raw))
+        # libpq ends a URL's password at its first "@" or "/": what follows it, it takes
+        # for the host or the database and names in its errors
+        for cut in (i for i, c in enumerate(raw) if c in "@/"):
+            found.add(raw[cut + 1 :])
+            found.update(piece for piece in re.split(r"[@/]", raw[cut + 1 :]) if piece)
     return sorted((p for p in found if p), key=len, reverse=True)
 
 
@@ -197,6 +203,7 @@ def redact(text: str, conninfo: str) -> str:
 
 def _mask_quoted_pieces(text: str, conninfo: str, spans: list[tuple[int, int]]) -> str:
     out: list[str] = []
+    quoted_password = any('"' in conninfo[start:end] for start, end in spans)
     i = 0
     while i < len(text):
         if text[i] != '"':
@@ -207,6 +214,9 @@ def _mask_quoted_pieces(text: str, conninfo: str, spans: list[tuple[int, int]]) 
         # is a piece of the connection string.
         closing = [j for j in range(len(text) - 1, i, -1) if text[j] == '"']
         end = next((j for j in closing if text[i + 1 : j] in conninfo), None)
+        if end is not None and end != closing[0] and quoted_password:
+            end = None  # a '"' of the password may have cut the piece short: all of it
+            closing = closing[:1]
         if end is None:
             if not closing:
                 out.append(text[i:])

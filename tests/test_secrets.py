@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from lora_tracker.cli import cli
 from lora_tracker.db import Database, parse_conninfo
 from lora_tracker.errors import DatabaseUnavailable
-from lora_tracker.settings import mask_password
+from lora_tracker.settings import Target, mask_password, redact
 
 from .conftest import run_cli
 
@@ -244,3 +244,20 @@ def test_interactive_sql_logs_in_with_password(tmp_path: Path) -> None:
     bad = run_in_terminal(["--database-url", wrong, "sql"], env, b"\\q\n")
     assert "logged-in" not in bad and "authentication failed" in bad, bad
     assert "wrong-password" not in bad
+
+
+def test_a_password_libpq_cuts_at_an_at_sign_or_slash_stays_hidden() -> None:
+    """libpq ends a URL's password at its first "@" or "/" and takes the rest for the host
+    or the database, which its errors name (`failed to resolve host 'SECRET@127.0.0.1'`):
+    those pieces are masked too, and the spool's tag for the database holds none of them."""
+    cases = {
+        "postgresql://bob:xx@S3cretPW.example.invalid@127.0.0.1:1/db":
+            ("failed to resolve host 'S3cretPW.example.invalid@127.0.0.1'", "S3cretPW"),
+        "postgresql://u:abc@defg/TOPSECRET@127.0.0.1:1/x":
+            ("failed to resolve host 'defg'; database 'TOPSECRET@127.0.0.1:1/x'", "TOPSECRET"),
+    }  # fmt: skip
+    for url, (message, secret) in cases.items():
+        shown = redact(f"connection failed: {message}", url)
+        assert secret not in shown and "defg" not in shown, shown
+        tag = Target(url, "--database-url", Path("/tmp")).spool_tag
+        assert secret not in tag and "defg" not in tag, tag
