@@ -687,3 +687,18 @@ def test_a_copy_of_a_linked_image_leaves_its_row_alone(tmp_path: Path, db_url: s
     moved = _images(db_url, str(out))
     assert moved.output.startswith("Linked 1 image "), moved.output
     assert [r["image_path"] for r in _results(db_url)] == [str(out / "sub" / "copy.png")]
+
+
+def test_a_nul_in_an_images_prompt_costs_it_nothing(tmp_path: Path, db_url: str) -> None:
+    """PostgreSQL stores no NUL character: an image whose prompt holds one is linked (it
+    was skipped: "the database refused its metadata"), as a checkpoint's metadata is."""
+    run = _train(tmp_path, db_url, "knight")
+    out = tmp_path / "outputs"
+    out.mkdir()
+    text = a1111_infotext(f"{PROMPT}\x00 <lora:knight:0.8>", seed=7,
+                          lora_hashes={"knight": _hash12(run.epoch_path(2))})  # fmt: skip
+    a1111_png(out / "nul.png", text, seed=7)
+    result = _images(db_url, str(out))
+    assert result.exit_code == 0 and result.output.startswith("Linked 1 image "), result.output
+    found = _results(db_url)
+    assert [(r["epoch_number"], r["prompt_text"]) for r in found] == [(2, PROMPT)]

@@ -62,7 +62,10 @@ def images(
         elif outcome.status == "unmatched" and verbose:
             echo(f"unmatched {outcome.path}: {outcome.detail}", err=True)
 
+    from ..capture.nul_safe import make_nul_safe
+
     conn = app_context(ctx).db.connect()
+    make_nul_safe(conn)  # a NUL in an image's prompt: stripped, as in a checkpoint's metadata
     report = link_images(conn, list(paths), recursive=recursive, lora_dirs=list(lora_dirs),
                          on_outcome=report_line)  # fmt: skip
     echo(report.summary())
