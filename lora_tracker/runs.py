@@ -42,13 +42,16 @@ def create_run(conn: Connection, run: RunCreate) -> TrainingRun:
 
 
 def check_run_name(name: str) -> None:
-    """InvalidInput for a name no one could type or read (empty, or very long)."""
+    """InvalidInput for a name no one could type or read (empty, very long, or with a
+    control character)."""
     if not name.strip():
         raise InvalidInput("a run name must not be empty")
     if len(name) > MAX_RUN_NAME_LENGTH:
         raise InvalidInput(
             f"a run name is at most {MAX_RUN_NAME_LENGTH} characters (this one has {len(name)})"
         )
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):  # a tab, a newline, an escape
+        raise InvalidInput("a run name holds no control characters (a tab, a newline)")
 
 
 def closest_names(conn: Connection, text: str, limit: int = 3) -> list[str]:

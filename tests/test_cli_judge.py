@@ -58,6 +58,7 @@ REFUSALS = [
     (["compare", "SD15_PERFECT_Nov9", "1"], 2, "the same run is named twice"),
     (["new", "SD15_PERFECT_Nov9"], 1, "a run named SD15_PERFECT_Nov9 already exists"),
     (["new", "x", "--resolution", "big"], 2, "'big' is not like 512x512"),
+    (["new", "tab\there"], 1, "a run name holds no control characters (a tab, a newline)"),
     (["caption", "add", "civitai_v2_7_training"], 1,
      "a caption version named civitai_v2_7_training already exists"),
     (["caption", "link", "nope", "SD15_PERFECT_Nov9"], 1, "no caption version named 'nope'"),
