@@ -50,7 +50,7 @@ def check_run_name(name: str) -> None:
         raise InvalidInput(
             f"a run name is at most {MAX_RUN_NAME_LENGTH} characters (this one has {len(name)})"
         )
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):  # a tab, a newline, an escape
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):  # a tab, a newline, an escape
         raise InvalidInput("a run name holds no control characters (a tab, a newline)")
 
 

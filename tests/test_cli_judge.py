@@ -441,7 +441,9 @@ def test_tried(tmp_path: Path, examples_url: str) -> None:
     assert code == 3
     assert "Tried before with the same settings (1):" in out
     assert "SD15_bespoke_baby_Nov7" in out
-    assert "!!! THIS CONFIGURATION ALREADY FAILED: SD15_bespoke_baby_Nov7 (0/10" in out
+    assert "!!! THIS CONFIGURATION ALREADY FAILED:\n    - SD15_bespoke_baby_Nov7 (0/10" in out
+    banner = out[out.index("!!! THIS") :].splitlines()
+    assert len(banner) >= 3 and max(len(line) for line in banner) <= 100, banner  # wrapped
     code, out = run(
         examples_url,
         "tried",
@@ -543,7 +545,7 @@ def test_cleanup_keeps_the_failures_the_guard_remembers(examples_url: str) -> No
     assert [r["run_name"] for r in names] == ["SD15_bespoke_baby_Nov7"]
     code, out = run(examples_url, "tried", "--model-type", "sd15", "--network-dim", "64",
                     "--resolution", "512x512")  # fmt: skip
-    assert code == 3 and "THIS CONFIGURATION ALREADY FAILED: SD15_bespoke_baby_Nov7" in out
+    assert code == 3 and "ALREADY FAILED:\n    - SD15_bespoke_baby_Nov7" in out
 
 
 # -- delete one run -----------------------------------------------------------------------------

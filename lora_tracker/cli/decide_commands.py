@@ -120,13 +120,19 @@ def tried(
             click.echo(f"\nNearby runs ({len(result.nearby)}), most alike first:")
             echo_records(result.nearby, None, ("matching", *TRIED_TABLE), layout=layout)
     if failed:
-        names = ", ".join(
-            f"{r['run_name']} ({r['quality_score'] if r['quality_score'] is not None else '?'}"
-            f"/10: {shorten(r['key_findings'] or '; '.join(r['issues_found']) or 'no notes')})"
-            for r in failed
-        )
-        click.secho(f"\n!!! THIS CONFIGURATION ALREADY FAILED: {escape_control(names)}",
-                    fg="red", bold=True, err=True)  # fmt: skip
+        import shutil
+        import textwrap
+
+        width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+        lines = ["", "!!! THIS CONFIGURATION ALREADY FAILED:"]
+        for r in failed:  # a run a line, wrapped to the terminal (a line was 160 wide)
+            said = (
+                f"{r['run_name']} ({r['quality_score'] if r['quality_score'] is not None else '?'}"
+                f"/10: {shorten(r['key_findings'] or '; '.join(r['issues_found']) or 'no notes')})"
+            )
+            lines += textwrap.wrap(escape_control(said), width, initial_indent="    - ",
+                                   subsequent_indent="      ")  # fmt: skip
+        click.secho("\n".join(lines), fg="red", bold=True, err=True)
         ctx.exit(EXIT_TRIED_AND_FAILED)
 
 
