@@ -79,10 +79,18 @@ def embedded_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 def _delete_later(folder: Path) -> None:
-    """``folder`` deleted by a process of its own, not waited for."""
+    """``folder`` deleted by a process of its own, not waited for. It is renamed first: a
+    next session given the same --basetemp makes a folder of the same name at once, which
+    the deletion, still under way, took away with it."""
     if os.name != "posix":
         shutil.rmtree(folder, ignore_errors=True)
         return
+    gone = folder.with_name(f"{folder.name}.deleting-{os.getpid()}")
+    try:
+        folder.rename(gone)
+        folder = gone
+    except OSError:
+        pass  # (deleted where it is)
     subprocess.Popen(
         ["rm", "-rf", "--", str(folder)], start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
