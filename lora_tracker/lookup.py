@@ -44,6 +44,8 @@ def find_by_ref(
         row = conn.execute(
             sql.SQL("SELECT * FROM {} WHERE id = %s").format(table_id), (int(text),)
         ).fetchone()
+        if row and isinstance(ref, int):
+            return row  # an id, as the code holds it (not typed by a person)
         if row:
             named = conn.execute(
                 sql.SQL("SELECT id FROM {} WHERE {} = %s AND id <> %s").format(table_id, name_id),

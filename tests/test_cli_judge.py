@@ -702,6 +702,10 @@ def test_a_run_named_with_another_runs_id_is_never_guessed(examples_url: str) ->
     assert snapshot(examples_url) == before
     code, output = run(examples_url, "show", str(named["id"]))
     assert code == 0 and output.startswith(f"{ref} (id {named['id']}): "), output[:200]
+    from lora_tracker import runs  # an id the code holds (an int) is that run's, no question
+
+    with psycopg.connect(examples_url, row_factory=dict_row) as conn:
+        assert runs.get_run(conn, int(ref)).run_name == first["run_name"]
 
 
 def test_an_issue_given_twice_in_one_command_is_listed_once(examples_url: str) -> None:

@@ -375,6 +375,39 @@ def test_second_page_sees_a_change(
         second.close()
 
 
+def test_a_change_committed_while_the_view_is_read_is_never_missed(
+    judged: JudgingRun, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each statement of the judging view sees what is committed when it starts. A change
+    committed just before its version is read must be in the view's data, or its version
+    must differ from the run's version after the change (then the page's poll reloads).
+    With the version read last, the data lacked the change and the version held it: the
+    page never showed it (test_second_page_sees_a_change failed so, once in a while)."""
+    from lora_tracker.dashboard import data
+
+    original = data.judging_version
+    changed: list[bool] = []
+
+    def change_first(conn: Any, run_id: int) -> str:
+        if not changed:  # another page's write, committed at this moment
+            changed.append(True)
+            with psycopg.connect(db_url, autocommit=True) as other:
+                other.execute(
+                    "UPDATE epoch_results SET verdict = 'good' "
+                    "WHERE training_run_id = %s AND epoch_number = 1",
+                    (run_id,),
+                )
+        return original(conn, run_id)
+
+    monkeypatch.setattr(data, "judging_version", change_first)
+    with psycopg.connect(db_url, row_factory=dict_row) as conn, conn.transaction():
+        view = data.judging_view(conn, judged.name)
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        now = original(conn, judged.run_id)
+    first = next(e for e in view["epochs"] if e["epoch_number"] == 1)
+    assert changed and (first["verdict"] == "good" or view["version"] != now)
+
+
 # -- the write routes, without a browser ----------------------------------------------------
 
 

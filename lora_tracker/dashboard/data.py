@@ -101,11 +101,12 @@ def overview(conn: Connection) -> dict[str, Any]:
 def snapshot(conn: Connection, *, epochs_for: int | None = None) -> dict[str, Any]:
     """Everything the page needs. ``epochs_for``: include epochs and prompt results for the
     newest N runs (None: every run)."""
+    mark = fingerprint(conn)  # first, as judging_view's version (see there)
     all_runs = runs(conn)
     chosen = [r["id"] for r in (all_runs if epochs_for is None else all_runs[:epochs_for])]
     return {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": fingerprint(conn),
+        "fingerprint": mark,
         "runs": all_runs,
         "epochs": epochs.epochs_of_runs(conn, chosen, EPOCH_COLUMNS),
         "prompt_results": prompts.results_of_runs(conn, chosen),
@@ -217,7 +218,12 @@ def judging_view(conn: Connection, run_ref: str | int) -> dict[str, Any]:
     NotFound / AmbiguousName for a bad run reference."""
     from .. import runs
 
-    run = runs.get_run(conn, run_ref)
+    # the version first: a change committed while the rest is read (each statement sees
+    # what is committed when it starts) then shows at the next poll; read last, it could
+    # already hold a change the data does not, and the page would never show it
+    run_id = int(runs.run_row(conn, run_ref)["id"])
+    version = judging_version(conn, run_id)
+    run = runs.get_run(conn, run_id)
     results = conn.execute(
         f"""
         SELECT ptr.id, er.epoch_number, tp.id AS prompt_id, tp.prompt_name, tp.prompt_text,
@@ -238,7 +244,7 @@ def judging_view(conn: Connection, run_ref: str | int) -> dict[str, Any]:
         "run": {name: getattr(run, name) for name in JUDGE_RUN_COLUMNS if hasattr(run, name)},
         "epochs": epochs.epochs_of_runs(conn, [run.id], EPOCH_COLUMNS)[run.id],
         "results": results,
-        "version": judging_version(conn, run.id),
+        "version": version,
     }
 
 
