@@ -4,6 +4,7 @@ the CLI and for what the library logs into a trainer's console."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # C0 and C1 control characters and DEL, and the bidirectional overrides that make a line
 # read differently from what it holds; newline and tab are handled by the caller.
@@ -20,3 +21,16 @@ def escape_control(text: str, *, keep_newlines: bool = True) -> str:
 def _escaped(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def short_repr(value: Any, limit: int) -> str:
+    """``repr(value)`` in at most ``limit`` characters (a value a caller gave, in a line
+    that says it was left out)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a character `escape_control` shows escaped (a tab and a
+    newline too)."""
+    return _CONTROL_ALL.search(text) is not None

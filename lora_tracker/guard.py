@@ -423,16 +423,16 @@ def banner(result: GuardResult, mode: str, *, stops: bool = True) -> str:
         f" !!! lora-tracker: THIS CONFIGURATION ALREADY FAILED "
         f"({count} earlier run{'s' if count != 1 else ''})",
     ]  # fmt: skip
-    lines += _wrapped("Settings: " + planned_text(result.settings), " ", "           ")
+    lines += wrapped("Settings: " + planned_text(result.settings), " ", "           ")
     for run in result.failed[:MAX_FAILED_SHOWN]:
         lines.append("")
-        lines += _wrapped(_run_heading(run), "  - ", "    ")
+        lines += wrapped(_run_heading(run), "  - ", "    ")
         findings = run.get("key_findings")
         if findings:
-            lines += _wrapped("findings: " + " ".join(str(findings).split()), "      ", " " * 16)
+            lines += wrapped("findings: " + " ".join(str(findings).split()), "      ", " " * 16)
         issues = run.get("issues_found") or []
         if issues:
-            lines += _wrapped("issues: " + ", ".join(map(str, issues)), "      ", " " * 14)
+            lines += wrapped("issues: " + ", ".join(map(str, issues)), "      ", " " * 14)
         if not findings and not issues:
             lines.append("      (no findings or issues noted)")
     if count > MAX_FAILED_SHOWN:
@@ -442,7 +442,7 @@ def banner(result: GuardResult, mode: str, *, stops: bool = True) -> str:
         lines.append(f" Stopping before the first step ({GUARD_ENV}=strict).")
     elif not stops:
         seen = _seen_in([result.run_name, *result.more_runs] if result.run_name else [])
-        lines += _wrapped(
+        lines += wrapped(
             f"Seen by lora-tracker watch{seen}, which cannot stop a training (the launcher's "
             f"--guard strict or {GUARD_ENV}=strict stops one before it starts).", " ", " ",
         )  # fmt: skip
@@ -524,11 +524,13 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def _wrapped(text: str, first: str, rest: str) -> list[str]:
+def wrapped(text: str, first: str, rest: str, width: int = BANNER_WIDTH) -> list[str]:
+    """``text`` escaped and wrapped to ``width`` as the banner's lines (``first`` and
+    ``rest``: the indents of its first and later lines)."""
     import textwrap
 
     return textwrap.wrap(
-        escape_control(text, keep_newlines=False), width=BANNER_WIDTH,
+        escape_control(text, keep_newlines=False), width=width,
         initial_indent=first, subsequent_indent=rest, break_on_hyphens=False,
     ) or [first.rstrip()]  # fmt: skip
 

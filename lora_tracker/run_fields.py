@@ -137,6 +137,11 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
 RUN_FIELD_NAMES = frozenset(_CHECKS)
 
 
+def copied(value: Any) -> Any:
+    """A field's value as a dump gives it: a container copied, deep."""
+    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+
+
 def valid_run_fields(
     fields: dict[str, Any], *, mode: Literal["python", "json"] = "python"
 ) -> dict[str, Any]:
@@ -153,7 +158,7 @@ def valid_run_fields(
         for name, value in known.items():
             if value is not None and not _CHECKS[name](value):
                 break  # pydantic decides
-            checked[name] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+            checked[name] = copied(value)
         else:
             return checked
     from .run_model import validated_run_fields

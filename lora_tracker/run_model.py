@@ -6,7 +6,6 @@ capture, which validates run fields alone, does not build every model when it ne
 one. The same rules as everywhere: see :mod:`lora_tracker.models`.
 """
 
-import copy
 import logging
 from datetime import datetime
 from decimal import Decimal
@@ -14,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from .control_chars import short_repr
+from .run_fields import copied
 from .vocab import ModelType, OverallVerdict, RunStatus
 
 log = logging.getLogger("lora_tracker.run_fields")  # (valid_run_fields says it)
@@ -107,7 +108,7 @@ def validated_run_fields(known: dict[str, Any], mode: Literal["python", "json"])
         return _dumped(RunFields.model_validate(known), known, mode)
     except ValidationError as exc:
         bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")}
-    said = (f"{name}={_short(known.get(name))}" for name in sorted(bad))
+    said = (f"{name}={short_repr(known.get(name), 40)}" for name in sorted(bad))
     log.warning("lora-tracker: ignoring invalid run fields %s", ", ".join(said))
     kept = {k: v for k, v in known.items() if k not in bad}
     return _dumped(RunFields.model_validate(kept), kept, mode)
@@ -120,13 +121,4 @@ def _dumped(
     validated values read directly (a dump walks all 44 fields)."""
     if mode == "json":
         return model.model_dump(exclude_unset=True, mode="json")
-    dumped = {}
-    for name in given:
-        value = model.__dict__[name]
-        dumped[name] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
-    return dumped  # (containers copied, as a dump does)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return {name: copied(model.__dict__[name]) for name in given}

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from . import _sqlbuild
+from .control_chars import has_control
 from .errors import AlreadyExists, InvalidInput
 from .lookup import find_by_ref
 from .pg import Connection
@@ -50,7 +51,7 @@ def check_run_name(name: str) -> None:
         raise InvalidInput(
             f"a run name is at most {MAX_RUN_NAME_LENGTH} characters (this one has {len(name)})"
         )
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):  # a tab, a newline, an escape
+    if has_control(name):  # a tab, a newline, an escape
         raise InvalidInput("a run name holds no control characters (a tab, a newline)")
 
 

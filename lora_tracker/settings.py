@@ -175,9 +175,8 @@ def passwords_in(conninfo: str) -> list[str]:
         found.add(unquote(raw))
         # libpq ends a URL's password at its first "@" or "/": what follows it, it takes
         # for the host or the database and names in its errors
-        for cut in (i for i, c in enumerate(raw) if c in "@/"):
-            found.add(raw[cut + 1 :])
-            found.update(piece for piece in re.split(r"[@/]", raw[cut + 1 :]) if piece)
+        found.update(raw[cut + 1 :] for cut, c in enumerate(raw) if c in "@/")
+        found.update(re.split(r"[@/]", raw)[1:])
     return sorted((p for p in found if p), key=len, reverse=True)
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._background import after_caller, caller_first
+from .control_chars import short_repr
 from .settings import Target, resolve_target, this_host
 from .vocab import END_STATUSES, EndStatus
 
@@ -638,14 +639,17 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     diverging training says so in its loss; one that is no number at all, with a line)."""
     found = {}
     for key, value in metrics.items():
-        number = _finite(value) if not isinstance(value, bool) else None
-        if number is not None:
+        if isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            if value is not None:
+                shown = short_repr(value, 60)
+                _warn_once(f"metric {key}", f"metric {key!r} = {shown} is no number")
+            continue
+        if number == number and abs(number) != float("inf"):
             found[str(key)] = number
-        elif value is not None and not isinstance(value, (int, float)):
-            try:
-                float(value)
-            except (TypeError, ValueError):
-                _warn_once(f"metric {key}", f"metric {key!r} = {_short(value)} is no number")
     return found
 
 
@@ -656,7 +660,8 @@ def _path(value: Any, what: str) -> str | None:
     except TypeError:
         path = None
     if not isinstance(path, str):
-        _warn_once(f"{what} {type(value).__name__}", f"{what} {_short(value)} is no file path")
+        shown = short_repr(value, 60)
+        _warn_once(f"{what} {type(value).__name__}", f"{what} {shown} is no file path")
         return None
     return path
 
@@ -667,7 +672,7 @@ def _mapping(value: Any, what: str) -> dict[Any, Any]:
     try:
         return dict(value)
     except (TypeError, ValueError):
-        _warn_once(what, f"{what} {_short(value)} is no mapping")
+        _warn_once(what, f"{what} {short_repr(value, 60)} is no mapping")
         return {}
 
 
@@ -679,11 +684,6 @@ def _warn_once(key: str, problem: str) -> None:
     if key not in _WARNED and len(_WARNED) < 1000:
         _WARNED.add(key)
         log.warning("lora-tracker: %s: left out", problem)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _describe(error: BaseException | str) -> str:

@@ -248,8 +248,7 @@ class EventDelivery:
         return self._spool_error is not None
 
     def _reject(self, event: Event, exc: Exception) -> None:
-        reason = _reason(exc) + _which_numbers(event, exc)
-        what = getattr(event, "path", None) or f"{event.kind} event {event.event_id}"
+        what, reason = _refusal(event, exc)
         try:
             kept = self.spool.reject(event_to_json(event), reason, identity=_identity(event))
             log.error("refused %s: %s (%skept in %s)", what, reason,
@@ -339,8 +338,7 @@ class EventDelivery:
                     # another writer: this event stays first in line, replayed next time
                     raise DatabaseUnavailable(f"conflicting writers: {_reason(exc)}") from None
                 _raise_if_transient(exc)
-                reason = _reason(exc) + _which_numbers(event, exc)
-                what = getattr(event, "path", None) or f"a spooled {event.kind} event"
+                what, reason = _refusal(event, exc)
                 log.error("refused %s: %s (kept in %s)", what, reason, self.rejected_path)
                 raise Unappliable(reason) from None
 
@@ -398,6 +396,12 @@ def _reason(exc: Exception) -> str:
         return str(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _refusal(event: Event, exc: Exception) -> tuple[str, str]:
+    """What the database refused (the file, else the event) and why, in one line each."""
+    what = getattr(event, "path", None) or f"{event.kind} event {event.event_id}"
+    return what, _reason(exc) + _which_numbers(event, exc)
 
 
 INTEGER_RANGE = range(-(2**31), 2**31)  # PostgreSQL's integer (epochs and steps)

@@ -268,11 +268,13 @@ def _fail_if_lost(stats: BackfillStats, delivery: EventDelivery) -> None:
         )
 
 
-def _refused(count: int, delivery: EventDelivery) -> click.ClickException:
-    """The last line of a `watch --once` or `record` that some files were refused by (each
-    refusal was logged with its reason and where it is kept, as it came)."""
+def _refused(
+    count: int, delivery: EventDelivery, what: str = "file", how: str = "refused by the database"
+) -> click.ClickException:
+    """The last line of a `watch --once`, `record` or `sync` that some files (events) were
+    refused by (each refusal was logged with its reason and where it is kept, as it came)."""
     return click.ClickException(
-        f"{plural(count, 'file')} refused by the database, not recorded (why: said above; "
+        f"{plural(count, what)} {how}, not recorded (why: said above; "
         f"kept in the spool's {delivery.rejected_path.name})"
     )
 
@@ -453,10 +455,7 @@ def sync(ctx: click.Context) -> None:
             f"{plural(left, 'event')} still waiting: the database is unavailable"
         )
     if result.rejected:  # (as record and watch --once end when a file was refused)
-        raise click.ClickException(
-            f"{plural(result.rejected, 'event')} set aside, not recorded (why: said above; "
-            f"kept in the spool's {delivery.rejected_path.name})"
-        )
+        raise _refused(result.rejected, delivery, "event", "set aside")
 
 
 def _observed(

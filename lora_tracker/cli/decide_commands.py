@@ -121,7 +121,8 @@ def tried(
             echo_records(result.nearby, None, ("matching", *TRIED_TABLE), layout=layout)
     if failed:
         import shutil
-        import textwrap
+
+        from ..guard import wrapped
 
         width = min(shutil.get_terminal_size((100, 24)).columns, 100)
         lines = ["", "!!! THIS CONFIGURATION ALREADY FAILED:"]
@@ -130,8 +131,7 @@ def tried(
                 f"{r['run_name']} ({r['quality_score'] if r['quality_score'] is not None else '?'}"
                 f"/10: {shorten(r['key_findings'] or '; '.join(r['issues_found']) or 'no notes')})"
             )
-            lines += textwrap.wrap(escape_control(said), width, initial_indent="    - ",
-                                   subsequent_indent="      ")  # fmt: skip
+            lines += wrapped(said, "    - ", "      ", width)
         click.secho("\n".join(lines), fg="red", bold=True, err=True)
         ctx.exit(EXIT_TRIED_AND_FAILED)
 
